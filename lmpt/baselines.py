@@ -1,0 +1,183 @@
+"""The baselines shipped beside LMPT (SPEC §9): zero-shot CLIP and fine-tuned CLIP.
+
+- ``zero_shot(args)``: class embedding = normalised mean of the normalised
+  embeddings of the prompt templates; logits 100·cos (deviation: the published
+  script joined all templates into one string cut to 76 characters).
+- ``finetune(args)``: a linear layer on the visual embedding (its width read from
+  the model), DB loss, AdamW; ``--from_scratch`` also unfreezes the visual encoder.
+"""
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import clip
+
+from .checkpoint import save_json
+from .data import ImageListDataset, build_transform, seed_worker
+from .engine import build_scheduler, fit, load_trainable_state, seed_everything, select_device, sigterm_as_interrupt
+from .checkpoint import load_checkpoint
+from .losses import build_classification_loss
+from .metrics import format_results, topk_metrics, scores_from_logits
+from .prepare import (backbone_identity, encode_splits, evaluate_logits, load_clip_model, load_splits,
+                      use_autocast)
+from .prompt_tuning import prepare_run_dir
+from .templates import TEMPLATES
+
+
+def check_class_count(dataset, nb_classes):
+    if nb_classes is not None and nb_classes != len(dataset.class_names):
+        labels = dataset.root / dataset.spec.labels
+        raise ValueError(f"--nb_classes {nb_classes} does not match {labels}, which lists "
+                         f"{len(dataset.class_names)} classes")
+
+
+@torch.no_grad()
+def zero_shot_classifier(clip_model, class_names, templates, device):
+    """Normalised class embeddings [C, E]: the mean of each class's normalised template embeddings."""
+    weights = []
+    for name in tqdm(class_names, desc="encoding class prompts", leave=False):
+        tokens = clip.tokenize([t.format(name.replace("_", " ")) for t in templates]).to(device)  # [T, 77]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast(device)):
+            emb = clip_model.encode_text(tokens).float()  # [T, E]
+        weights.append(F.normalize(F.normalize(emb, dim=-1).mean(0), dim=-1))
+    return torch.stack(weights)  # [C, E]
+
+
+def zero_shot(args):
+    seed_everything(args.seed)
+    device = select_device(args.device)
+    run_dir = Path(args.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_json(run_dir / "args.json", vars(args))
+    dataset, splits = load_splits(args, need_val=False, check=("test",))
+    check_class_count(dataset, args.nb_classes)
+    clip_model, checkpoint = load_clip_model(args.pretrain_clip_path, args.pretrained_dir, device)
+    encode_splits(args, dataset, splits, clip_model, checkpoint, device, names=("test",))
+    test_split = splits["test"]
+    weights = zero_shot_classifier(clip_model, dataset.class_names, TEMPLATES[args.templates], device)
+    logits = 100.0 * F.normalize(test_split.features[:, 0].to(device), dim=-1) @ weights.t()  # [N, C]
+    train_freq = dataset.class_freq["class_freq"]
+    results = evaluate_logits(logits, test_split.labels, train_freq, args.thre, args.score)
+    scores = scores_from_logits(logits.float(), args.score).cpu().numpy()
+    results.update({f"top{args.topk}_{k}": v for k, v in
+                    topk_metrics(scores, test_split.labels.numpy(), k=args.topk).items()})
+    results.update({"method": "zero-shot", "templates": args.templates, "score": args.score, "thre": args.thre,
+                    **backbone_identity(args.pretrain_clip_path, checkpoint)})
+    save_json(run_dir / "results.json", results)
+    print(format_results(results, dataset.class_names, train_freq))
+    print(f"top-{args.topk}: " + "  ".join(f"{k} {results[f'top{args.topk}_{k}']:.2f}"
+                                           for k in ("precision", "recall", "F1")))
+    print(f"[zero-shot] run folder: {run_dir}")
+    return results
+
+
+class LinearProbe(nn.Module):
+    """A linear classifier on CLIP's visual embedding, optionally with the encoder trainable."""
+
+    def __init__(self, visual, embed_dim, num_classes, train_encoder=False):
+        super().__init__()
+        self.visual = visual
+        self.fc = nn.Linear(embed_dim, num_classes)  # [E] -> [C]
+        for p in visual.parameters():
+            p.requires_grad_(train_encoder)
+        self.train_encoder = train_encoder
+
+    def train(self, mode=True):
+        super().train(mode)
+        if not self.train_encoder:
+            self.visual.eval()
+        return self
+
+    def forward(self, features):
+        return self.fc(features.float())
+
+    def forward_images(self, images):
+        return self.fc(self.visual(images).float())
+
+
+@torch.no_grad()
+def decode_images(root, paths, transform, num_workers, desc):
+    """All images of a split decoded once -> [N, 3, H, W] float16 (for full fine-tuning)."""
+    loader = DataLoader(ImageListDataset(root, paths, transform), batch_size=64, num_workers=num_workers,
+                        worker_init_fn=seed_worker)
+    return torch.cat([images.half() for images, _ in tqdm(loader, desc=desc, leave=False)])
+
+
+def finetune(args):
+    seed_everything(args.seed)
+    device = select_device(args.device)
+    run_dir = prepare_run_dir(args)
+    save_json(run_dir / "args.json", vars(args))
+    dataset, splits = load_splits(args, need_val=True)
+    check_class_count(dataset, args.nb_classes)
+    clip_model, checkpoint = load_clip_model(args.pretrain_clip_path, args.pretrained_dir, device)
+    encode_splits(args, dataset, splits, clip_model, checkpoint, device)
+    train_split, test_split = splits["train"], splits["test"]
+    select_split = splits.get("val", test_split)
+    class_freq = dataset.class_freq
+    train_freq = class_freq["class_freq"]
+    embed_dim = clip_model.visual.output_dim  # 1024 for RN50, 512 for ViT-B/16 (read, not hard-coded)
+    torch.manual_seed(args.seed)
+    model = LinearProbe(clip_model.visual, embed_dim, len(dataset.class_names), args.from_scratch).to(device)
+    loss_fn = build_classification_loss(args.loss_function, class_freq["class_freq"], class_freq["neg_class_freq"],
+                                        dataset=dataset.spec.name).to(device)
+    autocast = use_autocast(device)
+    labels = train_split.labels.to(device)
+    if args.from_scratch:
+        transform = build_transform(args.preprocess, clip_model.visual.input_resolution)
+        images = decode_images(dataset.root, train_split.paths, transform, args.num_workers, "decoding train images")
+    else:
+        features = train_split.features.to(device)  # [N, 2, E]
+
+    def batch_loss(index, flips, epoch, step):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            if args.from_scratch:
+                x = images[index].to(device).float()
+                x = torch.where(flips.to(device).view(-1, 1, 1, 1).bool(), x.flip(-1), x)
+                logits = model.forward_images(x)
+            else:
+                logits = model(features[index.to(device), flips.to(device)])
+        loss = loss_fn(logits.float(), labels[index.to(device)])
+        return loss, {}
+
+    def split_logits(split):
+        if not args.from_scratch:
+            return model(split.features[:, 0].to(device))
+        transform = build_transform(args.preprocess, clip_model.visual.input_resolution)
+        loader = DataLoader(ImageListDataset(dataset.root, split.paths, transform), batch_size=args.batch_size,
+                            num_workers=args.num_workers, worker_init_fn=seed_worker)
+        out = []
+        for x, _ in tqdm(loader, desc=f"evaluating {split.name}", leave=False):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out.append(model.forward_images(x.to(device)).float())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def evaluate():
+        results = evaluate_logits(split_logits(select_split), select_split.labels, train_freq, args.thre, args.score)
+        return results["mAP"], {f"{select_split.name}_{k}": results[k]
+                                for k in ("mAP", "head_mAP", "medium_mAP", "tail_mAP")}
+
+    config = {"method": "finetune-full" if args.from_scratch else "linear-probe", "dataset": dataset.spec.name,
+              "class_names": dataset.class_names, "preprocess": args.preprocess,
+              **backbone_identity(args.pretrain_clip_path, checkpoint)}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4)
+    with sigterm_as_interrupt():
+        best = fit(model, batch_loss, evaluate, optimizer, build_scheduler(optimizer), run_dir, args.epochs,
+                   args.batch_size, len(train_split.paths), args.seed, config, resume=args.resume,
+                   desc=config["method"])
+    state = load_checkpoint(run_dir / "best.pt")
+    load_trainable_state(model, state["model"], run_dir / "best.pt")
+    model.eval()
+    with torch.no_grad():
+        results = evaluate_logits(split_logits(test_split), test_split.labels, train_freq, args.thre, args.score)
+    results.update({"method": config["method"], "selected_epoch": best["epoch"],
+                    "selection_split": select_split.name, "thre": args.thre, "score": args.score})
+    save_json(run_dir / "results.json", results)
+    print(format_results(results, dataset.class_names, train_freq))
+    print(f"[finetune] run folder: {run_dir}")
+    return results

@@ -1,0 +1,90 @@
+"""Run folders and atomic writes: nothing half-written survives a crash.
+
+A run folder holds plain files: ``args.json``, ``metrics.jsonl`` (one line per
+epoch), ``results.json``, ``last.pt`` and ``best.pt``. Every file is written to
+a temporary name in the same folder and renamed into place, so a reader (or a
+resumed run) only ever sees a complete file.
+"""
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def _atomic_write(path, write):
+    """Call ``write(file_object)`` on a temporary file, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(value):
+    """NaN/Inf become null so that every file is valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return _jsonable(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def save_json(path, obj):
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n"
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_torch(path, obj):
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_metrics(path, rows):
+    """Rewrite ``metrics.jsonl`` with all epoch rows (atomic, so a resumed run
+    never sees a torn last line)."""
+    text = "".join(json.dumps(_jsonable(r)) + "\n" for r in rows)
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def read_metrics(path):
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load a checkpoint written by :func:`save_torch`; a folder means its ``best.pt``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no checkpoint here; expected a run folder written by lmpt/train.py "
+            f"(holding best.pt and last.pt) or the path of one of those files")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # a truncated or foreign file
+        raise ValueError(f"{path}: cannot be read as an LMPT checkpoint ({e})") from e

@@ -1,0 +1,169 @@
+"""The training loop shared by LMPT, CoOp and the fine-tuning baseline.
+
+``fit`` reads like a checklist: for each epoch, draw the image order and the
+flip decisions from ``seed`` and the epoch number alone (so a resumed run sees
+exactly the batches an uninterrupted one would), take optimisation steps,
+evaluate, step the plateau scheduler, and write ``metrics.jsonl``, ``last.pt``
+and — when the selection mAP improved — ``best.pt``, all atomically.
+"""
+import math
+import random
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, read_metrics, save_torch, write_metrics
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or logits became NaN/Inf; the last good checkpoint is kept."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that the run stops cleanly."""
+
+
+def seed_everything(seed):
+    """Seed Python, NumPy and PyTorch (loader workers are seeded by ``lmpt.data.seed_worker``)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def select_device(name=None):
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises :class:`Interrupted` like Ctrl-C raises KeyboardInterrupt."""
+    def handler(signum, frame):
+        raise Interrupted(f"signal {signum}")
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def epoch_plan(seed, epoch, n, batch_size):
+    """The batches (index tensors) and per-image flip decisions of one epoch."""
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    order = torch.randperm(n, generator=g)
+    flips = torch.randint(0, 2, (n,), generator=g)  # [N] 0 = as is, 1 = mirrored
+    return order.split(batch_size), flips
+
+
+def trainable_state(model):
+    """The parameters that train (prompt contexts, a probe, an unfrozen encoder)."""
+    names = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
+
+
+def load_trainable_state(model, state, source):
+    """Load :func:`trainable_state` back, refusing a checkpoint of another shape."""
+    expected = {name: p.shape for name, p in model.named_parameters() if p.requires_grad}
+    if set(state) != set(expected):
+        raise ValueError(f"{source}: checkpoint holds parameters {sorted(state)}, "
+                         f"this model trains {sorted(expected)}")
+    for name, shape in expected.items():
+        if tuple(state[name].shape) != tuple(shape):
+            raise ValueError(f"{source}: parameter {name} has shape {tuple(state[name].shape)} in the "
+                             f"checkpoint but {tuple(shape)} in the model rebuilt from its configuration")
+    model.load_state_dict(state, strict=False)
+
+
+def build_optimizer(name, params, lr, weight_decay=1e-4):
+    params = list(params)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected sgd, adam or adamw")
+
+
+def build_scheduler(optimizer):
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=5, min_lr=1e-7)
+
+
+def check_finite(value, what, epoch, step):
+    if not torch.isfinite(value).all():
+        raise NonFiniteError(f"{what} is not finite at epoch {epoch}, step {step}; stopping. "
+                             f"The last good checkpoint (if any) is kept in the run folder.")
+
+
+def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batch_size, n_train, seed,
+        config, resume=False, on_epoch_end=None, desc="train"):
+    """Train ``model`` for ``epochs`` epochs; return the best epoch's record.
+
+    - ``batch_loss(index [B], flips [B], epoch, step) -> (loss, {name: float})``
+    - ``evaluate() -> (selection_mAP, {metric: value})`` on the selection split
+    - ``config``: saved with every checkpoint (what ``test.py`` needs to rebuild the model)
+    - ``resume``: continue from ``run_dir/last.pt``
+    """
+    run_dir = Path(run_dir)
+    start, best, rows = 0, {"epoch": None, "mAP": -math.inf}, []
+    if resume:
+        ckpt = load_checkpoint(run_dir / "last.pt")
+        load_trainable_state(model, ckpt["model"], run_dir / "last.pt")
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start, best = ckpt["epoch"] + 1, ckpt["best"]
+        rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["epoch"] < start]
+        print(f"[train] resuming {run_dir} after epoch {ckpt['epoch']} (best mAP {best['mAP']:.2f} "
+              f"at epoch {best['epoch']})")
+    for epoch in range(start, epochs):
+        t0 = time.time()
+        model.train()
+        batches, flips = epoch_plan(seed, epoch, n_train, batch_size)
+        sums, count = {}, 0
+        bar = tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False)
+        for step, index in enumerate(bar):
+            loss, parts = batch_loss(index, flips[index], epoch, step)
+            check_finite(loss.detach(), "the training loss", epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for k, v in {"loss": loss.item(), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v * len(index)
+            count += len(index)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        model.eval()
+        selection_map, metrics = evaluate()
+        scheduler.step(selection_map)
+        improved = selection_map > best["mAP"]
+        if improved:
+            best = {"epoch": epoch, "mAP": selection_map}
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+               **{f"train_{k}": v / max(count, 1) for k, v in sums.items()},
+               **metrics, "selection_mAP": selection_map, "best_epoch": best["epoch"],
+               "seconds": round(time.time() - t0, 3)}
+        rows.append(row)
+        state = {"model": trainable_state(model), "config": config, "epoch": epoch, "best": best,
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        # metrics first, last.pt last: a run killed in between resumes from the older last.pt
+        write_metrics(run_dir / "metrics.jsonl", rows)
+        if improved:
+            save_torch(run_dir / "best.pt", state)
+        save_torch(run_dir / "last.pt", state)
+        print(f"[{desc}] epoch {epoch + 1}/{epochs} loss {row.get('train_loss', float('nan')):.4f} "
+              f"mAP {selection_map:.2f} (best {best['mAP']:.2f} @ {best['epoch'] + 1}) {row['seconds']:.1f}s")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+    return best

@@ -1,0 +1,174 @@
+"""CoOp-style prompt learning on a frozen CLIP: ``TextEncoder``, ``PromptLearner``,
+``CustomCLIP`` (the names of Zhou et al.'s CoOp), and the table of known backbones.
+
+A prompt for class c is built in token-embedding space (SPEC §5)::
+
+    [SOS] ctx_1 … ctx_M <class name tokens> . [EOS] pad …      (77 tokens)
+
+Only the context vectors are parameters; everything else is a frozen buffer.
+"""
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import clip
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PRETRAINED_DIR = REPO_ROOT / "pretrained"
+
+# --pretrain_clip short names (the published ones first) -> file in pretrained/.
+BACKBONES = {
+    "RN50": "RN50.pt",
+    "RN101": "RN101.pt",
+    "RN50x4": "RN50x4.pt",
+    "RN50x16": "RN50x16.pt",
+    "RN50x64": "RN50x64.pt",
+    "ViT32": "ViT-B-32.pt",
+    "ViT16": "ViT-B-16.pt",
+    "ViT14": "ViT-L-14.pt",
+    "ViT14@336": "ViT-L-14-336px.pt",
+    "tiny": "tiny-clip-synth.pt",  # the embedded default, pretrained by tools/pretrain_tiny_clip.py
+}
+CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+
+
+def resolve_backbone(name, pretrained_dir=DEFAULT_PRETRAINED_DIR):
+    """A short name of :data:`BACKBONES`, an OpenAI name (``ViT-B/16``) or a path -> checkpoint path."""
+    if name in BACKBONES:
+        return Path(pretrained_dir) / BACKBONES[name]
+    if name in clip.available_models():
+        return Path(pretrained_dir) / (name.replace("/", "-") + ".pt")
+    path = Path(name)
+    if path.suffix == ".pt" or path.exists():
+        return path
+    raise ValueError(
+        f"--pretrain_clip {name!r}: not a known backbone ({', '.join(BACKBONES)}; "
+        f"or an OpenAI name such as ViT-B/16) and not a path to a .pt file")
+
+
+def freeze(module):
+    """Frozen means frozen: no gradients and eval mode (so RN50 batch-norm statistics never drift)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+class TextEncoder(nn.Module):
+    """CLIP's text tower applied to prompts given as token embeddings."""
+
+    def __init__(self, clip_model):
+        super().__init__()
+        self.transformer = clip_model.transformer
+        self.positional_embedding = clip_model.positional_embedding
+        self.ln_final = clip_model.ln_final
+        self.text_projection = clip_model.text_projection
+
+    def forward(self, prompts, tokenized_prompts):
+        # prompts: [C, 77, D] token embeddings; tokenized_prompts: [C, 77] ids
+        dtype = self.positional_embedding.dtype
+        x = prompts.to(dtype) + self.positional_embedding  # [C, 77, D]
+        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)  # LND in the transformer
+        x = self.ln_final(x)
+        eot = tokenized_prompts.argmax(dim=-1)  # the end-of-text token has the largest id
+        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection  # [C, E]
+
+
+class PromptLearner(nn.Module):
+    """Learnable context vectors around frozen class-name embeddings (SPEC §5).
+
+    ``ctx_init=''`` draws ``n_ctx`` vectors from N(0, 0.02²); otherwise the context
+    starts from the token embeddings of the init words (their count sets M). With
+    ``csc`` every class has its own context [C, M, D] — also when initialised from
+    words (a deviation: the published code fell back to a shared context).
+    """
+
+    def __init__(self, class_names, clip_model, n_ctx=16, ctx_init="", csc=True,
+                 class_token_position="end"):
+        super().__init__()
+        if class_token_position not in CLASS_TOKEN_POSITIONS:
+            raise ValueError(f"class_token_position must be one of {CLASS_TOKEN_POSITIONS}, "
+                             f"got {class_token_position!r}")
+        n_cls = len(class_names)
+        embedding = clip_model.token_embedding
+        dim = embedding.weight.shape[1]
+        device = embedding.weight.device
+        ctx_init = (ctx_init or "").strip().replace("_", " ")
+        if ctx_init:
+            n_ctx = len(ctx_init.split())
+            with torch.no_grad():
+                init = embedding(clip.tokenize(ctx_init).to(device))[0, 1:1 + n_ctx].float()  # [M, D]
+            ctx = init.expand(n_cls, -1, -1).clone() if csc else init.clone()
+            prompt_prefix = ctx_init
+        else:
+            if n_ctx < 1:
+                raise ValueError(f"n_ctx must be at least 1 with an empty ctx_init, got {n_ctx}")
+            ctx = torch.empty(n_cls, n_ctx, dim) if csc else torch.empty(n_ctx, dim)
+            nn.init.normal_(ctx, std=0.02)
+            prompt_prefix = " ".join(["X"] * n_ctx)
+        self.ctx = nn.Parameter(ctx.to(device))  # [C, M, D] or [M, D], fp32 master copy
+
+        names = [name.replace("_", " ") for name in class_names]
+        self.name_lens = [len(clip._tokenizer.encode(name)) for name in names]
+        tokenized = clip.tokenize([f"{prompt_prefix} {name}." for name in names]).to(device)  # [C, 77]
+        with torch.no_grad():
+            token_embeds = embedding(tokenized)  # [C, 77, D]
+        self.register_buffer("tokenized_prompts", tokenized, persistent=False)
+        self.register_buffer("token_prefix", token_embeds[:, :1], persistent=False)  # SOS
+        self.register_buffer("token_suffix", token_embeds[:, 1 + n_ctx:], persistent=False)  # name . EOS pad
+        self.n_cls, self.n_ctx, self.csc = n_cls, n_ctx, csc
+        self.class_token_position = class_token_position
+
+    def forward(self):
+        ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.expand(self.n_cls, -1, -1)  # [C, M, D]
+        ctx = ctx.to(self.token_prefix.dtype)
+        prefix, suffix = self.token_prefix, self.token_suffix
+        if self.class_token_position == "end":
+            return torch.cat([prefix, ctx, suffix], dim=1)  # [C, 77, D]
+        rows = []
+        half = self.n_ctx // 2
+        for c, name_len in enumerate(self.name_lens):
+            name, rest = suffix[c:c + 1, :name_len], suffix[c:c + 1, name_len:]
+            if self.class_token_position == "middle":
+                parts = [prefix[c:c + 1], ctx[c:c + 1, :half], name, ctx[c:c + 1, half:], rest]
+            else:  # front
+                parts = [prefix[c:c + 1], name, ctx[c:c + 1], rest]
+            rows.append(torch.cat(parts, dim=1))
+        return torch.cat(rows, dim=0)  # [C, 77, D]
+
+
+class CustomCLIP(nn.Module):
+    """Logits of images against the learned class prompts: exp(logit_scale) · cos(image, text)."""
+
+    def __init__(self, class_names, clip_model, **prompt_kwargs):
+        super().__init__()
+        self.prompt_learner = PromptLearner(class_names, clip_model, **prompt_kwargs)
+        self.text_encoder = freeze(TextEncoder(clip_model))
+        self.image_encoder = freeze(clip_model.visual)
+        self.register_buffer("logit_scale", clip_model.logit_scale.detach().exp().float(), persistent=False)
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.text_encoder.eval()
+        self.image_encoder.eval()
+        return self
+
+    def text_features(self, prompts=None):
+        """Normalised class text features [C, E]; pass ``prompts`` to reuse a forward of the learner."""
+        if prompts is None:
+            prompts = self.prompt_learner()
+        features = self.text_encoder(prompts, self.prompt_learner.tokenized_prompts)
+        return F.normalize(features.float(), dim=-1)
+
+    def logits(self, image_features, text_features):
+        # image_features: [B, E] straight from the image encoder; text_features: [C, E] normalised
+        return self.logit_scale * F.normalize(image_features.float(), dim=-1) @ text_features.t()  # [B, C]
+
+    def forward(self, image_features):
+        return self.logits(image_features, self.text_features())
+
+    def forward_images(self, images):
+        with torch.no_grad():
+            features = self.image_encoder(images.to(self.logit_scale.device, self.image_encoder.conv1.weight.dtype))
+        return self(features)

@@ -1,0 +1,111 @@
+"""Loading what every script needs: the frozen CLIP, the dataset and its cached
+image features, caption token embeddings, and evaluation of logits."""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import clip
+
+from .data import check_images_exist, load_dataset
+from .features import DEFAULT_CACHE_DIR, cached_image_features, file_fingerprint, raise_on_bad_images
+from .metrics import evaluate, scores_from_logits
+from .models import freeze, resolve_backbone
+
+CAPTION_CHARS = 75  # captions are cut to their first 75 characters, as published
+
+
+def load_clip_model(backbone, pretrained_dir, device):
+    """Frozen CLIP in eval mode -> (model, checkpoint path).
+
+    On CUDA the weights stay fp32 and the encoders run under bf16 autocast
+    (``use_autocast``); on the CPU everything is fp32.
+    """
+    path = resolve_backbone(backbone, pretrained_dir)
+    model, _ = clip.load(str(path), device=device, jit=False)
+    model = model.float()
+    return freeze(model), Path(path)
+
+
+def use_autocast(device):
+    return torch.device(device).type == "cuda"
+
+
+@dataclass
+class Split:
+    """One list file's images, labels and frozen features."""
+    name: str
+    list_file: Path
+    paths: list
+    labels: torch.Tensor  # [N, C] float 0/1
+    features: torch.Tensor = None  # [N, 2, E]: unflipped and mirrored view
+    kept: list = field(default_factory=list)  # indices into the list file (bad images dropped)
+
+
+def load_splits(args, need_val=True, check=("train", "test", "val")):
+    """The dataset (validated) and its train/test(/val) splits; the image files of the
+    splits in ``check`` are checked to exist before any work starts."""
+    dataset = load_dataset(args.dataset, args.data_root, getattr(args, "val_list", None) if need_val else None)
+    spec = dataset.spec
+    splits = {
+        "train": Split("train", dataset.root / spec.train_list, dataset.train_paths,
+                       torch.as_tensor(dataset.train_labels, dtype=torch.float32)),
+        "test": Split("test", dataset.root / spec.test_list, dataset.test_paths,
+                      torch.as_tensor(dataset.test_labels, dtype=torch.float32)),
+    }
+    if getattr(dataset, "val_paths", None) is not None:
+        splits["val"] = Split("val", Path(args.val_list), dataset.val_paths,
+                              torch.as_tensor(dataset.val_labels, dtype=torch.float32))
+    for name in check:  # every missing image of every split used, before any work
+        if name in splits:
+            check_images_exist(dataset.root, splits[name].paths, splits[name].list_file)
+    return dataset, splits
+
+
+def encode_splits(args, dataset, splits, clip_model, checkpoint, device, names=("train", "test", "val")):
+    """Fill ``split.features`` from the cache (computing it once); drop or refuse bad images."""
+    cache_dir = args.cache_dir or DEFAULT_CACHE_DIR
+    for name in names:
+        if name not in splits:
+            continue
+        split = splits[name]
+        features, errors = cached_image_features(
+            clip_model, checkpoint, dataset.root, split.paths, preprocess=args.preprocess, device=device,
+            batch_size=max(args.batch_size, 64), num_workers=args.num_workers, cache_dir=cache_dir,
+            desc=f"encoding {name} images", autocast=use_autocast(device))
+        kept = raise_on_bad_images(errors, split.paths, split.list_file, args.skip_bad_images)
+        index = torch.as_tensor(kept, dtype=torch.long)
+        split.features, split.labels, split.kept = features[index], split.labels[index], kept
+        split.paths = [split.paths[i] for i in kept]
+    return splits
+
+
+@torch.no_grad()
+def caption_token_embeddings(clip_model, captions):
+    """Frozen token embeddings of the captions (before positional embedding) -> [N, 77, D]."""
+    tokens = clip.tokenize([c[:CAPTION_CHARS] for c in captions], truncate=True)  # [N, 77]
+    embedding = clip_model.token_embedding
+    return embedding(tokens.to(embedding.weight.device)).float()
+
+
+def evaluate_logits(logits, labels, train_class_freq, thre, score):
+    """All metrics of SPEC §4 for logits [N, C] against labels [N, C]."""
+    scores = scores_from_logits(torch.as_tensor(logits).float(), score)
+    return evaluate(np.asarray(scores.cpu()), np.asarray(labels.cpu()), train_class_freq, thre=thre)
+
+
+def backbone_identity(backbone, checkpoint):
+    """What a checkpoint records about the CLIP it was trained on."""
+    return {"backbone": str(backbone), "backbone_file": Path(checkpoint).name,
+            "backbone_sha256": file_fingerprint(checkpoint)}
+
+
+def check_backbone(config, checkpoint, source):
+    """Refuse to evaluate a checkpoint on a CLIP other than the one it was trained on."""
+    sha = file_fingerprint(checkpoint)
+    if config.get("backbone_sha256") not in (None, sha):
+        raise ValueError(
+            f"{source}: trained on backbone {config.get('backbone')} ({config.get('backbone_file')}, "
+            f"sha256 {config['backbone_sha256'][:12]}…) but {checkpoint} has sha256 {sha[:12]}…; "
+            f"pass --pretrained_dir holding the original checkpoint")

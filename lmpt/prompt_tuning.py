@@ -1,0 +1,165 @@
+"""LMPT and CoOp: train class-specific prompts on a frozen CLIP, and test them.
+
+``train(args)`` and ``test(args)`` are what ``lmpt/train.py`` and
+``lmpt/test.py`` run. Training runs only the prompt learner and the text
+encoder: image features come from the cache (see ``lmpt.features``), caption
+token embeddings are computed once, and evaluation encodes the class prompts
+once per pass.
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint, save_json
+from .engine import (NonFiniteError, build_optimizer, build_scheduler, check_finite, fit,
+                     load_trainable_state, seed_everything, select_device, sigterm_as_interrupt)
+from .losses import build_classification_loss, build_cse_loss
+from .metrics import format_results
+from .models import CustomCLIP
+from .prepare import (backbone_identity, caption_token_embeddings, check_backbone, encode_splits,
+                      evaluate_logits, load_clip_model, load_splits, use_autocast)
+
+TRAINING_METHODS = ("coop", "lmpt")
+PROMPT_KEYS = ("n_ctx", "ctx_init", "csc", "class_token_position")
+
+
+def prepare_run_dir(args):
+    """Create the run folder; refuse to overwrite a finished or interrupted run by accident."""
+    run_dir = Path(args.output_dir)
+    if args.resume:
+        if not (run_dir / "last.pt").exists():
+            raise FileNotFoundError(f"--resume {run_dir}: no last.pt there, nothing to resume")
+        return run_dir
+    if (run_dir / "last.pt").exists() or (run_dir / "results.json").exists():
+        if not args.overwrite:
+            raise FileExistsError(
+                f"{run_dir} already holds a run. Continue it with --resume {run_dir}, choose another "
+                f"--output_dir, or pass --overwrite to replace it.")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def evaluate_prompts(model, split, train_class_freq, thre, score, device):
+    """Metrics of the prompts on a split's unflipped features (text features encoded once)."""
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast(device)):
+        text = model.text_features()  # [C, E]
+        logits = model.logits(split.features[:, 0].to(device), text)  # [N, C]
+    return evaluate_logits(logits.float(), split.labels, train_class_freq, thre, score), logits
+
+
+def train(args):
+    if args.training_method not in TRAINING_METHODS:
+        raise ValueError(f"--training_method {args.training_method!r}: implemented methods are {TRAINING_METHODS}")
+    seed_everything(args.seed)
+    device = select_device(args.device)
+    run_dir = prepare_run_dir(args)
+    save_json(run_dir / "args.json", vars(args))
+
+    dataset, splits = load_splits(args)
+    clip_model, checkpoint = load_clip_model(args.pretrain_clip, args.pretrained_dir, device)
+    encode_splits(args, dataset, splits, clip_model, checkpoint, device)
+    train_split, test_split = splits["train"], splits["test"]
+    select_split = splits.get("val", test_split)
+    if "val" not in splits:
+        print("[train] no --val_list: selecting the best epoch on the TEST split, as the published code "
+              "did; its test mAP is optimistic. Pass --val_list for an honest selection.")
+    class_freq = dataset.class_freq
+    train_freq = class_freq["class_freq"]
+
+    torch.manual_seed(args.seed)  # the contexts' initialisation depends on the seed alone
+    model = CustomCLIP(dataset.class_names, clip_model, n_ctx=args.n_ctx, ctx_init=args.ctx_init,
+                       csc=args.csc, class_token_position=args.class_token_position).to(device)
+    cls_loss = build_classification_loss(args.loss_function, class_freq["class_freq"],
+                                         class_freq["neg_class_freq"], dataset=dataset.spec.name,
+                                         gamma=args.gamma, neg_scale=args.neg_scale).to(device)
+    use_cse = args.training_method == "lmpt"
+    if use_cse:
+        cse_loss = build_cse_loss(args.cseloss, train_freq, args.cse_margin, args.cse_gamma, args.m_ctx).to(device)
+        kept_captions = [dataset.captions[i] for i in train_split.kept]
+        captions = caption_token_embeddings(clip_model, kept_captions).to(device)  # [N, 77, D]
+    features = train_split.features.to(device)  # [N, 2, E]
+    labels = train_split.labels.to(device)  # [N, C]
+    autocast = use_autocast(device)
+
+    def batch_loss(index, flips, epoch, step):
+        index, flips = index.to(device), flips.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            prompts = model.prompt_learner()  # [C, 77, D]
+            logits = model.logits(features[index, flips], model.text_features(prompts))  # [B, C]
+        check_finite(logits.detach(), "the logits", epoch, step)
+        loss_cls = cls_loss(logits.float(), labels[index])
+        if not use_cse:
+            return loss_cls, {"cls_loss": loss_cls.item()}
+        loss_cse = cse_loss(captions[index], prompts.float(), labels[index])
+        loss = args.lam * loss_cls + (1 - args.lam) * loss_cse
+        return loss, {"cls_loss": loss_cls.item(), "cse_loss": loss_cse.item()}
+
+    def evaluate():
+        results, _ = evaluate_prompts(model, select_split, train_freq, args.thre, args.score, device)
+        row = {f"{select_split.name}_{k}": results[k] for k in ("mAP", "head_mAP", "medium_mAP", "tail_mAP")}
+        return results["mAP"], row
+
+    config = {"method": args.training_method, "dataset": dataset.spec.name,
+              "class_names": dataset.class_names, **{k: getattr(args, k) for k in PROMPT_KEYS},
+              "m_ctx": args.m_ctx, "preprocess": args.preprocess, "score": args.score, "thre": args.thre,
+              "selection_split": select_split.name, **backbone_identity(args.pretrain_clip, checkpoint)}
+    optimizer = build_optimizer(args.optimizer, model.prompt_learner.parameters(), args.lr)
+    scheduler = build_scheduler(optimizer)
+    with sigterm_as_interrupt():
+        best = fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, args.epochs, args.batch_size,
+                   len(train_split.paths), args.seed, config, resume=args.resume,
+                   on_epoch_end=getattr(args, "on_epoch_end", None), desc=args.training_method)
+
+    results = final_evaluation(model, run_dir / "best.pt", test_split, train_freq, args.thre, args.score, device)
+    results.update({"selected_epoch": best["epoch"], "selection_split": select_split.name,
+                    "selection_mAP": best["mAP"]})
+    save_json(run_dir / "results.json", results)
+    print(format_results(results, dataset.class_names, train_freq))
+    print(f"[train] run folder: {run_dir}")
+    return results
+
+
+def final_evaluation(model, checkpoint_path, split, train_freq, thre, score, device):
+    state = load_checkpoint(checkpoint_path)
+    load_trainable_state(model, state["model"], checkpoint_path)
+    results, _ = evaluate_prompts(model, split, train_freq, thre, score, device)
+    return {**results, "checkpoint": str(checkpoint_path), "checkpoint_epoch": state["epoch"],
+            "thre": thre, "score": score}
+
+
+def test(args):
+    """Rebuild the prompt learner from a checkpoint's saved configuration and evaluate it on the test split."""
+    device = select_device(args.device)
+    state = load_checkpoint(args.checkpoint)
+    source = Path(args.checkpoint)
+    checkpoint_path = source / "best.pt" if source.is_dir() else source
+    config = state["config"]
+    for key in PROMPT_KEYS:  # the seed's test command passes flags that the checkpoint already fixes
+        given = getattr(args, key, None)
+        if given is not None and given != config[key]:
+            print(f"[test] note: --{key} {given!r} ignored; the checkpoint was trained with {config[key]!r} "
+                  f"and the prompt learner is rebuilt from it")
+    args.dataset = args.dataset or config["dataset"]
+    args.preprocess = args.preprocess or config["preprocess"]
+    args.score = args.score or config["score"]
+    args.thre = config["thre"] if args.thre is None else args.thre
+    dataset, splits = load_splits(args, need_val=False)
+    if dataset.class_names != config["class_names"]:
+        raise ValueError(f"{checkpoint_path}: trained on classes {config['class_names'][:5]}… "
+                         f"({len(config['class_names'])}), but --dataset {args.dataset} has "
+                         f"{dataset.class_names[:5]}… ({len(dataset.class_names)})")
+    clip_model, backbone_path = load_clip_model(config["backbone"], args.pretrained_dir, device)
+    check_backbone(config, backbone_path, checkpoint_path)
+    encode_splits(args, dataset, splits, clip_model, backbone_path, device, names=("test",))
+    model = CustomCLIP(config["class_names"], clip_model, **{k: config[k] for k in PROMPT_KEYS}).to(device)
+    results = final_evaluation(model, checkpoint_path, splits["test"], dataset.class_freq["class_freq"],
+                               args.thre, args.score, device)
+    print(format_results(results, dataset.class_names, dataset.class_freq["class_freq"]))
+    out = Path(args.output or checkpoint_path.parent / "test_results.json")
+    save_json(out, results)
+    print(f"[test] results written to {out}")
+    return results

@@ -1,0 +1,52 @@
+"""Evaluate trained LMPT/CoOp prompts on the test split.
+
+    python lmpt/test.py --checkpoint runs/voc-lt_lmpt_ViT16_seed0 --thre 0.3
+
+Without --checkpoint the run folder that lmpt/train.py would have written for the
+same --dataset/--training_method/--pretrain_clip/--seed is used, so the published
+test command works as it is. The prompt learner is rebuilt from the configuration
+saved in the checkpoint; prompt flags given here are only compared with it.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from lmpt.cli import add_common_args, default_run_dir, str2bool  # noqa: E402
+from lmpt.prompt_tuning import test  # noqa: E402
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, default=None, help="a run folder (uses best.pt) or a .pt file")
+    p.add_argument("--dataset", default=None, help="default: the dataset the checkpoint was trained on")
+    p.add_argument("--output", type=Path, default=None, help="results file (default: <run>/test_results.json)")
+    # The published test command's flags: accepted, and checked against the checkpoint.
+    p.add_argument("--pretrain_clip", default="ViT16")
+    p.add_argument("--training_method", default="lmpt")
+    p.add_argument("--class_token_position", default=None)
+    p.add_argument("--ctx_init", default=None)
+    p.add_argument("--n_ctx", type=int, default=None)
+    p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=None)
+    add_common_args(p)
+    p.set_defaults(thre=None, score=None, preprocess=None)
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    args.val_list = None
+    if args.checkpoint is None:
+        args.checkpoint = default_run_dir(args.dataset or "voc-lt", args.training_method,
+                                          Path(args.pretrain_clip).stem, f"seed{args.seed}")
+    return args
+
+
+def main(argv=None):
+    test(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Train LMPT (or CoOp) prompts on a frozen CLIP.
+
+    python lmpt/train.py --dataset voc-lt --pretrain_clip ViT16 --training_method lmpt ...
+
+See README.md for the published command line; every flag is described by --help.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: import the repository's packages, not this folder's files
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from lmpt.cli import add_common_args, default_run_dir, str2bool  # noqa: E402
+from lmpt.losses import CLASSIFICATION_LOSSES, CSE_LOSSES, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN  # noqa: E402
+from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
+from lmpt.prompt_tuning import TRAINING_METHODS, train  # noqa: E402
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="voc-lt", help="voc-lt, coco-lt or synth-lt (the embedded benchmark)")
+    p.add_argument("--pretrain_clip", default="ViT16",
+                   help="RN50, RN101, ViT16, ViT32, … (files in --pretrained_dir), tiny, or a path to a .pt")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--class_token_position", choices=CLASS_TOKEN_POSITIONS, default="end")
+    p.add_argument("--ctx_init", default="", help="initial context words ('' = random, --n_ctx vectors)")
+    p.add_argument("--n_ctx", type=int, default=16, help="context vectors when --ctx_init is empty")
+    p.add_argument("--m_ctx", type=int, default=2,
+                   help="token offset between caption and prompt in the embedding loss")
+    p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=True,
+                   help="class-specific contexts (default on; --csc false or --no-csc for one shared context)")
+    p.add_argument("--no-csc", dest="csc", action="store_false")
+    p.add_argument("--training_method", choices=TRAINING_METHODS, default="lmpt")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--loss_function", choices=CLASSIFICATION_LOSSES, default="dbl")
+    p.add_argument("--cseloss", choices=CSE_LOSSES, default="softmargin")
+    p.add_argument("--cse_margin", type=float, default=DEFAULT_CSE_MARGIN, help="Δ of the embedding loss")
+    p.add_argument("--cse_gamma", type=float, default=DEFAULT_CSE_GAMMA, help="γ of the class weights n_c^-γ")
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
+    p.add_argument("--neg_scale", type=float, default=None,
+                   help="λ of the DB loss's negative-tolerant regularisation (default per dataset)")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="μ of the DB loss's re-balancing weights (default per dataset)")
+    p.add_argument("--lam", type=float, default=0.5, help="L = lam·L_cls + (1 − lam)·L_cse")
+    p.add_argument("--val_list", type=Path, default=None,
+                   help="list file for model selection (default: the test split, as published)")
+    p.add_argument("--output_dir", type=Path, default=None,
+                   help="run folder (default: runs/<dataset>_<method>_<backbone>_seed<seed>)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue the interrupted run in RUN_DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output_dir")
+    add_common_args(p)
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.resume is not None:
+        args.output_dir, args.resume = args.resume, True
+    else:
+        args.resume = False
+    if args.output_dir is None:
+        args.output_dir = default_run_dir(args.dataset, args.training_method, Path(args.pretrain_clip).stem,
+                                          f"seed{args.seed}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        train(args)
+    except KeyboardInterrupt:
+        print(f"\n[train] interrupted. The last completed epoch is saved; continue with "
+              f"--resume {args.output_dir}", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

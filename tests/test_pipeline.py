@@ -1,0 +1,109 @@
+"""End to end: train.py / test.py / zero-shot / fine-tune on a tiny random CLIP and generated JPEGs."""
+import json
+
+import pytest
+import torch
+
+from lmpt import train as train_script
+from lmpt import test as test_script
+from lmpt.losses import CLASSIFICATION_LOSSES, CSE_LOSSES
+from zero_shot_clip import test as zero_shot_script
+from finetune_clip import fc as fc_script
+
+RESULT_KEYS = {"mAP", "head_mAP", "medium_mAP", "tail_mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "per_class_AP"}
+
+
+def run_train(tmp_path, data_root, checkpoint, *extra, name="run", epochs=2):
+    out = tmp_path / name
+    argv = ["--dataset", "voc-lt", "--data_root", str(data_root), "--pretrain_clip", str(checkpoint),
+            "--batch_size", "8", "--epochs", str(epochs), "--device", "cpu", "--num_workers", "0",
+            "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(out), "--n_ctx", "4", *extra]
+    train_script.main(argv)
+    return out
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def test_lmpt_train_then_test_reproduces(tmp_path, tiny_data_root, tiny_vit_checkpoint):
+    out = run_train(tmp_path, tiny_data_root, tiny_vit_checkpoint, "--training_method", "lmpt", "--thre", "0.3")
+    for name in ("args.json", "metrics.jsonl", "results.json", "best.pt", "last.pt"):
+        assert (out / name).exists(), name
+    results = read_json(out / "results.json")
+    assert RESULT_KEYS <= set(results)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert all(r["train_cse_loss"] > 0 for r in rows)
+    # The published test command's flags (another ctx_init) are accepted; the learner comes from the checkpoint.
+    test_script.main(["--checkpoint", str(out), "--data_root", str(tiny_data_root), "--device", "cpu",
+                      "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"), "--ctx_init", "a photo of a",
+                      "--pretrained_dir", str(tiny_vit_checkpoint.parent)])
+    tested = read_json(out / "test_results.json")
+    for key in RESULT_KEYS:
+        assert tested[key] == results[key], key
+
+
+@pytest.mark.parametrize("loss", CLASSIFICATION_LOSSES)
+def test_every_classification_loss_trains(tmp_path, tiny_data_root, tiny_vit_checkpoint, loss):
+    out = run_train(tmp_path, tiny_data_root, tiny_vit_checkpoint, "--training_method", "coop",
+                    "--loss_function", loss, epochs=1)
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert torch.isfinite(torch.tensor(row["train_loss"]))
+    assert "train_cse_loss" not in row
+
+
+@pytest.mark.parametrize("cse", CSE_LOSSES)
+def test_every_cse_loss_trains(tmp_path, tiny_data_root, tiny_vit_checkpoint, cse):
+    out = run_train(tmp_path, tiny_data_root, tiny_vit_checkpoint, "--cseloss", cse, epochs=1)
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["train_cse_loss"] >= 0 and torch.isfinite(torch.tensor(row["train_loss"]))
+
+
+@pytest.mark.parametrize("position", ["end", "middle", "front"])
+@pytest.mark.parametrize("csc", ["true", "false"])
+@pytest.mark.parametrize("ctx_init", ["", "a photo of a"])
+def test_prompt_variants_train_and_reload(tmp_path, tiny_data_root, tiny_rn_checkpoint, position, csc, ctx_init):
+    out = run_train(tmp_path, tiny_data_root, tiny_rn_checkpoint, "--class_token_position", position,
+                    "--csc", csc, "--ctx_init", ctx_init, "--optimizer", "adam", "--lr", "0.01", epochs=1)
+    state = torch.load(out / "best.pt", weights_only=False)
+    ctx = state["model"]["prompt_learner.ctx"]
+    n_ctx = len(ctx_init.split()) if ctx_init else 4
+    assert ctx.shape[:-1] == ((4, n_ctx) if csc == "true" else (n_ctx,))
+    assert state["config"]["class_token_position"] == position
+    results = read_json(out / "results.json")
+    tested = test_script.test(test_script.parse_args(
+        ["--checkpoint", str(out), "--data_root", str(tiny_data_root), "--device", "cpu", "--num_workers", "0",
+         "--cache_dir", str(tmp_path / "cache"), "--pretrained_dir", str(tiny_rn_checkpoint.parent)]))
+    assert tested["mAP"] == results["mAP"]
+
+
+def test_zero_shot_writes_results(tmp_path, tiny_data_root, tiny_vit_checkpoint):
+    out = tmp_path / "zs"
+    zero_shot_script.main(["--dataset", "VOC", "--nb_classes", "4", "--data_root", str(tiny_data_root),
+                           "--pretrain_clip_path", str(tiny_vit_checkpoint), "--device", "cpu", "--num_workers", "0",
+                           "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(out), "--templates", "single"])
+    results = read_json(out / "results.json")
+    assert RESULT_KEYS <= set(results) and "top5_precision" in results
+
+
+def test_zero_shot_refuses_wrong_class_count(tmp_path, tiny_data_root, tiny_vit_checkpoint):
+    with pytest.raises(ValueError, match="nb_classes 20 .*voc_labels.txt"):
+        zero_shot_script.main(["--dataset", "VOC", "--nb_classes", "20", "--data_root", str(tiny_data_root),
+                               "--pretrain_clip_path", str(tiny_vit_checkpoint), "--device", "cpu",
+                               "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"),
+                               "--output_dir", str(tmp_path / "zs")])
+
+
+@pytest.mark.parametrize("from_scratch", [False, True])
+def test_finetune_writes_results(tmp_path, tiny_data_root, tiny_rn_checkpoint, from_scratch):
+    out = tmp_path / "fc"
+    fc_script.main(["--dataset", "voc-lt", "--nb_classes", "4", "--data_root", str(tiny_data_root),
+                    "--pretrain_clip_path", str(tiny_rn_checkpoint), "--device", "cpu", "--num_workers", "0",
+                    "--batch_size", "8", "--epochs", "2", "--cache_dir", str(tmp_path / "cache"),
+                    "--output_dir", str(out), *(["--from_scratch"] if from_scratch else [])])
+    results = read_json(out / "results.json")
+    assert RESULT_KEYS <= set(results)
+    state = torch.load(out / "best.pt", weights_only=False)
+    assert "fc.weight" in state["model"]
+    assert any(k.startswith("visual.") for k in state["model"]) == from_scratch

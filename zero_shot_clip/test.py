@@ -1,0 +1,48 @@
+"""Zero-shot CLIP on VOC-LT / COCO-LT (or the embedded synthetic benchmark).
+
+    python zero_shot_clip/test.py --dataset VOC --nb_classes 20 --pretrain_clip_path ../pretrained/RN50.pt
+"""
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from lmpt.baselines import zero_shot  # noqa: E402
+from lmpt.cli import add_common_args, default_run_dir, resolve_user_path  # noqa: E402
+from lmpt.templates import TEMPLATES  # noqa: E402
+
+SCRIPT_DIR = Path(__file__).resolve().parent
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="voc-lt", help="VOC / voc-lt, COCO / coco-lt, synth-lt")
+    p.add_argument("--nb_classes", type=int, default=None, help="checked against the labels file")
+    p.add_argument("--pretrain_clip_path", default="RN50",
+                   help="a checkpoint path (relative paths as in the published README work) or a backbone name")
+    p.add_argument("--templates", choices=sorted(TEMPLATES), default="imagenet80",
+                   help="the CLIP paper's 80 ImageNet templates, or 'a photo of a {}.'")
+    p.add_argument("--topk", type=int, default=5, help="k of the top-k precision/recall/F1")
+    p.add_argument("--output_dir", type=Path, default=None,
+                   help="run folder (default: runs/<dataset>_zeroshot_<backbone>_seed<seed>)")
+    add_common_args(p)
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    args.pretrain_clip_path = str(resolve_user_path(args.pretrain_clip_path, SCRIPT_DIR))
+    if args.output_dir is None:
+        args.output_dir = default_run_dir(args.dataset, "zeroshot", Path(args.pretrain_clip_path).stem,
+                                          f"seed{args.seed}")
+    return args
+
+
+def main(argv=None):
+    zero_shot(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
