@@ -66,14 +66,18 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def run(args):
+    """Train; on Ctrl-C or SIGTERM say how to resume and exit with status 130."""
     try:
-        train(args)
+        return train(args)
     except KeyboardInterrupt:
         print(f"\n[train] interrupted. The last completed epoch is saved; continue with "
               f"--resume {args.output_dir}", file=sys.stderr)
         sys.exit(130)
+
+
+def main(argv=None):
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,399 @@
+"""The data layer: list, caption, label and class-frequency files (SPEC §2),
+the table of known datasets, image loading and preprocessing (SPEC §8).
+
+Every reader refuses bad input early with one ``DataError`` naming the file,
+the line and what was expected, so a long run never dies late on a typo.
+Paths inside list and caption files are relative to the dataset folder
+(``<data_root>/voc/``, ``<data_root>/coco/``, ``<data_root>/synth/``).
+"""
+import os
+import pickle
+import random
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_ROOT = REPO_ROOT / "data"
+
+_INT = re.compile(r"[+-]?\d+")
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message names the file (and line) and what was expected."""
+
+
+# ---------------------------------------------------------------------------
+# The table of datasets: adding one is one entry.
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    folder: str  # under the data root
+    train_list: str
+    test_list: str
+    captions: str
+    labels: str
+    class_freq: str = "class_freq.pkl"
+    aliases: tuple = ()
+    source: str = ""  # how a user gets the files, quoted when they are missing
+
+
+DATASETS = {
+    "voc-lt": DatasetSpec(
+        "voc-lt", "voc", "voc_lt_train.txt", "voc_lt_test.txt", "voc_lt_captions.txt", "voc_labels.txt",
+        aliases=("VOC", "voc", "voc-lt", "VOC-LT"),
+        source="the list, caption and label files ship in this repository's data/voc/ (as in the published "
+               "LMPT repository); the images are PASCAL VOC 2007 and 2012, unpacked as data/voc/VOCdevkit/"
+               "VOC2007/JPEGImages/ and data/voc/VOCdevkit/VOC2012/JPEGImages/"),
+    "coco-lt": DatasetSpec(
+        "coco-lt", "coco", "coco_lt_train.txt", "coco_lt_test.txt", "coco_lt_captions.txt", "coco_labels.txt",
+        aliases=("COCO", "coco", "coco-lt", "COCO-LT"),
+        source="the list, caption and label files ship in this repository's data/coco/ (as in the published "
+               "LMPT repository); the images are MS-COCO 2017, unpacked as data/coco/train2017/ and "
+               "data/coco/val2017/"),
+    "synth-lt": DatasetSpec(
+        "synth-lt", "synth", "synth_lt_train.txt", "synth_lt_test.txt", "synth_lt_captions.txt",
+        "synth_labels.txt", aliases=("SYNTH", "synth"),
+        source="the embedded synthetic benchmark is generated, images included, by the generator in tools/ "
+               "(see README.md) into data/synth/"),
+}
+
+
+def get_dataset_spec(name):
+    """The ``DatasetSpec`` for a name or alias (case-sensitive as listed)."""
+    for spec in DATASETS.values():
+        if name == spec.name or name in spec.aliases:
+            return spec
+    known = ", ".join(f"{s.name} (also {', '.join(a for a in s.aliases if a != s.name)})" for s in DATASETS.values())
+    raise DataError(f"unknown dataset {name!r}; expected one of: {known}")
+
+
+# ---------------------------------------------------------------------------
+# File readers.
+
+def _read_lines(path):
+    """[(line number, text without line ending and trailing spaces)] of a text file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text file ({e})") from e
+    # split on "\n" only: str.splitlines would also break captions at rare Unicode separators
+    return [(n, line.rstrip()) for n, line in enumerate(text.split("\n"), start=1)]
+
+
+def read_labels(path):
+    """Class names ordered by id from ``<class name> <id>`` lines; ids must be 0..C-1, each once."""
+    names_by_id, line_of_id, line_of_name = {}, {}, {}
+    for n, line in _read_lines(path):
+        if not line.strip():
+            continue
+        tokens = line.split()
+        if len(tokens) < 2 or not _INT.fullmatch(tokens[-1]):
+            raise DataError(f"{path}:{n}: cannot parse {line!r}; expected '<class name> <integer id>'")
+        name, class_id = " ".join(tokens[:-1]), int(tokens[-1])
+        if class_id in line_of_id:
+            raise DataError(f"{path}:{n}: id {class_id} already given on line {line_of_id[class_id]}; "
+                            f"expected each id once")
+        if name in line_of_name:
+            raise DataError(f"{path}:{n}: class name {name!r} already given on line {line_of_name[name]}; "
+                            f"expected each class once")
+        names_by_id[class_id], line_of_id[class_id], line_of_name[name] = name, n, n
+    if not names_by_id:
+        raise DataError(f"{path}: no classes; expected lines '<class name> <id>'")
+    num_classes = len(names_by_id)
+    wrong = sorted(set(names_by_id) ^ set(range(num_classes)))
+    if wrong:
+        missing = sorted(set(range(num_classes)) - set(names_by_id))
+        extra = sorted(set(names_by_id) - set(range(num_classes)))
+        lines = ", ".join(f"line {line_of_id[i]} has id {i}" for i in extra)
+        raise DataError(f"{path}:{line_of_id[extra[0]]}: {num_classes} classes but ids {missing} are missing "
+                        f"({lines}); expected ids exactly 0..{num_classes - 1}, each once")
+    return [names_by_id[i] for i in range(num_classes)]
+
+
+def read_list(path, num_classes):
+    """``<relative/path.jpg> <id> <id> …`` lines -> (paths, labels [N, C] float32 0/1).
+
+    A line may carry no label (a zero row); blank lines are skipped.
+    """
+    paths, rows, line_of_path = [], [], {}
+    for n, line in _read_lines(path):
+        if not line.strip():
+            continue
+        if line[0].isspace():
+            raise DataError(f"{path}:{n}: line starts with a space (empty image path) in {line!r}; "
+                            f"expected '<relative/path.jpg> <id> <id> …'")
+        image, *ids = line.split()
+        row = []
+        for token in ids:
+            if not _INT.fullmatch(token):
+                raise DataError(f"{path}:{n}: label {token!r} of {image} is not an integer; "
+                                f"expected class ids in 0..{num_classes - 1}")
+            class_id = int(token)
+            if not 0 <= class_id < num_classes:
+                raise DataError(f"{path}:{n}: label {class_id} of {image} is out of range; "
+                                f"expected class ids in 0..{num_classes - 1} ({num_classes} classes)")
+            row.append(class_id)
+        if image in line_of_path:
+            raise DataError(f"{path}:{n}: image {image} is listed again (first on line {line_of_path[image]}); "
+                            f"expected each image once")
+        line_of_path[image] = n
+        paths.append(image)
+        rows.append(row)
+    if not paths:
+        raise DataError(f"{path}: empty split (no image lines); expected '<relative/path.jpg> <id> <id> …' lines")
+    labels = np.zeros((len(paths), num_classes), dtype=np.float32)  # [N, C]
+    for i, row in enumerate(rows):
+        labels[i, row] = 1.0
+    return paths, labels
+
+
+def read_captions(path, train_paths):
+    """``<relative/path.jpg> <caption…>`` lines, one per train image in train order -> captions."""
+    lines = [(n, line) for n, line in _read_lines(path) if line.strip()]
+    captions = []
+    for i, (n, line) in enumerate(lines):
+        image, _, caption = line.partition(" ")
+        if i >= len(train_paths):
+            raise DataError(f"{path}:{n}: extra line for {image!r}; expected {len(train_paths)} captions, "
+                            f"one per train image, and then the end of the file")
+        expected = train_paths[i]
+        if image != expected:
+            hint = ""
+            if i + 1 < len(train_paths) and image == train_paths[i + 1]:
+                hint = f" (is the caption of {expected} missing?)"
+            elif i > 0 and image == train_paths[i - 1]:
+                hint = " (a repeated line?)"
+            raise DataError(f"{path}:{n}: expected the caption of train image {i + 1} {expected!r} "
+                            f"but found {image!r}{hint}; captions must follow the train list's order")
+        if not caption.strip():
+            raise DataError(f"{path}:{n}: empty caption for {image}; expected '<relative/path.jpg> <caption…>'")
+        captions.append(caption.strip())
+    if len(captions) < len(train_paths):
+        after = lines[-1][0] if lines else 0
+        raise DataError(f"{path}:{after + 1}: the file ends after {len(captions)} captions; expected "
+                        f"{len(train_paths)}, one per train image (first missing: {train_paths[len(captions)]})")
+    return captions
+
+
+# ---------------------------------------------------------------------------
+# Class statistics (the Distribution-Balanced loss's class_freq.pkl).
+
+def class_frequency(labels):
+    """The four fields of the published ``class_freq.pkl``, derived from labels [N, C] 0/1."""
+    gt = np.asarray(labels).astype(np.int64)  # [N, C]
+    if gt.ndim != 2:
+        raise ValueError(f"labels must be [N, C], got shape {gt.shape}")
+    class_freq = gt.sum(axis=0)  # [C]
+    neg_class_freq = gt.shape[0] - class_freq  # [C]
+    co_occurrence = gt.T @ gt  # [C, C]: images holding both i and j
+    condition_prob = np.zeros(co_occurrence.shape, dtype=np.float64)  # [C, C]: P(j | i); 0 where n_i = 0
+    np.divide(co_occurrence, class_freq[:, None], out=condition_prob, where=class_freq[:, None] > 0)
+    return {
+        "gt_labels": [row.copy() for row in gt],  # a list of [C] int64 rows, as published
+        "class_freq": class_freq,
+        "neg_class_freq": neg_class_freq,
+        "condition_prob": condition_prob,
+    }
+
+
+def _save_pickle_atomically(obj, path):
+    """Write to a temporary file beside ``path``, then rename; warn (not fail) on a read-only folder."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        warnings.warn(f"{path}: could not save the class frequencies ({e}); using them unsaved")
+
+
+def load_class_frequency(pkl_path, labels):
+    """Load ``class_freq.pkl`` and check it against ``labels``; derive and save it when absent."""
+    pkl_path = Path(pkl_path)
+    derived = class_frequency(labels)
+    if not pkl_path.exists():
+        _save_pickle_atomically(derived, pkl_path)
+        return derived
+    advice = f"delete {pkl_path} and it will be derived again from the train list"
+    try:
+        with open(pkl_path, "rb") as f:
+            loaded = pickle.load(f)
+    except Exception as e:  # any unpickling failure means the same thing to the user
+        raise DataError(f"{pkl_path}: cannot be read as a pickle ({type(e).__name__}: {e}); {advice}") from e
+    missing = [k for k in derived if not isinstance(loaded, dict) or k not in loaded]
+    if missing:
+        raise DataError(f"{pkl_path}: missing field(s) {missing}; expected a dict with "
+                        f"{list(derived)}; {advice}")
+    for key in ("class_freq", "neg_class_freq"):
+        value = np.asarray(loaded[key])
+        if value.shape != derived[key].shape or not np.array_equal(value, derived[key]):
+            raise DataError(f"{pkl_path}: {key} {value.tolist()} does not match the train labels, which give "
+                            f"{derived[key].tolist()} (a file from another split or dataset?); {advice}")
+    return loaded
+
+
+# ---------------------------------------------------------------------------
+# A whole dataset, read and validated.
+
+@dataclass
+class LTDataset:
+    spec: DatasetSpec
+    root: Path  # the dataset folder; list paths are relative to it
+    class_names: list
+    train_paths: list
+    train_labels: np.ndarray  # [N_train, C] float32 0/1
+    test_paths: list
+    test_labels: np.ndarray  # [N_test, C]
+    captions: list  # aligned with train_paths
+    class_freq: dict  # the fields of class_freq.pkl
+    val_paths: list = None
+    val_labels: np.ndarray = None  # [N_val, C]
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None):
+    """Read and validate a dataset's labels, lists, captions and class frequencies."""
+    spec = get_dataset_spec(name)
+    root = Path(data_root) / spec.folder
+    required = [spec.labels, spec.train_list, spec.test_list, spec.captions]
+    missing = [f for f in required if not (root / f).is_file()]
+    if missing:
+        where = f"folder {root} does not exist" if not root.is_dir() else f"missing in {root}: {', '.join(missing)}"
+        expected = ", ".join(f"data/{spec.folder}/{f}" for f in required)
+        raise DataError(f"dataset {spec.name}: {where}; expected the published layout ({expected}) under the "
+                        f"data root {data_root}; {spec.source}")
+    if val_list is not None and not Path(val_list).is_file():
+        raise DataError(f"{val_list}: validation list not found; expected a file in the list format "
+                        f"'<relative/path.jpg> <id> …', paths relative to {root}")
+
+    class_names = read_labels(root / spec.labels)
+    num_classes = len(class_names)
+    train_paths, train_labels = read_list(root / spec.train_list, num_classes)
+    test_paths, test_labels = read_list(root / spec.test_list, num_classes)
+    captions = read_captions(root / spec.captions, train_paths)
+
+    counts = train_labels.sum(axis=0)  # [C]
+    empty = [f"{i} {class_names[i]!r}" for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DataError(f"{root / spec.train_list}: no training image of class(es) {', '.join(empty)}; "
+                        f"expected every class to have at least one positive (the DB loss and the class-aware "
+                        f"margin divide by its frequency)")
+    class_freq = load_class_frequency(root / spec.class_freq, train_labels)
+
+    val_paths = val_labels = None
+    if val_list is not None:
+        val_paths, val_labels = read_list(val_list, num_classes)
+    return LTDataset(spec, root, class_names, train_paths, train_labels, test_paths, test_labels,
+                     captions, class_freq, val_paths, val_labels)
+
+
+def find_missing_images(root, paths):
+    """The paths (relative to ``root``) that are not files."""
+    root = Path(root)
+    return [p for p in paths if not (root / p).is_file()]
+
+
+def check_images_exist(root, paths, list_file, show=5):
+    """Refuse, all at once, a list whose images are not on disk."""
+    missing = find_missing_images(root, paths)
+    if missing:
+        first = "\n  ".join(str(Path(root) / p) for p in missing[:show])
+        more = f"\n  … and {len(missing) - show} more" if len(missing) > show else ""
+        raise DataError(f"{list_file}: {len(missing)} of {len(paths)} images are missing under {root}:\n"
+                        f"  {first}{more}\nexpected each listed path to be an image file relative to {root}")
+
+
+# ---------------------------------------------------------------------------
+# Preprocessing and image loading.
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# CLIP's constants (OpenAI clip/clip.py), repeated here so the data layer needs no clip import.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+PREPROCESS_KINDS = ("lmpt", "clip")
+
+
+def _to_rgb(image):
+    return image.convert("RGB")
+
+
+def build_transform(kind, resolution, train=False):
+    """Image -> [3, r, r] tensor. ``lmpt``: squash + ImageNet stats; ``clip``: resize + centre crop + CLIP stats.
+
+    ``train=True`` adds a random horizontal flip (full fine-tuning only; the feature cache flips tensors).
+    """
+    flip = [T.RandomHorizontalFlip()] if train else []
+    if kind == "lmpt":
+        steps = [T.Resize((resolution, resolution))] + flip + [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    elif kind == "clip":
+        steps = [T.Resize(resolution, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(resolution),
+                 _to_rgb] + flip + [T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)]
+    else:
+        raise ValueError(f"unknown preprocessing {kind!r}; expected one of {PREPROCESS_KINDS}")
+    return T.Compose(steps)
+
+
+class ImageListDataset(torch.utils.data.Dataset):
+    """Images of a list file -> ``(image, index)``, or ``(image, index, error)`` with ``tolerate_errors``.
+
+    With ``tolerate_errors`` an unreadable image becomes a zero tensor and a message naming the file,
+    so one pass lists every bad image; without it, it raises ``DataError``.
+    """
+
+    def __init__(self, root, paths, transform, tolerate_errors=False):
+        self.root = Path(root)
+        self.paths = list(paths)
+        self.transform = transform if transform is not None else T.ToTensor()
+        self.tolerate_errors = tolerate_errors
+        self._blank = None  # zero tensor shaped like the transform's output, made on first need
+
+    def __len__(self):
+        return len(self.paths)
+
+    def _open(self, path):
+        with Image.open(path) as image:
+            image.load()  # decode now, so a truncated or corrupt file fails here
+            return image.convert("RGB")
+
+    def _blank_like_output(self):
+        if self._blank is None:
+            self._blank = torch.zeros_like(self.transform(Image.new("RGB", (256, 256))))
+        return self._blank.clone()
+
+    def __getitem__(self, index):
+        path = self.root / self.paths[index]
+        try:
+            image = self._open(path)
+        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+            message = f"{path}: cannot read image ({type(e).__name__}: {e})"
+            if not self.tolerate_errors:
+                raise DataError(f"{message}; expected a readable image file") from e
+            return self._blank_like_output(), index, message
+        tensor = self.transform(image)
+        return (tensor, index, "") if self.tolerate_errors else (tensor, index)
+
+
+def seed_worker(worker_id):
+    """``worker_init_fn`` for DataLoader: seed NumPy and ``random`` from the worker's torch seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)

@@ -1,0 +1,210 @@
+"""Reliability: bad input refused before training, runs never lost, exact resume and reproduction."""
+import json
+import os
+import shutil
+import signal
+
+import pytest
+import torch
+
+from conftest import write_lmpt_dataset
+from lmpt import prompt_tuning
+from lmpt import test as test_script
+from lmpt import train as train_script
+from lmpt.data import DataError
+from lmpt.engine import NonFiniteError
+
+
+def train_argv(data_root, checkpoint, out, cache, *extra, epochs=3):
+    return ["--dataset", "voc-lt", "--data_root", str(data_root), "--pretrain_clip", str(checkpoint),
+            "--batch_size", "8", "--epochs", str(epochs), "--device", "cpu", "--num_workers", "0",
+            "--n_ctx", "4", "--cache_dir", str(cache), "--output_dir", str(out), "--optimizer", "adam",
+            "--lr", "0.01", *extra]
+
+
+def comparable(results):
+    return {k: v for k, v in results.items() if k != "checkpoint"}
+
+
+def rewrite_line(path, n, text):
+    lines = path.read_text().splitlines()
+    lines[n - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+def fresh_data(tmp_path):
+    root = tmp_path / "data"
+    write_lmpt_dataset(root)
+    return root
+
+
+# (name, how to break the data, text the error must contain)
+BAD_INPUTS = [
+    ("malformed id", lambda d: rewrite_line(d / "voc_lt_train.txt", 3, "images/train_002.jpg 1 x"),
+     "voc_lt_train.txt:3"),
+    ("id out of range", lambda d: rewrite_line(d / "voc_lt_test.txt", 2, "images/test_001.jpg 7"),
+     "voc_lt_test.txt:2"),
+    ("duplicate path", lambda d: rewrite_line(d / "voc_lt_train.txt", 5, "images/train_000.jpg 0"),
+     "voc_lt_train.txt:5"),
+    ("empty split", lambda d: (d / "voc_lt_test.txt").write_text(""), "voc_lt_test.txt"),
+    ("missing images", lambda d: [os.remove(d / f"images/train_00{i}.jpg") for i in (1, 4)],
+     "voc_lt_train.txt"),
+    ("corrupt image", lambda d: (d / "images/train_003.jpg").write_bytes(b"not a jpeg at all"),
+     "train_003.jpg"),
+    ("truncated image", lambda d: (d / "images/test_002.jpg").write_bytes((d / "images/test_002.jpg").read_bytes()[:300]),
+     "test_002.jpg"),
+    ("misaligned captions", lambda d: rewrite_line(d / "voc_lt_captions.txt", 4, "images/train_009.jpg a dog"),
+     "voc_lt_captions.txt:4"),
+    ("labels file with a missing id", lambda d: (d / "voc_labels.txt").write_text("dog 0\ncat 1\nboat 3\n"),
+     "voc_labels.txt"),
+    ("class without training positive",
+     lambda d: (d / "voc_labels.txt").write_text("dog 0\ntraffic light 1\ncat 2\nboat 3\nzebra 4\n"), "zebra"),
+    ("class_freq.pkl of another list",
+     lambda d: __import__("pickle").dump({"gt_labels": [], "class_freq": __import__("numpy").ones(4, int),
+                                          "neg_class_freq": __import__("numpy").ones(4, int),
+                                          "condition_prob": __import__("numpy").eye(4)},
+                                         open(d / "class_freq.pkl", "wb")), "class_freq.pkl"),
+]
+
+
+@pytest.mark.parametrize("name,breaker,expected", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_refused_before_training(tmp_path, tiny_vit_checkpoint, name, breaker, expected):
+    data_root = fresh_data(tmp_path)
+    breaker(data_root / "voc")
+    out = tmp_path / "run"
+    with pytest.raises(DataError) as error:
+        train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache"))
+    assert expected in str(error.value)
+    assert not (out / "last.pt").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_missing_images_are_reported_together(tmp_path, tiny_vit_checkpoint):
+    data_root = fresh_data(tmp_path)
+    for i in (1, 4, 7):
+        os.remove(data_root / "voc" / f"images/train_00{i}.jpg")
+    with pytest.raises(DataError) as error:
+        train_script.main(train_argv(data_root, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "cache"))
+    message = str(error.value)
+    assert "3" in message and all(f"train_00{i}.jpg" in message for i in (1, 4, 7))
+
+
+def test_skip_bad_images_drops_them_and_trains(tmp_path, tiny_vit_checkpoint, capsys):
+    data_root = fresh_data(tmp_path)
+    (data_root / "voc" / "images/train_003.jpg").write_bytes(b"garbage")
+    out = tmp_path / "run"
+    train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache", "--skip_bad_images",
+                                 epochs=1))
+    assert "train_003.jpg" in capsys.readouterr().out
+    assert (out / "results.json").exists()
+
+
+def test_test_refuses_checkpoint_of_another_backbone_or_class_count(tmp_path, tiny_vit_checkpoint,
+                                                                    tiny_rn_checkpoint):
+    data_root = fresh_data(tmp_path)
+    out = tmp_path / "run"
+    train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache", epochs=1))
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    shutil.copy(tiny_rn_checkpoint, swapped / tiny_vit_checkpoint.name)  # same name, other weights
+    common = ["--checkpoint", str(out), "--data_root", str(data_root), "--device", "cpu", "--num_workers", "0",
+              "--cache_dir", str(tmp_path / "cache")]
+    with pytest.raises(ValueError, match="sha256"):
+        test_script.main(common + ["--pretrained_dir", str(swapped)])
+    (data_root / "voc" / "voc_labels.txt").write_text("dog 0\ntraffic light 1\ncat 2\n")
+    (data_root / "voc" / "class_freq.pkl").unlink()
+    for split in ("train", "test"):  # keep the lists valid for three classes
+        path = data_root / "voc" / f"voc_lt_{split}.txt"
+        path.write_text("".join(" ".join(t for t in line.split() if t != "3") + "\n"
+                                for line in path.read_text().splitlines()))
+    with pytest.raises(ValueError, match="trained on classes"):
+        test_script.main(common + ["--pretrained_dir", str(tiny_vit_checkpoint.parent)])
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, tiny_vit_checkpoint, monkeypatch):
+    data_root = fresh_data(tmp_path)
+    build = prompt_tuning.build_classification_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss = build(*args, **kwargs)
+        forward = loss.forward
+
+        def forward_nan(logits, targets):
+            calls["n"] += 1
+            value = forward(logits, targets)
+            return value * float("nan") if calls["n"] == 5 else value  # 3 steps an epoch: epoch 1, step 1
+        loss.forward = forward_nan
+        return loss
+    monkeypatch.setattr(prompt_tuning, "build_classification_loss", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteError, match="epoch 1, step 1"):
+        train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache"))
+    state = torch.load(out / "last.pt", weights_only=False)
+    assert state["epoch"] == 0 and torch.isfinite(state["model"]["prompt_learner.ctx"]).all()
+
+
+def test_interrupted_run_resumes_to_identical_results(tmp_path, tiny_vit_checkpoint):
+    data_root = fresh_data(tmp_path)
+    cache = tmp_path / "cache"
+    full = tmp_path / "full"
+    train_script.main(train_argv(data_root, tiny_vit_checkpoint, full, cache, epochs=4))
+
+    out = tmp_path / "interrupted"
+    args = train_script.parse_args(train_argv(data_root, tiny_vit_checkpoint, out, cache, epochs=4))
+    args.on_epoch_end = lambda epoch: os.kill(os.getpid(), signal.SIGTERM) if epoch == 1 else None
+    with pytest.raises(SystemExit) as stopped:
+        train_script.run(args)
+    assert stopped.value.code == 130
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+    assert not (out / "results.json").exists()
+
+    resume = train_argv(data_root, tiny_vit_checkpoint, out, cache, epochs=4)
+    resume[resume.index("--output_dir")] = "--resume"
+    train_script.main(resume)
+    assert comparable(json.loads((out / "results.json").read_text())) == \
+        comparable(json.loads((full / "results.json").read_text()))
+    rows = lambda d: [{k: v for k, v in json.loads(l).items() if k != "seconds"}
+                      for l in (d / "metrics.jsonl").read_text().splitlines()]
+    assert rows(out) == rows(full)
+    a = torch.load(out / "last.pt", weights_only=False)["model"]["prompt_learner.ctx"]
+    b = torch.load(full / "last.pt", weights_only=False)["model"]["prompt_learner.ctx"]
+    assert torch.equal(a, b)
+
+
+def test_existing_run_is_not_overwritten(tmp_path, tiny_vit_checkpoint):
+    data_root = fresh_data(tmp_path)
+    out = tmp_path / "run"
+    argv = train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache", epochs=1)
+    train_script.main(argv)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_script.main(argv)
+    train_script.main(argv + ["--overwrite"])
+
+
+def test_same_seed_same_results_with_loader_workers(tmp_path, tiny_vit_checkpoint):
+    data_root = fresh_data(tmp_path)
+    results = []
+    for i, workers in enumerate(("0", "2")):
+        out = tmp_path / f"run{i}"
+        argv = train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / f"cache{i}", epochs=2)
+        argv[argv.index("--num_workers") + 1] = workers
+        train_script.main(argv)
+        results.append(comparable(json.loads((out / "results.json").read_text())))
+    assert results[0] == results[1]
+
+
+def test_corrupt_feature_cache_is_rebuilt(tmp_path, tiny_vit_checkpoint, capsys):
+    data_root = fresh_data(tmp_path)
+    cache = tmp_path / "cache"
+    first = tmp_path / "a"
+    train_script.main(train_argv(data_root, tiny_vit_checkpoint, first, cache, epochs=1))
+    files = sorted(cache.glob("*.pt"))
+    assert len(files) == 2  # train and test features
+    for f in files:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    capsys.readouterr()
+    second = tmp_path / "b"
+    train_script.main(train_argv(data_root, tiny_vit_checkpoint, second, cache, epochs=1))
+    assert capsys.readouterr().out.count("corrupt or stale; rebuilding") == 2
+    assert comparable(json.loads((first / "results.json").read_text())) == \
+        comparable(json.loads((second / "results.json").read_text()))
