@@ -16,10 +16,9 @@ from tqdm import tqdm
 
 import clip
 
-from .checkpoint import save_json
+from .checkpoint import load_checkpoint, save_args, save_json
 from .data import ImageListDataset, build_transform, seed_worker
 from .engine import build_scheduler, fit, load_trainable_state, seed_everything, select_device, sigterm_as_interrupt
-from .checkpoint import load_checkpoint
 from .losses import build_classification_loss
 from .metrics import format_results, topk_metrics, scores_from_logits
 from .prepare import (backbone_identity, encode_splits, evaluate_logits, load_clip_model, load_splits,
@@ -52,7 +51,7 @@ def zero_shot(args):
     device = select_device(args.device)
     run_dir = Path(args.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_json(run_dir / "args.json", vars(args))
+    save_args(run_dir, args)
     dataset, splits = load_splits(args, need_val=False, check=("test",))
     check_class_count(dataset, args.nb_classes)
     clip_model, checkpoint = load_clip_model(args.pretrain_clip_path, args.pretrained_dir, device)
@@ -111,7 +110,7 @@ def finetune(args):
     seed_everything(args.seed)
     device = select_device(args.device)
     run_dir = prepare_run_dir(args)
-    save_json(run_dir / "args.json", vars(args))
+    save_args(run_dir, args)
     dataset, splits = load_splits(args, need_val=True)
     check_class_count(dataset, args.nb_classes)
     clip_model, checkpoint = load_clip_model(args.pretrain_clip_path, args.pretrained_dir, device)

@@ -51,6 +51,11 @@ def save_json(path, obj):
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def save_args(run_dir, args):
+    """``args.json`` of a run: the command-line arguments (callables such as hooks left out)."""
+    save_json(Path(run_dir) / "args.json", {k: v for k, v in vars(args).items() if not callable(v)})
+
+
 def load_json(path):
     with open(path) as f:
         return json.load(f)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, save_json
+from .checkpoint import load_checkpoint, save_args, save_json
 from .engine import (NonFiniteError, build_optimizer, build_scheduler, check_finite, fit,
                      load_trainable_state, seed_everything, select_device, sigterm_as_interrupt)
 from .losses import build_classification_loss, build_cse_loss
@@ -57,7 +57,7 @@ def train(args):
     seed_everything(args.seed)
     device = select_device(args.device)
     run_dir = prepare_run_dir(args)
-    save_json(run_dir / "args.json", vars(args))
+    save_args(run_dir, args)
 
     dataset, splits = load_splits(args)
     clip_model, checkpoint = load_clip_model(args.pretrain_clip, args.pretrained_dir, device)

@@ -101,15 +101,17 @@ def test_skip_bad_images_drops_them_and_trains(tmp_path, tiny_vit_checkpoint, ca
 def test_test_refuses_checkpoint_of_another_backbone_or_class_count(tmp_path, tiny_vit_checkpoint,
                                                                     tiny_rn_checkpoint):
     data_root = fresh_data(tmp_path)
+    backbone = tmp_path / "pretrained" / "backbone.pt"
+    backbone.parent.mkdir()
+    shutil.copy(tiny_vit_checkpoint, backbone)
     out = tmp_path / "run"
-    train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache", epochs=1))
-    swapped = tmp_path / "swapped"
-    swapped.mkdir()
-    shutil.copy(tiny_rn_checkpoint, swapped / tiny_vit_checkpoint.name)  # same name, other weights
+    train_script.main(train_argv(data_root, backbone, out, tmp_path / "cache", epochs=1))
     common = ["--checkpoint", str(out), "--data_root", str(data_root), "--device", "cpu", "--num_workers", "0",
               "--cache_dir", str(tmp_path / "cache")]
+    shutil.copy(tiny_rn_checkpoint, backbone)  # same file name, other weights
     with pytest.raises(ValueError, match="sha256"):
-        test_script.main(common + ["--pretrained_dir", str(swapped)])
+        test_script.main(common)
+    shutil.copy(tiny_vit_checkpoint, backbone)
     (data_root / "voc" / "voc_labels.txt").write_text("dog 0\ntraffic light 1\ncat 2\n")
     (data_root / "voc" / "class_freq.pkl").unlink()
     for split in ("train", "test"):  # keep the lists valid for three classes
@@ -117,7 +119,7 @@ def test_test_refuses_checkpoint_of_another_backbone_or_class_count(tmp_path, ti
         path.write_text("".join(" ".join(t for t in line.split() if t != "3") + "\n"
                                 for line in path.read_text().splitlines()))
     with pytest.raises(ValueError, match="trained on classes"):
-        test_script.main(common + ["--pretrained_dir", str(tiny_vit_checkpoint.parent)])
+        test_script.main(common)
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, tiny_vit_checkpoint, monkeypatch):

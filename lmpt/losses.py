@@ -1,0 +1,286 @@
+"""Classification losses (SPEC §6) and class-specific embedding losses (SPEC §7).
+
+Every module here is pure: no I/O, constants kept as buffers so that
+``.to(device)`` moves them, derived quantities computed in the dtype of the
+logits. All classification losses map ``(logits [B, C], targets [B, C] 0/1)``
+to a scalar: the mean over the B×C elements times a loss weight.
+
+Choices made where the SPEC leaves room:
+
+- ``--gamma`` (μ of the re-balanced weight) and ``--neg_scale`` (λ of NTR) are
+  resolved the same way for every Distribution-Balanced-family name: the
+  explicit value when given, else ``DB_DEFAULTS[dataset]``; a dataset not in
+  ``DB_DEFAULTS`` (or ``None``) uses the VOC-LT values. (The published code of
+  Huang et al. had its own per-name defaults; one rule is simpler to explain.)
+- Re-balanced weight for a row without any positive label: the denominator
+  Σ_{k: y_ik=1} 1/n_k is zero; the published code computed r = 1/0 = inf and
+  σ(inf) = 1, so w = α + 1. We return that limit, α + 1, without forming inf.
+- NTR without a re-weighting (``NTR-Focal``) uses w = 1, so negatives get
+  weight 1/λ (SPEC: "unweighted: w = 1").
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CLASSIFICATION_LOSSES = ('bce', 'mls', 'asl', 'dbl', 'DBloss', 'DBloss-noFocal', 'FL', 'CBloss', 'CBloss-ntr',
+                         'R-BCE-Focal', 'NTR-Focal')
+
+# μ (--gamma) and λ (--neg_scale) of the image-recognition DB loss, per dataset.
+DB_DEFAULTS = {'voc-lt': dict(gamma=0.3, neg_scale=5.0), 'coco-lt': dict(gamma=0.2, neg_scale=2.0)}
+DB_FALLBACK_DATASET = 'voc-lt'
+
+# The Distribution-Balanced family as one table of ResampleLoss flags.
+# reweight: 'rebalance' | 'CB' | None; balance: focal balance parameter f (None: no focal term).
+_RESAMPLE_TABLE = {
+    'dbl': dict(reweight='rebalance', ntr=True, balance=2.0, loss_weight=1.0),
+    'DBloss': dict(reweight='rebalance', ntr=True, balance=0.5, loss_weight=1.0),
+    'DBloss-noFocal': dict(reweight='rebalance', ntr=True, balance=None, loss_weight=0.5),
+    'FL': dict(reweight=None, ntr=False, balance=0.5, loss_weight=1.0),
+    'CBloss': dict(reweight='CB', ntr=False, balance=0.5, loss_weight=10.0),
+    'CBloss-ntr': dict(reweight='CB', ntr=True, balance=0.5, loss_weight=10.0),
+    'R-BCE-Focal': dict(reweight='rebalance', ntr=False, balance=0.5, loss_weight=1.0),
+    'NTR-Focal': dict(reweight=None, ntr=True, balance=0.5, loss_weight=1.0),
+}
+
+CSE_LOSSES = ('softmargin', 'hinge', 'weighted', 'nn_hinge')
+DEFAULT_CSE_MARGIN = 0.5  # Δ, provisional: the lead chooses it by a sweep
+DEFAULT_CSE_GAMMA = 1.0  # γ of the class weights n_c^-γ, provisional
+
+
+def _as_freq(values, what, allow_zero=True):
+    """A 1-D float64 tensor of finite, non-negative counts, or ValueError."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{what}: expected a non-empty 1-D array of per-class counts, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"{what}: expected finite non-negative counts, got {arr.tolist()}")
+    if not allow_zero and np.any(arr == 0):
+        raise ValueError(f"{what}: expected every class to have a positive count; "
+                         f"classes {np.flatnonzero(arr == 0).tolist()} have 0")
+    return torch.from_numpy(arr)
+
+
+def _check_pair(logits, targets, num_classes, who):
+    if logits.dim() != 2 or logits.shape != targets.shape:
+        raise ValueError(f"{who}: expected logits and targets of the same shape [B, C], "
+                         f"got {tuple(logits.shape)} and {tuple(targets.shape)}")
+    if num_classes is not None and logits.shape[1] != num_classes:
+        raise ValueError(f"{who}: expected C = {num_classes} classes (from class_freq), got {logits.shape[1]}")
+
+
+class BCELoss(nn.Module):
+    """BCE-with-logits, mean over B×C."""
+
+    def forward(self, logits, targets):
+        _check_pair(logits, targets, None, 'bce')
+        return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
+
+
+class MultiLabelSoftMarginLoss(nn.Module):
+    """torch's multilabel_soft_margin_loss: batch mean of per-row class means = mean over B×C."""
+
+    def forward(self, logits, targets):
+        _check_pair(logits, targets, None, 'mls')
+        return F.multilabel_soft_margin_loss(logits, targets.to(logits.dtype))
+
+
+class AsymmetricLoss(nn.Module):
+    """ASL (Ridnik et al. 2021): γ+ on positives, γ- and probability clipping on negatives; mean over B×C."""
+
+    def __init__(self, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, eps=1e-8):
+        super().__init__()
+        self.gamma_pos, self.gamma_neg, self.clip, self.eps = gamma_pos, gamma_neg, clip, eps
+
+    def forward(self, logits, targets):
+        _check_pair(logits, targets, None, 'asl')
+        y = targets.to(logits.dtype)
+        log_eps = math.log(self.eps)
+        # log max(p, eps) written with logsigmoid: finite for any logit
+        log_p = F.logsigmoid(logits).clamp(min=log_eps)  # [B, C]
+        q = torch.sigmoid(-logits)  # 1 - p, [B, C]
+        if self.clip > 0:
+            q = (q + self.clip).clamp(max=1.0)  # 1 - p_m with p_m = max(p - clip, 0)
+        log_q = torch.log(q.clamp(min=self.eps))  # [B, C]
+        loss = y * log_p + (1 - y) * log_q
+        with torch.no_grad():
+            p_t = y * torch.exp(log_p) + (1 - y) * q
+            focus = torch.pow(1 - p_t, self.gamma_pos * y + self.gamma_neg * (1 - y))  # [B, C]
+        return -(loss * focus).mean()
+
+
+class ResampleLoss(nn.Module):
+    """The Distribution-Balanced loss family as one configurable module.
+
+    reweight: 'rebalance' (w_ic = α + σ(β (r_ic − μ))), 'CB' (w_c = (1 − b)/(1 − b^{n_c})) or None (w = 1);
+    ntr: negative-tolerant regularisation (bias b_c, negatives scaled by λ with weight w/λ);
+    balance: focal balance parameter f, None for no focal term (focal exponent ``focal_gamma``);
+    loss_weight: multiplies the mean over B×C.
+    """
+
+    def __init__(self, class_freq, neg_class_freq, reweight='rebalance', ntr=True, balance=2.0, loss_weight=1.0,
+                 map_alpha=0.1, map_beta=10.0, map_gamma=0.3, neg_scale=5.0, init_bias=0.05, cb_beta=0.9,
+                 focal_gamma=2.0):
+        super().__init__()
+        if reweight not in ('rebalance', 'CB', None):
+            raise ValueError(f"ResampleLoss: reweight must be 'rebalance', 'CB' or None, got {reweight!r}")
+        for name, value in (('gamma', map_gamma), ('neg_scale', neg_scale)):
+            if not math.isfinite(float(value)):
+                raise ValueError(f"ResampleLoss: {name} must be finite, got {value}")
+        if ntr and not neg_scale > 0:
+            raise ValueError(f"ResampleLoss: neg_scale (λ) must be > 0, got {neg_scale}")
+        needs_pos = reweight is not None or ntr
+        pos = _as_freq(class_freq, 'class_freq', allow_zero=not needs_pos)
+        neg = _as_freq(neg_class_freq, 'neg_class_freq', allow_zero=not ntr)
+        if pos.shape != neg.shape:
+            raise ValueError(f"ResampleLoss: class_freq and neg_class_freq differ in length "
+                             f"({pos.numel()} vs {neg.numel()})")
+        self.register_buffer('class_freq', pos.float())  # [C]
+        self.register_buffer('neg_class_freq', neg.float())  # [C]
+        self.reweight, self.ntr, self.balance, self.loss_weight = reweight, ntr, balance, float(loss_weight)
+        self.map_alpha, self.map_beta, self.map_gamma = float(map_alpha), float(map_beta), float(map_gamma)
+        self.neg_scale, self.init_bias = float(neg_scale), float(init_bias)
+        self.cb_beta, self.focal_gamma = float(cb_beta), float(focal_gamma)
+
+    def weights(self, targets):
+        """Per-element weights w [B, C] before NTR (None when unweighted)."""
+        n = self.class_freq.to(targets.dtype)  # [C]
+        if self.reweight == 'rebalance':
+            freq_inv = 1.0 / n  # [C]
+            repeat_rate = targets @ freq_inv  # [B], Σ_{k: y_ik=1} 1/n_k
+            has_pos = repeat_rate > 0
+            # rows without a positive: w = α + 1, the limit r → inf of the published code (never forms inf)
+            safe = torch.where(has_pos, repeat_rate, torch.ones_like(repeat_rate))
+            r = freq_inv[None, :] / safe[:, None]  # [B, C]
+            w = self.map_alpha + torch.sigmoid(self.map_beta * (r - self.map_gamma))
+            return torch.where(has_pos[:, None], w, torch.full_like(w, self.map_alpha + 1.0))
+        if self.reweight == 'CB':
+            w = (1 - self.cb_beta) / (1 - torch.pow(torch.full_like(n, self.cb_beta), n))  # [C]
+            return w[None, :].expand_as(targets)
+        return None
+
+    def bias(self, dtype):
+        """NTR bias b_c = −log(N/n_c − 1)·κ/λ, N = class_freq + neg_class_freq; [C]."""
+        pos, neg = self.class_freq.to(dtype), self.neg_class_freq.to(dtype)
+        total = pos + neg
+        return -torch.log(total / pos - 1) * self.init_bias / self.neg_scale
+
+    def forward(self, logits, targets):
+        _check_pair(logits, targets, self.class_freq.numel(), 'ResampleLoss')
+        y = targets.to(logits.dtype)
+        w = self.weights(y)
+        z = logits
+        if self.ntr:
+            z = z + self.bias(logits.dtype)[None, :]
+            z = z * (1 - y) * self.neg_scale + z * y
+            w = torch.ones_like(y) if w is None else w
+            w = w / self.neg_scale * (1 - y) + w * y
+        loss = F.binary_cross_entropy_with_logits(z, y, weight=w, reduction='none')  # [B, C]
+        if self.balance is not None:
+            # per-element p_t, gradient flows through it as in the published code
+            # (deviation: the published copy reduced the BCE to a batch mean first)
+            p_t = torch.exp(-F.binary_cross_entropy_with_logits(z, y, reduction='none'))  # [B, C]
+            loss = self.balance * (1 - p_t) ** self.focal_gamma * loss
+        return self.loss_weight * loss.mean()
+
+
+def resolve_db_params(dataset=None, gamma=None, neg_scale=None):
+    """(μ, λ): explicit values win, else DB_DEFAULTS[dataset]; unknown datasets use the VOC-LT values."""
+    defaults = DB_DEFAULTS.get(dataset, DB_DEFAULTS[DB_FALLBACK_DATASET])
+    return (float(defaults['gamma'] if gamma is None else gamma),
+            float(defaults['neg_scale'] if neg_scale is None else neg_scale))
+
+
+def build_classification_loss(name, class_freq, neg_class_freq, dataset=None, gamma=None, neg_scale=None):
+    """The classification loss called ``name`` (one of CLASSIFICATION_LOSSES)."""
+    if name == 'bce':
+        return BCELoss()
+    if name == 'mls':
+        return MultiLabelSoftMarginLoss()
+    if name == 'asl':
+        return AsymmetricLoss()
+    if name not in _RESAMPLE_TABLE:
+        raise ValueError(f"unknown classification loss {name!r}; expected one of {', '.join(CLASSIFICATION_LOSSES)}")
+    mu, lam = resolve_db_params(dataset, gamma, neg_scale)
+    return ResampleLoss(class_freq, neg_class_freq, map_gamma=mu, neg_scale=lam, **_RESAMPLE_TABLE[name])
+
+
+# ---------------------------------------------------------------- class-specific embedding loss (SPEC §7)
+
+def caption_prompt_distance(caption_embeddings, prompts, m_ctx, eps=1e-12):
+    """d_ic = mean_t (1 − cos(E_i[t], P_c[t + m])), t = 0 … L−1−m; [B, C].
+
+    caption_embeddings [B, L, D], prompts [C, L, D]. One [B, T·D] × [T·D, C] matmul on
+    tensors normalised along D (zero vectors stay zero: their cosine counts as 0).
+    """
+    if caption_embeddings.dim() != 3 or prompts.dim() != 3 or caption_embeddings.shape[1:] != prompts.shape[1:]:
+        raise ValueError(f"caption_prompt_distance: expected caption_embeddings [B, L, D] and prompts [C, L, D], "
+                         f"got {tuple(caption_embeddings.shape)} and {tuple(prompts.shape)}")
+    length = prompts.shape[1]
+    if not isinstance(m_ctx, int) or isinstance(m_ctx, bool) or not 0 <= m_ctx < length:
+        raise ValueError(f"caption_prompt_distance: m_ctx must be an integer in [0, {length - 1}], got {m_ctx!r}")
+    steps = length - m_ctx  # T
+    cap = F.normalize(caption_embeddings[:, :steps].to(prompts.dtype), dim=-1, eps=eps)  # [B, T, D]
+    pro = F.normalize(prompts[:, m_ctx:], dim=-1, eps=eps)  # [C, T, D]
+    cos_sum = cap.reshape(cap.shape[0], -1) @ pro.reshape(pro.shape[0], -1).t()  # [B, C]
+    return 1 - cos_sum / steps
+
+
+class CSELoss(nn.Module):
+    """ℓ_ic = d_ic if y_ic = 1 else max(0, Δ_c − d_ic); L = Σ_c w_c · mean_i ℓ_ic.
+
+    kind: 'softmargin' (Δ_c = Δ (min n / n_c)^{1/4}, w_c = n_c^-γ / Σ n^-γ), 'weighted' (Δ, w_c),
+    'hinge' (Δ, 1/C), 'nn_hinge' (torch.nn.HingeEmbeddingLoss on d, mean).
+    """
+
+    def __init__(self, kind, class_freq, margin=DEFAULT_CSE_MARGIN, gamma=DEFAULT_CSE_GAMMA, m_ctx=0):
+        super().__init__()
+        if kind not in CSE_LOSSES:
+            raise ValueError(f"unknown CSE loss {kind!r}; expected one of {', '.join(CSE_LOSSES)}")
+        if not (math.isfinite(float(margin)) and margin >= 0):
+            raise ValueError(f"CSE loss: margin must be a finite number >= 0, got {margin}")
+        if not math.isfinite(float(gamma)):
+            raise ValueError(f"CSE loss: gamma must be finite, got {gamma}")
+        if not isinstance(m_ctx, int) or isinstance(m_ctx, bool) or m_ctx < 0:
+            raise ValueError(f"CSE loss: m_ctx must be an integer >= 0, got {m_ctx!r}")
+        n = _as_freq(class_freq, 'class_freq', allow_zero=kind in ('hinge', 'nn_hinge'))  # [C]
+        self.register_buffer('class_freq', n.float())  # [C]; margins and weights derived in the loss's dtype
+        self.kind, self.margin, self.gamma, self.m_ctx = kind, float(margin), float(gamma), m_ctx
+
+    def margins_and_weights(self, dtype):
+        """Per-class margins Δ_c and weights w_c, each [C]."""
+        n = self.class_freq.to(dtype)  # [C]
+        num = n.numel()
+        if self.kind == 'softmargin':
+            margins = self.margin * (n.min() / n) ** 0.25
+        else:
+            margins = torch.full_like(n, self.margin)
+        if self.kind in ('softmargin', 'weighted'):
+            weights = torch.softmax(-self.gamma * torch.log(n), dim=0)  # n^-γ / Σ n^-γ, without overflow
+        else:
+            weights = torch.full_like(n, 1.0 / num)
+        return margins, weights
+
+    def forward(self, caption_embeddings, prompts, targets):
+        num = self.class_freq.numel()
+        if prompts.dim() != 3 or prompts.shape[0] != num:
+            raise ValueError(f"CSE loss: expected prompts [C={num}, L, D], got {tuple(prompts.shape)}")
+        if targets.shape != (caption_embeddings.shape[0], num):
+            raise ValueError(f"CSE loss: expected targets [B={caption_embeddings.shape[0]}, C={num}], "
+                             f"got {tuple(targets.shape)}")
+        d = caption_prompt_distance(caption_embeddings, prompts, self.m_ctx)  # [B, C]
+        y = targets.to(d.dtype)
+        if self.kind == 'nn_hinge':
+            return F.hinge_embedding_loss(d, 2 * y - 1, margin=self.margin)
+        margins, weights = self.margins_and_weights(d.dtype)
+        per_pair = y * d + (1 - y) * torch.clamp(margins[None, :] - d, min=0)  # [B, C]
+        return (per_pair * weights[None, :]).sum(dim=1).mean()
+
+
+def build_cse_loss(name, class_freq, margin=DEFAULT_CSE_MARGIN, gamma=DEFAULT_CSE_GAMMA, m_ctx=0):
+    """The class-specific embedding loss called ``name`` (one of CSE_LOSSES)."""
+    return CSELoss(name, class_freq, margin=margin, gamma=gamma, m_ctx=m_ctx)

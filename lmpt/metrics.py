@@ -1,0 +1,193 @@
+"""Evaluation metrics (SPEC §4): per-class AP, mAP by head/medium/tail, threshold and top-k metrics.
+
+Pure functions of numpy arrays (torch tensors accepted), no I/O.
+
+Units: ``average_precision`` returns fractions in [0, 1] (comparable with
+scikit-learn); ``threshold_metrics``, ``topk_metrics`` and ``evaluate`` report
+percentages (0–100), as the published code printed them.
+
+Conventions where the SPEC leaves room:
+
+- A class without any positive in the evaluation set has AP = NaN; it is left
+  out of every mean (mAP, group mAP, CP, CR) and listed in
+  ``classes_without_positives``.
+- Prediction at a threshold is ``score >= thre`` (the ML-GCN style code).
+- Per-class precision of a class with no predicted positive is 0; CF1/OF1 are
+  0 when both of their terms are 0.
+"""
+import math
+
+import numpy as np
+
+HEAD_MIN = 100  # head: at least this many training images
+TAIL_MAX = 20  # tail: fewer than this many training images
+GROUPS = ('head', 'medium', 'tail')
+
+
+def _to_numpy(x):
+    if hasattr(x, 'detach'):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _check_scores_targets(scores, targets, who):
+    scores = _to_numpy(scores).astype(np.float64)
+    targets = _to_numpy(targets)
+    if scores.ndim != 2 or scores.shape != targets.shape:
+        raise ValueError(f"{who}: expected scores and targets of the same shape [N, C], "
+                         f"got {scores.shape} and {targets.shape}")
+    if np.isnan(scores).any():
+        raise ValueError(f"{who}: scores contain NaN")
+    if not np.isin(targets, (0, 1)).all():
+        raise ValueError(f"{who}: expected targets of 0/1 values, got {np.unique(targets)[:10].tolist()}")
+    return scores, targets.astype(np.float64)
+
+
+def average_precision(scores, targets):
+    """Non-interpolated AP per class, [C]; NaN for a class without positives.
+
+    Equal to ``sklearn.metrics.average_precision_score`` on each column: tied
+    scores form one threshold, and AP = Σ_thresholds ΔRecall · Precision.
+    """
+    scores, targets = _check_scores_targets(scores, targets, 'average_precision')
+    n = scores.shape[0]
+    order = np.argsort(-scores, axis=0, kind='stable')  # [N, C]
+    s = np.take_along_axis(scores, order, axis=0)  # [N, C], descending
+    y = np.take_along_axis(targets, order, axis=0)  # [N, C]
+    tp = np.cumsum(y, axis=0)  # [N, C]
+    # index of the last element of each run of equal scores (the threshold every tie shares)
+    is_end = np.ones_like(s, dtype=bool)
+    is_end[:-1] = s[:-1] != s[1:]
+    end = np.where(is_end, np.arange(n)[:, None], n)  # [N, C]
+    end = np.minimum.accumulate(end[::-1], axis=0)[::-1]
+    precision_at_end = np.take_along_axis(tp, end, axis=0) / (end + 1)  # [N, C]
+    positives = tp[-1] if n else np.zeros(scores.shape[1])  # [C]
+    with np.errstate(invalid='ignore', divide='ignore'):
+        ap = (y * precision_at_end).sum(axis=0) / positives
+    ap[positives == 0] = np.nan
+    return ap
+
+
+def mean_ap(ap):
+    """Mean over the non-NaN entries; NaN if there is none."""
+    ap = np.asarray(ap, dtype=np.float64)
+    ap = ap[~np.isnan(ap)]
+    return float(ap.mean()) if ap.size else math.nan
+
+
+def _f1(p, r):
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+def threshold_metrics(scores, targets, thre):
+    """CP, CR, CF1, OP, OR, OF1 in percent, predictions ``score >= thre``.
+
+    CP and CR average over the classes with at least one positive (as mAP does).
+    """
+    scores, targets = _check_scores_targets(scores, targets, 'threshold_metrics')
+    pred = (scores >= thre).astype(np.float64)  # [N, C]
+    tp = (pred * targets).sum(axis=0)  # [C]
+    n_pred = pred.sum(axis=0)  # [C]
+    n_pos = targets.sum(axis=0)  # [C]
+    valid = n_pos > 0
+    prec = np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0)
+    rec = np.divide(tp, n_pos, out=np.zeros_like(tp), where=valid)
+    cp = float(prec[valid].mean()) if valid.any() else 0.0
+    cr = float(rec[valid].mean()) if valid.any() else 0.0
+    op = float(tp.sum() / n_pred.sum()) if n_pred.sum() > 0 else 0.0
+    o_r = float(tp.sum() / n_pos.sum()) if n_pos.sum() > 0 else 0.0
+    out = dict(CP=cp, CR=cr, CF1=_f1(cp, cr), OP=op, OR=o_r, OF1=_f1(op, o_r))
+    return {k: 100.0 * v for k, v in out.items()}
+
+
+def topk_metrics(scores, targets, k=5):
+    """Precision, recall and F1 (percent) of the k top-scored classes of every image.
+
+    precision = TP / (N·k), recall = TP / total positives; ties broken by class index.
+    A k above the number of classes C counts as k = C (every class predicted).
+    """
+    scores, targets = _check_scores_targets(scores, targets, 'topk_metrics')
+    n, num = scores.shape
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"topk_metrics: k must be an integer >= 1, got {k!r}")
+    k = min(int(k), num)
+    top = np.argsort(-scores, axis=1, kind='stable')[:, :k]  # [N, k]
+    tp = np.take_along_axis(targets, top, axis=1).sum()
+    precision = tp / (n * k) if n else 0.0
+    recall = tp / targets.sum() if targets.sum() > 0 else 0.0
+    return {k_: 100.0 * float(v) for k_, v in
+            (('precision', precision), ('recall', recall), ('F1', _f1(precision, recall)))}
+
+
+def class_groups(train_class_freq, head=HEAD_MIN, tail=TAIL_MAX):
+    """Class indices of each group: head ≥ head, medium in [tail, head), tail < tail training images."""
+    freq = _to_numpy(train_class_freq).astype(np.float64)
+    if freq.ndim != 1:
+        raise ValueError(f"class_groups: expected train_class_freq of shape [C], got {freq.shape}")
+    return {'head': np.flatnonzero(freq >= head),
+            'medium': np.flatnonzero((freq >= tail) & (freq < head)),
+            'tail': np.flatnonzero(freq < tail)}
+
+
+def scores_from_logits(logits, kind='softmax'):
+    """Scores to rank and threshold: softmax over classes (published default) or sigmoid.
+
+    Returns the input's type (torch tensor or numpy array).
+    """
+    if kind not in ('softmax', 'sigmoid'):
+        raise ValueError(f"scores_from_logits: kind must be 'softmax' or 'sigmoid', got {kind!r}")
+    if hasattr(logits, 'softmax'):  # torch tensor
+        return logits.softmax(dim=-1) if kind == 'softmax' else logits.sigmoid()
+    z = np.asarray(logits, dtype=np.float64)
+    if kind == 'sigmoid':
+        return 0.5 * (1 + np.tanh(0.5 * z))  # σ(z) without overflow
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def evaluate(scores, targets, train_class_freq, thre=0.5):
+    """All SPEC §4 metrics, in percent: mAP and head/medium/tail mAP, CP/CR/CF1/OP/OR/OF1,
+    per-class AP (None where a class has no positive) and the classes left out of mAP."""
+    scores, targets = _check_scores_targets(scores, targets, 'evaluate')
+    freq = _to_numpy(train_class_freq)
+    if freq.shape != (scores.shape[1],):
+        raise ValueError(f"evaluate: expected train_class_freq of shape [{scores.shape[1]}], got {freq.shape}")
+    ap = average_precision(scores, targets)  # [C]
+    results = {'mAP': 100.0 * mean_ap(ap)}
+    for name, idx in class_groups(freq).items():
+        results[f'{name}_mAP'] = 100.0 * mean_ap(ap[idx])
+    results.update(threshold_metrics(scores, targets, thre))
+    results['per_class_AP'] = [None if math.isnan(v) else 100.0 * float(v) for v in ap]
+    results['classes_without_positives'] = [int(i) for i in np.flatnonzero(np.isnan(ap))]
+    return results
+
+
+def _fmt(value):
+    return 'n/a' if value is None or (isinstance(value, float) and math.isnan(value)) else f'{value:.2f}'
+
+
+def format_results(results, class_names, train_class_freq):
+    """A printable report: summary table, then per-class AP sorted by training frequency."""
+    freq = _to_numpy(train_class_freq)
+    if len(class_names) != len(freq) or len(results['per_class_AP']) != len(freq):
+        raise ValueError(f"format_results: {len(class_names)} class names, {len(freq)} frequencies and "
+                         f"{len(results['per_class_AP'])} per-class APs; expected the same number")
+    group_of = {}
+    for name, idx in class_groups(freq).items():
+        group_of.update({int(i): name for i in idx})
+    keys = ('mAP', 'head_mAP', 'medium_mAP', 'tail_mAP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
+    heads = ('total', 'head', 'medium', 'tail', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
+    lines = ['  '.join(f'{h:>7}' for h in heads), '  '.join(f'{_fmt(results.get(k)):>7}' for k in keys)]
+    sizes = {g: sum(1 for v in group_of.values() if v == g) for g in GROUPS}
+    lines.append('classes: ' + ', '.join(f'{g} {sizes[g]}' for g in GROUPS))
+    missing = results.get('classes_without_positives') or []
+    if missing:
+        lines.append('no positive in the evaluation set (left out of mAP): '
+                     + ', '.join(class_names[i] for i in missing))
+    width = max([len('class')] + [len(str(c)) for c in class_names])
+    lines += ['', f"{'class':<{width}}  {'train':>6}  {'group':<6}  {'AP':>7}"]
+    order = sorted(range(len(freq)), key=lambda i: (-freq[i], i))
+    for i in order:
+        lines.append(f'{class_names[i]:<{width}}  {int(freq[i]):>6}  {group_of[i]:<6}  '
+                     f'{_fmt(results["per_class_AP"][i]):>7}')
+    return '\n'.join(lines)
