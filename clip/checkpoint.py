@@ -1,0 +1,135 @@
+"""Reading and writing CLIP checkpoints in OpenAI's released format, without ever running one.
+
+Read: a TorchScript archive (only its state dict is used) or a ``torch.save``'d
+state dict, possibly nested under ``state_dict``/``model`` and with a ``module.`` prefix.
+Write: ``save_checkpoint`` (TorchScript archive holding fp16 weights, or a plain state dict).
+"""
+import os
+import re
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .model import EXTRA_KEYS, RESNET_KEYS, TEXT_KEYS, VIT_KEYS, CheckpointFormatError, infer_config
+
+EXPECTED = ("expected one of OpenAI's released CLIP checkpoints (a TorchScript archive such as ViT-B-16.pt) "
+            "or a torch.save'd CLIP state dict with OpenAI's key names")
+
+
+def _unwrap(obj):
+    """The state dict inside a checkpoint: follows ``state_dict``/``model`` nesting, strips ``module.``."""
+    for _ in range(3):
+        if isinstance(obj, dict) and not _looks_like_clip(obj):
+            inner = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, dict):
+        return obj
+    if obj and all(isinstance(k, str) and k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _looks_like_clip(state_dict):
+    stripped = {k[len("module."):] if isinstance(k, str) and k.startswith("module.") else k for k in state_dict}
+    return all(k in stripped for k in TEXT_KEYS) and (
+        all(k in stripped for k in VIT_KEYS) or all(k in stripped for k in RESNET_KEYS))
+
+
+def read_state_dict(path):
+    """State dict of a CLIP checkpoint file (tensors on the CPU); CheckpointFormatError if it is none."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still the released format
+            obj = torch.jit.load(str(path), map_location="cpu").state_dict()  # the graph is never run
+    except (RuntimeError, ValueError):
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as error:  # unpickling errors have many types
+            if zipfile.is_zipfile(path):  # a torch.save archive holding more than tensors and plain containers
+                first_line = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().split("\n")[0][:300]
+                detail = (f"a zip archive that torch.load(weights_only=True) refuses "
+                          f"({type(error).__name__}: {first_line})")
+            else:
+                detail = (f"a file that is not a zip archive, while TorchScript and torch.save write zip archives "
+                          f"({type(error).__name__})")
+            raise CheckpointFormatError(f"{path}: not a CLIP checkpoint, {EXPECTED}; found {detail}") from None
+    state_dict = _unwrap(obj)
+    if not isinstance(state_dict, dict):
+        raise CheckpointFormatError(f"{path}: not a CLIP checkpoint, {EXPECTED}; it holds a {type(obj).__name__}")
+    if not _looks_like_clip(state_dict):
+        keys = ", ".join(map(str, list(state_dict)[:5])) + (", …" if len(state_dict) > 5 else "")
+        raise CheckpointFormatError(
+            f"{path}: not a CLIP checkpoint, {EXPECTED} (keys such as {', '.join(TEXT_KEYS)}); "
+            f"found {len(state_dict)} keys ({keys or 'none'})")
+    bad = [str(k) for k, v in state_dict.items() if not isinstance(v, torch.Tensor) and k not in EXTRA_KEYS]
+    if bad:
+        raise CheckpointFormatError(
+            f"{path}: not a CLIP checkpoint, {EXPECTED}; expected a tensor under every key, "
+            f"found other values under {', '.join(bad[:5])}")
+    return state_dict
+
+
+class _Holder(nn.Module):
+    """A module whose only job is to carry tensors under dotted names inside a TorchScript archive."""
+
+    def forward(self) -> int:
+        return 0
+
+
+def _holder_for(state_dict):
+    root = _Holder()
+    for key, tensor in state_dict.items():
+        *parents, leaf = key.split(".")
+        module = root
+        for name in parents:
+            if not hasattr(module, name):
+                module.add_module(name, _Holder())
+            module = getattr(module, name)
+        module.register_buffer(leaf, tensor)
+    return root
+
+
+def _atomic_write(path, write):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_checkpoint(model, path, fmt="torchscript"):
+    """Write ``model`` (a clip.model.CLIP) to ``path`` atomically; returns the Path.
+
+    ``fmt="torchscript"``: OpenAI's released format, a TorchScript archive whose
+    ``state_dict()`` holds the weights in fp16 under OpenAI's key names (plus the
+    ``input_resolution``, ``context_length`` and ``vocab_size`` entries released
+    archives carry). ``fmt="state_dict"``: ``torch.save`` of the state dict as it is.
+    """
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # name -> tensor
+    if fmt == "state_dict":
+        return _atomic_write(path, lambda tmp: torch.save(state_dict, tmp))
+    if fmt != "torchscript":
+        raise ValueError(f"save_checkpoint: fmt={fmt!r}, expected 'torchscript' or 'state_dict'")
+    config = infer_config(state_dict)
+    archive = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
+    archive["input_resolution"] = torch.tensor(config["image_resolution"])
+    archive["context_length"] = torch.tensor(config["context_length"])
+    archive["vocab_size"] = torch.tensor(config["vocab_size"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.script(_holder_for(archive))
+        return _atomic_write(path, lambda tmp: torch.jit.save(scripted, tmp))
+
