@@ -109,9 +109,12 @@ def test_load_real_voc_uses_published_pkl():
 
 def test_load_real_coco_derives_and_saves_class_freq(tmp_path):
     shutil.copytree(DATA / "coco", tmp_path / "coco")  # a copy: never write into the repository
-    assert not (tmp_path / "coco" / "class_freq.pkl").exists()
+    committed = pickle.loads((DATA / "coco" / "class_freq.pkl").read_bytes())
+    (tmp_path / "coco" / "class_freq.pkl").unlink()
     dataset = load_dataset("coco-lt", tmp_path)
     saved = pickle.loads((tmp_path / "coco" / "class_freq.pkl").read_bytes())
+    for key in ("class_freq", "neg_class_freq", "condition_prob"):  # the committed file is the derived one
+        assert np.array_equal(saved[key], committed[key])
     assert np.array_equal(saved["class_freq"], dataset.train_labels.sum(axis=0).astype(np.int64))
     assert np.array_equal(saved["neg_class_freq"], 1909 - saved["class_freq"])
     assert len(dataset.test_paths) == 5000 and dataset.class_names[9] == "traffic light"
