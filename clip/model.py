@@ -335,7 +335,12 @@ class CLIP(nn.Module):
         return self.visual.forward_dense(image.type(self.dtype))
 
     def encode_text(self, text):
-        """Token ids [N, L] (L <= context_length, end-of-text = largest id) -> embedding [N, E]."""
+        """Token ids [N, L] (L <= context_length, end-of-text = largest id) -> embedding [N, E].
+
+        Attention is causal and the output is read at the end-of-text token, so the
+        positions after the longest sequence's end-of-text cannot change it: they are cut.
+        """
+        text = text[:, :int(text.argmax(dim=-1).max()) + 1]
         length = text.shape[-1]
         x = self.token_embedding(text).type(self.dtype)  # [N, L, D]
         x = x + self.positional_embedding[:length].type(self.dtype)

@@ -15,6 +15,7 @@ cache file is detected (checksum) and rebuilt.
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -82,6 +83,18 @@ def _load_cache(path, key):
     return None
 
 
+@contextmanager
+def _threads_beside_workers(device, num_workers):
+    """On the CPU, leave the decoding workers their cores: the encoder's threads would stall on them."""
+    before = torch.get_num_threads()
+    if torch.device(device).type == "cpu" and num_workers > 0:
+        torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - num_workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @torch.no_grad()
 def encode_images(visual, root, paths, transform, device, batch_size=64, num_workers=0,
                   desc="encoding images", autocast=False):
@@ -96,20 +109,21 @@ def encode_images(visual, root, paths, transform, device, batch_size=64, num_wor
                         persistent_workers=False)
     dtype = visual.conv1.weight.dtype
     features, errors = None, {}
-    for images, index, error in tqdm(loader, desc=desc, leave=False):
-        images = images.to(device, non_blocking=True)
-        both = torch.cat([images, images.flip(-1)])  # [2B, 3, H, W]: the views and their mirrors
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
-            out = visual(both.to(dtype)).float().cpu()  # [2B, E]
-        b = images.shape[0]
-        out = torch.stack([out[:b], out[b:]], dim=1)  # [B, 2, E]
-        if features is None:
-            features = torch.zeros(len(dataset), 2, out.shape[-1])
-        features[index] = out
-        for i, msg in zip(index.tolist(), error):
-            if msg:
-                errors[i] = msg
-                features[i] = 0
+    with _threads_beside_workers(device, num_workers):
+        for images, index, error in tqdm(loader, desc=desc, leave=False):
+            images = images.to(device, non_blocking=True)
+            both = torch.cat([images, images.flip(-1)])  # [2B, 3, H, W]: the views and their mirrors
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
+                out = visual(both.to(dtype)).float().cpu()  # [2B, E]
+            b = images.shape[0]
+            out = torch.stack([out[:b], out[b:]], dim=1)  # [B, 2, E]
+            if features is None:
+                features = torch.zeros(len(dataset), 2, out.shape[-1])
+            features[index] = out
+            for i, msg in zip(index.tolist(), error):
+                if msg:
+                    errors[i] = msg
+                    features[i] = 0
     return features, errors
 
 

@@ -68,10 +68,12 @@ class TextEncoder(nn.Module):
     def forward(self, prompts, tokenized_prompts):
         # prompts: [C, 77, D] token embeddings; tokenized_prompts: [C, 77] ids
         dtype = self.positional_embedding.dtype
-        x = prompts.to(dtype) + self.positional_embedding  # [C, 77, D]
+        eot = tokenized_prompts.argmax(dim=-1)  # [C] the end-of-text token has the largest id
+        # Causal attention, read at end-of-text: positions after the longest prompt's end cannot matter.
+        length = int(eot.max()) + 1
+        x = prompts[:, :length].to(dtype) + self.positional_embedding[:length]  # [C, L, D]
         x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)  # LND in the transformer
         x = self.ln_final(x)
-        eot = tokenized_prompts.argmax(dim=-1)  # the end-of-text token has the largest id
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection  # [C, E]
 
 

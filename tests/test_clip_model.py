@@ -221,7 +221,7 @@ def test_model_exposes_what_prompt_learners_use():
         x = model.token_embedding(text) + model.positional_embedding  # [N, 77, D]
         x = model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
         x = model.ln_final(x)[torch.arange(len(text)), text.argmax(-1)] @ model.text_projection
-        assert (x - model.encode_text(text)).abs().max() <= 1e-6
+        assert (x - model.encode_text(text)).abs().max() <= 1e-5  # encode_text cuts after end-of-text
 
 
 # ---- architecture inference for OpenAI's nine released models --------------------------------

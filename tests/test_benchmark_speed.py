@@ -1,0 +1,106 @@
+"""The speed benchmark (tools/benchmark_speed.py) at a toy size: the published loop and ours learn the
+same prompts, the published CSE computation equals ours, and the script runs end to end."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import benchmark_speed as bench  # noqa: E402
+from lmpt.published_loop import published_caption_distance  # noqa: E402
+
+TOY = bench.PRESETS["toy"]
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: the CPU is shared, and OpenMP barriers stall tiny ops on a busy core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def toy_setup(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench")
+    data = bench.make_benchmark_data(work / "data", TOY["num_classes"], TOY["n_train"], TOY["n_test"],
+                                     TOY["image_size"], processes=1)
+    checkpoint = bench.write_random_clip(work / "pretrained" / "clip.pt", TOY["model"])
+    return work, data, checkpoint
+
+
+def toy_argv(work, data, checkpoint, name):
+    return bench.train_argv(data.parent, checkpoint, work / f"run_{name}", work / f"cache_{name}", TOY["epochs"],
+                            TOY["batch_size"], "cpu", 0)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_published_cse_equals_ours(dtype, tol):
+    captions, prompts, targets, freq = bench.cse_inputs(6, 5, 77, 16, "cpu", seed=3)
+    captions, prompts = captions.to(dtype), prompts.detach().to(dtype).requires_grad_()
+    targets[0] = 1  # a row with every class positive and one with none: both branches of the loss
+    targets[1] = 0
+    loss_p, grad_p = bench.cse_step("published", captions, prompts, targets, freq, m_ctx=2)
+    loss_o, grad_o = bench.cse_step("ours", captions, prompts, targets, freq, m_ctx=2)
+    assert loss_p.item() > 0
+    assert abs(loss_p.item() - loss_o.item()) <= tol * abs(loss_o.item())
+    assert grad_o.abs().max() > 0
+    torch.testing.assert_close(grad_p, grad_o, rtol=tol, atol=tol * grad_o.abs().max().item())
+
+
+def test_published_distance_is_the_token_mean_of_cosines():
+    g = torch.Generator().manual_seed(0)
+    cap, pro = torch.randn(3, 10, 4, generator=g, dtype=torch.float64), torch.randn(2, 10, 4, generator=g,
+                                                                                    dtype=torch.float64)
+    d = published_caption_distance(cap, pro, m_ctx=3)
+    for i in range(3):
+        for c in range(2):
+            cos = [torch.dot(cap[i, t], pro[c, t + 3]) / (cap[i, t].norm() * pro[c, t + 3].norm()) for t in range(7)]
+            assert d[i, c].item() == pytest.approx(1 - sum(cos).item() / 7, rel=1e-12)
+
+
+def test_published_loop_and_ours_learn_the_same_prompts(toy_setup, one_thread):
+    work, data, checkpoint = toy_setup
+    a = bench.run_published(toy_argv(work, data, checkpoint, "a"))
+    b = bench.run_ours(toy_argv(work, data, checkpoint, "b"))
+    same = bench.check_same_prompts(a["ctx"], b["ctx"], a["init_ctx"])
+    assert same["max_abs_moved"] > 0  # training moved the contexts ...
+    assert same["passed"], same  # ... and both loops moved them alike
+    assert a["mAP"] == pytest.approx(b["mAP"], abs=1e-3)
+    # Control: other batches and flips (another epoch_plan seed) must fail the same check.
+    other = bench.run_published(toy_argv(work, data, checkpoint, "c"), plan_seed=1)
+    control = bench.check_same_prompts(other["ctx"], b["ctx"], other["init_ctx"])
+    assert torch.equal(other["init_ctx"], a["init_ctx"])
+    assert not control["passed"] and control["rel_diff"] > 100 * same["rel_diff"], control
+
+
+def test_benchmark_script_runs_end_to_end(tmp_path):
+    """(a) cut to 1 of 2 epochs: its time is extrapolated and the prompts are compared on a separate pair."""
+    out = tmp_path / "report.json"
+    printed = bench.main(["--preset", "toy", "--a_epochs", "1", "--threads", "1", "--work_dir",
+                          str(tmp_path / "work"), "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["wall_ratio"] == pytest.approx(printed["wall_ratio"])
+    a, b = report["a"], report["b"]
+    assert a["extrapolated"] and a["epochs_measured"] == 1 and b["epochs"] == TOY["epochs"]
+    per_epoch = a["train_seconds_per_epoch"] + a["eval_seconds_per_epoch"]
+    assert a["seconds"] == pytest.approx(a["setup_seconds"] + TOY["epochs"] * per_epoch)
+    assert report["wall_ratio"] == pytest.approx(a["seconds"] / b["seconds"])
+    assert report["prompts"]["passed"] and report["prompts"]["source"].startswith("a separate fp32 CPU pair")
+    assert report["cse"]["loss_abs_diff"] <= 1e-5 * report["cse"]["ours"]["loss"]
+    assert report["eval"]["images"] == TOY["n_test"]
+    assert report["eval"]["decode_limit_images_per_s"] > 0 and report["eval"]["zero_shot_images_per_s"] > 0
+    assert report["memory_ratio"] > 0
+
+
+def test_work_dir_of_other_files_is_refused_and_kept(tmp_path):
+    precious = tmp_path / "notes.txt"
+    precious.write_text("not the benchmark's")
+    with pytest.raises(SystemExit, match="did not write"):
+        bench.main(["--preset", "toy", "--work_dir", str(tmp_path), "--out", str(tmp_path / "r.json")])
+    assert precious.read_text() == "not the benchmark's"
