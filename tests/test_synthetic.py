@@ -1,0 +1,249 @@
+"""The embedded synthetic benchmark (lmpt.synthetic) and the tiny CLIP pretrained on its corpus (lmpt.pretrain)."""
+import hashlib
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import clip
+from lmpt import pretrain, synthetic
+from lmpt.data import class_frequency, load_dataset, read_captions, read_labels, read_list
+
+SMALL = dict(n_train=40, n_test=30)
+# Colour words a caption of the pretraining corpus must not contain (docs/EMBEDDED.md), beyond the palette.
+EXTRA_COLOUR_WORDS = {"grey", "violet", "magenta", "gold", "silver", "teal", "navy", "beige", "colour", "color",
+                      "coloured", "colored"}
+
+
+def digests(folder):
+    """sha256 of every file under ``folder``, keyed by relative path."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def default_root(tmp_path_factory):
+    """The benchmark at its default sizes, generated once for the module."""
+    root = tmp_path_factory.mktemp("synth_default")
+    synthetic.ensure_benchmark(root)
+    return root
+
+
+# ---------------------------------------------------------------------------
+# Determinism.
+
+def test_same_seed_gives_identical_files_and_another_seed_different_ones(tmp_path):
+    a = synthetic.generate_benchmark(tmp_path / "a" / "synth", seed=3, **SMALL)
+    b = synthetic.generate_benchmark(tmp_path / "b" / "synth", seed=3, **SMALL)
+    c = synthetic.generate_benchmark(tmp_path / "c" / "synth", seed=4, **SMALL)
+    da, db, dc = digests(a), digests(b), digests(c)
+    assert len(da) == SMALL["n_train"] + SMALL["n_test"] + 6  # images + 5 data files + the stamp
+    assert da == db
+    images = [k for k in da if k.endswith(".jpg")]
+    assert set(images) == {k for k in dc if k.endswith(".jpg")}
+    assert sum(da[k] != dc[k] for k in images) == len(images)  # every image differs
+    assert da["synth_lt_train.txt"] != dc["synth_lt_train.txt"]
+    assert da["synth_lt_captions.txt"] != dc["synth_lt_captions.txt"]
+
+
+def test_corpus_is_deterministic_and_not_the_benchmark(default_root):
+    images, captions, _ = synthetic.make_corpus(24, seed=0)
+    again, captions_again, _ = synthetic.make_corpus(24, seed=0)
+    other, _, _ = synthetic.make_corpus(24, seed=1)
+    assert images.shape == (24, 64, 64, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, again) and captions == captions_again
+    assert not np.array_equal(images, other)
+    data = load_dataset("synth-lt", default_root)
+    bench = np.stack([np.asarray(Image.open(data.root / p).convert("RGB")) for p in data.train_paths[:24]])
+    gaps = np.abs(images[:, None].astype(int) - bench[None].astype(int)).mean(axis=(2, 3, 4))  # [24, 24]
+    assert gaps.min() > 10  # no corpus image is a benchmark image (separate random streams)
+
+
+# ---------------------------------------------------------------------------
+# Formats and profile.
+
+def test_default_benchmark_parses_with_the_lmpt_readers(default_root):
+    folder = default_root / "synth"
+    names = read_labels(folder / "synth_labels.txt")
+    assert names == synthetic.CLASS_NAMES and len(names) >= 16
+    assert all(re.fullmatch(r"[a-z]+", n) for n in names)  # single prompt words
+    train_paths, train_labels = read_list(folder / "synth_lt_train.txt", len(names))
+    test_paths, test_labels = read_list(folder / "synth_lt_test.txt", len(names))
+    captions = read_captions(folder / "synth_lt_captions.txt", train_paths)
+    data = load_dataset("synth-lt", default_root)
+    assert data.class_names == names and data.train_paths == train_paths and data.captions == captions
+    assert np.array_equal(data.test_labels, test_labels)
+    assert 1000 <= len(train_paths) <= 1500 and len(test_paths) >= 1000
+    for labels in (train_labels, test_labels):
+        per_image = labels.sum(axis=1)
+        assert per_image.min() >= 1 and per_image.max() <= 4
+    for path in train_paths[:20] + test_paths[:20]:
+        assert path.startswith(("images/train/", "images/test/")) and path.endswith(".jpg")
+        with Image.open(folder / path) as image:
+            assert image.format == "JPEG" and image.size == (64, 64)
+    with open(folder / "class_freq.pkl", "rb") as f:
+        stored = pickle.load(f)
+    derived = class_frequency(train_labels)
+    for key in ("class_freq", "neg_class_freq", "condition_prob"):
+        assert np.array_equal(np.asarray(stored[key]), derived[key])
+
+
+def test_long_tail_profile_lands_in_the_intended_groups(default_root):
+    data = load_dataset("synth-lt", default_root)
+    train = data.train_labels.sum(axis=0)
+    test = data.test_labels.sum(axis=0)
+    head, medium, tail = (train >= 100).sum(), ((train >= 20) & (train < 100)).sum(), (train < 20).sum()
+    # VOC-LT's 6 / 6 / 8 out of 20 classes (SPEC §3), in proportion to the number of classes
+    assert (head, medium, tail) == tuple(round(k * data.num_classes / 20) for k in (6, 6, 8))
+    assert test.min() >= 30
+    assert np.array_equal(train, synthetic.train_profile())  # the sampled sets hit the intended counts exactly
+    # the test split is more balanced than the training split
+    assert test.max() / test.min() < train.max() / train.min() / 5
+
+
+def test_captions_name_the_objects(default_root):
+    data = load_dataset("synth-lt", default_root)
+    for caption, labels in zip(data.captions, data.train_labels):
+        words = {c: (n, *synthetic.SYNONYMS[n]) for c, n in enumerate(data.class_names)}
+        for c in np.flatnonzero(labels):  # every labelled class is named, by its name or a synonym
+            assert any(re.search(rf"\b{w}(e?s)?\b", caption) for w in words[c]), (caption, data.class_names[c])
+    assert len(set(data.captions)) > 0.6 * len(data.captions)  # varied sentences
+    assert sum(any(col in c.split() for col in synthetic.COLOURS) for c in data.captions) > len(data.captions) / 3
+
+
+def test_corpus_captions_have_no_colour_words_but_class_words():
+    _, captions, _ = synthetic.make_corpus(200, seed=5)
+    colour_words = set(synthetic.COLOURS) | EXTRA_COLOUR_WORDS
+    names = [n for c in synthetic.CLASS_NAMES for n in (c, *synthetic.SYNONYMS[c])]
+    for caption in captions:
+        assert not set(re.findall(r"[a-z]+", caption)) & colour_words, caption
+        assert any(re.search(rf"\b{n}(e?s)?\b", caption) for n in names), caption
+
+
+def test_sample_label_sets_hits_exact_counts():
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 60, 12)
+    n_images = int(counts.sum() // 2)
+    sets = synthetic.sample_label_sets(counts, n_images, np.random.default_rng(1))
+    assert len(sets) == n_images
+    assert all(1 <= len(s) <= 4 and len(set(s)) == len(s) for s in sets)
+    assert np.array_equal(np.bincount(np.concatenate(sets), minlength=12), counts)
+    with pytest.raises(ValueError, match="cannot spread"):
+        synthetic.sample_label_sets([1, 1], 5, rng)
+
+
+def test_ensure_benchmark_reuses_a_complete_folder_and_regenerates_otherwise(tmp_path):
+    folder = synthetic.ensure_benchmark(tmp_path, seed=0, **SMALL)
+    stamp = folder / synthetic.STAMP_NAME
+    assert json.loads(stamp.read_text())["seed"] == 0
+    first = digests(folder)
+    mtime = stamp.stat().st_mtime_ns
+    synthetic.ensure_benchmark(tmp_path, seed=0, **SMALL)
+    assert stamp.stat().st_mtime_ns == mtime  # reused, not rewritten
+
+    victim = folder / sorted(p for p in first if p.startswith("images/test/"))[0]
+    victim.unlink()
+    synthetic.ensure_benchmark(tmp_path, seed=0, **SMALL)  # an image is missing -> regenerated
+    assert digests(folder) == first
+
+    synthetic.ensure_benchmark(tmp_path, seed=1, **SMALL)  # another seed -> regenerated
+    assert json.loads(stamp.read_text())["seed"] == 1
+    assert digests(folder)["synth_lt_train.txt"] != first["synth_lt_train.txt"]
+
+
+def test_bad_sizes_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="n_train must be a positive integer"):
+        synthetic.generate_benchmark(tmp_path / "synth", n_train=0)
+
+
+# ---------------------------------------------------------------------------
+# The tiny CLIP.
+
+def test_cut_to_longest_caption_changes_no_text_feature():
+    model = pretrain.build_tiny_clip(seed=1).eval()
+    tokens = clip.tokenize(["a star", "two hearts and a small ring on a noisy background", "a photo of a drop"])
+    cut = pretrain.cut_to_longest(tokens)
+    assert cut.shape[1] < tokens.shape[1]
+    with torch.no_grad():
+        assert torch.allclose(model.encode_text(cut), model.encode_text(tokens), atol=1e-5)
+
+
+def test_compact_vocabulary_trains_only_used_rows_and_writes_them_back():
+    model = pretrain.build_tiny_clip(seed=2)
+    before = model.token_embedding.weight.detach().clone()
+    tokens = clip.tokenize(["a star", "two hearts"])
+    vocabulary = pretrain.CompactVocabulary(model, tokens)
+    remapped = vocabulary.remap(tokens)
+    assert torch.equal(remapped.argmax(-1), tokens.argmax(-1))  # end-of-text stays the largest id
+    with torch.no_grad():
+        model.token_embedding.weight.add_(1.0)
+    model = vocabulary.restore()
+    used = torch.unique(tokens)
+    after = model.token_embedding.weight.detach()
+    assert torch.allclose(after[used], before[used] + 1)
+    unused = torch.ones(len(before), dtype=torch.bool)
+    unused[used] = False
+    assert torch.equal(after[unused], before[unused])
+
+
+@pytest.fixture
+def all_cores():
+    """Pretraining is the one real workload here: let it use the cores (conftest pins tests to one thread)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_fast_pretraining_round_trips_through_clip_load_and_beats_chance(tmp_path, default_root, all_cores):
+    data = load_dataset("synth-lt", default_root)
+    untrained = pretrain.zero_shot_map(pretrain.build_tiny_clip(seed=0).eval(), data)
+    path = tmp_path / "tiny-clip-synth.pt"
+    model, info = pretrain.pretrain_tiny_clip(path, log=lambda m: None, **pretrain.FAST_SETTINGS)
+    assert info["final_loss"] < info["first_loss"] - 0.1  # it learned something
+
+    images = np.stack([np.asarray(Image.open(data.root / p).convert("RGB")) for p in data.test_paths[:16]])
+    x = pretrain.images_to_tensor(images, normalisation=0)  # [16, 3, 64, 64]
+    loaded, preprocess = clip.load(str(path), device="cpu")
+    with torch.no_grad():
+        expected, got = model.encode_image(x), loaded.encode_image(x)
+        assert torch.allclose(got, expected, rtol=2e-2, atol=2e-2 * expected.abs().max().item())
+        x_pre = torch.stack([preprocess(Image.open(data.root / p)) for p in data.test_paths[:16]])
+        assert torch.allclose(x_pre, x, atol=1e-5)  # clip.load's preprocessing is the one pretraining used
+    meta = json.loads(pretrain.metadata_path(path).read_text())
+    assert meta["settings"]["steps"] == pretrain.FAST_SETTINGS["steps"]
+
+    features = pretrain.encode_images(loaded, data.root, data.test_paths)
+    zero_shot = pretrain.zero_shot_map(loaded, data, features)
+    chance = data.test_labels.mean()  # the mAP of random scores, in expectation
+    # a random ranking's mAP over 20 classes and 1,200 images varies by ~0.003
+    assert zero_shot > max(chance, untrained) + 0.015, (zero_shot, chance, untrained)
+
+
+def test_ensure_tiny_clip_uses_the_cache_when_settings_match(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_pretrain(path, log=print, **settings):
+        calls.append(settings)
+        model = pretrain.build_tiny_clip(seed=0)
+        pretrain.save_tiny_clip(model, path, {"settings": pretrain._normalised(settings),
+                                              "generator_version": synthetic.GENERATOR_VERSION})
+        return model, {}
+
+    monkeypatch.setattr(pretrain, "pretrain_tiny_clip", fake_pretrain)
+    path = pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, steps=5)
+    assert path.is_file() and len(calls) == 1
+    pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, steps=5)
+    assert len(calls) == 1  # cached
+    pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, steps=6)
+    assert len(calls) == 2  # other settings -> pretrained again
+    with pytest.raises(ValueError, match="unknown setting"):
+        pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, step=6)
