@@ -267,7 +267,8 @@ def render_image(classes, rng):
     if rng.random() < 0.35:  # occluding strokes over the objects
         _clutter(draw, rng, size, int(rng.integers(1, 3)), width=(1, 2))
     image = image.reduce(SUPERSAMPLE)
-    noise = rng.standard_normal((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32) * rng.uniform(*PIXEL_NOISE)  # [64, 64, 3]
+    noise = rng.standard_normal((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)  # [64, 64, 3]
+    noise *= rng.uniform(*PIXEL_NOISE)
     pixels = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels), objects
 
@@ -393,7 +394,8 @@ def _join(phrases):
 def make_caption(objects, rng, colours=True):
     """A natural sentence naming the objects (class words, counts, sometimes colours, sizes, positions)."""
     use_colour = colours and rng.random() < 0.75
-    phrases = _object_phrases(objects, rng, use_colour, synonym_rate=0.15, detail_rate=0.3 if colours else CORPUS_DETAIL)
+    detail_rate = 0.3 if colours else CORPUS_DETAIL
+    phrases = _object_phrases(objects, rng, use_colour, synonym_rate=0.15, detail_rate=detail_rate)
     objs = _join(phrases)
     background = _BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))]
     templates = (

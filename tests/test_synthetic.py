@@ -1,7 +1,6 @@
 """The embedded synthetic benchmark (lmpt.synthetic) and the tiny CLIP pretrained on its corpus (lmpt.pretrain)."""
 import hashlib
 import json
-import os
 import pickle
 import re
 from pathlib import Path
@@ -193,17 +192,8 @@ def test_compact_vocabulary_trains_only_used_rows_and_writes_them_back():
     assert torch.equal(after[unused], before[unused])
 
 
-@pytest.fixture
-def all_cores():
-    """Pretraining is the one real workload here: let it use the cores (conftest pins tests to one thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
-def test_fast_pretraining_round_trips_through_clip_load_and_beats_chance(tmp_path, default_root, all_cores):
+def test_fast_pretraining_round_trips_through_clip_load_and_beats_chance(tmp_path, default_root):
     data = load_dataset("synth-lt", default_root)
     untrained = pretrain.zero_shot_map(pretrain.build_tiny_clip(seed=0).eval(), data)
     path = tmp_path / "tiny-clip-synth.pt"
@@ -223,9 +213,10 @@ def test_fast_pretraining_round_trips_through_clip_load_and_beats_chance(tmp_pat
 
     features = pretrain.encode_images(loaded, data.root, data.test_paths)
     zero_shot = pretrain.zero_shot_map(loaded, data, features)
-    chance = data.test_labels.mean()  # the mAP of random scores, in expectation
-    # a random ranking's mAP over 20 classes and 1,200 images varies by ~0.003
-    assert zero_shot > max(chance, untrained) + 0.015, (zero_shot, chance, untrained)
+    rng = np.random.default_rng(0)
+    chance = max(pretrain.mean_average_precision(data.test_labels, rng.random(data.test_labels.shape))
+                 for _ in range(5))  # the best of five random rankings
+    assert zero_shot > max(chance, untrained) + 0.01, (zero_shot, chance, untrained)
 
 
 def test_ensure_tiny_clip_uses_the_cache_when_settings_match(tmp_path, monkeypatch):
