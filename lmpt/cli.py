@@ -1,6 +1,7 @@
 """Command-line pieces shared by the scripts (train, test, zero-shot, fine-tune)."""
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from .data import DEFAULT_DATA_ROOT, REPO_ROOT
@@ -61,3 +62,37 @@ def default_run_dir(*parts):
     """runs/<dataset>_<method>_<backbone>_seed<seed> under the repository."""
     name = "_".join(str(p).replace("/", "-").replace(os.sep, "-") for p in parts)
     return REPO_ROOT / "runs" / name
+
+
+def add_run_args(parser, run_dir_pattern):
+    """Flags of the scripts that train: validation list, run folder, resume, overwrite."""
+    parser.add_argument("--val_list", type=Path, default=None,
+                        help="list file for model selection (default: the test split, as published)")
+    parser.add_argument("--output_dir", type=Path, default=None,
+                        help=f"run folder (default: runs/{run_dir_pattern})")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                        help="continue the interrupted run in RUN_DIR")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --output_dir")
+    return parser
+
+
+def resolve_run_dir(args, method, backbone):
+    """Set ``args.output_dir`` (``--resume DIR`` wins, then ``--output_dir``, then the default)
+    and turn ``args.resume`` into a bool."""
+    if args.resume is not None:
+        args.output_dir, args.resume = args.resume, True
+    else:
+        args.resume = False
+    if args.output_dir is None:
+        args.output_dir = default_run_dir(args.dataset, method, Path(backbone).stem, f"seed{args.seed}")
+    return args
+
+
+def run_resumable(fn, args, tag):
+    """``fn(args)``; on Ctrl-C or SIGTERM say how to resume and exit with status 130."""
+    try:
+        return fn(args)
+    except KeyboardInterrupt:
+        print(f"\n[{tag}] interrupted. The last completed epoch is saved; continue with "
+              f"--resume {args.output_dir}", file=sys.stderr)
+        sys.exit(130)

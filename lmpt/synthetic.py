@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 4
 IMAGE_SIZE = 64  # the tiny CLIP's input resolution
 SUPERSAMPLE = 2  # shapes are drawn at 2× and reduced, for clean edges
 MAX_OBJECTS = 4
 MAX_ROTATION = math.pi / 6  # tilted, not upside down: radians either way
-RADIUS = (9.0, 18.0)  # object radius in pixels at 64×64 (×0.85 with 3–4 objects)
-CLUTTER = (1, 6)  # background strokes per image, inclusive
-PIXEL_NOISE = (3.0, 10.0)  # std of the per-pixel noise
+RADIUS = (10.0, 19.0)  # object radius in pixels at 64×64 (×0.85 with 3–4 objects)
+CLUTTER = (0, 4)  # background strokes per image, inclusive
+PIXEL_NOISE = (2.0, 6.0)  # std of the per-pixel noise
 CORPUS_OBJECTS = (0.6, 0.25, 0.1, 0.05)  # P(1, 2, 3, 4 objects) in a corpus image
 CORPUS_DETAIL = 0.25  # how often corpus captions give sizes and positions
 REFERENCE_TRAIN = 1200  # the default training-set size; the count profile below is given at this size
@@ -43,7 +43,7 @@ STAMP_NAME = "synth_stamp.json"
 # Random streams: the benchmark and the corpus never share one.
 _BENCHMARK_STREAM = 0x5EED_B3
 _CORPUS_STREAM = 0xC0_4B05
-_SPLIT_KEYS = {"train": 1, "test": 2, "labels-train": 3, "labels-test": 4, "corpus": 5}
+_SPLIT_KEYS = {"train": 1, "test": 2, "labels-train": 3, "labels-test": 4, "corpus": 5, "val": 6, "labels-val": 7}
 
 
 class SyntheticError(ValueError):
@@ -80,6 +80,13 @@ CLASSES = [
 CLASS_NAMES = [name for name, _, _ in CLASSES]
 TRAIN_PROFILE = np.array([count for _, count, _ in CLASSES])  # [C] training images per class at REFERENCE_TRAIN
 SYNONYMS = {name: synonyms for name, _, synonyms in CLASSES}
+# Classes whose label name is the technical word while captions, like people, mostly say
+# the everyday one (as VOC's "tvmonitor" or "pottedplant" are rarely written in captions):
+# captions use a synonym with this probability. Zero-shot prompts built from the label name
+# then match the pretraining text less well than for the other classes, which prompt tuning
+# can correct from labels and LMPT also from the captions. Spread over head, medium and tail.
+EVERYDAY_WORD_RATE = 0.9
+EVERYDAY_WORD_CLASSES = ("diamond", "arrow", "cross", "crescent", "flower", "semicircle", "ring", "drop")
 
 
 def test_profile(n_test=DEFAULT_TEST):
@@ -87,6 +94,11 @@ def test_profile(n_test=DEFAULT_TEST):
     weights = TRAIN_PROFILE.astype(np.float64) ** 0.3
     counts = np.round(weights / weights.sum() * 1.7 * n_test).astype(np.int64)  # [C]
     return np.maximum(counts, 1)
+
+
+def val_size(n_test=DEFAULT_TEST):
+    """Images in the validation split (for choosing epochs and settings): half the test split's size."""
+    return max(1, n_test // 2)
 
 
 def train_profile(n_train=REFERENCE_TRAIN):
@@ -183,7 +195,7 @@ def _background(rng, size):
     angle = rng.uniform(0, 2 * math.pi)
     ys, xs = np.mgrid[0:8, 0:8] / 7.0  # [8, 8]: drawn coarse, then smoothly enlarged
     t = np.clip(0.5 + (xs - 0.5) * math.cos(angle) + (ys - 0.5) * math.sin(angle), 0, 1)[..., None]
-    coarse = c0 * (1 - t) + c1 * t + rng.normal(0, rng.uniform(10, 35), (8, 8, 3))  # [8, 8, 3]
+    coarse = c0 * (1 - t) + c1 * t + rng.normal(0, rng.uniform(8, 25), (8, 8, 3))  # [8, 8, 3]
     image = Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)
     _clutter(ImageDraw.Draw(image), rng, size, int(rng.integers(CLUTTER[0], CLUTTER[1] + 1)), width=(1, 3))
     return image
@@ -336,9 +348,9 @@ def _article(phrase):
 
 
 def _size_word(radius):
-    if radius < 9:
+    if radius < 11:
         return "small"
-    if radius > 13.5:
+    if radius > 15:
         return "large"
     return ""
 
@@ -358,6 +370,8 @@ def _position_phrase(centre):
 
 def _noun(class_id, rng, synonym_rate):
     name = CLASS_NAMES[class_id]
+    if name in EVERYDAY_WORD_CLASSES:
+        synonym_rate = EVERYDAY_WORD_RATE
     if SYNONYMS[name] and rng.random() < synonym_rate:
         return SYNONYMS[name][int(rng.integers(len(SYNONYMS[name])))]
     return name
@@ -453,10 +467,13 @@ def _stamp(seed, n_train, n_test):
 def generate_benchmark(out_dir, seed=0, n_train=None, n_test=None):
     """Write the synth-lt benchmark into ``out_dir`` (the dataset folder, e.g. ``data/synth``).
 
-    Files: images/train/*.jpg, images/test/*.jpg, synth_lt_train.txt, synth_lt_test.txt,
+    Files: images/{train,val,test}/*.jpg, synth_lt_train.txt, synth_lt_val.txt, synth_lt_test.txt,
     synth_lt_captions.txt, synth_labels.txt, class_freq.pkl and the stamp synth_stamp.json
     (written last, so a folder with a stamp is complete). Returns ``out_dir`` as a Path.
-    The head / medium / tail profile holds at the default sizes (1,200 / 1,200 images).
+    The head / medium / tail profile holds at the default sizes (1,200 / 1,200 images). The
+    validation split (``val_size(n_test)`` images, the test split's class profile, its own
+    random stream) is for choosing epochs and settings (``--val_list``), so the test split
+    stays unseen.
     """
     from lmpt.data import class_frequency  # lazy: the generator itself needs only PIL and NumPy
 
@@ -466,20 +483,25 @@ def generate_benchmark(out_dir, seed=0, n_train=None, n_test=None):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / STAMP_NAME).unlink(missing_ok=True)
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         shutil.rmtree(out_dir / "images" / split, ignore_errors=True)
 
     train_counts = np.minimum(train_profile(n_train), n_train)
     test_counts = np.minimum(test_profile(n_test), n_test)
     train_sets = sample_label_sets(train_counts, n_train, _stream(seed, _BENCHMARK_STREAM, "labels-train", 0))
     test_sets = sample_label_sets(test_counts, n_test, _stream(seed, _BENCHMARK_STREAM, "labels-test", 0))
+    n_val = val_size(n_test)
+    val_counts = np.minimum(test_profile(n_val), n_val)
+    val_sets = sample_label_sets(val_counts, n_val, _stream(seed, _BENCHMARK_STREAM, "labels-val", 0))
 
     train_lines, train_objects = _write_split(out_dir, "train", train_sets, seed)
     test_lines, _ = _write_split(out_dir, "test", test_sets, seed)
+    val_lines, _ = _write_split(out_dir, "val", val_sets, seed)
     captions = [f"{path} {make_caption(objects, rng)}" for path, objects, rng in train_objects]
 
     _atomic_write_text(out_dir / "synth_lt_train.txt", "\n".join(train_lines) + "\n")
     _atomic_write_text(out_dir / "synth_lt_test.txt", "\n".join(test_lines) + "\n")
+    _atomic_write_text(out_dir / "synth_lt_val.txt", "\n".join(val_lines) + "\n")
     _atomic_write_text(out_dir / "synth_lt_captions.txt", "\n".join(captions) + "\n")
     _atomic_write_text(out_dir / "synth_labels.txt", "".join(f"{n} {i}\n" for i, n in enumerate(CLASS_NAMES)))
     labels = np.zeros((n_train, len(CLASS_NAMES)), dtype=np.float32)  # [N, C]
@@ -501,11 +523,12 @@ def benchmark_is_complete(out_dir, seed=0, n_train=None, n_test=None):
         return False
     if stamp != _stamp(seed, n_train, n_test):
         return False
-    names = ("synth_lt_train.txt", "synth_lt_test.txt", "synth_lt_captions.txt", "synth_labels.txt",
-             "class_freq.pkl")
+    names = ("synth_lt_train.txt", "synth_lt_val.txt", "synth_lt_test.txt", "synth_lt_captions.txt",
+             "synth_labels.txt", "class_freq.pkl")
     if not all((out_dir / n).is_file() for n in names):
         return False
-    for list_name, expected in (("synth_lt_train.txt", n_train), ("synth_lt_test.txt", n_test)):
+    for list_name, expected in (("synth_lt_train.txt", n_train), ("synth_lt_val.txt", val_size(n_test)),
+                                ("synth_lt_test.txt", n_test)):
         paths = [line.split(" ", 1)[0] for line in (out_dir / list_name).read_text().splitlines() if line]
         if len(paths) != expected or not all((out_dir / p).is_file() for p in paths):
             return False

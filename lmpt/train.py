@@ -11,7 +11,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: import the repository's packages, not this folder's files
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.cli import add_common_args, default_run_dir, str2bool  # noqa: E402
+from lmpt.cli import add_common_args, add_run_args, resolve_run_dir, run_resumable, str2bool  # noqa: E402
 from lmpt.losses import CLASSIFICATION_LOSSES, CSE_LOSSES, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
 from lmpt.prompt_tuning import TRAINING_METHODS, train  # noqa: E402
@@ -43,37 +43,19 @@ def build_parser():
     p.add_argument("--gamma", type=float, default=None,
                    help="μ of the DB loss's re-balancing weights (default per dataset)")
     p.add_argument("--lam", type=float, default=0.5, help="L = lam·L_cls + (1 − lam)·L_cse")
-    p.add_argument("--val_list", type=Path, default=None,
-                   help="list file for model selection (default: the test split, as published)")
-    p.add_argument("--output_dir", type=Path, default=None,
-                   help="run folder (default: runs/<dataset>_<method>_<backbone>_seed<seed>)")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                   help="continue the interrupted run in RUN_DIR")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --output_dir")
+    add_run_args(p, "<dataset>_<method>_<backbone>_seed<seed>")
     add_common_args(p)
     return p
 
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
-    if args.resume is not None:
-        args.output_dir, args.resume = args.resume, True
-    else:
-        args.resume = False
-    if args.output_dir is None:
-        args.output_dir = default_run_dir(args.dataset, args.training_method, Path(args.pretrain_clip).stem,
-                                          f"seed{args.seed}")
-    return args
+    return resolve_run_dir(args, args.training_method, args.pretrain_clip)
 
 
 def run(args):
     """Train; on Ctrl-C or SIGTERM say how to resume and exit with status 130."""
-    try:
-        return train(args)
-    except KeyboardInterrupt:
-        print(f"\n[train] interrupted. The last completed epoch is saved; continue with "
-              f"--resume {args.output_dir}", file=sys.stderr)
-        sys.exit(130)
+    return run_resumable(train, args, "train")
 
 
 def main(argv=None):

@@ -15,6 +15,8 @@ from lmpt import pretrain, synthetic
 from lmpt.data import class_frequency, load_dataset, read_captions, read_labels, read_list
 
 SMALL = dict(n_train=40, n_test=30)
+# The demo's prompt-tuning settings (tools/demo.py), fewer epochs.
+FAST_PROMPT_ARGS = ["--epochs", "10", "--batch_size", "32", "--n_ctx", "4", "--optimizer", "sgd", "--lr", "0.02"]
 # Colour words a caption of the pretraining corpus must not contain (docs/EMBEDDED.md), beyond the palette.
 EXTRA_COLOUR_WORDS = {"grey", "violet", "magenta", "gold", "silver", "teal", "navy", "beige", "colour", "color",
                       "coloured", "colored"}
@@ -43,7 +45,8 @@ def test_same_seed_gives_identical_files_and_another_seed_different_ones(tmp_pat
     b = synthetic.generate_benchmark(tmp_path / "b" / "synth", seed=3, **SMALL)
     c = synthetic.generate_benchmark(tmp_path / "c" / "synth", seed=4, **SMALL)
     da, db, dc = digests(a), digests(b), digests(c)
-    assert len(da) == SMALL["n_train"] + SMALL["n_test"] + 6  # images + 5 data files + the stamp
+    n_images = SMALL["n_train"] + synthetic.val_size(SMALL["n_test"]) + SMALL["n_test"]
+    assert len(da) == n_images + 7  # images + 6 data files + the stamp
     assert da == db
     images = [k for k in da if k.endswith(".jpg")]
     assert set(images) == {k for k in dc if k.endswith(".jpg")}
@@ -80,6 +83,9 @@ def test_default_benchmark_parses_with_the_lmpt_readers(default_root):
     assert data.class_names == names and data.train_paths == train_paths and data.captions == captions
     assert np.array_equal(data.test_labels, test_labels)
     assert 1000 <= len(train_paths) <= 1500 and len(test_paths) >= 1000
+    val = load_dataset("synth-lt", default_root, val_list=folder / "synth_lt_val.txt")
+    assert len(val.val_paths) == synthetic.val_size(len(test_paths))
+    assert not set(val.val_paths) & set(test_paths) and val.val_labels.sum(axis=0).min() >= 15
     for labels in (train_labels, test_labels):
         per_image = labels.sum(axis=1)
         assert per_image.min() >= 1 and per_image.max() <= 4
@@ -192,12 +198,19 @@ def test_compact_vocabulary_trains_only_used_rows_and_writes_them_back():
     assert torch.equal(after[unused], before[unused])
 
 
+@pytest.fixture(scope="module")
+def fast_clip(tmp_path_factory):
+    """The tiny CLIP pretrained once with the reduced setting: (checkpoint path, fp32 model, info)."""
+    path = tmp_path_factory.mktemp("tiny_clip") / "tiny-clip-synth.pt"
+    model, info = pretrain.pretrain_tiny_clip(path, log=lambda m: None, **pretrain.FAST_SETTINGS)
+    return path, model, info
+
+
 @pytest.mark.slow
-def test_fast_pretraining_round_trips_through_clip_load_and_beats_chance(tmp_path, default_root):
+def test_fast_pretraining_round_trips_through_clip_load_and_beats_chance(default_root, fast_clip):
+    path, model, info = fast_clip
     data = load_dataset("synth-lt", default_root)
     untrained = pretrain.zero_shot_map(pretrain.build_tiny_clip(seed=0).eval(), data)
-    path = tmp_path / "tiny-clip-synth.pt"
-    model, info = pretrain.pretrain_tiny_clip(path, log=lambda m: None, **pretrain.FAST_SETTINGS)
     assert info["final_loss"] < info["first_loss"] - 0.1  # it learned something
 
     images = np.stack([np.asarray(Image.open(data.root / p).convert("RGB")) for p in data.test_paths[:16]])
@@ -217,6 +230,29 @@ def test_fast_pretraining_round_trips_through_clip_load_and_beats_chance(tmp_pat
     chance = max(pretrain.mean_average_precision(data.test_labels, rng.random(data.test_labels.shape))
                  for _ in range(5))  # the best of five random rankings
     assert zero_shot > max(chance, untrained) + 0.01, (zero_shot, chance, untrained)
+
+
+@pytest.mark.slow
+def test_coop_and_lmpt_beat_zero_shot_through_the_user_scripts(tmp_path, default_root, fast_clip):
+    """The demo's path on the reduced setting: zero-shot, then CoOp and LMPT selected on the val split."""
+    from lmpt import train as train_script
+    from zero_shot_clip import test as zero_shot_script
+
+    path = fast_clip[0]
+    common = ["--dataset", "synth-lt", "--data_root", str(default_root), "--device", "cpu", "--num_workers", "0",
+              "--cache_dir", str(tmp_path / "cache")]
+    zero_shot_script.main([*common, "--pretrain_clip_path", str(path), "--templates", "single",
+                           "--output_dir", str(tmp_path / "zero_shot")])
+    zero_shot = json.loads((tmp_path / "zero_shot" / "results.json").read_text())
+    chance = 100 * float(load_dataset("synth-lt", default_root).test_labels.mean())
+    assert zero_shot["mAP"] > chance + 2, (zero_shot["mAP"], chance)
+    for method in ("coop", "lmpt"):
+        out = tmp_path / method
+        train_script.main([*common, "--pretrain_clip", str(path), "--training_method", method, *FAST_PROMPT_ARGS,
+                           "--val_list", str(default_root / "synth" / "synth_lt_val.txt"), "--output_dir", str(out)])
+        results = json.loads((out / "results.json").read_text())
+        assert results["selection_split"] == "val"
+        assert results["mAP"] > zero_shot["mAP"] + 3, (method, results["mAP"], zero_shot["mAP"])
 
 
 def test_ensure_tiny_clip_uses_the_cache_when_settings_match(tmp_path, monkeypatch):
