@@ -96,6 +96,16 @@ def _holder_for(state_dict):
     return root
 
 
+def new_file_mode():
+    """The permissions a newly created file gets under the process's umask (0o666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = new_file_mode()
+
+
 def _atomic_write(path, write):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +113,7 @@ def _atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; give the usual permissions of a new file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -13,6 +13,11 @@ from pathlib import Path
 
 import torch
 
+from clip.checkpoint import new_file_mode
+
+
+_FILE_MODE = new_file_mode()
+
 
 def _atomic_write(path, write):
     """Call ``write(file_object)`` on a temporary file, then rename it to ``path``."""
@@ -24,6 +29,7 @@ def _atomic_write(path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; give the usual permissions of a new file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

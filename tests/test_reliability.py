@@ -210,3 +210,20 @@ def test_corrupt_feature_cache_is_rebuilt(tmp_path, tiny_vit_checkpoint, capsys)
     assert capsys.readouterr().out.count("corrupt or stale; rebuilding") == 2
     assert comparable(json.loads((first / "results.json").read_text())) == \
         comparable(json.loads((second / "results.json").read_text()))
+
+
+def test_atomic_writes_give_new_files_the_usual_permissions(tmp_path):
+    """mkstemp creates 0600 files; results and checkpoints must be readable like any new file."""
+    import os
+    import clip
+    from clip.checkpoint import new_file_mode
+    from lmpt.checkpoint import save_json
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert new_file_mode() == 0o666 & ~umask
+    save_json(tmp_path / "results.json", {"mAP": 1.0})
+    model = clip.model.CLIP(8, 32, 1, 64, 16, 77, 64, 16, 2, 1)
+    clip.save_checkpoint(model, tmp_path / "model.pt", fmt="state_dict")
+    for name in ("results.json", "model.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == new_file_mode(), name

@@ -41,7 +41,7 @@ def run(out_dir, seed, method, margin=None, gamma=None, lam=None):
                 "--num_workers", "0", "--val_list", str(VAL_LIST), *PROMPT_ARGS]
         if method == "lmpt":
             argv += ["--cse_margin", str(margin), "--cse_gamma", str(gamma), "--lam", str(lam)]
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             train_script.main(argv)
     results = json.loads((run_dir / "results.json").read_text())
     if results["selection_split"] != "val":
