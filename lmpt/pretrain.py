@@ -37,7 +37,7 @@ TINY_CLIP = dict(embed_dim=128, image_resolution=64, vision_layers=(1, 1, 1, 1),
 DEFAULT_SETTINGS = dict(steps=3000, batch_size=64, corpus_size=16000, lr=5e-4, weight_decay=0.1,
                         warmup_steps=150, seed=0, bf16=True)
 # The reduced setting for tests: under a minute, zero-shot clearly above chance.
-FAST_SETTINGS = dict(DEFAULT_SETTINGS, steps=800, batch_size=32, corpus_size=4000, warmup_steps=40)
+FAST_SETTINGS = dict(DEFAULT_SETTINGS, steps=1500, batch_size=32, corpus_size=6000, warmup_steps=75)
 
 # Normalisations seen in pretraining: CLIP's (``--preprocess clip``) and ImageNet's (the LMPT default).
 _NORMALISATIONS = (((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),

@@ -15,8 +15,8 @@ from lmpt import pretrain, synthetic
 from lmpt.data import class_frequency, load_dataset, read_captions, read_labels, read_list
 
 SMALL = dict(n_train=40, n_test=30)
-# The demo's prompt-tuning settings (tools/demo.py), fewer epochs.
-FAST_PROMPT_ARGS = ["--epochs", "12", "--batch_size", "32", "--n_ctx", "16", "--optimizer", "sgd", "--lr", "0.02"]
+# The demo's prompt-tuning settings (tools/demo.py PROMPT_ARGS).
+FAST_PROMPT_ARGS = ["--epochs", "40", "--batch_size", "32", "--n_ctx", "16", "--optimizer", "sgd", "--lr", "0.02"]
 # Colour words a caption of the pretraining corpus must not contain (docs/EMBEDDED.md), beyond the palette.
 EXTRA_COLOUR_WORDS = {"grey", "violet", "magenta", "gold", "silver", "teal", "navy", "beige", "colour", "color",
                       "coloured", "colored"}
@@ -132,6 +132,17 @@ def test_corpus_captions_have_no_colour_words_but_class_words():
         assert any(re.search(rf"\b{n}(e?s)?\b", caption) for n in names), caption
 
 
+def test_everyday_word_classes_are_never_called_by_their_label_name():
+    _, captions, contents = synthetic.make_corpus(300, seed=6)
+    words = [set(re.findall(r"[a-z]+", c)) for c in captions]
+    for name in synthetic.EVERYDAY_WORD_CLASSES:
+        assert synthetic.SYNONYMS[name] and not any(name in w or name + "s" in w for w in words), name
+    class_id = synthetic.CLASS_NAMES.index("diamond")
+    said = [w for w, c in zip(words, contents) if class_id in c]
+    assert said and all("rhombus" in w or "rhombuses" in w for w in said)  # named by the everyday word
+    assert any("circle" in w for w in words)  # other classes keep their label names
+
+
 def test_sample_label_sets_hits_exact_counts():
     rng = np.random.default_rng(0)
     counts = rng.integers(1, 60, 12)
@@ -233,11 +244,11 @@ def test_fast_pretraining_round_trips_through_clip_load_and_beats_chance(default
 
 
 @pytest.mark.slow
-def test_zero_shot_coop_and_lmpt_learn_through_the_user_scripts(tmp_path, default_root, fast_clip):
+def test_coop_and_lmpt_learn_and_beat_zero_shot_through_the_user_scripts(tmp_path, default_root, fast_clip):
     """The demo's path on the reduced setting: zero-shot above chance; CoOp and LMPT, from random
-    contexts and selected on the val split, improve on their first epoch and end well above chance.
-
-    (They do not beat zero-shot on this benchmark; README, "Results on the embedded benchmark".)
+    contexts and selected on the val split, improve on their first epoch, end well above chance and
+    above zero-shot. (With the reduced tiny CLIP the margin over zero-shot is small; the demo's
+    default one gives the margins of README "Results on the embedded benchmark".)
     """
     from lmpt import train as train_script
     from zero_shot_clip import test as zero_shot_script
@@ -258,7 +269,7 @@ def test_zero_shot_coop_and_lmpt_learn_through_the_user_scripts(tmp_path, defaul
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         assert results["selection_split"] == "val"
         assert results["selection_mAP"] > rows[0]["selection_mAP"] + 1, (method, [r["selection_mAP"] for r in rows])
-        assert results["mAP"] > chance + 5, (method, results["mAP"], chance)
+        assert results["mAP"] > max(chance + 5, zero_shot["mAP"] + 0.5), (method, results["mAP"], zero_shot["mAP"])
 
 
 def test_ensure_tiny_clip_uses_the_cache_when_settings_match(tmp_path, monkeypatch):
