@@ -73,6 +73,10 @@ def get_pairs(word):
 
 
 def basic_clean(text):
+    if text.isascii() and text.isprintable() and "&" not in text:
+        # ftfy and html.unescape change nothing here (no mojibake, entities, controls or line
+        # breaks are possible), and they cost most of the time of tokenising such text.
+        return text.strip()
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text))
     return text.strip()

@@ -35,15 +35,21 @@ def check_class_count(dataset, nb_classes):
 
 
 @torch.no_grad()
-def zero_shot_classifier(clip_model, class_names, templates, device):
-    """Normalised class embeddings [C, E]: the mean of each class's normalised template embeddings."""
-    weights = []
-    for name in tqdm(class_names, desc="encoding class prompts", leave=False):
-        tokens = clip.tokenize([t.format(name.replace("_", " ")) for t in templates]).to(device)  # [T, 77]
+def zero_shot_classifier(clip_model, class_names, templates, device, chunk=2048):
+    """Normalised class embeddings [C, E]: the mean of each class's normalised template embeddings.
+
+    All C·T prompts are tokenised together and encoded in chunks of ``chunk`` (few large batches
+    rather than one per class; the text encoder stops at the chunk's last end-of-text token).
+    """
+    texts = [t.format(name.replace("_", " ")) for name in class_names for t in templates]
+    tokens = clip.tokenize(texts)  # [C·T, 77]
+    embeddings = []
+    for start in tqdm(range(0, len(tokens), chunk), desc="encoding class prompts", leave=False):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast(device)):
-            emb = clip_model.encode_text(tokens).float()  # [T, E]
-        weights.append(F.normalize(F.normalize(emb, dim=-1).mean(0), dim=-1))
-    return torch.stack(weights)  # [C, E]
+            emb = clip_model.encode_text(tokens[start:start + chunk].to(device)).float()  # [chunk, E]
+        embeddings.append(F.normalize(emb, dim=-1))
+    per_template = torch.cat(embeddings).view(len(class_names), len(templates), -1)  # [C, T, E]
+    return F.normalize(per_template.mean(1), dim=-1)  # [C, E]
 
 
 def zero_shot(args):

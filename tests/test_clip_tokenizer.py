@@ -154,3 +154,26 @@ def test_missing_vocabulary_error_says_where_to_put_it(monkeypatch, tmp_path):
 def test_vocabulary_placed_in_clip_folder_comes_first():
     first = next(simple_tokenizer._vocab_candidates())
     assert first == Path(simple_tokenizer.__file__).resolve().parent / simple_tokenizer.VOCAB_NAME
+
+
+def test_basic_clean_fast_path_equals_ftfy_on_printable_ascii():
+    """Printable ASCII without '&' skips ftfy and html.unescape; their result must be the same."""
+    import html
+    import random
+    import string
+
+    import ftfy
+    from clip.simple_tokenizer import basic_clean
+
+    rng = random.Random(0)
+    alphabet = string.printable[:95]  # printable ASCII, space included; no tabs or line breaks
+    texts = ["a photo of a dog.", "  padded  ", 'it is a "quote" <b>', "x" * 200]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    checked = 0
+    for text in texts:
+        if "&" in text:
+            continue
+        assert basic_clean(text) == html.unescape(html.unescape(ftfy.fix_text(text))).strip(), repr(text)
+        checked += 1
+    assert checked > 2000
+    assert basic_clean("caf\u00c3\u00a9 &amp; co") == "café & co"  # the slow path still fixes mojibake and entities

@@ -107,3 +107,20 @@ def test_finetune_writes_results(tmp_path, tiny_data_root, tiny_rn_checkpoint, f
     state = torch.load(out / "best.pt", weights_only=False)
     assert "fc.weight" in state["model"]
     assert any(k.startswith("visual.") for k in state["model"]) == from_scratch
+
+
+def test_zero_shot_classifier_in_chunks_equals_one_class_at_a_time(tiny_vit_checkpoint):
+    """Encoding all prompts in chunks gives each class the mean of its own normalised template embeddings."""
+    import clip
+    import torch.nn.functional as F
+    from lmpt.baselines import zero_shot_classifier
+    from lmpt.templates import TEMPLATES
+
+    model, _ = clip.load(str(tiny_vit_checkpoint), device="cpu")
+    names, templates = ["dog", "potted_plant", "tv monitor"], TEMPLATES["imagenet80"][:5]
+    got = zero_shot_classifier(model, names, templates, torch.device("cpu"), chunk=4)  # chunks across classes
+    with torch.no_grad():
+        expected = torch.stack([F.normalize(F.normalize(model.encode_text(clip.tokenize(
+            [t.format(n.replace("_", " ")) for t in templates])).float(), dim=-1).mean(0), dim=-1) for n in names])
+    assert got.shape == (3, model.text_projection.shape[1])
+    assert torch.allclose(got, expected, atol=1e-5)
