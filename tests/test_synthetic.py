@@ -3,6 +3,7 @@ import hashlib
 import json
 import pickle
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,10 @@ import clip
 from lmpt import pretrain, synthetic
 from lmpt.data import class_frequency, load_dataset, read_captions, read_labels, read_list
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from demo import PROMPT_ARGS  # noqa: E402  (the demo's prompt-tuning settings)
+
 SMALL = dict(n_train=40, n_test=30)
-# The demo's prompt-tuning settings (tools/demo.py PROMPT_ARGS).
-FAST_PROMPT_ARGS = ["--epochs", "40", "--batch_size", "32", "--n_ctx", "16", "--optimizer", "sgd", "--lr", "0.02"]
 # Colour words a caption of the pretraining corpus must not contain (docs/EMBEDDED.md), beyond the palette.
 EXTRA_COLOUR_WORDS = {"grey", "violet", "magenta", "gold", "silver", "teal", "navy", "beige", "colour", "color",
                       "coloured", "colored"}
@@ -263,7 +265,7 @@ def test_coop_and_lmpt_learn_and_beat_zero_shot_through_the_user_scripts(tmp_pat
     assert zero_shot["mAP"] > chance + 2, (zero_shot["mAP"], chance)
     for method in ("coop", "lmpt"):
         out = tmp_path / method
-        train_script.main([*common, "--pretrain_clip", str(path), "--training_method", method, *FAST_PROMPT_ARGS,
+        train_script.main([*common, "--pretrain_clip", str(path), "--training_method", method, *PROMPT_ARGS,
                            "--val_list", str(default_root / "synth" / "synth_lt_val.txt"), "--output_dir", str(out)])
         results = json.loads((out / "results.json").read_text())
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

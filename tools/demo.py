@@ -21,10 +21,9 @@ from lmpt.synthetic import ensure_benchmark  # noqa: E402
 
 DATASET = "synth-lt"
 BACKBONE = "tiny"
-# Epochs are selected on the benchmark's validation split, so the test split stays unseen.
+# The trained methods select epochs on the benchmark's validation split, so the test split stays unseen.
 VAL_LIST = Path("data") / "synth" / "synth_lt_val.txt"
-# Prompt tuning on the embedded benchmark: CoOp's random class-specific contexts (16), SGD; epochs are
-# selected on the validation split. A few settings were compared on val (README, "Results").
+# Prompt tuning on the embedded benchmark: CoOp's random class-specific contexts (16), SGD.
 PROMPT_ARGS = ["--epochs", "40", "--batch_size", "32", "--n_ctx", "16", "--optimizer", "sgd", "--lr", "0.02"]
 METHODS = {
     "zero-shot CLIP": ["zero_shot_clip/test.py", "--pretrain_clip_path", BACKBONE, "--templates", "single"],
