@@ -15,7 +15,6 @@ mAP of a tiny CLIP on the synthetic benchmark's test split.
 """
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -239,13 +238,11 @@ def metadata_path(checkpoint_path):
 def save_tiny_clip(model, out_path, info):
     """The checkpoint in OpenAI's format, then its metadata json (so a json means a finished checkpoint)."""
     import clip
+    from lmpt.checkpoint import save_json
     out_path = Path(out_path)
     metadata_path(out_path).unlink(missing_ok=True)
     clip.save_checkpoint(model, out_path, fmt="torchscript")
-    meta = metadata_path(out_path)
-    tmp = meta.with_name(meta.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, meta)
+    save_json(metadata_path(out_path), info)
     return out_path
 
 
