@@ -454,10 +454,16 @@ def build_model(state_dict: dict, fp16: bool = True):
     ``fp16=False`` keeps everything fp32. The given dict is not modified.
     """
     config = infer_config(state_dict)
-    state_dict = {k: v for k, v in state_dict.items() if k not in EXTRA_KEYS}
-    model = CLIP(**config)
+    # fp32 copies that become the model's tensors (assign=True): never the caller's own tensors
+    state_dict = {k: (v.float() if v.dtype != torch.float32 else v.clone()) if v.is_floating_point() else v.clone()
+                  for k, v in state_dict.items() if k not in EXTRA_KEYS}
+    with torch.device("meta"):  # no memory and no random initialisation: every tensor comes from the state dict
+        model = CLIP(**config)
+    mask = model.build_attention_mask()  # the text transformer's causal mask is an attribute, not in the dict
+    for block in model.transformer.resblocks:
+        block.attn_mask = mask
     try:
-        model.load_state_dict(state_dict, strict=True)
+        model.load_state_dict(state_dict, strict=True, assign=True)
     except RuntimeError as error:
         raise CheckpointFormatError(f"state dict does not fit the CLIP architecture read from it: {error}") from None
     if fp16:

@@ -6,6 +6,7 @@
 - ``finetune(args)``: a linear layer on the visual embedding (its width read from
   the model), DB loss, AdamW; ``--from_scratch`` also unfreezes the visual encoder.
 """
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -35,7 +36,7 @@ def check_class_count(dataset, nb_classes):
 
 
 @torch.no_grad()
-def zero_shot_classifier(clip_model, class_names, templates, device, chunk=2048):
+def zero_shot_classifier(clip_model, class_names, templates, device, chunk=2048, progress=True):
     """Normalised class embeddings [C, E]: the mean of each class's normalised template embeddings.
 
     All C·T prompts are tokenised together and encoded in chunks of ``chunk`` (few large batches
@@ -44,7 +45,8 @@ def zero_shot_classifier(clip_model, class_names, templates, device, chunk=2048)
     texts = [t.format(name.replace("_", " ")) for name in class_names for t in templates]
     tokens = clip.tokenize(texts)  # [C·T, 77]
     embeddings = []
-    for start in tqdm(range(0, len(tokens), chunk), desc="encoding class prompts", leave=False):
+    for start in tqdm(range(0, len(tokens), chunk), desc="encoding class prompts", leave=False,
+                      disable=not progress):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast(device)):
             emb = clip_model.encode_text(tokens[start:start + chunk].to(device)).float()  # [chunk, E]
         embeddings.append(F.normalize(emb, dim=-1))
@@ -61,9 +63,14 @@ def zero_shot(args):
     dataset, splits = load_splits(args, need_val=False, check=("test",))
     check_class_count(dataset, args.nb_classes)
     clip_model, checkpoint = load_clip_model(args.pretrain_clip_path, args.pretrained_dir, device)
-    encode_splits(args, dataset, splits, clip_model, checkpoint, device, names=("test",))
+    # The classifier (C × 80 prompts: tokenising and the text encoder) is built in a thread while the
+    # loader workers decode the test images and the main thread runs the image encoder.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zero-shot-classifier") as pool:
+        classifier = pool.submit(zero_shot_classifier, clip_model, dataset.class_names, TEMPLATES[args.templates],
+                                 device, progress=False)
+        encode_splits(args, dataset, splits, clip_model, checkpoint, device, names=("test",))
+        weights = classifier.result()  # [C, E]
     test_split = splits["test"]
-    weights = zero_shot_classifier(clip_model, dataset.class_names, TEMPLATES[args.templates], device)
     logits = 100.0 * F.normalize(test_split.features[:, 0].to(device), dim=-1) @ weights.t()  # [N, C]
     train_freq = dataset.class_freq["class_freq"]
     results = evaluate_logits(logits, test_split.labels, train_freq, args.thre, args.score)

@@ -213,11 +213,64 @@ def build_classification_loss(name, class_freq, neg_class_freq, dataset=None, ga
 
 # ---------------------------------------------------------------- class-specific embedding loss (SPEC §7)
 
+def _inverse_norms(x, eps):
+    """1 / |x| along the last dimension, 0 where |x| ≤ eps (such vectors count as cosine 0, gradient 0)."""
+    norms = torch.linalg.vector_norm(x, dim=-1)
+    return torch.where(norms > eps, 1.0 / norms.clamp_min(eps), torch.zeros_like(norms))
+
+
+class _PromptCosineSum(torch.autograd.Function):
+    """cos_sum[b, c] = Σ_t ⟨ê_b[t], p_c[t + m] / |p_c[t + m]|⟩ with a hand-written backward.
+
+    ê [B, T, D]: unit caption vectors (or zero); prompts [C, L, D], T = L − m. Autograd through
+    F.normalize and a matmul keeps the normalised prompts and several [C, T, D] temporaries alive
+    in the backward pass; here the only [C, ·, D] buffers are one normalised copy in the forward
+    (freed before it returns) and the gradient itself, written in place into a [C, L, D] tensor.
+    Prompt vectors with |p| ≤ eps count as cosine 0 with zero gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, unit_captions, prompts, m_ctx, eps):
+        steps = unit_captions.shape[1]
+        tail = prompts[:, m_ctx:]  # [C, T, D] (a view)
+        inv = _inverse_norms(tail, eps)  # [C, T]
+        unit = tail * inv.unsqueeze(-1)  # [C, T, D] (temporary)
+        cos_sum = unit_captions.reshape(unit_captions.shape[0], -1) @ unit.reshape(unit.shape[0], -1).t()  # [B, C]
+        ctx.save_for_backward(unit_captions, prompts, inv)
+        ctx.m_ctx, ctx.steps = m_ctx, steps
+        return cos_sum
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # grad [B, C]
+        unit_captions, prompts, inv = ctx.saved_tensors
+        m, steps = ctx.m_ctx, ctx.steps
+        num, length, dim = prompts.shape
+        grad_captions = grad_prompts = None
+        tail = prompts[:, m:]  # [C, T, D]
+        if ctx.needs_input_grad[0]:  # ∂/∂ê = grad @ unit prompts
+            unit = tail * inv.unsqueeze(-1)  # [C, T, D]
+            grad_captions = (grad @ unit.reshape(num, -1)).view_as(unit_captions)  # [B, T, D]
+            del unit
+        if ctx.needs_input_grad[1]:
+            grad_prompts = torch.zeros_like(prompts)  # [C, L, D]; positions < m get no gradient
+            g = grad_prompts[:, m:]  # [C, T, D] view: g = ∂/∂p̂ = grad^T @ ê, written in place
+            g.view(num, steps * dim).addmm_(grad.t().to(prompts.dtype),
+                                            unit_captions.reshape(unit_captions.shape[0], -1), beta=0)
+            # p̂ = p / |p|  =>  ∂/∂p = (g − p̂ ⟨p̂, g⟩) / |p| = g·inv − p·⟨p, g⟩·inv³
+            full = prompts.contiguous()  # (a no-op for the prompt learner's output)
+            radial = torch.bmm(full.view(-1, 1, dim), grad_prompts.view(-1, dim, 1))  # ⟨p, g⟩ [C·L, 1, 1]
+            radial = radial.view(num, length)[:, m:]  # [C, T]
+            g.mul_(inv.unsqueeze(-1)).addcmul_(tail, (radial * inv.pow(3)).unsqueeze(-1), value=-1)
+        return grad_captions, grad_prompts, None, None
+
+
 def caption_prompt_distance(caption_embeddings, prompts, m_ctx, eps=1e-12):
     """d_ic = mean_t (1 − cos(E_i[t], P_c[t + m])), t = 0 … L−1−m; [B, C].
 
     caption_embeddings [B, L, D], prompts [C, L, D]. One [B, T·D] × [T·D, C] matmul on
-    tensors normalised along D (zero vectors stay zero: their cosine counts as 0).
+    tensors normalised along D (vectors with norm ≤ eps count as cosine 0, with zero gradient),
+    with a hand-written backward that never holds more than the gradient's [C, L, D] (_PromptCosineSum).
     """
     if caption_embeddings.dim() != 3 or prompts.dim() != 3 or caption_embeddings.shape[1:] != prompts.shape[1:]:
         raise ValueError(f"caption_prompt_distance: expected caption_embeddings [B, L, D] and prompts [C, L, D], "
@@ -226,9 +279,9 @@ def caption_prompt_distance(caption_embeddings, prompts, m_ctx, eps=1e-12):
     if not isinstance(m_ctx, int) or isinstance(m_ctx, bool) or not 0 <= m_ctx < length:
         raise ValueError(f"caption_prompt_distance: m_ctx must be an integer in [0, {length - 1}], got {m_ctx!r}")
     steps = length - m_ctx  # T
-    cap = F.normalize(caption_embeddings[:, :steps].to(prompts.dtype), dim=-1, eps=eps)  # [B, T, D]
-    pro = F.normalize(prompts[:, m_ctx:], dim=-1, eps=eps)  # [C, T, D]
-    cos_sum = cap.reshape(cap.shape[0], -1) @ pro.reshape(pro.shape[0], -1).t()  # [B, C]
+    cap = caption_embeddings[:, :steps].to(prompts.dtype)
+    cap = cap * _inverse_norms(cap, eps).unsqueeze(-1)  # [B, T, D] unit vectors (or zero)
+    cos_sum = _PromptCosineSum.apply(cap, prompts, m_ctx, eps)  # [B, C]
     return 1 - cos_sum / steps
 
 

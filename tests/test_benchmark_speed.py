@@ -53,6 +53,32 @@ def test_published_cse_equals_ours(dtype, tol):
     torch.testing.assert_close(grad_p, grad_o, rtol=tol, atol=tol * grad_o.abs().max().item())
 
 
+def test_live_tensor_bytes_counts_what_is_alive_at_once():
+    known = torch.zeros(1000)
+    with bench.LiveTensorBytes(known) as live:
+        a = torch.empty(1000)  # 4000 bytes
+        b = torch.empty(500)  # + 2000
+        del a, b
+        c = known + 1  # 4000 again: the peak stays 6000
+        _ = known[:10]  # a view of a known tensor is not new memory
+    assert live.peak == 6000
+    assert live.current == 4000 and c.numel() == 1000
+
+
+def test_our_cse_keeps_far_fewer_tensors_alive_than_the_published_one():
+    # At B=16, C=20, T=75, D=32 the published [B, C, T, D] product alone is 7.3 MiB; ours holds about the
+    # normalised captions [B, T, D] and the gradient [C, L, D] (0.15 + 0.19 MiB).
+    peaks = {}
+    for kind in ("published", "ours"):
+        inputs = bench.cse_inputs(16, 20, 77, 32, "cpu")
+        with bench.LiveTensorBytes(*inputs) as live:
+            bench.cse_step(kind, *inputs, 2)
+        peaks[kind] = live.peak
+    assert peaks["published"] >= 16 * 20 * 75 * 32 * 4
+    assert peaks["ours"] <= 1.2 * (16 * 75 * 32 + 20 * 77 * 32) * 4 + 2**16
+    assert peaks["published"] / peaks["ours"] > 15
+
+
 def test_published_distance_is_the_token_mean_of_cosines():
     g = torch.Generator().manual_seed(0)
     cap, pro = torch.randn(3, 10, 4, generator=g, dtype=torch.float64), torch.randn(2, 10, 4, generator=g,
@@ -93,9 +119,19 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
     assert report["wall_ratio"] == pytest.approx(a["seconds"] / b["seconds"])
     assert report["prompts"]["passed"] and report["prompts"]["source"].startswith("a separate fp32 CPU pair")
     assert report["cse"]["loss_abs_diff"] <= 1e-5 * report["cse"]["ours"]["loss"]
+    assert report["cse"]["live_tensor_ratio"] > 1
     assert report["eval"]["images"] == TOY["n_test"]
     assert report["eval"]["decode_limit_images_per_s"] > 0 and report["eval"]["zero_shot_images_per_s"] > 0
     assert report["memory_ratio"] > 0
+
+
+def test_only_runs_the_parts_asked_for(tmp_path):
+    report = bench.main(["--preset", "toy", "--only", "cse", "--threads", "1", "--out", str(tmp_path / "r.json")])
+    assert report["parts"] == ["cse"] and "cse" in report
+    assert "a" not in report and "eval" not in report and "prompts" not in report
+    assert report["cse"]["live_tensor_ratio"] > 1
+    with pytest.raises(SystemExit, match="subset of pair, cse, eval"):
+        bench.main(["--preset", "toy", "--only", "cse,speed", "--out", str(tmp_path / "r2.json")])
 
 
 def test_work_dir_of_other_files_is_refused_and_kept(tmp_path):

@@ -176,6 +176,27 @@ def test_build_model_fp16_converts_like_openai_and_leaves_input_alone():
 
 
 @pytest.mark.parametrize("arch", ["vit", "resnet"])
+def test_build_model_owns_its_tensors_and_runs_like_the_original(arch):
+    # build_model constructs on the meta device and takes the dict's tensors (assign=True): it must copy
+    # them, rebuild the text transformer's causal mask, and compute what the original model computes.
+    model = make_tiny_clip(arch, seed=4)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    built = build_model(state, fp16=False)
+    assert all(p.device.type == "cpu" for p in built.parameters()) and all(p.requires_grad for p in built.parameters())
+    with torch.no_grad():
+        for p in built.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())  # the caller's dict untouched
+    built = build_model(state, fp16=False)
+    mask = built.transformer.resblocks[-1].attn_mask
+    torch.testing.assert_close(mask, model.build_attention_mask())
+    images, text = inputs(model, seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(built.encode_text(text), model.encode_text(text), rtol=0, atol=0)
+        torch.testing.assert_close(built.encode_image(images), model.encode_image(images), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", ["vit", "resnet"])
 def test_fp16_model_as_on_cuda_agrees_with_fp32(arch):
     # clip.load builds this fp16 model on CUDA; the CPU runs it too, so its dtype handling is checked here
     model = make_tiny_clip(arch, seed=7)

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,10 +266,64 @@ def cse_largest_intermediate(kind, batch, num_classes, length, dim, m_ctx, items
     return max(batch, num_classes) * steps * dim * itemsize  # normalised [B, T, D] / [C, T, D]
 
 
+class LiveTensorBytes:
+    """Peak bytes of tensor storages alive at once while it is active, above the tensors named at entry.
+
+    A ``TorchDispatchMode`` sees every op's outputs (the backward's too); each new storage counts
+    until it is freed. Device-independent: on the CPU it resolves what the process RSS cannot
+    (allocator reuse), on CUDA it leaves out the library workspaces that max_memory_allocated counts.
+    """
+
+    def __init__(self, *known):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+        tracker = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in tree_flatten(out)[0]:
+                    if isinstance(t, torch.Tensor):
+                        tracker._add(t.untyped_storage())
+                return out
+
+        self.mode = Mode()
+        self.live, self.current, self.peak = {}, 0, 0
+        self.known = {t.untyped_storage().data_ptr() for t in known if isinstance(t, torch.Tensor)}
+
+    def _add(self, storage):
+        key, size = storage.data_ptr(), storage.nbytes()
+        if size == 0 or key in self.live or key in self.known:
+            return
+        self.live[key] = size
+        self.current += size
+        self.peak = max(self.peak, self.current)
+
+        def release(key=key, size=size):
+            if self.live.pop(key, None) is not None:
+                self.current -= size
+        weakref.finalize(storage, release)
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+
 def run_cse_memory(kind, batch, num_classes, length, dim, m_ctx, device):
-    """Peak memory of one CSE forward + backward above the inputs (fresh process: RSS high-water mark)."""
+    """Peak memory of one CSE forward + backward above its inputs, measured two ways.
+
+    ``peak_bytes``: GPU max_memory_allocated on CUDA (after a warm-up call at a tiny shape, so that
+    cuBLAS's workspace is allocated before the measurement), else the RSS high-water mark of this
+    fresh process. ``live_tensor_peak_bytes``: the tensors alive at once (LiveTensorBytes).
+    """
+    on_gpu = torch.device(device).type == "cuda"
+    if on_gpu:  # kernels, cuBLAS handle and workspace: allocated once per process, not by the loss
+        cse_step(kind, *cse_inputs(2, 2, length, 8, device, seed=1), m_ctx)
     inputs = cse_inputs(batch, num_classes, length, dim, device)
-    if torch.device(device).type == "cuda":
+    if on_gpu:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
@@ -276,10 +331,14 @@ def run_cse_memory(kind, batch, num_classes, length, dim, m_ctx, device):
         before = peak_memory(device)
     t0 = time.perf_counter()
     loss, _ = cse_step(kind, *inputs, m_ctx)
-    if torch.device(device).type == "cuda":
+    if on_gpu:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    return {"peak_bytes": peak_memory(device) - before, "loss": loss.item(), "seconds": seconds,
+    peak = peak_memory(device) - before
+    inputs[1].grad = None
+    with LiveTensorBytes(*inputs) as live:
+        cse_step(kind, *inputs, m_ctx)
+    return {"peak_bytes": peak, "live_tensor_peak_bytes": live.peak, "loss": loss.item(), "seconds": seconds,
             "largest_intermediate_bytes": cse_largest_intermediate(kind, batch, num_classes, length, dim, m_ctx)}
 
 
@@ -433,14 +492,20 @@ def resolve_config(args):
     return cfg
 
 
-def run_pair(work, name, model, num_classes, n_train, n_test, batch_size, epochs, a_epochs, device, num_workers,
-             deterministic, threads=None, precision=None, profile=None, image_size=(640, 480)):
-    """Generate data and a checkpoint, then run (a) and (b) in subprocesses -> (a, b, data_root, checkpoint)."""
+def generate(work, name, model, num_classes, n_train, n_test, image_size):
+    """The benchmark's images and label files and a random checkpoint (not timed) -> (data_root, checkpoint)."""
     t0 = time.perf_counter()
     data_root = make_benchmark_data(work / f"{name}_data", num_classes, n_train, n_test, image_size)
     checkpoint = write_random_clip(work / f"{name}_pretrained" / "clip.pt", model)
     print(f"[bench] {name}: generated {n_train} + {n_test} images and a checkpoint in "
           f"{time.perf_counter() - t0:.1f}s (not timed) under {work}", flush=True)
+    return data_root, checkpoint
+
+
+def run_pair(work, name, model, num_classes, n_train, n_test, batch_size, epochs, a_epochs, device, num_workers,
+             deterministic, threads=None, precision=None, profile=None, image_size=(640, 480)):
+    """Generate data and a checkpoint, then run (a) and (b) in subprocesses -> (a, b, data_root, checkpoint)."""
+    data_root, checkpoint = generate(work, name, model, num_classes, n_train, n_test, image_size)
     common = dict(data_root=data_root.parent, checkpoint=checkpoint, batch_size=batch_size, device=device)
     spec = {"device": device, "deterministic": deterministic, "threads": threads}
     spec_a = {**spec, "kind": "published", "precision": precision,
@@ -490,48 +555,63 @@ def measure_cse(cfg, work):
             "measured_ratio": (cse["published"]["peak_bytes"] / max(cse["ours"]["peak_bytes"], floor)
                                if cse["published"]["peak_bytes"] >= floor else None),  # None: not resolved
             "ours_below_resolution": cse["ours"]["peak_bytes"] < floor,
+            "live_tensor_ratio": (cse["published"]["live_tensor_peak_bytes"]
+                                  / max(cse["ours"]["live_tensor_peak_bytes"], 1)),
             "intermediate_ratio": (cse["published"]["largest_intermediate_bytes"]
                                    / cse["ours"]["largest_intermediate_bytes"]),
             "loss_abs_diff": abs(cse["published"]["loss"] - cse["ours"]["loss"])}
 
 
-def benchmark(cfg, work, profile=None):
-    """All measurements of one configuration -> report dict."""
+PARTS = ("pair", "cse", "eval")  # (a) vs (b) with the prompt check; the CSE memory; evaluation throughput
+
+
+def benchmark(cfg, work, profile=None, parts=PARTS):
+    """The measurements ``parts`` of one configuration -> report dict."""
     work = Path(work)
     device, epochs = cfg["device"], cfg["epochs"]
     deterministic = torch.device(device).type == "cpu"
-    a, b, data_root, checkpoint = run_pair(
-        work, "timed", cfg["model"], cfg["num_classes"], cfg["n_train"], cfg["n_test"], cfg["batch_size"], epochs,
-        cfg["a_epochs"], device, cfg["num_workers"], deterministic, cfg["threads"], profile=profile,
-        image_size=cfg["image_size"])
-    report = {"config": {k: v for k, v in cfg.items() if k != "check"}, "cpu_count": os.cpu_count(),
-              "torch": torch.__version__, **summarise_pair(a, b, epochs),
-              "memory_kind": "GPU max_memory_allocated" if device.startswith("cuda") else "peak RSS (RUSAGE_SELF)"}
-
-    if deterministic and cfg["a_epochs"] == epochs:
-        report["prompts"] = {"source": "the timed runs (fp32, CPU, deterministic)",
-                             **check_same_prompts(a["ctx"], b["ctx"], a["init_ctx"])}
-    else:  # the timed runs ran in fp16 (a) / bf16 autocast (b), or (a) was cut short: a separate fp32 CPU pair
-        check = cfg["check"] or dict(num_classes=16, n_train=32, n_test=16, batch_size=16, epochs=2)
-        ca, cb, _, _ = run_pair(work, "check", check.get("model", cfg["model"]), check["num_classes"],
-                                check["n_train"], check["n_test"], check["batch_size"], check["epochs"],
-                                check["epochs"], "cpu", min(2, cfg["num_workers"]), True, cfg["threads"],
-                                precision="fp32", image_size=cfg["image_size"])
-        source = {k: v for k, v in check.items() if k != "model"}
-        report["prompts"] = {"source": f"a separate fp32 CPU pair, deterministic, {source}, "
-                                       f"model width {check.get('model', cfg['model'])['vision_width']}",
-                             **check_same_prompts(ca["ctx"], cb["ctx"], ca["init_ctx"])}
-
-    report["cse"] = measure_cse(cfg, work)
-    report["eval"] = run_worker({"kind": "eval", "device": device, "num_workers": cfg["num_workers"],
-                                 "threads": cfg["threads"],
-                                 "eval": {"data_root": str(data_root.parent), "checkpoint": str(checkpoint),
-                                          "run_dir": str(work / "zero_shot_run"),
-                                          "cache_dir": str(work / "zero_shot_cache"),
-                                          "batch_size": cfg["batch_size"],
-                                          "resolution": cfg["model"]["image_resolution"]}}, work, "eval")
+    report = {"config": {k: v for k, v in cfg.items() if k != "check"}, "parts": list(parts),
+              "cpu_count": os.cpu_count(), "torch": torch.__version__}
+    if "pair" in parts:
+        a, b, data_root, checkpoint = run_pair(
+            work, "timed", cfg["model"], cfg["num_classes"], cfg["n_train"], cfg["n_test"], cfg["batch_size"],
+            epochs, cfg["a_epochs"], device, cfg["num_workers"], deterministic, cfg["threads"], profile=profile,
+            image_size=cfg["image_size"])
+        report.update(summarise_pair(a, b, epochs))
+        report["memory_kind"] = "GPU max_memory_allocated" if device.startswith("cuda") else "peak RSS (RUSAGE_SELF)"
+        report["prompts"] = compare_prompts(cfg, work, a, b, deterministic)
+    elif "eval" in parts:
+        data_root, checkpoint = generate(work, "timed", cfg["model"], cfg["num_classes"], cfg["n_train"],
+                                         cfg["n_test"], cfg["image_size"])
+    if "cse" in parts:
+        report["cse"] = measure_cse(cfg, work)
+    if "eval" in parts:
+        report["eval"] = run_worker({"kind": "eval", "device": device, "num_workers": cfg["num_workers"],
+                                     "threads": cfg["threads"],
+                                     "eval": {"data_root": str(data_root.parent), "checkpoint": str(checkpoint),
+                                              "run_dir": str(work / "zero_shot_run"),
+                                              "cache_dir": str(work / "zero_shot_cache"),
+                                              "batch_size": cfg["batch_size"],
+                                              "resolution": cfg["model"]["image_resolution"]}}, work, "eval")
     report["device_name"] = device_name(device, cfg["threads"])  # last: the parent forks data generators earlier
     return report
+
+
+def compare_prompts(cfg, work, a, b, deterministic):
+    """Same prompts? From the timed runs when they are fp32 on the CPU and complete, else a separate pair."""
+    if deterministic and cfg["a_epochs"] == cfg["epochs"]:
+        return {"source": "the timed runs (fp32, CPU, deterministic)",
+                **check_same_prompts(a["ctx"], b["ctx"], a["init_ctx"])}
+    # the timed runs ran in fp16 (a) / bf16 autocast (b), or (a) was cut short: a separate fp32 CPU pair
+    check = cfg["check"] or dict(num_classes=16, n_train=32, n_test=16, batch_size=16, epochs=2)
+    ca, cb, _, _ = run_pair(work, "check", check.get("model", cfg["model"]), check["num_classes"],
+                            check["n_train"], check["n_test"], check["batch_size"], check["epochs"],
+                            check["epochs"], "cpu", min(2, cfg["num_workers"]), True, cfg["threads"],
+                            precision="fp32", image_size=cfg["image_size"])
+    source = {k: v for k, v in check.items() if k != "model"}
+    return {"source": f"a separate fp32 CPU pair, deterministic, {source}, "
+                      f"model width {check.get('model', cfg['model'])['vision_width']}",
+            **check_same_prompts(ca["ctx"], cb["ctx"], ca["init_ctx"])}
 
 
 def device_name(device, threads=None):
@@ -545,43 +625,55 @@ def _mib(n):
 
 
 def format_report(r):
-    """The report as the lines the script prints."""
-    a, b, p, c, e, cfg = r["a"], r["b"], r["prompts"], r["cse"], r["eval"], r["config"]
-    a_note = (f" (extrapolated from {a['epochs_measured']} measured epoch(s): {a['seconds_measured']:.1f}s)"
-              if a["extrapolated"] else "")
-    memory = (f"peak memory ({r['memory_kind']}): (a) {_mib(a['peak_memory_bytes'])}, "
-              f"(b) {_mib(b['peak_memory_bytes'])}, ratio {r['memory_ratio']:.2f}x")
-    if not r["memory_kind"].startswith("GPU"):
-        memory += (f"; above the RSS after imports: (a) {_mib(a['peak_memory_bytes'] - a['rss_after_imports_bytes'])}"
-                   f", (b) {_mib(b['peak_memory_bytes'] - b['rss_after_imports_bytes'])}")
-    shape = c["shape"]
-    cse_ratio = ("not resolved (both below 1 MiB)" if c["measured_ratio"] is None else
-                 f"{'>= ' if c['ours_below_resolution'] else ''}{c['measured_ratio']:.0f}x")
-    return "\n".join([
-        f"device: {r['device_name']}; torch {r['torch']}",
-        f"config: {cfg['n_train']} train / {cfg['n_test']} test images, {cfg['num_classes']} classes, batch "
-        f"{cfg['batch_size']}, {cfg['epochs']} epochs, CLIP widths vision {cfg['model']['vision_width']} / text "
-        f"{cfg['model']['transformer_width']}, (b) loader workers {cfg['num_workers']}",
-        f"(a) published loop: {a['seconds']:.1f}s{a_note}; per epoch train {a['train_seconds_per_epoch']:.2f}s + "
-        f"eval {a['eval_seconds_per_epoch']:.2f}s; setup {a['setup_seconds']:.1f}s; {a['precision']}",
-        f"(b) ours: {b['seconds']:.1f}s; per epoch {b['epoch_seconds_mean']:.2f}s; setup + feature extraction + "
-        f"final evaluation {b['setup_and_final_seconds']:.1f}s",
-        f"wall-time ratio (a)/(b): {r['wall_ratio']:.1f}x",
-        memory,
-        f"CSE loss fwd+bwd, B={shape['B']} C={shape['C']} T={shape['L'] - shape['m_ctx']} D={shape['D']} "
-        f"({c['memory_kind']}): published {_mib(c['published']['peak_bytes'])}, ours "
-        f"{_mib(c['ours']['peak_bytes'])}, ratio {cse_ratio}; largest intermediate from the shapes "
-        f"{_mib(c['published']['largest_intermediate_bytes'])} vs {_mib(c['ours']['largest_intermediate_bytes'])} "
-        f"({c['intermediate_ratio']:.0f}x); "
-        f"|loss difference| {c['loss_abs_diff']:.1e}",
-        f"prompts ({p['source']}): max|ctx_a - ctx_b| {p['max_abs_diff']:.2e} / max|ctx| {p['scale']:.3g} = "
-        f"{p['rel_diff']:.2e}, tolerance {p['rtol']:.0e}: {'PASS' if p['passed'] else 'FAIL'} (training moved the "
-        f"contexts by up to {p.get('max_abs_moved', float('nan')):.2e})",
-        f"evaluation (zero-shot, empty feature cache): {e['zero_shot_images_per_s']:.0f} images/s end to end, "
-        f"{e['encode_images_per_s']:.0f} images/s in feature extraction; JPEG-decode limit "
-        f"{e['decode_limit_images_per_s']:.0f} images/s; ratio {e['ratio']:.2f} end to end, "
-        f"{e['encode_ratio']:.2f} extraction alone (target >= 0.8)",
-    ])
+    """The report as the lines the script prints (the parts that ran)."""
+    cfg = r["config"]
+    lines = [f"device: {r['device_name']}; torch {r['torch']}",
+             f"config: {cfg['n_train']} train / {cfg['n_test']} test images, {cfg['num_classes']} classes, batch "
+             f"{cfg['batch_size']}, {cfg['epochs']} epochs, CLIP widths vision {cfg['model']['vision_width']} / text "
+             f"{cfg['model']['transformer_width']}, (b) loader workers {cfg['num_workers']}; parts: "
+             f"{', '.join(r['parts'])}"]
+    if "a" in r:
+        a, b, p = r["a"], r["b"], r["prompts"]
+        a_note = (f" (extrapolated from {a['epochs_measured']} measured epoch(s): {a['seconds_measured']:.1f}s)"
+                  if a["extrapolated"] else "")
+        memory = (f"peak memory ({r['memory_kind']}): (a) {_mib(a['peak_memory_bytes'])}, "
+                  f"(b) {_mib(b['peak_memory_bytes'])}, ratio {r['memory_ratio']:.2f}x")
+        if not r["memory_kind"].startswith("GPU"):
+            memory += (f"; above the RSS after imports: (a) "
+                       f"{_mib(a['peak_memory_bytes'] - a['rss_after_imports_bytes'])}, (b) "
+                       f"{_mib(b['peak_memory_bytes'] - b['rss_after_imports_bytes'])}")
+        lines += [
+            f"(a) published loop: {a['seconds']:.1f}s{a_note}; per epoch train {a['train_seconds_per_epoch']:.2f}s + "
+            f"eval {a['eval_seconds_per_epoch']:.2f}s; setup {a['setup_seconds']:.1f}s; {a['precision']}",
+            f"(b) ours: {b['seconds']:.1f}s; per epoch {b['epoch_seconds_mean']:.2f}s; setup + feature extraction + "
+            f"final evaluation {b['setup_and_final_seconds']:.1f}s",
+            f"wall-time ratio (a)/(b): {r['wall_ratio']:.1f}x",
+            memory,
+            f"prompts ({p['source']}): max|ctx_a - ctx_b| {p['max_abs_diff']:.2e} / max|ctx| {p['scale']:.3g} = "
+            f"{p['rel_diff']:.2e}, tolerance {p['rtol']:.0e}: {'PASS' if p['passed'] else 'FAIL'} (training moved "
+            f"the contexts by up to {p.get('max_abs_moved', float('nan')):.2e})"]
+    if "cse" in r:
+        c = r["cse"]
+        shape = c["shape"]
+        cse_ratio = ("not resolved (both below 1 MiB)" if c["measured_ratio"] is None else
+                     f"{'>= ' if c['ours_below_resolution'] else ''}{c['measured_ratio']:.0f}x")
+        lines.append(
+            f"CSE loss fwd+bwd, B={shape['B']} C={shape['C']} T={shape['L'] - shape['m_ctx']} D={shape['D']}: "
+            f"live tensors at once: published {_mib(c['published']['live_tensor_peak_bytes'])}, ours "
+            f"{_mib(c['ours']['live_tensor_peak_bytes'])}, ratio {c['live_tensor_ratio']:.0f}x; "
+            f"{c['memory_kind']}: published {_mib(c['published']['peak_bytes'])}, ours "
+            f"{_mib(c['ours']['peak_bytes'])}, ratio {cse_ratio}; largest intermediate from the shapes "
+            f"{_mib(c['published']['largest_intermediate_bytes'])} vs "
+            f"{_mib(c['ours']['largest_intermediate_bytes'])} ({c['intermediate_ratio']:.0f}x); "
+            f"|loss difference| {c['loss_abs_diff']:.1e}")
+    if "eval" in r:
+        e = r["eval"]
+        lines.append(
+            f"evaluation (zero-shot, empty feature cache): {e['zero_shot_images_per_s']:.0f} images/s end to end, "
+            f"{e['encode_images_per_s']:.0f} images/s in feature extraction; JPEG-decode limit "
+            f"{e['decode_limit_images_per_s']:.0f} images/s; ratio {e['ratio']:.2f} end to end, "
+            f"{e['encode_ratio']:.2f} extraction alone (target >= 0.8)")
+    return "\n".join(lines)
 
 
 def build_parser():
@@ -598,6 +690,8 @@ def build_parser():
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON report")
     p.add_argument("--work_dir", type=Path, default=None, help="keep generated data and logs here (default: temp)")
     p.add_argument("--profile", action="store_true", help="cProfile (b) into <work_dir>/timed_b.profile.txt")
+    p.add_argument("--only", default=",".join(PARTS),
+                   help=f"comma-separated parts to run, of {', '.join(PARTS)} (default: all)")
     p.add_argument("--worker", nargs=2, metavar=("SPEC", "RESULT"), help=argparse.SUPPRESS)
     return p
 
@@ -607,6 +701,10 @@ def main(argv=None):
     if args.worker:
         worker(*args.worker)
         return None
+    parts = tuple(part.strip() for part in args.only.split(",") if part.strip())
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise SystemExit(f"--only {args.only!r}: expected a comma-separated subset of {', '.join(PARTS)}")
     cfg = resolve_config(args)
     keep = args.work_dir is not None
     if args.profile and not keep:
@@ -621,7 +719,7 @@ def main(argv=None):
     (work / WORK_MARKER).write_text("written by tools/benchmark_speed.py; deleted by its next run here\n")
     try:
         profile = str(work / "timed_b.profile.txt") if args.profile else None
-        report = benchmark(cfg, work, profile=profile)
+        report = benchmark(cfg, work, profile=profile, parts=parts)
         report["command"] = "python tools/benchmark_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     finally:
         if not keep:
