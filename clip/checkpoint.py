@@ -106,18 +106,26 @@ def new_file_mode():
 _FILE_MODE = new_file_mode()
 
 
-def _atomic_write(path, write):
+def atomic_write(path, write):
+    """Call ``write(binary_file)`` on a temporary file beside ``path``, sync it, rename it to ``path``.
+
+    A reader never sees a half-written file; the file gets the permissions of a newly created one.
+    The project's one writer of files that must not be lost (checkpoints, run files, caches).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        write(tmp)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; give the usual permissions of a new file
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         if os.path.exists(tmp):
-            os.remove(tmp)
+            os.unlink(tmp)
+        raise
     return path
 
 
@@ -131,7 +139,7 @@ def save_checkpoint(model, path, fmt="torchscript"):
     """
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # name -> tensor
     if fmt == "state_dict":
-        return _atomic_write(path, lambda tmp: torch.save(state_dict, tmp))
+        return atomic_write(path, lambda f: torch.save(state_dict, f))
     if fmt != "torchscript":
         raise ValueError(f"save_checkpoint: fmt={fmt!r}, expected 'torchscript' or 'state_dict'")
     config = infer_config(state_dict)
@@ -142,5 +150,5 @@ def save_checkpoint(model, path, fmt="torchscript"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.script(_holder_for(archive))
-        return _atomic_write(path, lambda tmp: torch.jit.save(scripted, tmp))
+        return atomic_write(path, lambda f: torch.jit.save(scripted, f))
 

@@ -7,34 +7,11 @@ resumed run) only ever sees a complete file.
 """
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-from clip.checkpoint import new_file_mode
-
-
-_FILE_MODE = new_file_mode()
-
-
-def _atomic_write(path, write):
-    """Call ``write(file_object)`` on a temporary file, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; give the usual permissions of a new file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from clip.checkpoint import atomic_write as _atomic_write  # one atomic writer for the whole project
 
 
 def _jsonable(value):

@@ -425,17 +425,14 @@ def make_caption(objects, rng, colours=True):
 # The benchmark on disk.
 
 def _atomic_write_text(path, text):
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from clip.checkpoint import atomic_write  # lazy: the generator itself needs only PIL and NumPy
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _atomic_write_pickle(path, obj):
     import pickle
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
+    from clip.checkpoint import atomic_write
+    atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _check_sizes(n_train, n_test):

@@ -1,4 +1,5 @@
-"""The verdict of tools/sweep_cse.py on whether the caption loss helps tail classes."""
+"""tools/sweep_cse.py: the verdict on whether the caption loss helps tail classes, and the reuse of finished runs."""
+import json
 import sys
 from pathlib import Path
 
@@ -17,3 +18,21 @@ def test_verdict_weighs_the_difference_against_the_seed_spread():
     assert "helps tail classes" in helps
     hurts = sweep_cse.verdict(summary(9.0, 0.3), summary(11.5, 0.2), n_seeds=3)
     assert "hurts tail classes" in hurts
+
+
+def test_finished_runs_are_reused_only_with_the_same_command_line(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_main(argv):
+        calls.append(argv)
+        run_dir = Path(argv[argv.index("--output_dir") + 1])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "results.json").write_text(json.dumps({"selection_split": "val", "selection_mAP": 1.0}))
+
+    monkeypatch.setattr(sweep_cse.train_script, "main", fake_main)
+    assert sweep_cse.run(tmp_path, 0, "lmpt", 0.5, 0.5, 0.5)[2] is True
+    assert sweep_cse.run(tmp_path, 0, "lmpt", 0.5, 0.5, 0.5)[2] is False  # same settings: reused
+    assert len(calls) == 1
+    monkeypatch.setattr(sweep_cse, "PROMPT_ARGS", [*sweep_cse.PROMPT_ARGS, "--lr", "0.5"])
+    assert sweep_cse.run(tmp_path, 0, "lmpt", 0.5, 0.5, 0.5)[2] is True  # other prompt settings: trained again
+    assert len(calls) == 2 and calls[1][-8:-6] == ["--lr", "0.5"]

@@ -16,6 +16,7 @@ from lmpt import pretrain, synthetic
 from lmpt.data import class_frequency, load_dataset, read_captions, read_labels, read_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import demo  # noqa: E402
 from demo import PROMPT_ARGS  # noqa: E402  (the demo's prompt-tuning settings)
 
 SMALL = dict(n_train=40, n_test=30)
@@ -247,10 +248,9 @@ def test_fast_pretraining_round_trips_through_clip_load_and_beats_chance(default
 
 @pytest.mark.slow
 def test_coop_and_lmpt_learn_and_beat_zero_shot_through_the_user_scripts(tmp_path, default_root, fast_clip):
-    """The demo's path on the reduced setting: zero-shot above chance; CoOp and LMPT, from random
-    contexts and selected on the val split, improve on their first epoch, end well above chance and
-    above zero-shot. (With the reduced tiny CLIP the margin over zero-shot is small; the demo's
-    default one gives the margins of README "Results on the embedded benchmark".)
+    """The demo's path on the reduced setting (``tools/demo.py --fast``): zero-shot above chance; CoOp and
+    LMPT, from random contexts and selected on the val split, improve on their first epoch and beat
+    zero-shot by a clear margin (measured: about 3.8 points, README "The tiny CLIP").
     """
     from lmpt import train as train_script
     from zero_shot_clip import test as zero_shot_script
@@ -269,9 +269,37 @@ def test_coop_and_lmpt_learn_and_beat_zero_shot_through_the_user_scripts(tmp_pat
                            "--val_list", str(default_root / "synth" / "synth_lt_val.txt"), "--output_dir", str(out)])
         results = json.loads((out / "results.json").read_text())
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        print(f"[learning] chance {chance:.2f}, zero-shot {zero_shot['mAP']:.2f}, {method} {results['mAP']:.2f} "
+              f"(val: first epoch {rows[0]['selection_mAP']:.2f}, selected {results['selection_mAP']:.2f})")
         assert results["selection_split"] == "val"
         assert results["selection_mAP"] > rows[0]["selection_mAP"] + 1, (method, [r["selection_mAP"] for r in rows])
-        assert results["mAP"] > max(chance + 5, zero_shot["mAP"] + 0.5), (method, results["mAP"], zero_shot["mAP"])
+        assert results["mAP"] > zero_shot["mAP"] + 2, (method, results["mAP"], zero_shot["mAP"])
+
+
+def test_demo_fast_runs_every_method_on_the_reduced_checkpoint(tmp_path, monkeypatch):
+    """``tools/demo.py --fast``: the tests' tiny CLIP (FAST_SETTINGS, its own file) replaces 'tiny' in every
+    method's command line, and the table goes to runs/demo_fast unless --out_dir says otherwise."""
+    fast_path = tmp_path / "pretrained" / demo.FAST_CHECKPOINT_NAME
+    asked, commands = [], []
+    monkeypatch.setattr(demo, "ensure_benchmark", lambda root: None)
+    monkeypatch.setattr(demo, "ensure_tiny_clip", lambda folder, **kw: asked.append(kw) or fast_path)
+
+    def fake_run(cmd, cwd, check):
+        commands.append(cmd)
+        out = Path(cmd[cmd.index("--output_dir") + 1])
+        out.mkdir(parents=True)
+        (out / "results.json").write_text(json.dumps({"mAP": 1.0}))
+
+    monkeypatch.setattr(demo.subprocess, "run", fake_run)
+    rows = {name: demo.run_method(name, argv, tmp_path / "runs", 0, [], str(fast_path))
+            for name, argv in demo.METHODS.items()}
+    assert set(rows) == set(demo.METHODS) and len(commands) == len(demo.METHODS)
+    for cmd in commands:
+        assert demo.BACKBONE not in cmd and str(fast_path) in cmd
+    monkeypatch.setattr(demo, "run_method", lambda *a: (_ for _ in ()).throw(SystemExit("stop")))
+    with pytest.raises(SystemExit, match="stop"):
+        demo.main(["--fast"])
+    assert asked == [dict(name=demo.FAST_CHECKPOINT_NAME, **pretrain.FAST_SETTINGS)]
 
 
 def test_ensure_tiny_clip_uses_the_cache_when_settings_match(tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ from lmpt.synthetic import ensure_benchmark  # noqa: E402
 sys.path.insert(0, str(ROOT / "tools"))
 from demo import DATASET, PROMPT_ARGS, VAL_LIST  # noqa: E402
 
+SWEEP_STAMP = "sweep_argv.json"  # beside results.json: reuse a finished run only if its command line is the same
 METRICS = ("val_mAP", "mAP", "head_mAP", "medium_mAP", "tail_mAP", "CF1", "OF1")
 
 
@@ -36,15 +37,18 @@ def run(out_dir, seed, method, margin=None, gamma=None, lam=None):
     """Train one configuration (unless its run folder holds results); returns (name, results, trained)."""
     name = method if method == "coop" else f"lmpt_m{margin}_g{gamma}_l{lam}"
     run_dir = out_dir / name / f"seed{seed}"
-    trained = not (run_dir / "results.json").exists()
-    if trained:
-        argv = ["--dataset", DATASET, "--pretrain_clip", "tiny", "--seed", str(seed), "--training_method", method,
-                "--output_dir", str(run_dir), "--overwrite",
-                "--num_workers", "0", "--val_list", str(VAL_LIST), *PROMPT_ARGS]
-        if method == "lmpt":
-            argv += ["--cse_margin", str(margin), "--cse_gamma", str(gamma), "--lam", str(lam)]
+    argv = ["--dataset", DATASET, "--pretrain_clip", "tiny", "--seed", str(seed), "--training_method", method,
+            "--output_dir", str(run_dir), "--overwrite",
+            "--num_workers", "0", "--val_list", str(VAL_LIST), *PROMPT_ARGS]
+    if method == "lmpt":
+        argv += ["--cse_margin", str(margin), "--cse_gamma", str(gamma), "--lam", str(lam)]
+    stamp = run_dir / SWEEP_STAMP  # the command line a finished run was trained with
+    trained = not ((run_dir / "results.json").exists() and stamp.exists() and json.loads(stamp.read_text()) == argv)
+    if trained:  # new, unfinished, or trained with other settings (e.g. the demo's PROMPT_ARGS changed)
+        stamp.unlink(missing_ok=True)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             train_script.main(argv)
+        save_json(stamp, argv)
     results = json.loads((run_dir / "results.json").read_text())
     if results["selection_split"] != "val":
         raise RuntimeError(f"{run_dir}: selected on {results['selection_split']!r}, expected 'val'")
