@@ -33,6 +33,8 @@ def test_finished_runs_are_reused_only_with_the_same_command_line(tmp_path, monk
     assert sweep_cse.run(tmp_path, 0, "lmpt", 0.5, 0.5, 0.5)[2] is True
     assert sweep_cse.run(tmp_path, 0, "lmpt", 0.5, 0.5, 0.5)[2] is False  # same settings: reused
     assert len(calls) == 1
+    monkeypatch.chdir(tmp_path)  # the same folder spelled relatively: still the same run
+    assert sweep_cse.run(Path("."), 0, "lmpt", 0.5, 0.5, 0.5)[2] is False
     monkeypatch.setattr(sweep_cse, "PROMPT_ARGS", [*sweep_cse.PROMPT_ARGS, "--lr", "0.5"])
     assert sweep_cse.run(tmp_path, 0, "lmpt", 0.5, 0.5, 0.5)[2] is True  # other prompt settings: trained again
     assert len(calls) == 2 and calls[1][-8:-6] == ["--lr", "0.5"]

@@ -36,7 +36,7 @@ METRICS = ("val_mAP", "mAP", "head_mAP", "medium_mAP", "tail_mAP", "CF1", "OF1")
 def run(out_dir, seed, method, margin=None, gamma=None, lam=None):
     """Train one configuration (unless its run folder holds results); returns (name, results, trained)."""
     name = method if method == "coop" else f"lmpt_m{margin}_g{gamma}_l{lam}"
-    run_dir = out_dir / name / f"seed{seed}"
+    run_dir = (Path(out_dir) / name / f"seed{seed}").resolve()  # one spelling of the folder in the stamp
     argv = ["--dataset", DATASET, "--pretrain_clip", "tiny", "--seed", str(seed), "--training_method", method,
             "--output_dir", str(run_dir), "--overwrite",
             "--num_workers", "0", "--val_list", str(VAL_LIST), *PROMPT_ARGS]
