@@ -47,7 +47,7 @@ _RESAMPLE_TABLE = {
 
 CSE_LOSSES = ('softmargin', 'hinge', 'weighted', 'nn_hinge')
 # Chosen by validation mAP in tools/sweep_cse.py on the embedded benchmark (docs/SWEEP.md), where the
-# grid Δ ∈ {0.2, 0.5, 1} × γ ∈ {0.5, 1, 2} differed by less than the seed-to-seed spread.
+# grid Δ ∈ {0.2, 0.5, 1} × γ ∈ {0.5, 1, 2} differed by about the seed-to-seed spread.
 DEFAULT_CSE_MARGIN = 0.5  # Δ
 DEFAULT_CSE_GAMMA = 0.5  # γ of the class weights n_c^-γ
 
