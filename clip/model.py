@@ -455,7 +455,7 @@ def build_model(state_dict: dict, fp16: bool = True):
     """
     config = infer_config(state_dict)
     # fp32 copies that become the model's tensors (assign=True): never the caller's own tensors
-    state_dict = {k: (v.float() if v.dtype != torch.float32 else v.clone()) if v.is_floating_point() else v.clone()
+    state_dict = {k: v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone()
                   for k, v in state_dict.items() if k not in EXTRA_KEYS}
     with torch.device("meta"):  # no memory and no random initialisation: every tensor comes from the state dict
         model = CLIP(**config)

@@ -231,21 +231,21 @@ class _PromptCosineSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, unit_captions, prompts, m_ctx, eps):
-        steps = unit_captions.shape[1]
         tail = prompts[:, m_ctx:]  # [C, T, D] (a view)
         inv = _inverse_norms(tail, eps)  # [C, T]
         unit = tail * inv.unsqueeze(-1)  # [C, T, D] (temporary)
         cos_sum = unit_captions.reshape(unit_captions.shape[0], -1) @ unit.reshape(unit.shape[0], -1).t()  # [B, C]
         ctx.save_for_backward(unit_captions, prompts, inv)
-        ctx.m_ctx, ctx.steps = m_ctx, steps
+        ctx.m_ctx = m_ctx
         return cos_sum
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # grad [B, C]
         unit_captions, prompts, inv = ctx.saved_tensors
-        m, steps = ctx.m_ctx, ctx.steps
+        m = ctx.m_ctx
         num, length, dim = prompts.shape
+        steps = length - m  # T
         grad_captions = grad_prompts = None
         tail = prompts[:, m:]  # [C, T, D]
         if ctx.needs_input_grad[0]:  # ∂/∂ê = grad @ unit prompts

@@ -335,7 +335,6 @@ def run_cse_memory(kind, batch, num_classes, length, dim, m_ctx, device):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     peak = peak_memory(device) - before
-    inputs[1].grad = None
     with LiveTensorBytes(*inputs) as live:
         cse_step(kind, *inputs, m_ctx)
     return {"peak_bytes": peak, "live_tensor_peak_bytes": live.peak, "loss": loss.item(), "seconds": seconds,
