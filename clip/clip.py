@@ -102,14 +102,23 @@ def load(name: str, device: Union[str, torch.device] = "cuda" if torch.cuda.is_a
         warnings.warn("clip.load: jit=True is not supported (the TorchScript graph is never run); "
                       "loading the weights into the Python model instead, as with jit=False", stacklevel=2)
     path = checkpoint_path(name, download_root)
-    state_dict = read_state_dict(path)
-    fp16 = torch.device(device).type == "cuda"
+    model = from_state_dict(read_state_dict(path), device, source=path)
+    return model, _transform(model.visual.input_resolution)
+
+
+def from_state_dict(state_dict, device="cpu", fp16=None, source="state dict"):
+    """CLIP in eval mode on ``device`` from a state dict (as ``read_state_dict`` returns it).
+
+    ``fp16`` defaults to OpenAI's choice: fp16 weights on CUDA, fp32 elsewhere. ``source``
+    (the checkpoint's path) prefixes the message of a state dict that does not fit.
+    """
+    if fp16 is None:
+        fp16 = torch.device(device).type == "cuda"
     try:
         model = build_model(state_dict, fp16=fp16)
     except ValueError as error:
-        raise type(error)(f"{path}: {error}") from None
-    model = model.to(device).eval()
-    return model, _transform(model.visual.input_resolution)
+        raise type(error)(f"{source}: {error}") from None
+    return model.to(device).eval()
 
 
 _tokenizer_instance = None

@@ -6,7 +6,6 @@
 - ``finetune(args)``: a linear layer on the visual embedding (its width read from
   the model), DB loss, AdamW; ``--from_scratch`` also unfreezes the visual encoder.
 """
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -22,8 +21,7 @@ from .data import ImageListDataset, build_transform, seed_worker
 from .engine import build_scheduler, fit, load_trainable_state, seed_everything, select_device, sigterm_as_interrupt
 from .losses import build_classification_loss
 from .metrics import format_results, topk_metrics, scores_from_logits
-from .prepare import (backbone_identity, encode_splits, evaluate_logits, load_clip_model, load_splits,
-                      use_autocast)
+from .prepare import backbone_identity, evaluate_logits, load_clip_and_features, load_splits, use_autocast
 from .prompt_tuning import prepare_run_dir
 from .templates import TEMPLATES
 
@@ -62,14 +60,12 @@ def zero_shot(args):
     save_args(run_dir, args)
     dataset, splits = load_splits(args, need_val=False, check=("test",))
     check_class_count(dataset, args.nb_classes)
-    clip_model, checkpoint = load_clip_model(args.pretrain_clip_path, args.pretrained_dir, device)
     # The classifier (C × 80 prompts: tokenising and the text encoder) is built in a thread while the
     # loader workers decode the test images and the main thread runs the image encoder.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zero-shot-classifier") as pool:
-        classifier = pool.submit(zero_shot_classifier, clip_model, dataset.class_names, TEMPLATES[args.templates],
-                                 device, progress=False)
-        encode_splits(args, dataset, splits, clip_model, checkpoint, device, names=("test",))
-        weights = classifier.result()  # [C, E]
+    _, checkpoint, weights = load_clip_and_features(  # weights: [C, E]
+        args, dataset, splits, args.pretrain_clip_path, device, names=("test",),
+        beside=lambda model: zero_shot_classifier(model, dataset.class_names, TEMPLATES[args.templates], device,
+                                                  progress=False))
     test_split = splits["test"]
     logits = 100.0 * F.normalize(test_split.features[:, 0].to(device), dim=-1) @ weights.t()  # [N, C]
     train_freq = dataset.class_freq["class_freq"]
@@ -126,8 +122,7 @@ def finetune(args):
     save_args(run_dir, args)
     dataset, splits = load_splits(args, need_val=True)
     check_class_count(dataset, args.nb_classes)
-    clip_model, checkpoint = load_clip_model(args.pretrain_clip_path, args.pretrained_dir, device)
-    encode_splits(args, dataset, splits, clip_model, checkpoint, device)
+    clip_model, checkpoint, _ = load_clip_and_features(args, dataset, splits, args.pretrain_clip_path, device)
     train_split, test_split = splits["train"], splits["test"]
     select_split = splits.get("val", test_split)
     class_freq = dataset.class_freq

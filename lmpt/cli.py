@@ -4,7 +4,7 @@ import os
 import sys
 from pathlib import Path
 
-from .data import DEFAULT_DATA_ROOT, REPO_ROOT
+from .data import DEFAULT_DATA_ROOT, REPO_ROOT, available_cores
 from .models import DEFAULT_PRETRAINED_DIR
 
 
@@ -19,7 +19,9 @@ def str2bool(value):
 
 
 def default_workers():
-    return min(8, os.cpu_count() or 1)
+    """Image-decoding workers: one per available core, at most 16. A first run is decode-bound
+    (the features are cached afterwards), so decoding gets the machine."""
+    return min(16, available_cores())
 
 
 def add_common_args(parser):

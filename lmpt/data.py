@@ -392,6 +392,14 @@ class ImageListDataset(torch.utils.data.Dataset):
         return (tensor, index, "") if self.tolerate_errors else (tensor, index)
 
 
+def available_cores():
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def seed_worker(worker_id):
     """``worker_init_fn`` for DataLoader: seed NumPy and ``random`` from the worker's torch seed."""
     seed = torch.initial_seed() % 2**32

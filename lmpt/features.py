@@ -23,33 +23,39 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import save_torch
-from .data import DataError, ImageListDataset, build_transform, seed_worker
+from .data import DataError, ImageListDataset, available_cores, build_transform, seed_worker
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: fp32 weights on CUDA too (1 rounded fp32 checkpoints to fp16 there)
 DEFAULT_CACHE_DIR = Path(os.environ.get("LMPT_CACHE_DIR", Path(__file__).resolve().parents[1] / ".cache" / "features"))
 
 
+_FINGERPRINTS = {}  # (path, size, mtime) -> sha256, for this process
+
+
 def file_fingerprint(path):
-    """sha256 of a file's bytes, memoised on (path, size, mtime) in a side file."""
+    """sha256 of a file's bytes, memoised on (path, size, mtime) in the process and in a side file."""
     path = Path(path)
     stat = path.stat()
     memo = path.with_name(f".{path.name}.sha256")
     stamp = f"{stat.st_size} {stat.st_mtime_ns}"
+    known = _FINGERPRINTS.get((str(path.resolve()), stamp))
+    if known is not None:
+        return known
     try:
         saved_stamp, digest = memo.read_text().split("\n")[:2]
-        if saved_stamp == stamp:
-            return digest
     except (OSError, ValueError):
-        pass
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    try:
-        memo.write_text(f"{stamp}\n{digest}\n")
-    except OSError:
-        pass  # a read-only pretrained/ folder: just hash again next time
+        saved_stamp = digest = None
+    if saved_stamp != stamp:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        digest = h.hexdigest()
+        try:
+            memo.write_text(f"{stamp}\n{digest}\n")
+        except OSError:
+            pass  # a read-only pretrained/ folder: this process remembers it all the same
+    _FINGERPRINTS[(str(path.resolve()), stamp)] = digest
     return digest
 
 
@@ -88,68 +94,84 @@ def _threads_beside_workers(device, num_workers):
     """On the CPU, leave the decoding workers their cores: the encoder's threads would stall on them."""
     before = torch.get_num_threads()
     if torch.device(device).type == "cpu" and num_workers > 0:
-        torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - num_workers)))
+        torch.set_num_threads(max(1, min(before, available_cores() - num_workers)))
     try:
         yield
     finally:
         torch.set_num_threads(before)
 
 
-@torch.no_grad()
-def encode_images(visual, root, paths, transform, device, batch_size=64, num_workers=0,
-                  desc="encoding images", autocast=False):
-    """Run the frozen image encoder over a list of images and their mirror images.
+class FeatureJob:
+    """Features [N, 2, E] of one list of images: from the cache, or encoded by :meth:`result`.
 
-    Returns (features [N, 2, E] float32 on the CPU, errors {index: message}) where
-    an unreadable image leaves a zero row and an entry in ``errors``.
+    The cache key needs only the checkpoint file and the input resolution, not the model, so
+    :meth:`start` can set the loader workers decoding before the encoder is built and moved to
+    its device: on a first run, which is decode-bound, that work (and CUDA's start-up) overlaps
+    with decoding. :meth:`result` starts them itself if nobody did.
     """
-    dataset = ImageListDataset(root, paths, transform, tolerate_errors=True)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=torch.device(device).type == "cuda", worker_init_fn=seed_worker,
-                        persistent_workers=False)
+
+    def __init__(self, checkpoint, root, paths, resolution, preprocess="lmpt", device="cpu", batch_size=64,
+                 num_workers=0, cache_dir=DEFAULT_CACHE_DIR, desc="encoding images", autocast=None):
+        self.device = torch.device(device)
+        self.autocast = self.device.type == "cuda" if autocast is None else autocast
+        precision = f"{self.device.type}-{'bf16' if self.autocast else 'fp32'}"
+        self.key = cache_key(checkpoint, root, paths, preprocess, resolution, precision)
+        self.path = Path(cache_dir) / f"{self.key}.pt"
+        self.root, self.paths, self.desc = root, paths, desc
+        self.transform = build_transform(preprocess, resolution)
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.cached = _load_cache(self.path, self.key) if self.path.exists() else None
+        self.batches = None
+
+    def start(self):
+        """Start decoding (a no-op when the features are cached or decoding has started)."""
+        if self.cached is None and self.batches is None:
+            dataset = ImageListDataset(self.root, self.paths, self.transform, tolerate_errors=True)
+            loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                                pin_memory=self.device.type == "cuda", worker_init_fn=seed_worker)
+            self.batches = iter(loader)  # the workers start here
+        return self
+
+    def result(self, visual):
+        """(features [N, 2, E] float32 on the CPU, errors {index: message}); encoded ones are cached.
+
+        An unreadable image leaves a zero row and an entry in ``errors``; such a pass is cached
+        too, so the next run reports the same images.
+        """
+        if self.cached is not None:
+            return self.cached["features"], {int(k): v for k, v in self.cached["errors"].items()}
+        self.start()
+        features, errors = encode_batches(visual, self.batches, len(self.paths), self.device, self.num_workers,
+                                          self.autocast, self.desc)
+        self.batches = None
+        save_torch(self.path, {"key": self.key, "features": features, "errors": errors,
+                               "checksum": _checksum(features)})
+        return features, errors
+
+
+@torch.no_grad()
+def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, desc="encoding images"):
+    """Run the frozen image encoder over ``(images, index, error)`` batches of n images and their mirrors.
+
+    Returns (features [n, 2, E] float32 on the CPU, errors {index: message}).
+    """
     dtype = visual.conv1.weight.dtype
     features, errors = None, {}
     with _threads_beside_workers(device, num_workers):
-        for images, index, error in tqdm(loader, desc=desc, leave=False):
+        for images, index, error in tqdm(batches, desc=desc, leave=False):
             images = images.to(device, non_blocking=True)
             both = torch.cat([images, images.flip(-1)])  # [2B, 3, H, W]: the views and their mirrors
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = visual(both.to(dtype)).float().cpu()  # [2B, E]
             b = images.shape[0]
             out = torch.stack([out[:b], out[b:]], dim=1)  # [B, 2, E]
             if features is None:
-                features = torch.zeros(len(dataset), 2, out.shape[-1])
+                features = torch.zeros(n, 2, out.shape[-1])
             features[index] = out
             for i, msg in zip(index.tolist(), error):
                 if msg:
                     errors[i] = msg
                     features[i] = 0
-    return features, errors
-
-
-def cached_image_features(clip_model, checkpoint, root, paths, preprocess="lmpt", device="cpu",
-                          batch_size=64, num_workers=0, cache_dir=DEFAULT_CACHE_DIR, desc="encoding images",
-                          autocast=None):
-    """Features [N, 2, E] of ``paths`` (relative to ``root``), from the cache when possible.
-
-    Returns (features, errors) as :func:`encode_images`; a pass with unreadable
-    images is cached too, so the report is the same on the next run.
-    """
-    device = torch.device(device)
-    if autocast is None:
-        autocast = device.type == "cuda"
-    resolution = clip_model.visual.input_resolution
-    precision = f"{device.type}-{'bf16' if autocast else str(clip_model.dtype)}"
-    key = cache_key(checkpoint, root, paths, preprocess, resolution, precision)
-    path = Path(cache_dir) / f"{key}.pt"
-    if path.exists():
-        blob = _load_cache(path, key)
-        if blob is not None:
-            return blob["features"], {int(k): v for k, v in blob["errors"].items()}
-    transform = build_transform(preprocess, resolution)
-    features, errors = encode_images(clip_model.visual, root, paths, transform, device, batch_size,
-                                     num_workers, desc=desc, autocast=autocast)
-    save_torch(path, {"key": key, "features": features, "errors": errors, "checksum": _checksum(features)})
     return features, errors
 
 

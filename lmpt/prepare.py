@@ -1,5 +1,6 @@
 """Loading what every script needs: the frozen CLIP, the dataset and its cached
 image features, caption token embeddings, and evaluation of logits."""
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,23 +10,54 @@ import torch
 import clip
 
 from .data import check_images_exist, load_dataset
-from .features import DEFAULT_CACHE_DIR, cached_image_features, file_fingerprint, raise_on_bad_images
+from .features import DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, raise_on_bad_images
 from .metrics import evaluate, scores_from_logits
 from .models import freeze, resolve_backbone
 
 CAPTION_CHARS = 75  # captions are cut to their first 75 characters, as published
 
 
-def load_clip_model(backbone, pretrained_dir, device):
-    """Frozen CLIP in eval mode -> (model, checkpoint path).
+def load_clip_and_features(args, dataset, splits, backbone, device, names=("train", "test", "val"), beside=None):
+    """The frozen CLIP in eval mode, with ``split.features`` filled for the splits ``names``.
+
+    Returns (model, checkpoint path, what ``beside(model)`` returned, or None). The first
+    run on a dataset is decode-bound, so the work is ordered around the decoding:
+
+    1. read the checkpoint, hashing it in a thread (the feature cache's key needs both);
+    2. start the loader workers of the first split missing from the cache;
+    3. build the model on the device (CUDA's start-up included) while they decode;
+    4. run ``beside(model)`` in a thread while the images are encoded (zero-shot
+       builds its text classifier there), then encode split after split.
 
     On CUDA the weights stay fp32 and the encoders run under bf16 autocast
-    (``use_autocast``); on the CPU everything is fp32.
+    (``use_autocast``); on the CPU everything is fp32. Unreadable images are
+    refused or dropped (``--skip_bad_images``).
     """
-    path = resolve_backbone(backbone, pretrained_dir)
-    model, _ = clip.load(str(path), device=device, jit=False)
-    model = model.float()
-    return freeze(model), Path(path)
+    checkpoint = resolve_backbone(backbone, args.pretrained_dir)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
+        pool.submit(file_fingerprint, checkpoint)  # memoised for the cache keys and the run's records
+        state_dict = clip.read_state_dict(checkpoint)
+    resolution = clip.infer_config(state_dict)["image_resolution"]
+    jobs = {name: FeatureJob(checkpoint, dataset.root, splits[name].paths, resolution, args.preprocess, device,
+                             max(args.batch_size, 64), args.num_workers, args.cache_dir or DEFAULT_CACHE_DIR,
+                             f"encoding {name} images", use_autocast(device))
+            for name in names if name in splits}
+    for job in jobs.values():
+        if job.cached is None:
+            job.start()
+            break
+    clip_model = freeze(clip.from_state_dict(state_dict, device, fp16=False, source=checkpoint))
+    del state_dict
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside-encoding") as pool:
+        extra = pool.submit(beside, clip_model) if beside is not None else None
+        for name, job in jobs.items():
+            features, errors = job.result(clip_model.visual)
+            split = splits[name]
+            kept = raise_on_bad_images(errors, split.paths, split.list_file, args.skip_bad_images)
+            index = torch.as_tensor(kept, dtype=torch.long)
+            split.features, split.labels, split.kept = features[index], split.labels[index], kept
+            split.paths = [split.paths[i] for i in kept]
+        return clip_model, checkpoint, extra.result() if extra is not None else None
 
 
 def use_autocast(device):
@@ -61,24 +93,6 @@ def load_splits(args, need_val=True, check=("train", "test", "val")):
         if name in splits:
             check_images_exist(dataset.root, splits[name].paths, splits[name].list_file)
     return dataset, splits
-
-
-def encode_splits(args, dataset, splits, clip_model, checkpoint, device, names=("train", "test", "val")):
-    """Fill ``split.features`` from the cache (computing it once); drop or refuse bad images."""
-    cache_dir = args.cache_dir or DEFAULT_CACHE_DIR
-    for name in names:
-        if name not in splits:
-            continue
-        split = splits[name]
-        features, errors = cached_image_features(
-            clip_model, checkpoint, dataset.root, split.paths, preprocess=args.preprocess, device=device,
-            batch_size=max(args.batch_size, 64), num_workers=args.num_workers, cache_dir=cache_dir,
-            desc=f"encoding {name} images", autocast=use_autocast(device))
-        kept = raise_on_bad_images(errors, split.paths, split.list_file, args.skip_bad_images)
-        index = torch.as_tensor(kept, dtype=torch.long)
-        split.features, split.labels, split.kept = features[index], split.labels[index], kept
-        split.paths = [split.paths[i] for i in kept]
-    return splits
 
 
 @torch.no_grad()

@@ -6,21 +6,19 @@ encoder: image features come from the cache (see ``lmpt.features``), caption
 token embeddings are computed once, and evaluation encodes the class prompts
 once per pass.
 """
-import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
 from .checkpoint import load_checkpoint, save_args, save_json
-from .engine import (NonFiniteError, build_optimizer, build_scheduler, check_finite, fit,
-                     load_trainable_state, seed_everything, select_device, sigterm_as_interrupt)
+from .engine import (build_optimizer, build_scheduler, check_finite, fit, load_trainable_state, seed_everything,
+                     select_device, sigterm_as_interrupt)
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import format_results
-from .models import CustomCLIP
-from .prepare import (backbone_identity, caption_token_embeddings, check_backbone, encode_splits,
-                      evaluate_logits, load_clip_model, load_splits, use_autocast)
+from .models import CustomCLIP, resolve_backbone
+from .prepare import (backbone_identity, caption_token_embeddings, check_backbone, evaluate_logits,
+                      load_clip_and_features, load_splits, use_autocast)
 
 TRAINING_METHODS = ("coop", "lmpt")
 PROMPT_KEYS = ("n_ctx", "ctx_init", "csc", "class_token_position")
@@ -60,8 +58,7 @@ def train(args):
     save_args(run_dir, args)
 
     dataset, splits = load_splits(args)
-    clip_model, checkpoint = load_clip_model(args.pretrain_clip, args.pretrained_dir, device)
-    encode_splits(args, dataset, splits, clip_model, checkpoint, device)
+    clip_model, checkpoint, _ = load_clip_and_features(args, dataset, splits, args.pretrain_clip, device)
     train_split, test_split = splits["train"], splits["test"]
     select_split = splits.get("val", test_split)
     if "val" not in splits:
@@ -152,9 +149,8 @@ def test(args):
         raise ValueError(f"{checkpoint_path}: trained on classes {config['class_names'][:5]}… "
                          f"({len(config['class_names'])}), but --dataset {args.dataset} has "
                          f"{dataset.class_names[:5]}… ({len(dataset.class_names)})")
-    clip_model, backbone_path = load_clip_model(config["backbone"], args.pretrained_dir, device)
-    check_backbone(config, backbone_path, checkpoint_path)
-    encode_splits(args, dataset, splits, clip_model, backbone_path, device, names=("test",))
+    check_backbone(config, resolve_backbone(config["backbone"], args.pretrained_dir), checkpoint_path)
+    clip_model, _, _ = load_clip_and_features(args, dataset, splits, config["backbone"], device, names=("test",))
     model = CustomCLIP(config["class_names"], clip_model, **{k: config[k] for k in PROMPT_KEYS}).to(device)
     results = final_evaluation(model, checkpoint_path, splits["test"], dataset.class_freq["class_freq"],
                                args.thre, args.score, device)

@@ -120,8 +120,13 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
     assert report["prompts"]["passed"] and report["prompts"]["source"].startswith("a separate fp32 CPU pair")
     assert report["cse"]["loss_abs_diff"] <= 1e-5 * report["cse"]["ours"]["loss"]
     assert report["cse"]["live_tensor_ratio"] > 1
-    assert report["eval"]["images"] == TOY["n_test"]
-    assert report["eval"]["decode_limit_images_per_s"] > 0 and report["eval"]["zero_shot_images_per_s"] > 0
+    evaluation = report["eval"]
+    assert evaluation["images"] == TOY["eval_images"] and evaluation["decode_limit_images_per_s"] > 0
+    for script, cache in (("zero_shot", "eval_cache_zs"), ("test", "eval_cache_test")):
+        e = evaluation[script]  # each encoded the images into its own, empty cache
+        assert e["ratio"] == pytest.approx(e["images_per_s"] / evaluation["decode_limit_images_per_s"])
+        assert len(list((tmp_path / "work" / cache).glob("*.pt"))) == 1
+    assert json.loads((tmp_path / "work" / "eval_test.json").read_text())["mAP"] >= 0
     assert report["memory_ratio"] > 0
 
 

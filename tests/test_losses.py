@@ -4,7 +4,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lmpt.losses import (CLASSIFICATION_LOSSES, CSE_LOSSES, DB_DEFAULTS, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN,
                          build_classification_loss, build_cse_loss, caption_prompt_distance)

@@ -1,0 +1,114 @@
+"""The frozen-feature cache: exact features, keyed by what shapes them, decoding started before the model."""
+import hashlib
+import os
+import shutil
+from argparse import Namespace
+
+import pytest
+import torch
+from PIL import Image
+
+import clip
+from conftest import write_lmpt_dataset
+from lmpt import features as features_module
+from lmpt import prepare
+from lmpt.data import build_transform, load_dataset
+from lmpt.features import FeatureJob, file_fingerprint
+
+
+@pytest.fixture()
+def data(tmp_path):
+    write_lmpt_dataset(tmp_path / "data", n_train=8, n_test=6)
+    return load_dataset("voc-lt", tmp_path / "data")
+
+
+def job(checkpoint, data, cache, paths=None, resolution=None, preprocess="lmpt", workers=0):
+    resolution = resolution or clip.load(str(checkpoint), device="cpu")[0].visual.input_resolution
+    return FeatureJob(checkpoint, data.root, paths or data.test_paths, resolution, preprocess, "cpu", batch_size=4,
+                      num_workers=workers, cache_dir=cache)
+
+
+def test_features_are_the_encoder_on_each_image_and_its_mirror(tmp_path, data, tiny_vit_checkpoint):
+    model, _ = clip.load(str(tiny_vit_checkpoint), device="cpu")
+    features, errors = job(tiny_vit_checkpoint, data, tmp_path / "cache", workers=2).result(model.visual)
+    assert errors == {} and features.shape == (len(data.test_paths), 2, model.visual.output_dim)
+    transform = build_transform("lmpt", model.visual.input_resolution)
+    with torch.no_grad():
+        for i, path in enumerate(data.test_paths):
+            image = transform(Image.open(data.root / path).convert("RGB"))[None]  # [1, 3, H, W]
+            torch.testing.assert_close(features[i, 0], model.visual(image)[0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(features[i, 1], model.visual(image.flip(-1))[0], rtol=1e-5, atol=1e-5)
+
+
+def test_second_job_reads_the_cache_without_decoding(tmp_path, data, tiny_vit_checkpoint):
+    model, _ = clip.load(str(tiny_vit_checkpoint), device="cpu")
+    first, _ = job(tiny_vit_checkpoint, data, tmp_path / "cache").result(model.visual)
+    again = job(tiny_vit_checkpoint, data, tmp_path / "cache")
+    assert again.cached is not None and again.start().batches is None  # nothing to decode
+    assert torch.equal(again.result(None)[0], first)
+
+
+def test_cache_key_changes_with_everything_that_shapes_the_features(tmp_path, data, tiny_vit_checkpoint):
+    cache = tmp_path / "cache"
+    base = job(tiny_vit_checkpoint, data, cache).key
+    resolution = clip.load(str(tiny_vit_checkpoint), device="cpu")[0].visual.input_resolution
+    assert job(tiny_vit_checkpoint, data, cache).key == base  # same inputs, same key
+    other_checkpoint = tmp_path / "copy.pt"
+    shutil.copy(tiny_vit_checkpoint, other_checkpoint)
+    assert job(other_checkpoint, data, cache).key == base  # the bytes count, not the file name
+    with open(other_checkpoint, "ab") as f:
+        f.write(b"\0")
+    keys = {
+        "checkpoint bytes": job(other_checkpoint, data, cache, resolution=resolution).key,
+        "preprocessing": job(tiny_vit_checkpoint, data, cache, preprocess="clip").key,
+        "resolution": job(tiny_vit_checkpoint, data, cache, resolution=2 * resolution).key,
+        "image list": job(tiny_vit_checkpoint, data, cache, paths=data.test_paths[:-1]).key,
+    }
+    image = data.root / data.test_paths[0]
+    Image.new("RGB", (40, 48), (1, 2, 3)).save(image, quality=90)  # same name, new content
+    os.utime(image, ns=(1, 1))
+    keys["image file"] = job(tiny_vit_checkpoint, data, cache).key
+    assert len({base, *keys.values()}) == 1 + len(keys), keys
+
+
+def test_fingerprint_is_the_sha256_and_is_hashed_once_per_process(tmp_path, monkeypatch):
+    path = tmp_path / "weights.pt"
+    path.write_bytes(os.urandom(3 << 20))
+    assert file_fingerprint(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    path.write_bytes(b"changed")  # new size and mtime: hashed again
+    assert file_fingerprint(path) == hashlib.sha256(b"changed").hexdigest()
+    opened = []
+    real_open = open
+    monkeypatch.setattr(features_module, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k),
+                        raising=False)
+    path.with_name(f".{path.name}.sha256").unlink()  # no side file (a read-only folder): the process remembers
+    assert file_fingerprint(path) == hashlib.sha256(b"changed").hexdigest()
+    assert opened == []
+
+
+def test_decoding_starts_before_the_model_is_built(tmp_path, data, tiny_vit_checkpoint, monkeypatch):
+    events = []
+    real_start, real_build = FeatureJob.start, clip.from_state_dict
+
+    def start(self):
+        events.append(("start", self.desc))
+        return real_start(self)
+
+    def build(*args, **kwargs):
+        events.append(("build",))
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(FeatureJob, "start", start)
+    monkeypatch.setattr(prepare.clip, "from_state_dict", build)
+    args = Namespace(dataset="voc-lt", data_root=tmp_path / "data", val_list=None, pretrained_dir=tmp_path,
+                     preprocess="lmpt", batch_size=8, num_workers=2, cache_dir=tmp_path / "cache",
+                     skip_bad_images=False)
+    dataset, splits = prepare.load_splits(args, need_val=False)
+    model, _, beside = prepare.load_clip_and_features(args, dataset, splits, str(tiny_vit_checkpoint), "cpu",
+                                                      names=("train", "test"), beside=lambda m: m.dtype)
+    assert events[:2] == [("start", "encoding train images"), ("build",)]
+    assert beside == torch.float32 and not model.training
+    assert splits["train"].features.shape[:2] == (8, 2) and splits["test"].features.shape[:2] == (6, 2)
+    events.clear()  # everything cached now: nothing is decoded
+    prepare.load_clip_and_features(args, dataset, splits, str(tiny_vit_checkpoint), "cpu", names=("train", "test"))
+    assert events == [("build",)]
