@@ -2,10 +2,12 @@
 
 The image encoder is frozen in LMPT, CoOp, zero-shot CLIP and the linear probe,
 so its output for an image depends only on (checkpoint, image file,
-preprocessing, horizontal flip, numeric precision). We decode each image once,
-encode it and its mirror image (flipping the tensor, not the file), and store
-``[N, 2, E]`` features: view 0 unflipped, view 1 flipped. Training picks one of
-the two views per image and epoch, which is exactly a random horizontal flip.
+preprocessing, horizontal flip, numeric precision). We decode each image once.
+For a training split we encode it and its mirror image (flipping the tensor, not
+the file) and store ``[N, 2, E]`` features: view 0 unflipped, view 1 flipped.
+Training picks one of the two views per image and epoch, which is exactly a
+random horizontal flip. Evaluation never flips, so test and validation splits
+store the unflipped view alone, ``[N, 1, E]``, for half the encoder's work.
 
 Cache files live in ``<cache_dir>/<key>.pt``; the key hashes everything that
 shapes the features, so a changed checkpoint, image, list or preprocessing
@@ -59,11 +61,11 @@ def file_fingerprint(path):
     return digest
 
 
-def cache_key(checkpoint, root, paths, preprocess, resolution, precision):
+def cache_key(checkpoint, root, paths, preprocess, resolution, precision, mirrors=True):
     """Hash of everything that shapes the features (images by path, size and mtime)."""
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_VERSION, file_fingerprint(checkpoint), preprocess, resolution,
-                         precision]).encode())
+                         precision, mirrors]).encode())
     root = Path(root)
     for p in paths:
         try:
@@ -102,7 +104,7 @@ def _threads_beside_workers(device, num_workers):
 
 
 class FeatureJob:
-    """Features [N, 2, E] of one list of images: from the cache, or encoded by :meth:`result`.
+    """Features [N, V, E] of one list of images: from the cache, or encoded by :meth:`result`.
 
     The cache key needs only the checkpoint file and the input resolution, not the model, so
     :meth:`start` can set the loader workers decoding before the encoder is built and moved to
@@ -111,11 +113,12 @@ class FeatureJob:
     """
 
     def __init__(self, checkpoint, root, paths, resolution, preprocess="lmpt", device="cpu", batch_size=64,
-                 num_workers=0, cache_dir=DEFAULT_CACHE_DIR, desc="encoding images", autocast=None):
+                 num_workers=0, cache_dir=DEFAULT_CACHE_DIR, desc="encoding images", autocast=None, mirrors=True):
         self.device = torch.device(device)
         self.autocast = self.device.type == "cuda" if autocast is None else autocast
+        self.mirrors = mirrors  # False: the unflipped view alone (evaluation)
         precision = f"{self.device.type}-{'bf16' if self.autocast else 'fp32'}"
-        self.key = cache_key(checkpoint, root, paths, preprocess, resolution, precision)
+        self.key = cache_key(checkpoint, root, paths, preprocess, resolution, precision, mirrors)
         self.path = Path(cache_dir) / f"{self.key}.pt"
         self.root, self.paths, self.desc = root, paths, desc
         self.transform = build_transform(preprocess, resolution)
@@ -133,7 +136,9 @@ class FeatureJob:
         return self
 
     def result(self, visual):
-        """(features [N, 2, E] float32 on the CPU, errors {index: message}); encoded ones are cached.
+        """(features [N, V, E] float32 on the CPU, errors {index: message}); encoded ones are cached.
+
+        V is 2 (the image, its mirror) with ``mirrors``, else 1.
 
         An unreadable image leaves a zero row and an entry in ``errors``; such a pass is cached
         too, so the next run reports the same images.
@@ -142,7 +147,7 @@ class FeatureJob:
             return self.cached["features"], {int(k): v for k, v in self.cached["errors"].items()}
         self.start()
         features, errors = encode_batches(visual, self.batches, len(self.paths), self.device, self.num_workers,
-                                          self.autocast, self.desc)
+                                          self.autocast, self.desc, self.mirrors)
         self.batches = None
         save_torch(self.path, {"key": self.key, "features": features, "errors": errors,
                                "checksum": _checksum(features)})
@@ -150,23 +155,23 @@ class FeatureJob:
 
 
 @torch.no_grad()
-def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, desc="encoding images"):
-    """Run the frozen image encoder over ``(images, index, error)`` batches of n images and their mirrors.
+def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, desc="encoding images",
+                   mirrors=True):
+    """Run the frozen image encoder over ``(images, index, error)`` batches of n images (and their mirrors).
 
-    Returns (features [n, 2, E] float32 on the CPU, errors {index: message}).
+    Returns (features [n, V, E] float32 on the CPU, errors {index: message}); V = 2 with ``mirrors``, else 1.
     """
     dtype = visual.conv1.weight.dtype
     features, errors = None, {}
     with _threads_beside_workers(device, num_workers):
         for images, index, error in tqdm(batches, desc=desc, leave=False):
             images = images.to(device, non_blocking=True)
-            both = torch.cat([images, images.flip(-1)])  # [2B, 3, H, W]: the views and their mirrors
+            views = [images, images.flip(-1)] if mirrors else [images]  # V × [B, 3, H, W]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = visual(both.to(dtype)).float().cpu()  # [2B, E]
-            b = images.shape[0]
-            out = torch.stack([out[:b], out[b:]], dim=1)  # [B, 2, E]
+                out = visual(torch.cat(views).to(dtype)).float().cpu()  # [V·B, E]
+            out = out.view(len(views), images.shape[0], -1).transpose(0, 1)  # [B, V, E]
             if features is None:
-                features = torch.zeros(n, 2, out.shape[-1])
+                features = torch.zeros(n, len(views), out.shape[-1])
             features[index] = out
             for i, msg in zip(index.tolist(), error):
                 if msg:

@@ -40,7 +40,7 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
     resolution = clip.infer_config(state_dict)["image_resolution"]
     jobs = {name: FeatureJob(checkpoint, dataset.root, splits[name].paths, resolution, args.preprocess, device,
                              max(args.batch_size, 64), args.num_workers, args.cache_dir or DEFAULT_CACHE_DIR,
-                             f"encoding {name} images", use_autocast(device))
+                             f"encoding {name} images", use_autocast(device), mirrors=name == "train")
             for name in names if name in splits}
     for job in jobs.values():
         if job.cached is None:
@@ -71,7 +71,7 @@ class Split:
     list_file: Path
     paths: list
     labels: torch.Tensor  # [N, C] float 0/1
-    features: torch.Tensor = None  # [N, 2, E]: unflipped and mirrored view
+    features: torch.Tensor = None  # [N, V, E]: unflipped view (and, in the train split, the mirrored one)
     kept: list = field(default_factory=list)  # indices into the list file (bad images dropped)
 
 

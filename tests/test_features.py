@@ -22,10 +22,10 @@ def data(tmp_path):
     return load_dataset("voc-lt", tmp_path / "data")
 
 
-def job(checkpoint, data, cache, paths=None, resolution=None, preprocess="lmpt", workers=0):
+def job(checkpoint, data, cache, paths=None, resolution=None, preprocess="lmpt", workers=0, mirrors=True):
     resolution = resolution or clip.load(str(checkpoint), device="cpu")[0].visual.input_resolution
     return FeatureJob(checkpoint, data.root, paths or data.test_paths, resolution, preprocess, "cpu", batch_size=4,
-                      num_workers=workers, cache_dir=cache)
+                      num_workers=workers, cache_dir=cache, mirrors=mirrors)
 
 
 def test_features_are_the_encoder_on_each_image_and_its_mirror(tmp_path, data, tiny_vit_checkpoint):
@@ -38,6 +38,9 @@ def test_features_are_the_encoder_on_each_image_and_its_mirror(tmp_path, data, t
             image = transform(Image.open(data.root / path).convert("RGB"))[None]  # [1, 3, H, W]
             torch.testing.assert_close(features[i, 0], model.visual(image)[0], rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(features[i, 1], model.visual(image.flip(-1))[0], rtol=1e-5, atol=1e-5)
+    unflipped, _ = job(tiny_vit_checkpoint, data, tmp_path / "cache", mirrors=False).result(model.visual)
+    assert unflipped.shape == (len(data.test_paths), 1, model.visual.output_dim)  # evaluation: view 0 alone
+    torch.testing.assert_close(unflipped, features[:, :1], rtol=1e-5, atol=1e-5)
 
 
 def test_second_job_reads_the_cache_without_decoding(tmp_path, data, tiny_vit_checkpoint):
@@ -63,6 +66,7 @@ def test_cache_key_changes_with_everything_that_shapes_the_features(tmp_path, da
         "preprocessing": job(tiny_vit_checkpoint, data, cache, preprocess="clip").key,
         "resolution": job(tiny_vit_checkpoint, data, cache, resolution=2 * resolution).key,
         "image list": job(tiny_vit_checkpoint, data, cache, paths=data.test_paths[:-1]).key,
+        "mirrors": job(tiny_vit_checkpoint, data, cache, mirrors=False).key,
     }
     image = data.root / data.test_paths[0]
     Image.new("RGB", (40, 48), (1, 2, 3)).save(image, quality=90)  # same name, new content
@@ -108,7 +112,7 @@ def test_decoding_starts_before_the_model_is_built(tmp_path, data, tiny_vit_chec
                                                       names=("train", "test"), beside=lambda m: m.dtype)
     assert events[:2] == [("start", "encoding train images"), ("build",)]
     assert beside == torch.float32 and not model.training
-    assert splits["train"].features.shape[:2] == (8, 2) and splits["test"].features.shape[:2] == (6, 2)
+    assert splits["train"].features.shape[:2] == (8, 2) and splits["test"].features.shape[:2] == (6, 1)
     events.clear()  # everything cached now: nothing is decoded
     prepare.load_clip_and_features(args, dataset, splits, str(tiny_vit_checkpoint), "cpu", names=("train", "test"))
     assert events == [("build",)]
