@@ -40,9 +40,9 @@ def file_fingerprint(path):
     stat = path.stat()
     memo = path.with_name(f".{path.name}.sha256")
     stamp = f"{stat.st_size} {stat.st_mtime_ns}"
-    known = _FINGERPRINTS.get((str(path.resolve()), stamp))
-    if known is not None:
-        return known
+    remembered = (str(path.resolve()), stamp)
+    if remembered in _FINGERPRINTS:
+        return _FINGERPRINTS[remembered]
     try:
         saved_stamp, digest = memo.read_text().split("\n")[:2]
     except (OSError, ValueError):
@@ -57,7 +57,7 @@ def file_fingerprint(path):
             memo.write_text(f"{stamp}\n{digest}\n")
         except OSError:
             pass  # a read-only pretrained/ folder: this process remembers it all the same
-    _FINGERPRINTS[(str(path.resolve()), stamp)] = digest
+    _FINGERPRINTS[remembered] = digest
     return digest
 
 
