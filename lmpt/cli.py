@@ -34,7 +34,7 @@ def add_common_args(parser):
     parser.add_argument("--pretrained_dir", type=Path, default=DEFAULT_PRETRAINED_DIR,
                         help="folder of the CLIP checkpoints (default: pretrained/ of the repository)")
     parser.add_argument("--num_workers", type=int, default=default_workers(),
-                        help="image-decoding worker processes")
+                        help="image-decoding worker processes (default: one per available core, at most 16)")
     parser.add_argument("--score", choices=("softmax", "sigmoid"), default="softmax",
                         help="scores ranked and thresholded: softmax over classes (published) or sigmoid")
     parser.add_argument("--thre", type=float, default=0.5, help="threshold for CP/CR/CF1/OP/OR/OF1")
