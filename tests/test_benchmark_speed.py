@@ -126,6 +126,8 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
         e = evaluation[script]  # each encoded the images into its own, empty cache, twice
         assert e["ratio"] == pytest.approx(e["images_per_s"] / evaluation["decode_limit_images_per_s"])
         assert len(e["seconds_each"]) == 2 and e["seconds"] == min(e["seconds_each"])
+        assert min(e["before_decoding"], e["decoding"], e["after"]) > 0
+        assert e["before_decoding"] + e["decoding"] + e["after"] == pytest.approx(e["seconds"])
         assert len(list((tmp_path / "work" / f"eval_cache_{script}").glob("*.pt"))) == 1
     assert json.loads((tmp_path / "work" / "eval_test.json").read_text())["mAP"] >= 0
     assert report["memory_ratio"] > 0
