@@ -18,10 +18,11 @@ import clip
 
 from .checkpoint import load_checkpoint, save_args, save_json
 from .data import ImageListDataset, build_transform, seed_worker
-from .engine import build_scheduler, fit, load_trainable_state, seed_everything, select_device, sigterm_as_interrupt
+from .engine import (build_scheduler, fit, load_trainable_state, seed_everything, select_device, sigterm_as_interrupt,
+                     use_autocast)
 from .losses import build_classification_loss
 from .metrics import format_results, topk_metrics, scores_from_logits
-from .prepare import backbone_identity, evaluate_logits, load_clip_and_features, load_splits, use_autocast
+from .prepare import backbone_identity, evaluate_logits, load_clip_and_features, load_splits
 from .prompt_tuning import prepare_run_dir
 from .templates import TEMPLATES
 

@@ -44,6 +44,13 @@ def select_device(name=None):
     return device
 
 
+def use_autocast(device):
+    """bf16 autocast on a CUDA device with native bf16 (Ampere and newer); fp32 elsewhere: on older
+    GPUs bf16 would only be emulated (slower than fp32), and on the CPU."""
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 @contextmanager
 def sigterm_as_interrupt():
     """Within the block, SIGTERM raises :class:`Interrupted` like Ctrl-C raises KeyboardInterrupt."""

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .checkpoint import save_torch
 from .data import DataError, ImageListDataset, available_cores, build_transform, seed_worker
+from .engine import use_autocast
 
 CACHE_VERSION = 2  # 2: fp32 weights on CUDA too (1 rounded fp32 checkpoints to fp16 there)
 DEFAULT_CACHE_DIR = Path(os.environ.get("LMPT_CACHE_DIR", Path(__file__).resolve().parents[1] / ".cache" / "features"))
@@ -115,7 +116,7 @@ class FeatureJob:
     def __init__(self, checkpoint, root, paths, resolution, preprocess="lmpt", device="cpu", batch_size=64,
                  num_workers=0, cache_dir=DEFAULT_CACHE_DIR, desc="encoding images", autocast=None, mirrors=True):
         self.device = torch.device(device)
-        self.autocast = self.device.type == "cuda" if autocast is None else autocast
+        self.autocast = use_autocast(self.device) if autocast is None else autocast
         self.mirrors = mirrors  # False: the unflipped view alone (evaluation)
         precision = f"{self.device.type}-{'bf16' if self.autocast else 'fp32'}"
         self.key = cache_key(checkpoint, root, paths, preprocess, resolution, precision, mirrors)

@@ -10,6 +10,7 @@ import torch
 import clip
 
 from .data import check_images_exist, load_dataset
+from .engine import use_autocast
 from .features import DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, raise_on_bad_images
 from .metrics import evaluate, scores_from_logits
 from .models import freeze, resolve_backbone
@@ -29,8 +30,8 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
     4. run ``beside(model)`` in a thread while the images are encoded (zero-shot
        builds its text classifier there), then encode split after split.
 
-    On CUDA the weights stay fp32 and the encoders run under bf16 autocast
-    (``use_autocast``); on the CPU everything is fp32. Unreadable images are
+    The weights stay fp32; on CUDA with native bf16 the encoders run under bf16
+    autocast (``use_autocast``), elsewhere in fp32. Unreadable images are
     refused or dropped (``--skip_bad_images``).
     """
     checkpoint = resolve_backbone(backbone, args.pretrained_dir)
@@ -58,10 +59,6 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
             split.features, split.labels, split.kept = features[index], split.labels[index], kept
             split.paths = [split.paths[i] for i in kept]
         return clip_model, checkpoint, extra.result() if extra is not None else None
-
-
-def use_autocast(device):
-    return torch.device(device).type == "cuda"
 
 
 @dataclass

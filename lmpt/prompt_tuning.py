@@ -13,12 +13,12 @@ import torch
 
 from .checkpoint import load_checkpoint, save_args, save_json
 from .engine import (build_optimizer, build_scheduler, check_finite, fit, load_trainable_state, seed_everything,
-                     select_device, sigterm_as_interrupt)
+                     select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import format_results
 from .models import CustomCLIP, resolve_backbone
 from .prepare import (backbone_identity, caption_token_embeddings, check_backbone, evaluate_logits,
-                      load_clip_and_features, load_splits, use_autocast)
+                      load_clip_and_features, load_splits)
 
 TRAINING_METHODS = ("coop", "lmpt")
 PROMPT_KEYS = ("n_ctx", "ctx_init", "csc", "class_token_position")

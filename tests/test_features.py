@@ -13,6 +13,7 @@ from conftest import write_lmpt_dataset
 from lmpt import features as features_module
 from lmpt import prepare
 from lmpt.data import build_transform, load_dataset
+from lmpt.engine import use_autocast
 from lmpt.features import FeatureJob, file_fingerprint
 
 
@@ -116,3 +117,18 @@ def test_decoding_starts_before_the_model_is_built(tmp_path, data, tiny_vit_chec
     events.clear()  # everything cached now: nothing is decoded
     prepare.load_clip_and_features(args, dataset, splits, str(tiny_vit_checkpoint), "cpu", names=("train", "test"))
     assert events == [("build",)]
+
+
+def test_bf16_autocast_only_on_gpus_with_native_bf16(tmp_path, data, tiny_vit_checkpoint, monkeypatch):
+    keys = {}
+    for native in (True, False):  # Ampere and newer / older GPUs, where bf16 is only emulated
+        asked = []
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                            lambda including_emulation=True: asked.append(including_emulation) or native)
+        assert use_autocast("cuda") is native and asked == [False]
+        assert use_autocast("cpu") is False
+        cuda_job = FeatureJob(tiny_vit_checkpoint, data.root, data.test_paths, 32, device="cuda",
+                              cache_dir=tmp_path)
+        assert cuda_job.autocast is native
+        keys[native] = cuda_job.key
+    assert keys[True] != keys[False]  # bf16 and fp32 features never share a cache file
