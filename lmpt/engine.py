@@ -47,8 +47,12 @@ def select_device(name=None):
 def use_autocast(device):
     """bf16 autocast on a CUDA device with native bf16 (Ampere and newer); fp32 elsewhere: on older
     GPUs bf16 would only be emulated (slower than fp32), and on the CPU."""
-    device = torch.device(device)
-    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    if torch.device(device).type != "cuda":
+        return False
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.4 counts native bf16 only
+        return torch.cuda.is_bf16_supported()
 
 
 @contextmanager

@@ -132,3 +132,5 @@ def test_bf16_autocast_only_on_gpus_with_native_bf16(tmp_path, data, tiny_vit_ch
         assert cuda_job.autocast is native
         keys[native] = cuda_job.key
     assert keys[True] != keys[False]  # bf16 and fp32 features never share a cache file
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # torch < 2.4: no including_emulation
+    assert use_autocast("cuda") is False
