@@ -1,6 +1,6 @@
 """Speed benchmark of the issue "Fast by design": the published LMPT loop (a) against ours (b).
 
-    python tools/benchmark_speed.py --preset cpu   # tiny ViT, CPU, a few minutes on 2 cores
+    python tools/benchmark_speed.py --preset cpu   # tiny ViT, CPU, about 12 minutes on 2 cores
     python tools/benchmark_speed.py --preset gpu   # ViT-B/16-shaped random weights, COCO-LT scale, CUDA
 
 One run generates JPEGs (COCO-like 640×480, noise + shapes) and a random CLIP
@@ -11,10 +11,10 @@ in its own subprocess so that peak memory is per run:
 - (b) ``lmpt.train.main``: our pipeline, with an empty feature cache;
 - the caption (CSE) loss, published [B, C, T, D] way and ours, forward + backward;
 - evaluation: ``zero_shot_clip/test.py`` and ``lmpt/test.py`` on ``--eval_images``
-  images (COCO-LT's 5,000 test images by default), each in a fresh process with
-  an empty feature cache, against the machine's JPEG-decode limit on the same
-  images (DataLoader alone, no model; the best of our worker count and one
-  worker per core).
+  images (COCO-LT's 5,000 test images by default), each twice in a fresh process
+  with an empty feature cache, against the machine's JPEG-decode limit on the
+  same images (DataLoader alone, no model; at our worker count and one worker
+  per core, before and after the scripts); the best of each counts.
 
 It prints the wall-time ratio (a)/(b), the peak-memory ratios and whether (a)
 and (b) learned the same prompts from the same initial contexts, batches and
