@@ -29,9 +29,12 @@ def _jsonable(value):
     return value
 
 
+def save_text(path, text):
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
 def save_json(path, obj):
-    text = json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n"
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    save_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
 def save_args(run_dir, args):

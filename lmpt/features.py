@@ -104,6 +104,14 @@ def _threads_beside_workers(device, num_workers):
         torch.set_num_threads(before)
 
 
+def decoding_loader(root, paths, transform, batch_size, num_workers, device):
+    """The DataLoader of feature extraction: ``(images, index, error)`` batches in list order, unreadable
+    images reported rather than raised, pinned memory for CUDA."""
+    dataset = ImageListDataset(root, paths, transform, tolerate_errors=True)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=torch.device(device).type == "cuda", worker_init_fn=seed_worker)
+
+
 class FeatureJob:
     """Features [N, V, E] of one list of images: from the cache, or encoded by :meth:`result`.
 
@@ -130,9 +138,8 @@ class FeatureJob:
     def start(self):
         """Start decoding (a no-op when the features are cached or decoding has started)."""
         if self.cached is None and self.batches is None:
-            dataset = ImageListDataset(self.root, self.paths, self.transform, tolerate_errors=True)
-            loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                                pin_memory=self.device.type == "cuda", worker_init_fn=seed_worker)
+            loader = decoding_loader(self.root, self.paths, self.transform, self.batch_size, self.num_workers,
+                                     self.device)
             self.batches = iter(loader)  # the workers start here
         return self
 

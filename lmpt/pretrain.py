@@ -35,8 +35,9 @@ TINY_CLIP = dict(embed_dim=128, image_resolution=64, vision_layers=(1, 1, 1, 1),
 # 2 cores (README, "The tiny CLIP"); `tools/pretrain_tiny_clip.py --probe` prints a checkpoint's figures.
 DEFAULT_SETTINGS = dict(steps=3000, batch_size=64, corpus_size=16000, lr=5e-4, weight_decay=0.1,
                         warmup_steps=150, seed=0, bf16=True)
-# The reduced setting of the learning test (`tools/demo.py --fast` prints its table). Its features are good enough for prompt tuning to beat zero-shot clearly; 1,500 steps of 32 or 48
-# on 6,000 or 8,000 images were cheaper but left CoOp within 2 points of zero-shot (README, "The tiny CLIP").
+# The reduced setting of the learning test (`tools/demo.py --fast` prints its table). Its features are
+# good enough for prompt tuning to beat zero-shot clearly; 1,500 steps of 32 or 48 on 6,000 or 8,000
+# images were cheaper but left CoOp within 2 points of zero-shot (README, "The tiny CLIP").
 FAST_SETTINGS = dict(DEFAULT_SETTINGS, steps=2000, batch_size=48, corpus_size=10000, warmup_steps=100)
 
 # Normalisations seen in pretraining: CLIP's (``--preprocess clip``) and ImageNet's (the LMPT default).

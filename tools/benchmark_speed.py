@@ -345,13 +345,11 @@ def run_cse_memory(kind, batch, num_classes, length, dim, m_ctx, device):
 
 
 def decode_limit(root, paths, preprocess, resolution, batch_size, num_workers, device, passes=2):
-    """Images/s of decoding + preprocessing alone, with the DataLoader settings of feature extraction;
+    """Images/s of decoding + preprocessing alone, with feature extraction's DataLoader;
     the best of ``passes`` passes (the first one also pays one-time costs)."""
-    from torch.utils.data import DataLoader
-    from lmpt.data import ImageListDataset, build_transform, seed_worker
-    dataset = ImageListDataset(root, paths, build_transform(preprocess, resolution), tolerate_errors=True)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=torch.device(device).type == "cuda", worker_init_fn=seed_worker)
+    from lmpt.data import build_transform
+    from lmpt.features import decoding_loader
+    loader = decoding_loader(root, paths, build_transform(preprocess, resolution), batch_size, num_workers, device)
     best = 0.0
     for _ in range(passes):
         t0 = time.perf_counter()
@@ -783,8 +781,8 @@ def main(argv=None):
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    from lmpt.checkpoint import save_json
+    save_json(args.out, report)
     print(format_report(report))
     print(f"[bench] report written to {args.out}")
     return report

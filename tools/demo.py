@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lmpt.checkpoint import save_json  # noqa: E402
+from lmpt.checkpoint import save_json, save_text  # noqa: E402
 from lmpt.pretrain import FAST_SETTINGS, ensure_tiny_clip  # noqa: E402
 from lmpt.synthetic import ensure_benchmark  # noqa: E402
 
@@ -117,10 +117,9 @@ def main(argv=None):
     train_freq = [int(v) for v in dataset.class_freq["class_freq"]]
     text = table(rows)
     elapsed = time.time() - t0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.md").write_text(text + f"\n\nTotal demo time: {elapsed:.0f} s\n")
+    save_text(out_dir / "summary.md", text + f"\n\nTotal demo time: {elapsed:.0f} s\n")
     save_json(out_dir / "summary.json", {"rows": rows, "class_names": dataset.class_names,
-                                               "train_class_freq": train_freq, "seconds": elapsed})
+                                         "train_class_freq": train_freq, "seconds": elapsed})
     plot(rows, dataset.class_names, train_freq, out_dir / "per_class_ap.png")
     print("\n" + text)
     print(f"\n[demo] total {elapsed:.0f}s; table, json and plot in {out_dir}")

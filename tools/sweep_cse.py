@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmpt import train as train_script  # noqa: E402
-from lmpt.checkpoint import save_json  # noqa: E402
+from lmpt.checkpoint import save_json, save_text  # noqa: E402
 from lmpt.pretrain import ensure_tiny_clip  # noqa: E402
 from lmpt.synthetic import ensure_benchmark  # noqa: E402
 
@@ -152,8 +152,7 @@ def main(argv=None):
         conclusion,
         "",
     ]
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.write_text("\n".join(doc))
+    save_text(args.doc, "\n".join(doc))
     print("\n".join(doc))
 
 
