@@ -16,6 +16,7 @@ cache file is detected (checksum) and rebuilt.
 """
 import hashlib
 import json
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import save_torch
-from .data import DataError, ImageListDataset, available_cores, build_transform, seed_worker
+from .data import BatchNormalize, DataError, ImageListDataset, available_cores, build_transform, seed_worker
 from .engine import use_autocast
 
 CACHE_VERSION = 2  # 2: fp32 weights on CUDA too (1 rounded fp32 checkpoints to fp16 there)
@@ -104,12 +105,27 @@ def _threads_beside_workers(device, num_workers):
         torch.set_num_threads(before)
 
 
-def decoding_loader(root, paths, transform, batch_size, num_workers, device):
-    """The DataLoader of feature extraction: ``(images, index, error)`` batches in list order, unreadable
-    images reported rather than raised, pinned memory for CUDA."""
+PREFETCH_BYTES = 1 << 30  # decoded images the workers may hold ahead of the encoder, all workers together
+
+
+def decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers, device):
+    """The DataLoader of feature extraction: ``(uint8 images [B, 3, r, r], index, error)`` batches in list
+    order, unreadable images reported rather than raised, pinned memory for CUDA.
+
+    The workers stop at uint8 pixels (``BatchNormalize`` finishes on the encoder's device: a quarter of
+    the bytes to pass between processes, pin and copy). They may decode up to ``PREFETCH_BYTES`` ahead
+    (the whole list when it fits), not the DataLoader's default of two batches each: the model is built
+    and CUDA starts while they decode, and with the shallow default they would wait for it.
+    """
+    transform = build_transform(preprocess, resolution, normalize=False)
     dataset = ImageListDataset(root, paths, transform, tolerate_errors=True)
+    depth = {}
+    if num_workers > 0:
+        round_images = batch_size * num_workers  # one batch per worker
+        rounds = min(math.ceil(len(paths) / round_images), PREFETCH_BYTES // (round_images * 3 * resolution ** 2))
+        depth["prefetch_factor"] = max(2, rounds)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=torch.device(device).type == "cuda", worker_init_fn=seed_worker)
+                      pin_memory=torch.device(device).type == "cuda", worker_init_fn=seed_worker, **depth)
 
 
 class FeatureJob:
@@ -130,7 +146,7 @@ class FeatureJob:
         self.key = cache_key(checkpoint, root, paths, preprocess, resolution, precision, mirrors)
         self.path = Path(cache_dir) / f"{self.key}.pt"
         self.root, self.paths, self.desc = root, paths, desc
-        self.transform = build_transform(preprocess, resolution)
+        self.preprocess, self.resolution = preprocess, resolution
         self.batch_size, self.num_workers = batch_size, num_workers
         self.cached = _load_cache(self.path, self.key) if self.path.exists() else None
         self.batches = None
@@ -138,8 +154,8 @@ class FeatureJob:
     def start(self):
         """Start decoding (a no-op when the features are cached or decoding has started)."""
         if self.cached is None and self.batches is None:
-            loader = decoding_loader(self.root, self.paths, self.transform, self.batch_size, self.num_workers,
-                                     self.device)
+            loader = decoding_loader(self.root, self.paths, self.preprocess, self.resolution, self.batch_size,
+                                     self.num_workers, self.device)
             self.batches = iter(loader)  # the workers start here
         return self
 
@@ -155,7 +171,7 @@ class FeatureJob:
             return self.cached["features"], {int(k): v for k, v in self.cached["errors"].items()}
         self.start()
         features, errors = encode_batches(visual, self.batches, len(self.paths), self.device, self.num_workers,
-                                          self.autocast, self.desc, self.mirrors)
+                                          self.autocast, self.desc, self.mirrors, BatchNormalize(self.preprocess))
         self.batches = None
         save_torch(self.path, {"key": self.key, "features": features, "errors": errors,
                                "checksum": _checksum(features)})
@@ -164,27 +180,32 @@ class FeatureJob:
 
 @torch.no_grad()
 def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, desc="encoding images",
-                   mirrors=True):
+                   mirrors=True, normalize=None):
     """Run the frozen image encoder over ``(images, index, error)`` batches of n images (and their mirrors).
 
-    Returns (features [n, V, E] float32 on the CPU, errors {index: message}); V = 2 with ``mirrors``, else 1.
+    ``normalize`` turns a batch on the device into the encoder's input (uint8 batches: ``BatchNormalize``).
+    Features stay on the device until the end, so the loop never waits for the encoder: the next batch
+    is fetched while the device works. Returns (features [n, V, E] float32 on the CPU, errors
+    {index: message}); V = 2 with ``mirrors``, else 1.
     """
     dtype = visual.conv1.weight.dtype
     features, errors = None, {}
     with _threads_beside_workers(device, num_workers):
         for images, index, error in tqdm(batches, desc=desc, leave=False):
             images = images.to(device, non_blocking=True)
+            if normalize is not None:
+                images = normalize(images)
             views = [images, images.flip(-1)] if mirrors else [images]  # V × [B, 3, H, W]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = visual(torch.cat(views).to(dtype)).float().cpu()  # [V·B, E]
+                out = visual(torch.cat(views).to(dtype)).float()  # [V·B, E]
             out = out.view(len(views), images.shape[0], -1).transpose(0, 1)  # [B, V, E]
             if features is None:
-                features = torch.zeros(n, len(views), out.shape[-1])
-            features[index] = out
-            for i, msg in zip(index.tolist(), error):
-                if msg:
-                    errors[i] = msg
-                    features[i] = 0
+                features = torch.zeros(n, len(views), out.shape[-1], device=out.device)
+            features[index.to(out.device, non_blocking=True)] = out
+            errors.update((i, msg) for i, msg in zip(index.tolist(), error) if msg)
+    if features is not None:
+        features = features.cpu()
+        features[list(errors)] = 0  # an unreadable image leaves a zero row
     return features, errors
 
 

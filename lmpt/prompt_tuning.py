@@ -41,10 +41,17 @@ def prepare_run_dir(args):
     return run_dir
 
 
-def evaluate_prompts(model, split, train_class_freq, thre, score, device):
-    """Metrics of the prompts on a split's unflipped features (text features encoded once)."""
+def prompt_text_features(model, device):
+    """Normalised class text features [C, E] of the model's prompts, encoded once, without gradient."""
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast(device)):
-        text = model.text_features()  # [C, E]
+        return model.text_features()
+
+
+def evaluate_prompts(model, split, train_class_freq, thre, score, device, text=None):
+    """Metrics of the prompts on a split's unflipped features; ``text``: their text features [C, E] if
+    already encoded (by default they are encoded here, once for the whole split)."""
+    text = prompt_text_features(model, device) if text is None else text
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast(device)):
         logits = model.logits(split.features[:, 0].to(device), text)  # [N, C]
     return evaluate_logits(logits.float(), split.labels, train_class_freq, thre, score), logits
 
@@ -120,10 +127,20 @@ def train(args):
     return results
 
 
-def final_evaluation(model, checkpoint_path, split, train_freq, thre, score, device):
-    state = load_checkpoint(checkpoint_path)
+def restore_prompts(model, state, checkpoint_path, device):
+    """Load a checkpoint's prompts into ``model``; returns their text features [C, E]."""
     load_trainable_state(model, state["model"], checkpoint_path)
-    results, _ = evaluate_prompts(model, split, train_freq, thre, score, device)
+    return prompt_text_features(model, device)
+
+
+def final_evaluation(model, checkpoint_path, split, train_freq, thre, score, device, restored=None):
+    """Metrics of a checkpoint's prompts on a split. ``restored``: (the checkpoint, its text features)
+    when ``model`` already holds its prompts (``restore_prompts``)."""
+    if restored is None:
+        state = load_checkpoint(checkpoint_path)
+        restored = state, restore_prompts(model, state, checkpoint_path, device)
+    state, text = restored
+    results, _ = evaluate_prompts(model, split, train_freq, thre, score, device, text)
     return {**results, "checkpoint": str(checkpoint_path), "checkpoint_epoch": state["epoch"],
             "thre": thre, "score": score}
 
@@ -150,10 +167,15 @@ def test(args):
                          f"({len(config['class_names'])}), but --dataset {args.dataset} has "
                          f"{dataset.class_names[:5]}… ({len(dataset.class_names)})")
     check_backbone(config, resolve_backbone(config["backbone"], args.pretrained_dir), checkpoint_path)
-    clip_model, _, _ = load_clip_and_features(args, dataset, splits, config["backbone"], device, names=("test",))
-    model = CustomCLIP(config["class_names"], clip_model, **{k: config[k] for k in PROMPT_KEYS}).to(device)
+
+    def restore(clip_model):  # in a thread, while the test images are decoded and encoded
+        # built on clip_model's device already; no .to(): it would touch the image encoder in use meanwhile
+        model = CustomCLIP(config["class_names"], clip_model, **{k: config[k] for k in PROMPT_KEYS})
+        return model, restore_prompts(model, state, checkpoint_path, device)
+    _, _, (model, text) = load_clip_and_features(args, dataset, splits, config["backbone"], device, names=("test",),
+                                                 beside=restore)
     results = final_evaluation(model, checkpoint_path, splits["test"], dataset.class_freq["class_freq"],
-                               args.thre, args.score, device)
+                               args.thre, args.score, device, restored=(state, text))
     print(format_results(results, dataset.class_names, dataset.class_freq["class_freq"]))
     out = Path(args.output or checkpoint_path.parent / "test_results.json")
     save_json(out, results)

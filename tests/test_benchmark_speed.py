@@ -109,7 +109,7 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
     """(a) cut to 1 of 2 epochs: its time is extrapolated and the prompts are compared on a separate pair."""
     out = tmp_path / "report.json"
     printed = bench.main(["--preset", "toy", "--a_epochs", "1", "--threads", "1", "--work_dir",
-                          str(tmp_path / "work"), "--out", str(out)])
+                          str(tmp_path / "work"), "--out", str(out), "--eval_workers", "1"])
     report = json.loads(out.read_text())
     assert report["wall_ratio"] == pytest.approx(printed["wall_ratio"])
     a, b = report["a"], report["b"]
@@ -122,12 +122,15 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
     assert report["cse"]["live_tensor_ratio"] > 1
     evaluation = report["eval"]
     assert evaluation["images"] == TOY["eval_images"] and evaluation["decode_limit_images_per_s"] > 0
-    for script in ("zero_shot", "test"):
-        e = evaluation[script]  # each encoded the images into its own, empty cache, twice
+    assert evaluation["num_workers"] == TOY["num_workers"] and set(evaluation["decode_limit_by_workers"]) >= {"0", "1"}
+    runs = [evaluation[script] for script in ("zero_shot", "test")] + list(evaluation["other_workers"]["1"].values())
+    for e in runs:  # each script encoded the images into its own, empty cache, twice with each worker count
         assert e["ratio"] == pytest.approx(e["images_per_s"] / evaluation["decode_limit_images_per_s"])
         assert len(e["seconds_each"]) == 2 and e["seconds"] == min(e["seconds_each"])
         assert min(e["before_decoding"], e["decoding"], e["after"]) > 0
         assert e["before_decoding"] + e["decoding"] + e["after"] == pytest.approx(e["seconds"])
+        assert 0 < e["model_build"] < e["decoding"]
+    for script in ("zero_shot", "test"):
         assert len(list((tmp_path / "work" / f"eval_cache_{script}").glob("*.pt"))) == 1
     assert json.loads((tmp_path / "work" / "eval_test.json").read_text())["mAP"] >= 0
     assert report["memory_ratio"] > 0

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from lmpt.data import (CLIP_MEAN, CLIP_STD, DATASETS, DEFAULT_DATA_ROOT, IMAGENET_MEAN, IMAGENET_STD, REPO_ROOT,
-                       DataError, ImageListDataset, build_transform, check_images_exist, class_frequency,
-                       find_missing_images, get_dataset_spec, load_class_frequency, load_dataset, read_captions,
+                       BatchNormalize, DataError, ImageListDataset, build_transform, check_images_exist,
+                       class_frequency, find_missing_images, get_dataset_spec, load_class_frequency, load_dataset, read_captions,
                        read_labels, read_list, seed_worker)
 
 DATA = REPO_ROOT / "data"
@@ -384,6 +384,20 @@ def test_lmpt_squashes_and_clip_crops():
     assert grey.shape == (3, 24, 24)
     with pytest.raises(ValueError, match="lmpt"):
         build_transform("imagenet", 24)
+
+
+def test_uint8_pixels_then_batch_normalize_equal_the_float_transform_bit_for_bit():
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 256, (30 + i, 40, 3), dtype=np.uint8)) for i in range(4)]
+    for kind in ("lmpt", "clip"):
+        pixels = torch.stack([build_transform(kind, 24, normalize=False)(im) for im in images])  # [4, 3, 24, 24]
+        assert pixels.dtype == torch.uint8 and pixels.shape == (4, 3, 24, 24)
+        reference = torch.stack([build_transform(kind, 24)(im) for im in images])
+        assert torch.equal(BatchNormalize(kind)(pixels), reference)
+    with pytest.raises(TypeError, match="uint8"):
+        BatchNormalize("lmpt")(reference)
+    with pytest.raises(ValueError, match="lmpt"):
+        BatchNormalize("imagenet")
 
 
 def test_train_transform_flips_sometimes():

@@ -44,6 +44,19 @@ def test_features_are_the_encoder_on_each_image_and_its_mirror(tmp_path, data, t
     torch.testing.assert_close(unflipped, features[:, :1], rtol=1e-5, atol=1e-5)
 
 
+def test_workers_pass_uint8_pixels_and_decode_ahead_up_to_the_prefetch_budget(tmp_path, data, monkeypatch):
+    paths = data.test_paths * 5  # 30 images
+    loader = features_module.decoding_loader(data.root, paths, "lmpt", 16, 4, 2, "cpu")
+    images, index, error = next(iter(loader))
+    assert images.dtype == torch.uint8 and images.shape == (4, 3, 16, 16) and index.tolist() == [0, 1, 2, 3]
+    assert loader.prefetch_factor == 4  # ceil(30 / (4 images × 2 workers)): the whole list may be decoded ahead
+    monkeypatch.setattr(features_module, "PREFETCH_BYTES", 3 * (4 * 2 * 3 * 16 * 16))  # room for 3 rounds
+    assert features_module.decoding_loader(data.root, paths, "lmpt", 16, 4, 2, "cpu").prefetch_factor == 3
+    monkeypatch.setattr(features_module, "PREFETCH_BYTES", 1)
+    assert features_module.decoding_loader(data.root, paths, "lmpt", 16, 4, 2, "cpu").prefetch_factor == 2
+    assert features_module.decoding_loader(data.root, paths, "lmpt", 16, 4, 0, "cpu").prefetch_factor is None
+
+
 def test_second_job_reads_the_cache_without_decoding(tmp_path, data, tiny_vit_checkpoint):
     model, _ = clip.load(str(tiny_vit_checkpoint), device="cpu")
     first, _ = job(tiny_vit_checkpoint, data, tmp_path / "cache").result(model.visual)

@@ -347,9 +347,8 @@ def run_cse_memory(kind, batch, num_classes, length, dim, m_ctx, device):
 def decode_limit(root, paths, preprocess, resolution, batch_size, num_workers, device, passes=2):
     """Images/s of decoding + preprocessing alone, with feature extraction's DataLoader;
     the best of ``passes`` passes (the first one also pays one-time costs)."""
-    from lmpt.data import build_transform
     from lmpt.features import decoding_loader
-    loader = decoding_loader(root, paths, build_transform(preprocess, resolution), batch_size, num_workers, device)
+    loader = decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers, device)
     best = 0.0
     for _ in range(passes):
         t0 = time.perf_counter()
@@ -374,7 +373,8 @@ def run_script(script, argv):
     """One evaluation script's ``main(argv)`` in this (fresh) process -> {'seconds', and where they went}.
 
     ``before_decoding``: from the call to the loader workers' start; ``decoding``: from there until the
-    last split's features are encoded; ``after``: the rest (the text side if not done yet, metrics, files).
+    last split's features are encoded, of which ``model_build`` until the model was ready to encode (the
+    workers decode meanwhile); ``after``: the rest (the text side if not done yet, metrics, files).
     """
     import importlib
     from lmpt.features import FeatureJob
@@ -387,6 +387,7 @@ def run_script(script, argv):
         return start(job)
 
     def timed_result(job, visual):
+        marks.setdefault("model", time.perf_counter())
         try:
             return result(job, visual)
         finally:
@@ -399,15 +400,17 @@ def run_script(script, argv):
     finally:
         FeatureJob.start, FeatureJob.result = start, result
     return {"seconds": t1 - t0, "before_decoding": marks["start"] - t0, "decoding": marks["encoded"] - marks["start"],
-            "after": t1 - marks["encoded"]}
+            "model_build": marks["model"] - marks["start"], "after": t1 - marks["encoded"]}
 
 
 def measure_eval(cfg, work, data_root, checkpoint, repeats=2):
     """Zero-shot CLIP and ``lmpt/test.py``, each ``repeats`` times in a fresh process with an empty feature
     cache (the best counts), against the JPEG-decode limit of the machine on the same images, measured before
-    and after them (the better counts). The page cache is warm for all."""
+    and after them (the better counts). The page cache is warm for all. The scripts run with
+    ``cfg["num_workers"]`` loader workers, and again with each of ``cfg["eval_workers"]`` (reported apart)."""
     from lmpt.data import available_cores
     device, workers, batch = cfg["device"], cfg["num_workers"], cfg["batch_size"]
+    counts = [workers] + [n for n in cfg.get("eval_workers") or () if n != workers]
     resolution = cfg["model"]["image_resolution"]
     # prompts for test.py: lmpt/train.py, 1 epoch on a small dataset of the same classes (not timed)
     prompt_data = make_benchmark_data(work / "prompts_data", cfg["num_classes"], cfg["num_classes"], 8, (64, 48))
@@ -416,33 +419,38 @@ def measure_eval(cfg, work, data_root, checkpoint, repeats=2):
                 "argv": train_argv(prompt_data.parent, checkpoint, prompts, work / "prompts_cache", 1, batch, device,
                                    0)}, work, "eval_prompts")
     limit_spec = {"kind": "decode_limit", "device": device, "threads": cfg["threads"],
-                  "args": [str(data_root.parent), resolution, max(batch, 64), sorted({workers, available_cores()}),
+                  "args": [str(data_root.parent), resolution, max(batch, 64), sorted({*counts, available_cores()}),
                            device]}
     before = run_worker(limit_spec, work, "eval_decode_limit_before")
-    common = ["--dataset", "coco-lt", "--data_root", str(data_root.parent), "--device", device, "--num_workers",
-              str(workers), "--batch_size", str(batch)]
-    argv = {"zero_shot": common + ["--pretrain_clip_path", str(checkpoint),
-                                   "--cache_dir", str(work / "eval_cache_zero_shot"),
-                                   "--output_dir", str(work / "eval_zero_shot")],
-            "test": common + ["--checkpoint", str(prompts),
-                              "--cache_dir", str(work / "eval_cache_test"), "--output", str(work / "eval_test.json")]}
-    runs = {script: [] for script in EVAL_SCRIPTS}
+
+    def argv(script, n):
+        common = ["--dataset", "coco-lt", "--data_root", str(data_root.parent), "--device", device, "--num_workers",
+                  str(n), "--batch_size", str(batch), "--cache_dir", str(work / f"eval_cache_{script}")]
+        if script == "zero_shot":
+            return common + ["--pretrain_clip_path", str(checkpoint), "--output_dir", str(work / "eval_zero_shot")]
+        return common + ["--checkpoint", str(prompts), "--output", str(work / "eval_test.json")]
+    runs = {(n, script): [] for n in counts for script in EVAL_SCRIPTS}
     for attempt in range(repeats):  # interleaved, each from an empty cache: the best counts, as for the limit
-        for script in EVAL_SCRIPTS:
+        for n, script in runs:
             shutil.rmtree(work / f"eval_cache_{script}", ignore_errors=True)
-            runs[script].append(run_worker({"kind": "script", "script": script, "argv": argv[script],
-                                            "device": device, "threads": cfg["threads"]},
-                                           work, f"eval_{script}_{attempt}"))
+            runs[n, script].append(run_worker({"kind": "script", "script": script, "argv": argv(script, n),
+                                               "device": device, "threads": cfg["threads"]},
+                                              work, f"eval_{script}_{n}w_{attempt}"))
     after = run_worker(limit_spec, work, "eval_decode_limit_after")  # a shared machine drifts: the best of both
     by_workers = {n: max(before["by_workers"][n], after["by_workers"][n]) for n in before["by_workers"]}
     limit = max(by_workers.values())
     out = {"images": before["images"], "decode_limit_images_per_s": limit, "decode_limit_by_workers": by_workers,
-           "decode_limit_before_after": [before["images_per_s"], after["images_per_s"]], "num_workers": workers}
-    for script, each in runs.items():
+           "decode_limit_before_after": [before["images_per_s"], after["images_per_s"]], "num_workers": workers,
+           "other_workers": {}}
+    for (n, script), each in runs.items():
         best = min(each, key=lambda run: run["seconds"])
         rate = out["images"] / best["seconds"]
-        out[script] = {**best, "seconds_each": [run["seconds"] for run in each], "images_per_s": rate,
-                       "ratio": rate / limit}
+        result = {**best, "seconds_each": [run["seconds"] for run in each], "images_per_s": rate,
+                  "ratio": rate / limit}
+        if n == workers:
+            out[script] = result
+        else:
+            out["other_workers"].setdefault(str(n), {})[script] = result
     return out
 
 
@@ -545,6 +553,12 @@ def resolve_config(args):
         from lmpt.cli import default_workers
         cfg["num_workers"] = default_workers()
     cfg["a_epochs"] = min(cfg["a_epochs"] or cfg["epochs"], cfg["epochs"])
+    try:
+        cfg["eval_workers"] = [int(n) for n in args.eval_workers.split(",") if n.strip()]
+    except ValueError:
+        raise SystemExit(f"--eval_workers {args.eval_workers!r}: expected comma-separated worker counts") from None
+    if any(n < 0 for n in cfg["eval_workers"]):
+        raise SystemExit(f"--eval_workers {args.eval_workers!r}: worker counts are >= 0")
     if args.check_model == "tiny" and cfg.get("check"):
         cfg["check"] = {**cfg["check"], "model": TINY_VIT}
     return cfg
@@ -724,13 +738,18 @@ def format_report(r):
         lines.append(f"evaluation of {e['images']} images, empty feature cache, {e['num_workers']} loader workers; "
                      f"JPEG-decode limit {e['decode_limit_images_per_s']:.0f} images/s ({limits}; the better of "
                      f"{' and '.join(f'{v:.0f}' for v in e['decode_limit_before_after'])}, measured before and after):")
-        lines += [f"  {name}: {e[script]['seconds']:.2f}s (best of "
-                  f"{', '.join(f'{t:.2f}' for t in e[script]['seconds_each'])}), {e[script]['images_per_s']:.0f} "
-                  f"images/s, {e[script]['ratio']:.2f} of the limit (target >= 0.8); before decoding "
-                  f"{e[script]['before_decoding']:.2f}s, decoding and encoding {e[script]['decoding']:.2f}s, after "
-                  f"{e[script]['after']:.2f}s"
-                  for script, name in (("zero_shot", "zero_shot_clip/test.py"), ("test", "lmpt/test.py"))]
+        names = (("zero_shot", "zero_shot_clip/test.py"), ("test", "lmpt/test.py"))
+        lines += [f"  {name}: {format_eval_run(e[script])}" for script, name in names]
+        for n, other in e.get("other_workers", {}).items():
+            lines += [f"  {name} with {n} workers: {format_eval_run(other[script])}" for script, name in names]
     return "\n".join(lines)
+
+
+def format_eval_run(run):
+    return (f"{run['seconds']:.2f}s (best of {', '.join(f'{t:.2f}' for t in run['seconds_each'])}), "
+            f"{run['images_per_s']:.0f} images/s, {run['ratio']:.2f} of the limit (target >= 0.8); before decoding "
+            f"{run['before_decoding']:.2f}s, decoding and encoding {run['decoding']:.2f}s (the model ready after "
+            f"{run['model_build']:.2f}s of it), after {run['after']:.2f}s")
 
 
 def build_parser():
@@ -739,6 +758,9 @@ def build_parser():
     for key in ("epochs", "a_epochs", "n_train", "n_test", "eval_images", "batch_size", "num_workers"):
         p.add_argument(f"--{key}", type=int, default=None, help="override the preset's value")
     p.add_argument("--device", default=None, help="override the preset's device (cuda, cpu)")
+    p.add_argument("--eval_workers", default="",
+                   help="comma-separated loader-worker counts to run the evaluation scripts with as well "
+                        "(reported apart from the headline figures, which use --num_workers)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of every measured process (default: torch's; 1 avoids OpenMP stalls on a "
                         "CPU shared with other jobs)")
