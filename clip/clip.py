@@ -115,7 +115,7 @@ def from_state_dict(state_dict, device="cpu", fp16=None, source="state dict"):
     if fp16 is None:
         fp16 = torch.device(device).type == "cuda"
     try:
-        model = build_model(state_dict, fp16=fp16)
+        model = build_model(state_dict, fp16=fp16, device=device)
     except ValueError as error:
         raise type(error)(f"{source}: {error}") from None
     return model.to(device).eval()

@@ -447,19 +447,26 @@ def infer_config(state_dict):
     )
 
 
-def build_model(state_dict: dict, fp16: bool = True):
-    """CLIP in eval mode with the architecture read from ``state_dict`` and its weights loaded (strict).
+def build_model(state_dict: dict, fp16: bool = True, device="cpu"):
+    """CLIP in eval mode on ``device`` with the architecture read from ``state_dict`` and its weights
+    loaded (strict).
 
     ``fp16=True`` (OpenAI's behaviour) converts the weights with ``convert_weights``;
-    ``fp16=False`` keeps everything fp32. The given dict is not modified.
+    ``fp16=False`` keeps everything fp32. The given dict is not modified. On a GPU the tensors
+    cross the bus as they are stored (fp16 in OpenAI's checkpoints) and are converted there.
     """
     config = infer_config(state_dict)
-    # fp32 copies that become the model's tensors (assign=True): never the caller's own tensors
-    state_dict = {k: v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone()
-                  for k, v in state_dict.items() if k not in EXTRA_KEYS}
+    device = torch.device(device)
+
+    def own_copy(tensor):  # fp32 copies on the device that become the model's tensors: never the caller's
+        if device.type == "cpu":
+            return tensor.to(torch.float32, copy=True) if tensor.is_floating_point() else tensor.clone()
+        tensor = tensor.to(device, copy=True)
+        return tensor.float() if tensor.is_floating_point() else tensor
+    state_dict = {k: own_copy(v) for k, v in state_dict.items() if k not in EXTRA_KEYS}
     with torch.device("meta"):  # no memory and no random initialisation: every tensor comes from the state dict
         model = CLIP(**config)
-    mask = model.build_attention_mask()  # the text transformer's causal mask is an attribute, not in the dict
+    mask = model.build_attention_mask().to(device)  # the text causal mask: an attribute, not in the dict
     for block in model.transformer.resblocks:
         block.attn_mask = mask
     try:

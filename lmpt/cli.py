@@ -18,10 +18,13 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
 
 
-def default_workers():
-    """Image-decoding workers: one per available core, at most 16. A first run is decode-bound
-    (the features are cached afterwards), so decoding gets the machine."""
-    return min(16, available_cores())
+def default_workers(cores=None):
+    """Image-decoding workers, at most 16: one per available core, less one on machines of more than
+    four cores. A first run is decode-bound (the features are cached afterwards), so decoding gets the
+    machine; where there are cores to spare, one is left to the main process, which feeds the encoder
+    (on a 16-core GPU machine 15 workers made evaluation faster than 16: docs/SPEED.md)."""
+    cores = available_cores() if cores is None else cores
+    return max(1, min(16, cores - 1 if cores > 4 else cores))
 
 
 def add_common_args(parser):
@@ -34,7 +37,8 @@ def add_common_args(parser):
     parser.add_argument("--pretrained_dir", type=Path, default=DEFAULT_PRETRAINED_DIR,
                         help="folder of the CLIP checkpoints (default: pretrained/ of the repository)")
     parser.add_argument("--num_workers", type=int, default=default_workers(),
-                        help="image-decoding worker processes (default: one per available core, at most 16)")
+                        help="image-decoding worker processes (default: one per available core, less one above "
+                             "four cores, at most 16)")
     parser.add_argument("--score", choices=("softmax", "sigmoid"), default="softmax",
                         help="scores ranked and thresholded: softmax over classes (published) or sigmoid")
     parser.add_argument("--thre", type=float, default=0.5, help="threshold for CP/CR/CF1/OP/OR/OF1")

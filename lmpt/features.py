@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import save_torch
+from .checkpoint import save_text, save_torch
 from .data import BatchNormalize, DataError, ImageListDataset, available_cores, build_transform, seed_worker
 from .engine import use_autocast
 
@@ -36,31 +36,75 @@ DEFAULT_CACHE_DIR = Path(os.environ.get("LMPT_CACHE_DIR", Path(__file__).resolve
 _FINGERPRINTS = {}  # (path, size, mtime) -> sha256, for this process
 
 
-def file_fingerprint(path):
-    """sha256 of a file's bytes, memoised on (path, size, mtime) in the process and in a side file."""
-    path = Path(path)
+def _fingerprint_memo(path):
+    """(side file, (resolved path, stamp)) under which a file's sha256 is remembered."""
     stat = path.stat()
-    memo = path.with_name(f".{path.name}.sha256")
-    stamp = f"{stat.st_size} {stat.st_mtime_ns}"
-    remembered = (str(path.resolve()), stamp)
+    return path.with_name(f".{path.name}.sha256"), (str(path.resolve()), f"{stat.st_size} {stat.st_mtime_ns}")
+
+
+def known_fingerprint(path):
+    """The sha256 of a file if this process or its side file already knows it (no hashing), else None."""
+    path = Path(path)
+    memo, remembered = _fingerprint_memo(path)
     if remembered in _FINGERPRINTS:
         return _FINGERPRINTS[remembered]
     try:
         saved_stamp, digest = memo.read_text().split("\n")[:2]
     except (OSError, ValueError):
-        saved_stamp = digest = None
-    if saved_stamp != stamp:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        digest = h.hexdigest()
-        try:
-            memo.write_text(f"{stamp}\n{digest}\n")
-        except OSError:
-            pass  # a read-only pretrained/ folder: this process remembers it all the same
+        return None
+    if saved_stamp != remembered[1]:
+        return None
     _FINGERPRINTS[remembered] = digest
     return digest
+
+
+def file_fingerprint(path):
+    """sha256 of a file's bytes, memoised on (path, size, mtime) in the process and in a side file."""
+    path = Path(path)
+    digest = known_fingerprint(path)
+    if digest is not None:
+        return digest
+    memo, remembered = _fingerprint_memo(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    try:
+        memo.write_text(f"{remembered[1]}\n{digest}\n")
+    except OSError:
+        pass  # a read-only pretrained/ folder: this process remembers it all the same
+    _FINGERPRINTS[remembered] = digest
+    return digest
+
+
+RESOLUTIONS_FILE = "checkpoint_resolutions.json"  # in the cache folder: {checkpoint sha256: input resolution}
+
+
+def remembered_resolution(cache_dir, checkpoint):
+    """The input resolution recorded for this checkpoint's bytes, if its sha256 is known without hashing
+    and a run on this cache folder recorded it (``remember_resolution``); else None."""
+    digest = known_fingerprint(checkpoint)
+    if digest is None:
+        return None
+    try:
+        value = json.loads((Path(cache_dir) / RESOLUTIONS_FILE).read_text()).get(digest)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def remember_resolution(cache_dir, checkpoint, resolution):
+    """Record a checkpoint's input resolution under its sha256, so a later run can start decoding first."""
+    path = Path(cache_dir) / RESOLUTIONS_FILE
+    try:
+        known = json.loads(path.read_text())
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    known[file_fingerprint(checkpoint)] = int(resolution)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_text(path, json.dumps(known, indent=1) + "\n")
 
 
 def cache_key(checkpoint, root, paths, preprocess, resolution, precision, mirrors=True):
@@ -178,31 +222,50 @@ class FeatureJob:
         return features, errors
 
 
+GPU_FORWARD_IMAGES = 256  # images (views included) per image-encoder forward on a GPU: loader batches are joined
+
+
 @torch.no_grad()
 def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, desc="encoding images",
-                   mirrors=True, normalize=None):
+                   mirrors=True, normalize=None, forward_images=None):
     """Run the frozen image encoder over ``(images, index, error)`` batches of n images (and their mirrors).
 
     ``normalize`` turns a batch on the device into the encoder's input (uint8 batches: ``BatchNormalize``).
-    Features stay on the device until the end, so the loop never waits for the encoder: the next batch
-    is fetched while the device works. Returns (features [n, V, E] float32 on the CPU, errors
-    {index: message}); V = 2 with ``mirrors``, else 1.
+    On a GPU, loader batches are joined on the device into forwards of about ``forward_images`` images,
+    views included (default ``GPU_FORWARD_IMAGES``; elsewhere each batch is one forward), and the features
+    stay there until the end, so the loop never waits for the encoder: the next batch is fetched while
+    the device works. Returns (features [n, V, E] float32 on the CPU, errors {index: message});
+    V = 2 with ``mirrors``, else 1.
     """
     dtype = visual.conv1.weight.dtype
-    features, errors = None, {}
+    n_views = 2 if mirrors else 1
+    if forward_images is None:
+        forward_images = GPU_FORWARD_IMAGES if device.type == "cuda" else 0
+    features, errors, pending = None, {}, []
+
+    def encode():  # the pending batches, joined: one forward of V·B images
+        nonlocal features
+        images = torch.cat([images for images, _ in pending])  # [B, 3, H, W]
+        index = torch.cat([index for _, index in pending])  # [B]
+        pending.clear()
+        if normalize is not None:
+            images = normalize(images)
+        views = [images, images.flip(-1)] if mirrors else [images]  # V × [B, 3, H, W]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = visual(torch.cat(views).to(dtype)).float()  # [V·B, E]
+        out = out.view(n_views, images.shape[0], -1).transpose(0, 1)  # [B, V, E]
+        if features is None:
+            features = torch.zeros(n, n_views, out.shape[-1], device=out.device)
+        features[index] = out
+
     with _threads_beside_workers(device, num_workers):
         for images, index, error in tqdm(batches, desc=desc, leave=False):
-            images = images.to(device, non_blocking=True)
-            if normalize is not None:
-                images = normalize(images)
-            views = [images, images.flip(-1)] if mirrors else [images]  # V × [B, 3, H, W]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = visual(torch.cat(views).to(dtype)).float()  # [V·B, E]
-            out = out.view(len(views), images.shape[0], -1).transpose(0, 1)  # [B, V, E]
-            if features is None:
-                features = torch.zeros(n, len(views), out.shape[-1], device=out.device)
-            features[index.to(out.device, non_blocking=True)] = out
+            pending.append((images.to(device, non_blocking=True), index.to(device, non_blocking=True)))
             errors.update((i, msg) for i, msg in zip(index.tolist(), error) if msg)
+            if sum(len(index) for _, index in pending) * n_views >= forward_images:
+                encode()
+        if pending:
+            encode()
     if features is not None:
         features = features.cpu()
         features[list(errors)] = 0  # an unreadable image leaves a zero row

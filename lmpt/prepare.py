@@ -11,7 +11,8 @@ import clip
 
 from .data import check_images_exist, load_dataset
 from .engine import use_autocast
-from .features import DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, raise_on_bad_images
+from .features import (DEFAULT_CACHE_DIR, RESOLUTIONS_FILE, FeatureJob, file_fingerprint, raise_on_bad_images,
+                       remember_resolution, remembered_resolution)
 from .metrics import evaluate, scores_from_logits
 from .models import freeze, resolve_backbone
 
@@ -24,29 +25,48 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
     Returns (model, checkpoint path, what ``beside(model)`` returned, or None). The first
     run on a dataset is decode-bound, so the work is ordered around the decoding:
 
-    1. read the checkpoint, hashing it in a thread (the feature cache's key needs both);
-    2. start the loader workers of the first split missing from the cache;
-    3. build the model on the device (CUDA's start-up included) while they decode;
-    4. run ``beside(model)`` in a thread while the images are encoded (zero-shot
-       builds its text classifier there), then encode split after split.
+    1. start the loader workers of the first split missing from the cache. The cache key
+       needs the checkpoint's sha256 and input resolution: when both are on record (the
+       sha256 beside the checkpoint, the resolution in the cache folder: any earlier run with
+       this checkpoint), the workers start at once; else the checkpoint is read first,
+       hashing it in a thread, and the resolution is recorded for the next run;
+    2. read the checkpoint, and build the model on the device (CUDA's start-up included)
+       while they decode;
+    3. run ``beside(model)`` in a thread while the images are encoded (zero-shot builds its
+       text classifier there, lmpt/test.py its prompts), then encode split after split.
 
     The weights stay fp32; on CUDA with native bf16 the encoders run under bf16
     autocast (``use_autocast``), elsewhere in fp32. Unreadable images are
     refused or dropped (``--skip_bad_images``).
     """
     checkpoint = resolve_backbone(backbone, args.pretrained_dir)
+    cache_dir = Path(args.cache_dir or DEFAULT_CACHE_DIR)
+    autocast = use_autocast(device)
+
+    def start_jobs(resolution):
+        jobs = {name: FeatureJob(checkpoint, dataset.root, splits[name].paths, resolution, args.preprocess, device,
+                                 max(args.batch_size, 64), args.num_workers, cache_dir, f"encoding {name} images",
+                                 autocast, mirrors=name == "train")
+                for name in names if name in splits}
+        for job in jobs.values():
+            if job.cached is None:
+                job.start()
+                break
+        return jobs
+
+    resolution = remembered_resolution(cache_dir, checkpoint)
+    jobs = start_jobs(resolution) if resolution is not None else None  # a checkpoint seen before: decode now
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
         pool.submit(file_fingerprint, checkpoint)  # memoised for the cache keys and the run's records
         state_dict = clip.read_state_dict(checkpoint)
-    resolution = clip.infer_config(state_dict)["image_resolution"]
-    jobs = {name: FeatureJob(checkpoint, dataset.root, splits[name].paths, resolution, args.preprocess, device,
-                             max(args.batch_size, 64), args.num_workers, args.cache_dir or DEFAULT_CACHE_DIR,
-                             f"encoding {name} images", use_autocast(device), mirrors=name == "train")
-            for name in names if name in splits}
-    for job in jobs.values():
-        if job.cached is None:
-            job.start()
-            break
+    actual = clip.infer_config(state_dict)["image_resolution"]
+    if actual != resolution:
+        if jobs is not None:  # a record that does not fit the file: decode again at the right size
+            print(f"[features] {cache_dir / RESOLUTIONS_FILE}: resolution {resolution} on record for {checkpoint}, "
+                  f"which has {actual}; decoding again")
+        jobs = None  # stops any workers started
+        remember_resolution(cache_dir, checkpoint, actual)
+        jobs = start_jobs(actual)
     clip_model = freeze(clip.from_state_dict(state_dict, device, fp16=False, source=checkpoint))
     del state_dict
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside-encoding") as pool:

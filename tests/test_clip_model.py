@@ -196,6 +196,17 @@ def test_build_model_owns_its_tensors_and_runs_like_the_original(arch):
         torch.testing.assert_close(built.encode_image(images), model.encode_image(images), rtol=0, atol=0)
 
 
+def test_build_model_on_another_device_copies_there_then_converts():
+    # The GPU path (tensors cross as stored, fp32 made there), run on the meta device: no GPU needed.
+    model = make_tiny_clip("vit", seed=6)
+    state = {k: v.half() if v.is_floating_point() else v.clone() for k, v in model.state_dict().items()}
+    built = build_model(state, fp16=False, device="meta")
+    assert all(p.device.type == "meta" and p.dtype == torch.float32 for p in built.parameters())
+    assert built.transformer.resblocks[0].attn_mask.device.type == "meta"  # the causal mask lives there too
+    assert all(v.device.type == "cpu" and (v.dtype == torch.float16 or not v.is_floating_point())
+               for v in state.values())  # the caller's dict untouched
+
+
 @pytest.mark.parametrize("arch", ["vit", "resnet"])
 def test_fp16_model_as_on_cuda_agrees_with_fp32(arch):
     # clip.load builds this fp16 model on CUDA; the CPU runs it too, so its dtype handling is checked here

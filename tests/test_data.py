@@ -425,3 +425,8 @@ def test_seed_worker_follows_torch_seed():
 
     assert draws(5) == draws(5)
     assert draws(5) != draws(6)
+
+
+def test_default_workers_leave_the_main_process_a_core_on_larger_machines():
+    from lmpt.cli import default_workers
+    assert [default_workers(cores) for cores in (1, 2, 4, 5, 8, 16, 17, 64)] == [1, 2, 4, 4, 7, 15, 16, 16]

@@ -1,5 +1,6 @@
 """The frozen-feature cache: exact features, keyed by what shapes them, decoding started before the model."""
 import hashlib
+import json
 import os
 import shutil
 from argparse import Namespace
@@ -57,6 +58,28 @@ def test_workers_pass_uint8_pixels_and_decode_ahead_up_to_the_prefetch_budget(tm
     assert features_module.decoding_loader(data.root, paths, "lmpt", 16, 4, 0, "cpu").prefetch_factor is None
 
 
+def test_gpu_style_joined_forwards_give_the_same_features(tmp_path, data, tiny_vit_checkpoint):
+    model, _ = clip.load(str(tiny_vit_checkpoint), device="cpu")
+    resolution = model.visual.input_resolution
+    (data.root / data.test_paths[2]).write_bytes(b"not a jpeg")  # an unreadable image: a zero row and a message
+    sizes = []
+    model.visual.register_forward_hook(lambda module, inputs, output: sizes.append(inputs[0].shape[0]))
+    normalize = features_module.BatchNormalize("lmpt")
+    runs = {}
+    for forward_images in (0, 10):  # each loader batch (4 images) a forward; batches joined up to 10 views
+        sizes.clear()
+        loader = features_module.decoding_loader(data.root, data.test_paths, "lmpt", resolution, 4, 0, "cpu")
+        runs[forward_images] = features_module.encode_batches(model.visual, loader, len(data.test_paths),
+                                                              torch.device("cpu"), normalize=normalize,
+                                                              forward_images=forward_images)
+        runs[forward_images] += (list(sizes),)
+    (each, errors, each_sizes), (joined, joined_errors, joined_sizes) = runs[0], runs[10]
+    assert each_sizes == [8, 4] and joined_sizes == [12]  # 6 images and their mirrors
+    torch.testing.assert_close(joined, each, rtol=1e-5, atol=1e-6)
+    assert list(errors) == list(joined_errors) == [2] and data.test_paths[2] in errors[2]
+    assert joined[2].abs().sum() == 0 and joined[1].abs().sum() > 0
+
+
 def test_second_job_reads_the_cache_without_decoding(tmp_path, data, tiny_vit_checkpoint):
     model, _ = clip.load(str(tiny_vit_checkpoint), device="cpu")
     first, _ = job(tiny_vit_checkpoint, data, tmp_path / "cache").result(model.visual)
@@ -104,32 +127,63 @@ def test_fingerprint_is_the_sha256_and_is_hashed_once_per_process(tmp_path, monk
     assert opened == []
 
 
-def test_decoding_starts_before_the_model_is_built(tmp_path, data, tiny_vit_checkpoint, monkeypatch):
+def test_decoding_starts_before_the_model_is_built(tmp_path, data, tiny_vit_checkpoint, monkeypatch, capsys):
     events = []
-    real_start, real_build = FeatureJob.start, clip.from_state_dict
+    real_start, real_build, real_read = FeatureJob.start, clip.from_state_dict, clip.read_state_dict
 
     def start(self):
-        events.append(("start", self.desc))
+        events.append(("start", self.desc, self.resolution))
         return real_start(self)
 
     def build(*args, **kwargs):
         events.append(("build",))
         return real_build(*args, **kwargs)
 
+    def read(*args, **kwargs):
+        events.append(("read",))
+        return real_read(*args, **kwargs)
+
     monkeypatch.setattr(FeatureJob, "start", start)
     monkeypatch.setattr(prepare.clip, "from_state_dict", build)
+    monkeypatch.setattr(prepare.clip, "read_state_dict", read)
+    cache = tmp_path / "cache"
     args = Namespace(dataset="voc-lt", data_root=tmp_path / "data", val_list=None, pretrained_dir=tmp_path,
-                     preprocess="lmpt", batch_size=8, num_workers=2, cache_dir=tmp_path / "cache",
-                     skip_bad_images=False)
-    dataset, splits = prepare.load_splits(args, need_val=False)
-    model, _, beside = prepare.load_clip_and_features(args, dataset, splits, str(tiny_vit_checkpoint), "cpu",
-                                                      names=("train", "test"), beside=lambda m: m.dtype)
-    assert events[:2] == [("start", "encoding train images"), ("build",)]
-    assert beside == torch.float32 and not model.training
-    assert splits["train"].features.shape[:2] == (8, 2) and splits["test"].features.shape[:2] == (6, 1)
-    events.clear()  # everything cached now: nothing is decoded
-    prepare.load_clip_and_features(args, dataset, splits, str(tiny_vit_checkpoint), "cpu", names=("train", "test"))
-    assert events == [("build",)]
+                     preprocess="lmpt", batch_size=8, num_workers=2, cache_dir=cache, skip_bad_images=False)
+    dataset, _ = prepare.load_splits(args, need_val=False)
+    resolution = clip.load(str(tiny_vit_checkpoint), device="cpu")[0].visual.input_resolution
+    train = ("start", "encoding train images", resolution)
+
+    def load(beside=None):
+        events.clear()
+        _, splits = prepare.load_splits(args, need_val=False)
+        model, _, extra = prepare.load_clip_and_features(args, dataset, splits, str(tiny_vit_checkpoint), "cpu",
+                                                         names=("train", "test"), beside=beside)
+        assert splits["train"].features.shape[:2] == (8, 2) and splits["test"].features.shape[:2] == (6, 1)
+        return model, extra, splits
+
+    # A checkpoint never seen: read it (for its resolution), then decode while the model is built.
+    model, extra, first = load(beside=lambda m: m.dtype)
+    assert events[:3] == [("read",), train, ("build",)]
+    assert extra == torch.float32 and not model.training
+    sha = file_fingerprint(tiny_vit_checkpoint)
+    assert json.loads((cache / features_module.RESOLUTIONS_FILE).read_text()) == {sha: resolution}
+    # Seen before (features gone, resolution on record): decoding starts before the checkpoint is read.
+    for f in cache.glob("*.pt"):
+        f.unlink()
+    _, _, again = load()
+    assert events[:3] == [train, ("read",), ("build",)]
+    assert torch.equal(again["train"].features, first["train"].features)
+    load()  # everything cached now: nothing is decoded
+    assert events == [("read",), ("build",)]
+    # A record that does not fit the file: its workers are dropped, the right size is decoded, the record fixed.
+    (cache / features_module.RESOLUTIONS_FILE).write_text(json.dumps({sha: 2 * resolution}))
+    for f in cache.glob("*.pt"):
+        f.unlink()
+    _, _, fixed = load()
+    assert events[:4] == [("start", "encoding train images", 2 * resolution), ("read",), train, ("build",)]
+    assert "resolution " + str(2 * resolution) in capsys.readouterr().out
+    assert torch.equal(fixed["test"].features, first["test"].features)
+    assert features_module.remembered_resolution(cache, tiny_vit_checkpoint) == resolution
 
 
 def test_bf16_autocast_only_on_gpus_with_native_bf16(tmp_path, data, tiny_vit_checkpoint, monkeypatch):
