@@ -33,78 +33,65 @@ CACHE_VERSION = 2  # 2: fp32 weights on CUDA too (1 rounded fp32 checkpoints to 
 DEFAULT_CACHE_DIR = Path(os.environ.get("LMPT_CACHE_DIR", Path(__file__).resolve().parents[1] / ".cache" / "features"))
 
 
-_FINGERPRINTS = {}  # (path, size, mtime) -> sha256, for this process
+_FACTS = {}  # (resolved path, "size mtime") -> {"sha256": ..., "image_resolution": ...}, for this process
 
 
-def _fingerprint_memo(path):
-    """(side file, (resolved path, stamp)) under which a file's sha256 is remembered."""
+def _facts_key(path):
+    """(side file, key) under which what we know of a file is remembered: valid while size and mtime hold."""
     stat = path.stat()
-    return path.with_name(f".{path.name}.sha256"), (str(path.resolve()), f"{stat.st_size} {stat.st_mtime_ns}")
+    return path.with_name(f".{path.name}.lmpt.json"), (str(path.resolve()), f"{stat.st_size} {stat.st_mtime_ns}")
 
 
-def known_fingerprint(path):
-    """The sha256 of a file if this process or its side file already knows it (no hashing), else None."""
+def known_facts(path):
+    """What this process or the file's side file ``.<name>.lmpt.json`` knows of a file (its sha256, for a
+    checkpoint its input resolution), for its current size and mtime; {} if nothing."""
     path = Path(path)
-    memo, remembered = _fingerprint_memo(path)
-    if remembered in _FINGERPRINTS:
-        return _FINGERPRINTS[remembered]
+    side, key = _facts_key(path)
+    if key not in _FACTS:
+        try:
+            saved = json.loads(side.read_text())
+            facts = saved["facts"] if saved.get("stamp") == key[1] and isinstance(saved.get("facts"), dict) else {}
+        except (OSError, ValueError, AttributeError, KeyError):
+            facts = {}
+        _FACTS[key] = facts
+    return dict(_FACTS[key])
+
+
+def remember_facts(path, **facts):
+    """Add to what is known of a file, in this process and in its side file (skipped where the folder
+    is read-only, as a shared pretrained/ may be)."""
+    path = Path(path)
+    side, key = _facts_key(path)
+    _FACTS[key] = {**known_facts(path), **facts}
     try:
-        saved_stamp, digest = memo.read_text().split("\n")[:2]
-    except (OSError, ValueError):
-        return None
-    if saved_stamp != remembered[1]:
-        return None
-    _FINGERPRINTS[remembered] = digest
-    return digest
+        save_text(side, json.dumps({"stamp": key[1], "facts": _FACTS[key]}) + "\n")
+    except OSError:
+        pass
 
 
 def file_fingerprint(path):
     """sha256 of a file's bytes, memoised on (path, size, mtime) in the process and in a side file."""
-    path = Path(path)
-    digest = known_fingerprint(path)
-    if digest is not None:
-        return digest
-    memo, remembered = _fingerprint_memo(path)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    try:
-        memo.write_text(f"{remembered[1]}\n{digest}\n")
-    except OSError:
-        pass  # a read-only pretrained/ folder: this process remembers it all the same
-    _FINGERPRINTS[remembered] = digest
+    digest = known_facts(path).get("sha256")
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        digest = h.hexdigest()
+        remember_facts(path, sha256=digest)
     return digest
 
 
-RESOLUTIONS_FILE = "checkpoint_resolutions.json"  # in the cache folder: {checkpoint sha256: input resolution}
+def remembered_resolution(checkpoint):
+    """The input resolution of a checkpoint if it is on record with its sha256 (an earlier run read the
+    file), so that decoding can start before the checkpoint is read; else None."""
+    facts = known_facts(checkpoint)
+    value = facts.get("image_resolution")
+    return value if "sha256" in facts and isinstance(value, int) and value > 0 else None
 
 
-def remembered_resolution(cache_dir, checkpoint):
-    """The input resolution recorded for this checkpoint's bytes, if its sha256 is known without hashing
-    and a run on this cache folder recorded it (``remember_resolution``); else None."""
-    digest = known_fingerprint(checkpoint)
-    if digest is None:
-        return None
-    try:
-        value = json.loads((Path(cache_dir) / RESOLUTIONS_FILE).read_text()).get(digest)
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) and value > 0 else None
-
-
-def remember_resolution(cache_dir, checkpoint, resolution):
-    """Record a checkpoint's input resolution under its sha256, so a later run can start decoding first."""
-    path = Path(cache_dir) / RESOLUTIONS_FILE
-    try:
-        known = json.loads(path.read_text())
-        known = known if isinstance(known, dict) else {}
-    except (OSError, ValueError):
-        known = {}
-    known[file_fingerprint(checkpoint)] = int(resolution)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_text(path, json.dumps(known, indent=1) + "\n")
+def remember_resolution(checkpoint, resolution):
+    remember_facts(checkpoint, image_resolution=int(resolution))
 
 
 def cache_key(checkpoint, root, paths, preprocess, resolution, precision, mirrors=True):

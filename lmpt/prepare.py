@@ -11,8 +11,8 @@ import clip
 
 from .data import check_images_exist, load_dataset
 from .engine import use_autocast
-from .features import (DEFAULT_CACHE_DIR, RESOLUTIONS_FILE, FeatureJob, file_fingerprint, raise_on_bad_images,
-                       remember_resolution, remembered_resolution)
+from .features import (DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, raise_on_bad_images, remember_resolution,
+                       remembered_resolution)
 from .metrics import evaluate, scores_from_logits
 from .models import freeze, resolve_backbone
 
@@ -26,10 +26,9 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
     run on a dataset is decode-bound, so the work is ordered around the decoding:
 
     1. start the loader workers of the first split missing from the cache. The cache key
-       needs the checkpoint's sha256 and input resolution: when both are on record (the
-       sha256 beside the checkpoint, the resolution in the cache folder: any earlier run with
-       this checkpoint), the workers start at once; else the checkpoint is read first,
-       hashing it in a thread, and the resolution is recorded for the next run;
+       needs the checkpoint's sha256 and input resolution: when both are on record (beside
+       the checkpoint, from any earlier run with it), the workers start at once; else the
+       checkpoint is read first, hashing it in a thread, and both are recorded;
     2. read the checkpoint, and build the model on the device (CUDA's start-up included)
        while they decode;
     3. run ``beside(model)`` in a thread while the images are encoded (zero-shot builds its
@@ -54,7 +53,7 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
                 break
         return jobs
 
-    resolution = remembered_resolution(cache_dir, checkpoint)
+    resolution = remembered_resolution(checkpoint)
     jobs = start_jobs(resolution) if resolution is not None else None  # a checkpoint seen before: decode now
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
         pool.submit(file_fingerprint, checkpoint)  # memoised for the cache keys and the run's records
@@ -62,10 +61,10 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
     actual = clip.infer_config(state_dict)["image_resolution"]
     if actual != resolution:
         if jobs is not None:  # a record that does not fit the file: decode again at the right size
-            print(f"[features] {cache_dir / RESOLUTIONS_FILE}: resolution {resolution} on record for {checkpoint}, "
-                  f"which has {actual}; decoding again")
+            print(f"[features] {checkpoint}: resolution {resolution} on record, but the file has {actual}; "
+                  f"decoding again")
         jobs = None  # stops any workers started
-        remember_resolution(cache_dir, checkpoint, actual)
+        remember_resolution(checkpoint, actual)
         jobs = start_jobs(actual)
     clip_model = freeze(clip.from_state_dict(state_dict, device, fp16=False, source=checkpoint))
     del state_dict

@@ -122,12 +122,21 @@ def test_fingerprint_is_the_sha256_and_is_hashed_once_per_process(tmp_path, monk
     real_open = open
     monkeypatch.setattr(features_module, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k),
                         raising=False)
-    path.with_name(f".{path.name}.sha256").unlink()  # no side file (a read-only folder): the process remembers
+    side = path.with_name(f".{path.name}.lmpt.json")
+    saved = json.loads(side.read_text())
+    side.unlink()  # no side file (a read-only folder): the process remembers
     assert file_fingerprint(path) == hashlib.sha256(b"changed").hexdigest()
     assert opened == []
+    monkeypatch.setattr(features_module, "_FACTS", {})  # a new process: the side file remembers
+    side.write_text(json.dumps(saved))
+    assert file_fingerprint(path) == hashlib.sha256(b"changed").hexdigest() and opened == []
+    os.utime(path, ns=(1, 1))  # touched: the side file no longer vouches for the bytes
+    assert file_fingerprint(path) == hashlib.sha256(b"changed").hexdigest() and opened == [path]
 
 
 def test_decoding_starts_before_the_model_is_built(tmp_path, data, tiny_vit_checkpoint, monkeypatch, capsys):
+    checkpoint = tmp_path / "clip.pt"  # a file of its own: nothing on record for it yet
+    shutil.copy(tiny_vit_checkpoint, checkpoint)
     events = []
     real_start, real_build, real_read = FeatureJob.start, clip.from_state_dict, clip.read_state_dict
 
@@ -150,13 +159,13 @@ def test_decoding_starts_before_the_model_is_built(tmp_path, data, tiny_vit_chec
     args = Namespace(dataset="voc-lt", data_root=tmp_path / "data", val_list=None, pretrained_dir=tmp_path,
                      preprocess="lmpt", batch_size=8, num_workers=2, cache_dir=cache, skip_bad_images=False)
     dataset, _ = prepare.load_splits(args, need_val=False)
-    resolution = clip.load(str(tiny_vit_checkpoint), device="cpu")[0].visual.input_resolution
+    resolution = clip.load(str(checkpoint), device="cpu")[0].visual.input_resolution
     train = ("start", "encoding train images", resolution)
 
     def load(beside=None):
         events.clear()
         _, splits = prepare.load_splits(args, need_val=False)
-        model, _, extra = prepare.load_clip_and_features(args, dataset, splits, str(tiny_vit_checkpoint), "cpu",
+        model, _, extra = prepare.load_clip_and_features(args, dataset, splits, str(checkpoint), "cpu",
                                                          names=("train", "test"), beside=beside)
         assert splits["train"].features.shape[:2] == (8, 2) and splits["test"].features.shape[:2] == (6, 1)
         return model, extra, splits
@@ -165,25 +174,25 @@ def test_decoding_starts_before_the_model_is_built(tmp_path, data, tiny_vit_chec
     model, extra, first = load(beside=lambda m: m.dtype)
     assert events[:3] == [("read",), train, ("build",)]
     assert extra == torch.float32 and not model.training
-    sha = file_fingerprint(tiny_vit_checkpoint)
-    assert json.loads((cache / features_module.RESOLUTIONS_FILE).read_text()) == {sha: resolution}
-    # Seen before (features gone, resolution on record): decoding starts before the checkpoint is read.
-    for f in cache.glob("*.pt"):
-        f.unlink()
+    side = checkpoint.with_name(f".{checkpoint.name}.lmpt.json")
+    facts = json.loads(side.read_text())["facts"]  # on record beside the checkpoint, for any cache folder
+    assert facts == {"sha256": file_fingerprint(checkpoint), "image_resolution": resolution}
+    # Seen before (another cache folder, resolution on record): decoding starts before the checkpoint is read.
+    monkeypatch.setattr(features_module, "_FACTS", {})  # a new process
+    args.cache_dir = tmp_path / "other_cache"
     _, _, again = load()
     assert events[:3] == [train, ("read",), ("build",)]
     assert torch.equal(again["train"].features, first["train"].features)
     load()  # everything cached now: nothing is decoded
     assert events == [("read",), ("build",)]
     # A record that does not fit the file: its workers are dropped, the right size is decoded, the record fixed.
-    (cache / features_module.RESOLUTIONS_FILE).write_text(json.dumps({sha: 2 * resolution}))
-    for f in cache.glob("*.pt"):
-        f.unlink()
+    features_module.remember_resolution(checkpoint, 2 * resolution)
+    shutil.rmtree(args.cache_dir)
     _, _, fixed = load()
     assert events[:4] == [("start", "encoding train images", 2 * resolution), ("read",), train, ("build",)]
     assert "resolution " + str(2 * resolution) in capsys.readouterr().out
     assert torch.equal(fixed["test"].features, first["test"].features)
-    assert features_module.remembered_resolution(cache, tiny_vit_checkpoint) == resolution
+    assert features_module.remembered_resolution(checkpoint) == resolution
 
 
 def test_bf16_autocast_only_on_gpus_with_native_bf16(tmp_path, data, tiny_vit_checkpoint, monkeypatch):
