@@ -139,24 +139,28 @@ def _threads_beside_workers(device, num_workers):
 PREFETCH_BYTES = 1 << 30  # decoded images the workers may hold ahead of the encoder, all workers together
 
 
-def decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers, device):
-    """The DataLoader of feature extraction: ``(uint8 images [B, 3, r, r], index, error)`` batches in list
-    order, unreadable images reported rather than raised, pinned memory for CUDA.
+def decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers, device, pixels=None):
+    """The DataLoader of feature extraction: ``(images [B, 3, r, r], index, error)`` batches in list order,
+    unreadable images reported rather than raised, pinned memory for CUDA.
 
-    The workers stop at uint8 pixels (``BatchNormalize`` finishes on the encoder's device: a quarter of
-    the bytes to pass between processes, pin and copy). They may decode up to ``PREFETCH_BYTES`` ahead
-    (the whole list when it fits), not the DataLoader's default of two batches each: the model is built
-    and CUDA starts while they decode, and with the shallow default they would wait for it.
+    With ``pixels`` (the default for a CUDA device) the workers stop at uint8 pixels and
+    ``BatchNormalize`` finishes on the GPU: a quarter of the bytes to pass between processes, pin and
+    copy. Elsewhere they normalise too (float32), in parallel, beside a main process busy encoding.
+    They may decode up to ``PREFETCH_BYTES`` ahead (the whole list when it fits), not the DataLoader's
+    default of two batches each: the model is built and CUDA starts while they decode, and with the
+    shallow default they would wait for it.
     """
-    transform = build_transform(preprocess, resolution, normalize=False)
+    on_gpu = torch.device(device).type == "cuda"
+    pixels = on_gpu if pixels is None else pixels
+    transform = build_transform(preprocess, resolution, normalize=not pixels)
     dataset = ImageListDataset(root, paths, transform, tolerate_errors=True)
     depth = {}
     if num_workers > 0:
-        round_images = batch_size * num_workers  # one batch per worker
-        rounds = min(math.ceil(len(paths) / round_images), PREFETCH_BYTES // (round_images * 3 * resolution ** 2))
+        round_bytes = batch_size * num_workers * 3 * resolution ** 2 * (1 if pixels else 4)  # a batch per worker
+        rounds = min(math.ceil(len(paths) / (batch_size * num_workers)), PREFETCH_BYTES // round_bytes)
         depth["prefetch_factor"] = max(2, rounds)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=torch.device(device).type == "cuda", worker_init_fn=seed_worker, **depth)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=on_gpu,
+                      worker_init_fn=seed_worker, **depth)
 
 
 class FeatureJob:
@@ -202,7 +206,8 @@ class FeatureJob:
             return self.cached["features"], {int(k): v for k, v in self.cached["errors"].items()}
         self.start()
         features, errors = encode_batches(visual, self.batches, len(self.paths), self.device, self.num_workers,
-                                          self.autocast, self.desc, self.mirrors, BatchNormalize(self.preprocess))
+                                          self.autocast, self.desc, self.mirrors,
+                                          BatchNormalize(self.preprocess) if self.device.type == "cuda" else None)
         self.batches = None
         save_torch(self.path, {"key": self.key, "features": features, "errors": errors,
                                "checksum": _checksum(features)})

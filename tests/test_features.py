@@ -47,11 +47,15 @@ def test_features_are_the_encoder_on_each_image_and_its_mirror(tmp_path, data, t
 
 def test_workers_pass_uint8_pixels_and_decode_ahead_up_to_the_prefetch_budget(tmp_path, data, monkeypatch):
     paths = data.test_paths * 5  # 30 images
-    loader = features_module.decoding_loader(data.root, paths, "lmpt", 16, 4, 2, "cpu")
+    loader = features_module.decoding_loader(data.root, paths, "lmpt", 16, 4, 2, "cpu", pixels=True)  # as for CUDA
     images, index, error = next(iter(loader))
     assert images.dtype == torch.uint8 and images.shape == (4, 3, 16, 16) and index.tolist() == [0, 1, 2, 3]
+    floats, _, _ = next(iter(features_module.decoding_loader(data.root, paths, "lmpt", 16, 4, 2, "cpu")))
+    assert floats.dtype == torch.float32 and torch.equal(floats, features_module.BatchNormalize("lmpt")(images))
     assert loader.prefetch_factor == 4  # ceil(30 / (4 images × 2 workers)): the whole list may be decoded ahead
-    monkeypatch.setattr(features_module, "PREFETCH_BYTES", 3 * (4 * 2 * 3 * 16 * 16))  # room for 3 rounds
+    monkeypatch.setattr(features_module, "PREFETCH_BYTES", 3 * (4 * 2 * 3 * 16 * 16))  # room for 3 rounds of uint8
+    assert features_module.decoding_loader(data.root, paths, "lmpt", 16, 4, 2, "cpu", True).prefetch_factor == 3
+    monkeypatch.setattr(features_module, "PREFETCH_BYTES", 3 * (4 * 2 * 3 * 16 * 16) * 4)  # or of float32
     assert features_module.decoding_loader(data.root, paths, "lmpt", 16, 4, 2, "cpu").prefetch_factor == 3
     monkeypatch.setattr(features_module, "PREFETCH_BYTES", 1)
     assert features_module.decoding_loader(data.root, paths, "lmpt", 16, 4, 2, "cpu").prefetch_factor == 2
@@ -68,7 +72,8 @@ def test_gpu_style_joined_forwards_give_the_same_features(tmp_path, data, tiny_v
     runs = {}
     for forward_images in (0, 10):  # each loader batch (4 images) a forward; batches joined up to 10 views
         sizes.clear()
-        loader = features_module.decoding_loader(data.root, data.test_paths, "lmpt", resolution, 4, 0, "cpu")
+        loader = features_module.decoding_loader(data.root, data.test_paths, "lmpt", resolution, 4, 0, "cpu",
+                                                 pixels=True)
         runs[forward_images] = features_module.encode_batches(model.visual, loader, len(data.test_paths),
                                                               torch.device("cpu"), normalize=normalize,
                                                               forward_images=forward_images)
