@@ -143,6 +143,9 @@ def test_only_runs_the_parts_asked_for(tmp_path):
     assert report["cse"]["live_tensor_ratio"] > 1
     with pytest.raises(SystemExit, match="subset of pair, cse, eval"):
         bench.main(["--preset", "toy", "--only", "cse,speed", "--out", str(tmp_path / "r2.json")])
+    for bad in ("15,many", "-1"):
+        with pytest.raises(SystemExit, match="--eval_workers"):
+            bench.main(["--preset", "toy", "--only", "eval", "--eval_workers", bad, "--out", str(tmp_path / "r3.json")])
 
 
 def test_work_dir_of_other_files_is_refused_and_kept(tmp_path):
