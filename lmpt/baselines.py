@@ -18,8 +18,8 @@ import clip
 
 from .checkpoint import load_checkpoint, save_args, save_json
 from .data import ImageListDataset, build_transform, seed_worker
-from .engine import (build_scheduler, fit, load_trainable_state, seed_everything, select_device, sigterm_as_interrupt,
-                     use_autocast)
+from .engine import (autocast_on, build_scheduler, fit, load_trainable_state, seed_everything, select_device,
+                     sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss
 from .metrics import format_results, topk_metrics, scores_from_logits
 from .prepare import backbone_identity, evaluate_logits, load_clip_and_features, load_splits
@@ -46,7 +46,7 @@ def zero_shot_classifier(clip_model, class_names, templates, device, chunk=2048,
     embeddings = []
     for start in tqdm(range(0, len(tokens), chunk), desc="encoding class prompts", leave=False,
                       disable=not progress):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast(device)):
+        with autocast_on(device):
             emb = clip_model.encode_text(tokens[start:start + chunk].to(device)).float()  # [chunk, E]
         embeddings.append(F.normalize(emb, dim=-1))
     per_template = torch.cat(embeddings).view(len(class_names), len(templates), -1)  # [C, T, E]
@@ -142,7 +142,7 @@ def finetune(args):
         features = train_split.features.to(device)  # [N, 2, E]
 
     def batch_loss(index, flips, epoch, step):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with autocast_on(device, autocast):
             if args.from_scratch:
                 x = images[index].to(device).float()
                 x = torch.where(flips.to(device).view(-1, 1, 1, 1).bool(), x.flip(-1), x)
@@ -160,7 +160,7 @@ def finetune(args):
                             num_workers=args.num_workers, worker_init_fn=seed_worker)
         out = []
         for x, _ in tqdm(loader, desc=f"evaluating {split.name}", leave=False):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            with autocast_on(device, autocast):
                 out.append(model.forward_images(x.to(device)).float())
         return torch.cat(out)
 

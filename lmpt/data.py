@@ -339,6 +339,13 @@ def _to_rgb(image):
 NORMALIZATION = {"lmpt": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
 
 
+def _normalization(kind):
+    """(mean, std) of a preprocessing kind; ValueError naming the known kinds."""
+    if kind not in NORMALIZATION:
+        raise ValueError(f"unknown preprocessing {kind!r}; expected one of {PREPROCESS_KINDS}")
+    return NORMALIZATION[kind]
+
+
 def build_transform(kind, resolution, train=False, normalize=True):
     """Image -> [3, r, r] tensor. ``lmpt``: squash + ImageNet stats; ``clip``: resize + centre crop + CLIP stats.
 
@@ -346,15 +353,14 @@ def build_transform(kind, resolution, train=False, normalize=True):
     ``normalize=False`` stops at the uint8 pixels ([3, r, r], a quarter of the bytes to pass between
     processes); ``BatchNormalize(kind)`` then finishes the job on a batch, on any device.
     """
-    if kind not in NORMALIZATION:
-        raise ValueError(f"unknown preprocessing {kind!r}; expected one of {PREPROCESS_KINDS}")
+    stats = _normalization(kind)
     flip = [T.RandomHorizontalFlip()] if train else []
     if kind == "lmpt":
         steps = [T.Resize((resolution, resolution))] + flip
     else:
         steps = [T.Resize(resolution, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(resolution),
                  _to_rgb] + flip
-    tail = [T.ToTensor(), T.Normalize(*NORMALIZATION[kind])] if normalize else [T.PILToTensor()]
+    tail = [T.ToTensor(), T.Normalize(*stats)] if normalize else [T.PILToTensor()]
     return T.Compose(steps + tail)
 
 
@@ -363,9 +369,7 @@ class BatchNormalize:
     (so the same values, bit for bit), run wherever the batch is: on the GPU, after a 4× smaller copy."""
 
     def __init__(self, kind):
-        if kind not in NORMALIZATION:
-            raise ValueError(f"unknown preprocessing {kind!r}; expected one of {PREPROCESS_KINDS}")
-        self.kind = kind
+        self.kind, self.stats = kind, _normalization(kind)
         self._stats = {}  # device -> (mean, std) [3, 1, 1], copied there once
 
     def __call__(self, images):
@@ -373,7 +377,7 @@ class BatchNormalize:
             raise TypeError(f"BatchNormalize({self.kind!r}) expects uint8 images, got {images.dtype}")
         if images.device not in self._stats:
             self._stats[images.device] = tuple(torch.tensor(v, dtype=torch.float32).view(-1, 1, 1).to(images.device)
-                                               for v in NORMALIZATION[self.kind])
+                                               for v in self.stats)
         mean, std = self._stats[images.device]
         return images.to(torch.float32).div(255).sub_(mean).div_(std)
 

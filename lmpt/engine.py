@@ -55,6 +55,14 @@ def use_autocast(device):
         return torch.cuda.is_bf16_supported()
 
 
+def autocast_on(device, enabled=None):
+    """The encoders' precision context on ``device``: bf16 autocast where ``use_autocast`` says
+    (``enabled`` overrides it, for callers that decided once), else a no-op."""
+    device = torch.device(device)
+    enabled = use_autocast(device) if enabled is None else enabled
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 @contextmanager
 def sigterm_as_interrupt():
     """Within the block, SIGTERM raises :class:`Interrupted` like Ctrl-C raises KeyboardInterrupt."""

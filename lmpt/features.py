@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .checkpoint import save_text, save_torch
 from .data import BatchNormalize, DataError, ImageListDataset, available_cores, build_transform, seed_worker
-from .engine import use_autocast
+from .engine import autocast_on, use_autocast
 
 CACHE_VERSION = 2  # 2: fp32 weights on CUDA too (1 rounded fp32 checkpoints to fp16 there)
 DEFAULT_CACHE_DIR = Path(os.environ.get("LMPT_CACHE_DIR", Path(__file__).resolve().parents[1] / ".cache" / "features"))
@@ -139,19 +139,23 @@ def _threads_beside_workers(device, num_workers):
 PREFETCH_BYTES = 1 << 30  # decoded images the workers may hold ahead of the encoder, all workers together
 
 
+def workers_pass_pixels(device):
+    """Whether the decoding workers stop at uint8 pixels (normalised by ``BatchNormalize`` on the
+    encoder's device): for a GPU encoder, a quarter of the bytes to pass, pin and copy. On the CPU the
+    workers normalise, in parallel, beside a main process busy encoding."""
+    return torch.device(device).type == "cuda"
+
+
 def decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers, device, pixels=None):
     """The DataLoader of feature extraction: ``(images [B, 3, r, r], index, error)`` batches in list order,
     unreadable images reported rather than raised, pinned memory for CUDA.
 
-    With ``pixels`` (the default for a CUDA device) the workers stop at uint8 pixels and
-    ``BatchNormalize`` finishes on the GPU: a quarter of the bytes to pass between processes, pin and
-    copy. Elsewhere they normalise too (float32), in parallel, beside a main process busy encoding.
-    They may decode up to ``PREFETCH_BYTES`` ahead (the whole list when it fits), not the DataLoader's
-    default of two batches each: the model is built and CUDA starts while they decode, and with the
-    shallow default they would wait for it.
+    With ``pixels`` (default: ``workers_pass_pixels(device)``) the batches are uint8 pixels, else
+    normalised float32. The workers may decode up to ``PREFETCH_BYTES`` ahead (the whole list when it
+    fits), not the DataLoader's default of two batches each: the model is built and CUDA starts while
+    they decode, and with the shallow default they would wait for it.
     """
-    on_gpu = torch.device(device).type == "cuda"
-    pixels = on_gpu if pixels is None else pixels
+    pixels = workers_pass_pixels(device) if pixels is None else pixels
     transform = build_transform(preprocess, resolution, normalize=not pixels)
     dataset = ImageListDataset(root, paths, transform, tolerate_errors=True)
     depth = {}
@@ -159,8 +163,8 @@ def decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers
         round_bytes = batch_size * num_workers * 3 * resolution ** 2 * (1 if pixels else 4)  # a batch per worker
         rounds = min(math.ceil(len(paths) / (batch_size * num_workers)), PREFETCH_BYTES // round_bytes)
         depth["prefetch_factor"] = max(2, rounds)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=on_gpu,
-                      worker_init_fn=seed_worker, **depth)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=torch.device(device).type == "cuda", worker_init_fn=seed_worker, **depth)
 
 
 class FeatureJob:
@@ -207,7 +211,7 @@ class FeatureJob:
         self.start()
         features, errors = encode_batches(visual, self.batches, len(self.paths), self.device, self.num_workers,
                                           self.autocast, self.desc, self.mirrors,
-                                          BatchNormalize(self.preprocess) if self.device.type == "cuda" else None)
+                                          BatchNormalize(self.preprocess) if workers_pass_pixels(self.device) else None)
         self.batches = None
         save_torch(self.path, {"key": self.key, "features": features, "errors": errors,
                                "checksum": _checksum(features)})
@@ -243,7 +247,7 @@ def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, de
         if normalize is not None:
             images = normalize(images)
         views = [images, images.flip(-1)] if mirrors else [images]  # V × [B, 3, H, W]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with autocast_on(device, autocast):
             out = visual(torch.cat(views).to(dtype)).float()  # [V·B, E]
         out = out.view(n_views, images.shape[0], -1).transpose(0, 1)  # [B, V, E]
         if features is None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_checkpoint, save_args, save_json
-from .engine import (build_optimizer, build_scheduler, check_finite, fit, load_trainable_state, seed_everything,
-                     select_device, sigterm_as_interrupt, use_autocast)
+from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
+                     seed_everything, select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import format_results
 from .models import CustomCLIP, resolve_backbone
@@ -43,7 +43,7 @@ def prepare_run_dir(args):
 
 def prompt_text_features(model, device):
     """Normalised class text features [C, E] of the model's prompts, encoded once, without gradient."""
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast(device)):
+    with torch.no_grad(), autocast_on(device):
         return model.text_features()
 
 
@@ -51,7 +51,7 @@ def evaluate_prompts(model, split, train_class_freq, thre, score, device, text=N
     """Metrics of the prompts on a split's unflipped features; ``text``: their text features [C, E] if
     already encoded (by default they are encoded here, once for the whole split)."""
     text = prompt_text_features(model, device) if text is None else text
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast(device)):
+    with torch.no_grad(), autocast_on(device):
         logits = model.logits(split.features[:, 0].to(device), text)  # [N, C]
     return evaluate_logits(logits.float(), split.labels, train_class_freq, thre, score), logits
 
@@ -91,7 +91,7 @@ def train(args):
 
     def batch_loss(index, flips, epoch, step):
         index, flips = index.to(device), flips.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with autocast_on(device, autocast):
             prompts = model.prompt_learner()  # [C, 77, D]
             logits = model.logits(features[index, flips], model.text_features(prompts))  # [B, C]
         check_finite(logits.detach(), "the logits", epoch, step)
