@@ -10,6 +10,7 @@ import os
 import pickle
 import random
 import re
+import stat
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -305,10 +306,23 @@ def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None):
                      captions, class_freq, val_paths, val_labels)
 
 
+def image_stats(root, paths):
+    """``os.stat`` of each path relative to ``root``, None where there is no file. One system call per
+    image and no ``Path`` objects: a COCO-LT list is checked in milliseconds, not a tenth of a second."""
+    root = os.fspath(root)
+    stats = []
+    for p in paths:
+        try:
+            st = os.stat(os.path.join(root, p))
+        except (OSError, ValueError):
+            st = None
+        stats.append(st if st is not None and stat.S_ISREG(st.st_mode) else None)
+    return stats
+
+
 def find_missing_images(root, paths):
     """The paths (relative to ``root``) that are not files."""
-    root = Path(root)
-    return [p for p in paths if not (root / p).is_file()]
+    return [p for p, st in zip(paths, image_stats(root, paths)) if st is None]
 
 
 def check_images_exist(root, paths, list_file, show=5):

@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import save_text, save_torch
-from .data import BatchNormalize, DataError, ImageListDataset, available_cores, build_transform, seed_worker
+from .data import (BatchNormalize, DataError, ImageListDataset, available_cores, build_transform, image_stats,
+                   seed_worker)
 from .engine import autocast_on, use_autocast
 
 CACHE_VERSION = 2  # 2: fp32 weights on CUDA too (1 rounded fp32 checkpoints to fp16 there)
@@ -99,13 +100,8 @@ def cache_key(checkpoint, root, paths, preprocess, resolution, precision, mirror
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_VERSION, file_fingerprint(checkpoint), preprocess, resolution,
                          precision, mirrors]).encode())
-    root = Path(root)
-    for p in paths:
-        try:
-            st = (root / p).stat()
-            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{p}\0missing\n".encode())
+    for p, st in zip(paths, image_stats(root, paths)):
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode() if st else f"{p}\0missing\n".encode())
     return h.hexdigest()[:32]
 
 

@@ -11,8 +11,8 @@ from PIL import Image
 
 from lmpt.data import (CLIP_MEAN, CLIP_STD, DATASETS, DEFAULT_DATA_ROOT, IMAGENET_MEAN, IMAGENET_STD, REPO_ROOT,
                        BatchNormalize, DataError, ImageListDataset, build_transform, check_images_exist,
-                       class_frequency, find_missing_images, get_dataset_spec, load_class_frequency, load_dataset, read_captions,
-                       read_labels, read_list, seed_worker)
+                       class_frequency, find_missing_images, get_dataset_spec, image_stats, load_class_frequency,
+                       load_dataset, read_captions, read_labels, read_list, seed_worker)
 
 DATA = REPO_ROOT / "data"
 REAL = {  # published counts (SPEC §1-§3): train, test, unlabeled test lines, head/medium/tail classes
@@ -312,9 +312,13 @@ def write_images(folder, count, size=(40, 30), seed=0):
 
 def test_missing_images_reported_all_at_once(tmp_path):
     present = write_images(tmp_path, 2)
-    missing = [f"img/missing_{i}.jpg" for i in range(7)]
+    (tmp_path / "img/folder.jpg").mkdir()  # a folder is not an image file
+    missing = [f"img/missing_{i}.jpg" for i in range(6)] + ["img/folder.jpg"]
     paths = [present[0]] + missing + [present[1]]
     assert find_missing_images(tmp_path, paths) == missing
+    stats = image_stats(tmp_path, paths)
+    assert [st is None for st in stats] == [False] + [True] * 7 + [False]
+    assert stats[-1].st_size == (tmp_path / present[1]).stat().st_size > 0
     list_file = tmp_path / "my_list.txt"
     with pytest.raises(DataError) as err:
         check_images_exist(tmp_path, paths, list_file)
