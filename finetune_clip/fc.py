@@ -11,7 +11,8 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lmpt.baselines import finetune  # noqa: E402
-from lmpt.cli import add_common_args, add_run_args, resolve_run_dir, resolve_user_path, run_resumable  # noqa: E402
+from lmpt.cli import (add_common_args, add_run_args, freeze_imported_objects,  # noqa: E402
+                      resolve_run_dir, resolve_user_path, run_resumable)
 from lmpt.losses import CLASSIFICATION_LOSSES  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -39,6 +40,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    freeze_imported_objects()
     return run_resumable(finetune, parse_args(argv), "finetune")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.cli import add_common_args, default_run_dir, str2bool  # noqa: E402
+from lmpt.cli import add_common_args, default_run_dir, freeze_imported_objects, str2bool  # noqa: E402
 from lmpt.prompt_tuning import test  # noqa: E402
 
 
@@ -45,6 +45,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    freeze_imported_objects()
     test(parse_args(argv))
 
 

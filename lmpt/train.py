@@ -11,7 +11,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: import the repository's packages, not this folder's files
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.cli import add_common_args, add_run_args, resolve_run_dir, run_resumable, str2bool  # noqa: E402
+from lmpt.cli import (add_common_args, add_run_args, freeze_imported_objects,  # noqa: E402
+                      resolve_run_dir, run_resumable, str2bool)
 from lmpt.losses import CLASSIFICATION_LOSSES, CSE_LOSSES, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
 from lmpt.prompt_tuning import TRAINING_METHODS, train  # noqa: E402
@@ -59,6 +60,7 @@ def run(args):
 
 
 def main(argv=None):
+    freeze_imported_objects()
     return run(parse_args(argv))
 
 

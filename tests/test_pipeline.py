@@ -124,3 +124,41 @@ def test_zero_shot_classifier_in_chunks_equals_one_class_at_a_time(tiny_vit_chec
             [t.format(n.replace("_", " ")) for t in templates])).float(), dim=-1).mean(0), dim=-1) for n in names])
     assert got.shape == (3, model.text_projection.shape[1])
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+FREEZE_CHECK = """
+import gc, importlib, json
+import lmpt.cli as cli
+counts = {}
+for name in ("lmpt.train", "lmpt.test", "zero_shot_clip.test", "finetune_clip.fc"):
+    gc.unfreeze()
+    cli._FROZEN = False
+    main = importlib.import_module(name).main
+    before = gc.get_freeze_count()
+    try:
+        main(["--no_such_flag"])  # refused by argparse, after the freeze
+    except SystemExit:
+        pass
+    counts[name] = [before, gc.get_freeze_count()]
+frozen = gc.get_freeze_count()
+kept = [[] for _ in range(1000)]
+cli.freeze_imported_objects()  # once per process: these stay collectable
+counts["again"] = [frozen, gc.get_freeze_count()]
+print(json.dumps(counts))
+"""
+
+
+def test_every_script_freezes_the_imported_objects_first():
+    """Each script's main() takes the imported modules' objects out of the garbage collector's scans
+    (gc.freeze), once per process, before any work."""
+    import subprocess
+    import sys
+    from lmpt.data import REPO_ROOT
+    proc = subprocess.run([sys.executable, "-c", FREEZE_CHECK], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    counts = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name in ("lmpt.train", "lmpt.test", "zero_shot_clip.test", "finetune_clip.fc"):
+        before, after = counts[name]
+        assert before == 0 and after > 50_000, (name, counts[name])  # torch's objects among them
+    assert counts["again"][0] == counts["again"][1]

@@ -358,8 +358,12 @@ def decode_limit(root, paths, preprocess, resolution, batch_size, num_workers, d
 
 
 def run_decode_limit(data_root, resolution, batch_size, worker_counts, device):
-    """The machine's JPEG-decode limit on the evaluation images: the best over ``worker_counts``."""
+    """The machine's JPEG-decode limit on the evaluation images: the best over ``worker_counts``. The
+    process is prepared as the scripts prepare theirs (imported objects frozen), so that the limit's
+    workers run as theirs do."""
+    from lmpt.cli import freeze_imported_objects
     from lmpt.data import load_dataset
+    freeze_imported_objects()
     dataset = load_dataset("coco-lt", data_root)
     by_workers = {str(n): decode_limit(dataset.root, dataset.test_paths, "lmpt", resolution, batch_size, n, device)
                   for n in worker_counts}

@@ -10,7 +10,7 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lmpt.baselines import zero_shot  # noqa: E402
-from lmpt.cli import add_common_args, default_run_dir, resolve_user_path  # noqa: E402
+from lmpt.cli import add_common_args, default_run_dir, freeze_imported_objects, resolve_user_path  # noqa: E402
 from lmpt.templates import TEMPLATES  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -41,6 +41,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    freeze_imported_objects()
     zero_shot(parse_args(argv))
 
 
