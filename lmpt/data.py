@@ -307,8 +307,9 @@ def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None):
 
 
 def image_stats(root, paths):
-    """``os.stat`` of each path relative to ``root``, None where there is no file. One system call per
-    image and no ``Path`` objects: a COCO-LT list is checked in milliseconds, not a tenth of a second."""
+    """``os.stat`` of each path relative to ``root``, None where there is no file: one system call per
+    image, on strings (building a ``Path`` per image cost more than the call), shared by the existence
+    check and the feature cache's key."""
     root = os.fspath(root)
     stats = []
     for p in paths:
