@@ -11,8 +11,8 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lmpt.baselines import finetune  # noqa: E402
-from lmpt.cli import (add_common_args, add_run_args, freeze_imported_objects,  # noqa: E402
-                      resolve_run_dir, resolve_user_path, run_resumable)
+from lmpt.cli import (add_common_args, add_run_args, freeze_imported_objects, int_in,  # noqa: E402
+                      positive_float, resolve_run_dir, resolve_user_path, run_resumable)
 from lmpt.losses import CLASSIFICATION_LOSSES  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -25,8 +25,8 @@ def build_parser():
     p.add_argument("--pretrain_clip_path", default="ViT16",
                    help="a checkpoint path (relative paths as in the published README work) or a backbone name")
     p.add_argument("--from_scratch", action="store_true", help="also train the visual encoder (full fine-tuning)")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--epochs", type=int_in(1), default=50)
+    p.add_argument("--lr", type=positive_float, default=1e-4)
     p.add_argument("--loss_function", choices=CLASSIFICATION_LOSSES, default="dbl")
     add_run_args(p, "<dataset>_<linear-probe|finetune>_<backbone>_seed<seed>")
     add_common_args(p)

@@ -1,6 +1,7 @@
 """Command-line pieces shared by the scripts (train, test, zero-shot, fine-tune)."""
 import argparse
 import gc
+import math
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,33 @@ def str2bool(value):
     if value.lower() in ("0", "false", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def int_in(low, high=None):
+    """An argparse ``type``: an integer in [low, high] (no upper bound without ``high``), refused at parse time
+    with the range it must be in, rather than after the features are extracted."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            wanted = f">= {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"expected an integer {wanted}, got {value}")
+        return value
+    parse.__name__ = "int"  # argparse names the type in some messages
+    return parse
+
+
+def positive_float(text):
+    """An argparse ``type``: a finite number > 0 (learning rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
 
 
 _FROZEN = False
@@ -50,13 +78,13 @@ def default_workers(cores=None):
 def add_common_args(parser):
     """Flags every script takes: data, device, loader, scoring and caching."""
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--batch_size", type=int_in(1), default=64)
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--data_root", type=Path, default=DEFAULT_DATA_ROOT,
                         help="folder holding voc/, coco/, synth/ (default: data/ of the repository)")
     parser.add_argument("--pretrained_dir", type=Path, default=DEFAULT_PRETRAINED_DIR,
                         help="folder of the CLIP checkpoints (default: pretrained/ of the repository)")
-    parser.add_argument("--num_workers", type=int, default=default_workers(),
+    parser.add_argument("--num_workers", type=int_in(0), default=default_workers(),
                         help="image-decoding worker processes (default: one per available core, less one above "
                              "four cores, at most 16)")
     parser.add_argument("--score", choices=("softmax", "sigmoid"), default="softmax",

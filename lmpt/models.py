@@ -32,6 +32,7 @@ BACKBONES = {
     "tiny": "tiny-clip-synth.pt",  # the embedded default, pretrained by tools/pretrain_tiny_clip.py
 }
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+CONTEXT_LENGTH = 77  # tokens of every prompt and caption (clip.tokenize's default, as OpenAI's CLIP)
 
 
 def resolve_backbone(name, pretrained_dir=DEFAULT_PRETRAINED_DIR):

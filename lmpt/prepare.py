@@ -9,7 +9,7 @@ import torch
 
 import clip
 
-from .data import check_images_exist, load_dataset
+from .data import DataError, check_images_exist, load_dataset
 from .engine import use_autocast
 from .features import (DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, raise_on_bad_images, remember_resolution,
                        remembered_resolution)
@@ -108,6 +108,11 @@ def load_splits(args, need_val=True, check=("train", "test", "val")):
     for name in check:  # every missing image of every split used, before any work
         if name in splits:
             check_images_exist(dataset.root, splits[name].paths, splits[name].list_file)
+    for name in ("test", "val"):  # mAP averages over classes with a positive: it needs one
+        split = splits.get(name)
+        if split is not None and not split.labels.any():
+            raise DataError(f"{split.list_file}: none of its {len(split.paths)} images has a label, so mAP is "
+                            f"undefined on it; expected '<relative/path.jpg> <id> <id> …' lines with ids")
     return dataset, splits
 
 

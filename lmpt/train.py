@@ -11,10 +11,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: import the repository's packages, not this folder's files
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.cli import (add_common_args, add_run_args, freeze_imported_objects,  # noqa: E402
-                      resolve_run_dir, run_resumable, str2bool)
+from lmpt.cli import (add_common_args, add_run_args, freeze_imported_objects, int_in,  # noqa: E402
+                      positive_float, resolve_run_dir, run_resumable, str2bool)
 from lmpt.losses import CLASSIFICATION_LOSSES, CSE_LOSSES, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN  # noqa: E402
-from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
+from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH  # noqa: E402
 from lmpt.prompt_tuning import TRAINING_METHODS, train  # noqa: E402
 
 
@@ -23,17 +23,17 @@ def build_parser():
     p.add_argument("--dataset", default="voc-lt", help="voc-lt, coco-lt or synth-lt (the embedded benchmark)")
     p.add_argument("--pretrain_clip", default="ViT16",
                    help="RN50, RN101, ViT16, ViT32, … (files in --pretrained_dir), tiny, or a path to a .pt")
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--epochs", type=int_in(1), default=50)
     p.add_argument("--class_token_position", choices=CLASS_TOKEN_POSITIONS, default="end")
     p.add_argument("--ctx_init", default="", help="initial context words ('' = random, --n_ctx vectors)")
-    p.add_argument("--n_ctx", type=int, default=16, help="context vectors when --ctx_init is empty")
-    p.add_argument("--m_ctx", type=int, default=2,
+    p.add_argument("--n_ctx", type=int_in(1), default=16, help="context vectors when --ctx_init is empty")
+    p.add_argument("--m_ctx", type=int_in(0, CONTEXT_LENGTH - 1), default=2,
                    help="token offset between caption and prompt in the embedding loss")
     p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=True,
                    help="class-specific contexts (default on; --csc false or --no-csc for one shared context)")
     p.add_argument("--no-csc", dest="csc", action="store_false")
     p.add_argument("--training_method", choices=TRAINING_METHODS, default="lmpt")
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=positive_float, default=5e-4)
     p.add_argument("--loss_function", choices=CLASSIFICATION_LOSSES, default="dbl")
     p.add_argument("--cseloss", choices=CSE_LOSSES, default="softmargin")
     p.add_argument("--cse_margin", type=float, default=DEFAULT_CSE_MARGIN, help="Δ of the embedding loss")

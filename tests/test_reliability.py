@@ -47,6 +47,9 @@ BAD_INPUTS = [
     ("duplicate path", lambda d: rewrite_line(d / "voc_lt_train.txt", 5, "images/train_000.jpg 0"),
      "voc_lt_train.txt:5"),
     ("empty split", lambda d: (d / "voc_lt_test.txt").write_text(""), "voc_lt_test.txt"),
+    ("test split without a label",
+     lambda d: (d / "voc_lt_test.txt").write_text("".join(f"images/test_{i:03d}.jpg\n" for i in range(16))),
+     "voc_lt_test.txt: none of its 16 images has a label"),
     ("missing images", lambda d: [os.remove(d / f"images/train_00{i}.jpg") for i in (1, 4)],
      "voc_lt_train.txt"),
     ("corrupt image", lambda d: (d / "images/train_003.jpg").write_bytes(b"not a jpeg at all"),
@@ -227,3 +230,19 @@ def test_atomic_writes_give_new_files_the_usual_permissions(tmp_path):
     clip.save_checkpoint(model, tmp_path / "model.pt", fmt="state_dict")
     for name in ("results.json", "model.pt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == new_file_mode(), name
+
+
+@pytest.mark.parametrize("script,flag,value,expected", [
+    (train_script, "--epochs", "0", "argument --epochs: expected an integer >= 1, got 0"),
+    (train_script, "--m_ctx", "77", "argument --m_ctx: expected an integer in 0..76, got 77"),
+    (train_script, "--n_ctx", "0", "argument --n_ctx: expected an integer >= 1, got 0"),
+    (train_script, "--lr", "nan", "argument --lr: expected a finite number > 0, got nan"),
+    (train_script, "--batch_size", "0", "argument --batch_size: expected an integer >= 1, got 0"),
+    (train_script, "--num_workers", "-1", "argument --num_workers: expected an integer >= 0, got -1"),
+    (test_script, "--batch_size", "x", "argument --batch_size: expected an integer, got 'x'"),
+])
+def test_out_of_range_flags_are_refused_when_parsed(capsys, script, flag, value, expected):
+    with pytest.raises(SystemExit) as exit_:
+        script.parse_args([flag, value])
+    assert exit_.value.code == 2 and expected in capsys.readouterr().err
+    script.parse_args([flag, {"--lr": "0.1", "--num_workers": "0"}.get(flag, "1")])  # in range: accepted
