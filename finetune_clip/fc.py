@@ -12,7 +12,7 @@ if __package__ in (None, ""):
 
 from lmpt.baselines import finetune  # noqa: E402
 from lmpt.cli import (add_common_args, add_run_args, freeze_imported_objects, int_in,  # noqa: E402
-                      positive_float, resolve_run_dir, resolve_user_path, run_resumable)
+                      positive_float, resolve_run_dir, restore_run_args, resolve_user_path, run_resumable)
 from lmpt.losses import CLASSIFICATION_LOSSES  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -34,8 +34,10 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.pretrain_clip_path = str(resolve_user_path(args.pretrain_clip_path, SCRIPT_DIR))
+    args = restore_run_args(parser, args, argv)
     return resolve_run_dir(args, "finetune" if args.from_scratch else "linear-probe", args.pretrain_clip_path)
 
 

@@ -1,6 +1,7 @@
 """Command-line pieces shared by the scripts (train, test, zero-shot, fine-tune)."""
 import argparse
 import gc
+import json
 import math
 import os
 import sys
@@ -128,6 +129,60 @@ def add_run_args(parser, run_dir_pattern):
                         help="continue the interrupted run in RUN_DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --output_dir")
     return parser
+
+
+RESUME_MAY_CHANGE = ("epochs", "device", "num_workers", "data_root", "pretrained_dir", "cache_dir")
+_RUN_PLACE = ("resume", "output_dir", "overwrite")  # where the run is, not how it trains
+
+
+def given_flags(parser, argv=None):
+    """The destinations of the flags written on the command line ``argv`` (not those left at their defaults)."""
+    actions = [a for a in parser._actions if a.dest != "help"]
+    defaults, parser_defaults = [a.default for a in actions], dict(parser._defaults)
+    try:
+        for a in actions:
+            a.default = argparse.SUPPRESS
+        parser._defaults.clear()
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for a, default in zip(actions, defaults):
+            a.default = default
+        parser._defaults.update(parser_defaults)
+
+
+def restore_run_args(parser, args, argv=None):
+    """``--resume DIR``: continue the run with the settings in ``DIR/args.json``, not the defaults.
+
+    A flag written now may change only where the run reads and computes (``RESUME_MAY_CHANGE``: more
+    ``--epochs``, another device, worker count or folder); any other flag written now must equal the
+    run's own value, or the run is refused (exit 2) naming the flag, since a resumed run must see
+    exactly the batches, losses and prompts an uninterrupted one would.
+    """
+    if args.resume is None:
+        return args
+    saved_file = Path(args.resume) / "args.json"
+    try:
+        saved = json.loads(saved_file.read_text())
+    except FileNotFoundError:
+        parser.error(f"--resume {args.resume}: no args.json there; expected the folder of an interrupted run")
+    except ValueError as e:
+        parser.error(f"{saved_file}: not valid JSON ({e}); expected the args.json a run wrote")
+    given = given_flags(parser, argv)
+    for action in parser._actions:
+        key = action.dest
+        if key not in saved or key in _RUN_PLACE:
+            continue
+        value = saved[key]
+        if value is not None and action.type is Path:
+            value = Path(value)
+        if key not in given:
+            setattr(args, key, value)
+        elif key not in RESUME_MAY_CHANGE and str(getattr(args, key)) != str(value):
+            flag = action.option_strings[0]
+            parser.error(f"--resume {args.resume}: {flag} {getattr(args, key)} differs from the run's own "
+                         f"{value} ({saved_file}); a resumed run keeps its settings (only "
+                         f"{', '.join('--' + k for k in RESUME_MAY_CHANGE)} may change)")
+    return args
 
 
 def resolve_run_dir(args, method, backbone):

@@ -12,7 +12,7 @@ if __package__ in (None, ""):  # run as a script: import the repository's packag
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lmpt.cli import (add_common_args, add_run_args, freeze_imported_objects, int_in,  # noqa: E402
-                      positive_float, resolve_run_dir, run_resumable, str2bool)
+                      positive_float, resolve_run_dir, restore_run_args, run_resumable, str2bool)
 from lmpt.losses import CLASSIFICATION_LOSSES, CSE_LOSSES, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH  # noqa: E402
 from lmpt.prompt_tuning import TRAINING_METHODS, train  # noqa: E402
@@ -50,7 +50,8 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = restore_run_args(parser, parser.parse_args(argv), argv)
     return resolve_run_dir(args, args.training_method, args.pretrain_clip)
 
 

@@ -246,3 +246,44 @@ def test_out_of_range_flags_are_refused_when_parsed(capsys, script, flag, value,
         script.parse_args([flag, value])
     assert exit_.value.code == 2 and expected in capsys.readouterr().err
     script.parse_args([flag, {"--lr": "0.1", "--num_workers": "0"}.get(flag, "1")])  # in range: accepted
+
+
+def test_resume_keeps_the_runs_own_settings(tmp_path, tiny_vit_checkpoint, capsys):
+    """``--resume DIR`` alone continues with DIR/args.json's settings, not the defaults: extending a
+    1-epoch run with non-default settings to 2 epochs equals a 2-epoch run; a conflicting flag is refused."""
+    data_root = fresh_data(tmp_path)
+    cache = tmp_path / "cache"
+    settings = ["--lam", "0.9", "--m_ctx", "4", "--class_token_position", "front", "--loss_function", "bce",
+                "--batch_size", "6"]
+    full, out = tmp_path / "full", tmp_path / "extended"
+    train_script.main(train_argv(data_root, tiny_vit_checkpoint, full, cache, *settings, epochs=2))
+    train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, cache, *settings, epochs=1))
+
+    train_script.main(["--resume", str(out), "--epochs", "2", "--num_workers", "0"])
+    saved = json.loads((out / "args.json").read_text())
+    assert (saved["lam"], saved["m_ctx"], saved["class_token_position"], saved["loss_function"],
+            saved["batch_size"], saved["epochs"], saved["resume"]) == (0.9, 4, "front", "bce", 6, 2, True)
+    assert comparable(json.loads((out / "results.json").read_text())) == \
+        comparable(json.loads((full / "results.json").read_text()))
+
+    with pytest.raises(SystemExit) as refused:
+        train_script.parse_args(["--resume", str(out), "--lam", "0.5"])
+    assert refused.value.code == 2
+    assert "--lam 0.5 differs from the run's own 0.9" in capsys.readouterr().err
+    assert train_script.parse_args(["--resume", str(out), "--lam", "0.9"]).lam == 0.9  # the same value: fine
+    with pytest.raises(SystemExit):
+        train_script.parse_args(["--resume", str(tmp_path / "nowhere")])
+    assert "no args.json there" in capsys.readouterr().err
+
+
+def test_finetune_resume_restores_its_settings(tmp_path, tiny_vit_checkpoint):
+    from finetune_clip import fc as fc_script
+    from lmpt.checkpoint import save_args
+    run = tmp_path / "probe"
+    first = fc_script.parse_args(["--dataset", "coco-lt", "--pretrain_clip_path", str(tiny_vit_checkpoint),
+                                  "--lr", "0.003", "--epochs", "3", "--from_scratch", "--output_dir", str(run)])
+    save_args(run, first)
+    again = fc_script.parse_args(["--resume", str(run), "--epochs", "5"])
+    assert (again.dataset, again.lr, again.from_scratch, again.epochs, again.output_dir, again.resume) == \
+        ("coco-lt", 0.003, True, 5, run, True)
+    assert again.pretrain_clip_path == str(tiny_vit_checkpoint)
