@@ -202,6 +202,10 @@ def run_resumable(fn, args, tag):
     try:
         return fn(args)
     except KeyboardInterrupt:
-        print(f"\n[{tag}] interrupted. The last completed epoch is saved; continue with "
-              f"--resume {args.output_dir}", file=sys.stderr)
+        if (Path(args.output_dir) / "last.pt").exists():
+            print(f"\n[{tag}] interrupted. The last completed epoch is saved; continue with "
+                  f"--resume {args.output_dir}", file=sys.stderr)
+        else:
+            print(f"\n[{tag}] interrupted before the first epoch ended: nothing to resume; run the same "
+                  f"command again (the features of splits already encoded are cached)", file=sys.stderr)
         sys.exit(130)

@@ -287,3 +287,20 @@ def test_finetune_resume_restores_its_settings(tmp_path, tiny_vit_checkpoint):
     assert (again.dataset, again.lr, again.from_scratch, again.epochs, again.output_dir, again.resume) == \
         ("coco-lt", 0.003, True, 5, run, True)
     assert again.pretrain_clip_path == str(tiny_vit_checkpoint)
+
+
+def test_interrupt_message_says_whether_there_is_anything_to_resume(tmp_path, capsys):
+    from types import SimpleNamespace
+    from lmpt.cli import run_resumable
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    args = SimpleNamespace(output_dir=tmp_path)
+    for has_epoch in (False, True):
+        if has_epoch:
+            (tmp_path / "last.pt").write_bytes(b"")
+        with pytest.raises(SystemExit) as stopped:
+            run_resumable(interrupted, args, "train")
+        assert stopped.value.code == 130
+        err = capsys.readouterr().err
+        assert (f"--resume {tmp_path}" in err) == has_epoch and ("nothing to resume" in err) != has_epoch
