@@ -22,6 +22,7 @@ from .engine import (autocast_on, build_scheduler, fit, load_trainable_state, se
                      sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss
 from .metrics import format_results, topk_metrics, scores_from_logits
+from .models import resolve_backbone
 from .prepare import backbone_identity, evaluate_logits, load_clip_and_features, load_splits
 from .prompt_tuning import prepare_run_dir
 from .templates import TEMPLATES
@@ -56,11 +57,12 @@ def zero_shot_classifier(clip_model, class_names, templates, device, chunk=2048,
 def zero_shot(args):
     seed_everything(args.seed)
     device = select_device(args.device)
+    resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)  # inputs are checked before the run folder
+    dataset, splits = load_splits(args, need_val=False, check=("test",))
+    check_class_count(dataset, args.nb_classes)
     run_dir = Path(args.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_args(run_dir, args)
-    dataset, splits = load_splits(args, need_val=False, check=("test",))
-    check_class_count(dataset, args.nb_classes)
     # The classifier (C × 80 prompts: tokenising and the text encoder) is built in a thread while the
     # loader workers decode the test images and the main thread runs the image encoder.
     _, checkpoint, weights = load_clip_and_features(  # weights: [C, E]
@@ -119,10 +121,11 @@ def decode_images(root, paths, transform, num_workers, desc):
 def finetune(args):
     seed_everything(args.seed)
     device = select_device(args.device)
-    run_dir = prepare_run_dir(args)
-    save_args(run_dir, args)
+    resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)  # inputs are checked before the run folder
     dataset, splits = load_splits(args, need_val=True)
     check_class_count(dataset, args.nb_classes)
+    run_dir = prepare_run_dir(args)
+    save_args(run_dir, args)
     clip_model, checkpoint, _ = load_clip_and_features(args, dataset, splits, args.pretrain_clip_path, device)
     train_split, test_split = splits["train"], splits["test"]
     select_split = splits.get("val", test_split)

@@ -7,8 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
+
 from .data import DEFAULT_DATA_ROOT, REPO_ROOT, available_cores
-from .models import DEFAULT_PRETRAINED_DIR
 
 
 def str2bool(value):
@@ -83,8 +84,9 @@ def add_common_args(parser):
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--data_root", type=Path, default=DEFAULT_DATA_ROOT,
                         help="folder holding voc/, coco/, synth/ (default: data/ of the repository)")
-    parser.add_argument("--pretrained_dir", type=Path, default=DEFAULT_PRETRAINED_DIR,
-                        help="folder of the CLIP checkpoints (default: pretrained/ of the repository)")
+    parser.add_argument("--pretrained_dir", type=Path, default=pretrained_dir(),
+                        help=f"folder of the CLIP checkpoints (default: ${PRETRAINED_DIR_ENV} if set, else "
+                             f"pretrained/ of the repository)")
     parser.add_argument("--num_workers", type=int_in(0), default=default_workers(),
                         help="image-decoding worker processes (default: one per available core, less one above "
                              "four cores, at most 16)")

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import clip
+from clip.clip import PRETRAINED_DIR_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRETRAINED_DIR = REPO_ROOT / "pretrained"
@@ -36,13 +37,23 @@ CONTEXT_LENGTH = 77  # tokens of every prompt and caption (clip.tokenize's defau
 
 
 def resolve_backbone(name, pretrained_dir=DEFAULT_PRETRAINED_DIR):
-    """A short name of :data:`BACKBONES`, an OpenAI name (``ViT-B/16``) or a path -> checkpoint path."""
-    if name in BACKBONES:
-        return Path(pretrained_dir) / BACKBONES[name]
-    if name in clip.available_models():
-        return Path(pretrained_dir) / (name.replace("/", "-") + ".pt")
+    """A short name of :data:`BACKBONES`, an OpenAI name (``ViT-B/16``) or a path -> the checkpoint file,
+    which must exist (FileNotFoundError naming the file and where to put it otherwise)."""
+    if name in BACKBONES or name in clip.available_models():
+        file = BACKBONES.get(name) or name.replace("/", "-") + ".pt"
+        path = Path(pretrained_dir) / file
+        if not path.is_file():
+            how = ("build it with `python tools/pretrain_tiny_clip.py` (bash tools/demo.sh does)" if name == "tiny"
+                   else f"place OpenAI's released {file} there (nothing is downloaded)")
+            raise FileNotFoundError(f"backbone {name}: checkpoint {path} not found; {how}, or pass "
+                                    f"--pretrained_dir (or set ${PRETRAINED_DIR_ENV}) to the folder "
+                                    f"holding it")
+        return path
     path = Path(name)
     if path.suffix == ".pt" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone {name}: no checkpoint file at {path.resolve()}; expected a CLIP "
+                                    f".pt file or one of the names {', '.join(BACKBONES)}")
         return path
     raise ValueError(
         f"--pretrain_clip {name!r}: not a known backbone ({', '.join(BACKBONES)}; "

@@ -61,10 +61,10 @@ def train(args):
         raise ValueError(f"--training_method {args.training_method!r}: implemented methods are {TRAINING_METHODS}")
     seed_everything(args.seed)
     device = select_device(args.device)
+    resolve_backbone(args.pretrain_clip, args.pretrained_dir)  # inputs are checked before the run folder is touched
+    dataset, splits = load_splits(args)
     run_dir = prepare_run_dir(args)
     save_args(run_dir, args)
-
-    dataset, splits = load_splits(args)
     clip_model, checkpoint, _ = load_clip_and_features(args, dataset, splits, args.pretrain_clip, device)
     train_split, test_split = splits["train"], splits["test"]
     select_split = splits.get("val", test_split)

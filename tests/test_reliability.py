@@ -304,3 +304,19 @@ def test_interrupt_message_says_whether_there_is_anything_to_resume(tmp_path, ca
         assert stopped.value.code == 130
         err = capsys.readouterr().err
         assert (f"--resume {tmp_path}" in err) == has_epoch and ("nothing to resume" in err) != has_epoch
+
+
+def test_missing_clip_checkpoint_is_refused_before_the_run_folder(tmp_path, monkeypatch):
+    from zero_shot_clip import test as zero_shot_script
+    data_root = fresh_data(tmp_path)
+    out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError) as missing:
+        train_script.main(train_argv(data_root, "ViT16", out, tmp_path / "cache") +
+                          ["--pretrained_dir", str(tmp_path / "empty")])
+    assert f"{tmp_path / 'empty' / 'ViT-B-16.pt'} not found" in str(missing.value)
+    with pytest.raises(FileNotFoundError, match="no checkpoint file at"):
+        zero_shot_script.main(["--dataset", "voc-lt", "--data_root", str(data_root), "--pretrain_clip_path",
+                               str(tmp_path / "RN50.pt"), "--output_dir", str(out), "--device", "cpu"])
+    assert not out.exists()
+    monkeypatch.setenv("LMPT_PRETRAINED_DIR", str(tmp_path / "shared"))  # the scripts' default folder
+    assert train_script.parse_args([]).pretrained_dir == tmp_path / "shared"
