@@ -87,17 +87,30 @@ def epoch_plan(seed, epoch, n, batch_size):
     return order.split(batch_size), flips
 
 
+def _trained_tensors(model):
+    """{name: tensor} of what training changes: the parameters that train (prompt contexts, a probe, an
+    unfrozen encoder) and the running statistics of the batch-norm layers among them (a fine-tuned
+    ResNet's), which move with the weights they normalise."""
+    trained = {}
+    for prefix, module in model.named_modules():
+        prefix = prefix + "." if prefix else ""
+        own = {prefix + n: p for n, p in module.named_parameters(recurse=False) if p.requires_grad}
+        trained.update(own)
+        if own and isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            trained.update((prefix + n, b) for n, b in module.named_buffers(recurse=False) if b is not None)
+    return trained
+
+
 def trainable_state(model):
-    """The parameters that train (prompt contexts, a probe, an unfrozen encoder)."""
-    names = {name for name, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
+    """What training changes (:func:`_trained_tensors`), copied to the CPU: the ``model`` of a checkpoint."""
+    return {k: v.detach().cpu().clone() for k, v in _trained_tensors(model).items()}
 
 
 def load_trainable_state(model, state, source):
     """Load :func:`trainable_state` back, refusing a checkpoint of another shape."""
-    expected = {name: p.shape for name, p in model.named_parameters() if p.requires_grad}
+    expected = {name: t.shape for name, t in _trained_tensors(model).items()}
     if set(state) != set(expected):
-        raise ValueError(f"{source}: checkpoint holds parameters {sorted(state)}, "
+        raise ValueError(f"{source}: checkpoint holds tensors {sorted(state)}, "
                          f"this model trains {sorted(expected)}")
     for name, shape in expected.items():
         if tuple(state[name].shape) != tuple(shape):

@@ -107,6 +107,30 @@ def test_finetune_writes_results(tmp_path, tiny_data_root, tiny_rn_checkpoint, f
     state = torch.load(out / "best.pt", weights_only=False)
     assert "fc.weight" in state["model"]
     assert any(k.startswith("visual.") for k in state["model"]) == from_scratch
+    assert any(k.endswith(".running_var") for k in state["model"]) == from_scratch  # batch-norm statistics
+
+
+def test_trained_batch_norm_statistics_are_saved_and_restored():
+    """Full fine-tuning moves a ResNet's batch-norm running statistics with its weights: a checkpoint keeps
+    them and loading it restores them; a frozen encoder's are neither saved nor needed."""
+    from tiny_clip import make_tiny_clip
+    from lmpt.baselines import LinearProbe
+    from lmpt.engine import load_trainable_state, trainable_state
+
+    def probe(train_encoder, seed):
+        visual = make_tiny_clip("resnet", seed=seed).float().visual
+        return LinearProbe(visual, visual.output_dim, 3, train_encoder)
+    trained = probe(True, 0).train()
+    size = trained.visual.input_resolution
+    trained.forward_images(torch.randn(4, 3, size, size))  # a training-mode forward moves the statistics
+    state = trainable_state(trained)
+    running = [k for k in state if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert running and all(state[k].abs().sum() > 0 for k in running if k.endswith("num_batches_tracked"))
+    fresh = probe(True, 1)
+    assert not all(torch.equal(fresh.state_dict()[k], state[k]) for k in running)
+    load_trainable_state(fresh, state, "best.pt")
+    assert all(torch.equal(fresh.state_dict()[k], state[k]) for k in state)
+    assert not any("running" in k for k in trainable_state(probe(False, 0)))
 
 
 def test_zero_shot_classifier_in_chunks_equals_one_class_at_a_time(tiny_vit_checkpoint):
