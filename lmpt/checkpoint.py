@@ -66,6 +66,9 @@ def read_metrics(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+CHECKPOINT_KEYS = {"model", "config", "epoch"}  # what every run checkpoint holds (and best, optimizer, scheduler)
+
+
 def load_checkpoint(path, map_location="cpu"):
     """Load a checkpoint written by :func:`save_torch`; a folder means its ``best.pt``."""
     path = Path(path)
@@ -75,7 +78,13 @@ def load_checkpoint(path, map_location="cpu"):
         raise FileNotFoundError(
             f"{path}: no checkpoint here; expected a run folder written by lmpt/train.py "
             f"(holding best.pt and last.pt) or the path of one of those files")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+    try:  # weights_only: plain containers and tensors, as written here; a file is never run as code
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated or foreign file
         raise ValueError(f"{path}: cannot be read as an LMPT checkpoint ({e})") from e
+    missing = CHECKPOINT_KEYS - set(state) if isinstance(state, dict) else CHECKPOINT_KEYS
+    if missing:
+        raise ValueError(f"{path}: not a checkpoint of lmpt/train.py or finetune_clip/fc.py (no "
+                         f"{', '.join(sorted(missing))}); expected best.pt or last.pt of a run folder "
+                         f"(a CLIP backbone goes to --pretrain_clip / --pretrained_dir)")
+    return state

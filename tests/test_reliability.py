@@ -320,3 +320,14 @@ def test_missing_clip_checkpoint_is_refused_before_the_run_folder(tmp_path, monk
     assert not out.exists()
     monkeypatch.setenv("LMPT_PRETRAINED_DIR", str(tmp_path / "shared"))  # the scripts' default folder
     assert train_script.parse_args([]).pretrained_dir == tmp_path / "shared"
+
+
+def test_test_refuses_what_is_not_a_run_checkpoint(tmp_path, tiny_vit_checkpoint):
+    data_root = fresh_data(tmp_path)
+    for wrong, expected in ((tiny_vit_checkpoint, "cannot be read as an LMPT checkpoint"),  # a CLIP archive
+                            (tmp_path / "weights.pt", "not a checkpoint of lmpt/train.py")):  # a bare state dict
+        if wrong.name == "weights.pt":
+            torch.save({"ctx": torch.zeros(2)}, wrong)
+        with pytest.raises(ValueError, match=expected) as error:
+            test_script.main(["--checkpoint", str(wrong), "--dataset", "voc-lt", "--data_root", str(data_root)])
+        assert str(wrong) in str(error.value)
