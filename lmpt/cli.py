@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
 
-from .data import DEFAULT_DATA_ROOT, REPO_ROOT, available_cores
+from .data import DEFAULT_DATA_ROOT, REPO_ROOT, DataError, available_cores, get_dataset_spec
 
 
 def str2bool(value):
@@ -115,9 +115,14 @@ def resolve_user_path(path, script_dir):
     return path
 
 
-def default_run_dir(*parts):
-    """runs/<dataset>_<method>_<backbone>_seed<seed> under the repository."""
-    name = "_".join(str(p).replace("/", "-").replace(os.sep, "-") for p in parts)
+def default_run_dir(dataset, *parts):
+    """runs/<dataset>_<method>_<backbone>_seed<seed> under the repository; a dataset alias (``VOC``) is
+    named as its dataset (``voc-lt``), so train.py and test.py find the same folder whichever was typed."""
+    try:
+        dataset = get_dataset_spec(dataset).name
+    except DataError:
+        pass  # an unknown name is refused, with the known ones, when the dataset is read
+    name = "_".join(str(p).replace("/", "-").replace(os.sep, "-") for p in (dataset, *parts))
     return REPO_ROOT / "runs" / name
 
 

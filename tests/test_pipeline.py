@@ -186,3 +186,11 @@ def test_every_script_freezes_the_imported_objects_first():
         before, after = counts[name]
         assert before == 0 and after > 50_000, (name, counts[name])  # torch's objects among them
     assert counts["again"][0] == counts["again"][1]
+
+
+def test_default_run_folders_name_a_dataset_alias_as_its_dataset():
+    """train.py --dataset VOC and test.py --dataset voc-lt (or the reverse) use the same default run folder."""
+    from lmpt.cli import default_run_dir
+    assert train_script.parse_args(["--dataset", "VOC"]).output_dir == \
+        default_run_dir("voc-lt", "lmpt", "ViT16", "seed0") == test_script.parse_args(["--dataset", "voc-lt"]).checkpoint
+    assert zero_shot_script.parse_args(["--dataset", "COCO"]).output_dir.name == "coco-lt_zeroshot_RN50_seed0"
