@@ -191,6 +191,7 @@ def test_every_script_freezes_the_imported_objects_first():
 def test_default_run_folders_name_a_dataset_alias_as_its_dataset():
     """train.py --dataset VOC and test.py --dataset voc-lt (or the reverse) use the same default run folder."""
     from lmpt.cli import default_run_dir
-    assert train_script.parse_args(["--dataset", "VOC"]).output_dir == \
-        default_run_dir("voc-lt", "lmpt", "ViT16", "seed0") == test_script.parse_args(["--dataset", "voc-lt"]).checkpoint
+    trained = train_script.parse_args(["--dataset", "VOC"]).output_dir
+    tested = test_script.parse_args(["--dataset", "voc-lt"]).checkpoint
+    assert trained == tested == default_run_dir("voc-lt", "lmpt", "ViT16", "seed0")
     assert zero_shot_script.parse_args(["--dataset", "COCO"]).output_dir.name == "coco-lt_zeroshot_RN50_seed0"
