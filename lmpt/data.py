@@ -11,7 +11,6 @@ import pickle
 import random
 import re
 import stat
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,16 +209,12 @@ def class_frequency(labels):
 
 
 def _save_pickle_atomically(obj, path):
-    """Write to a temporary file beside ``path``, then rename; warn (not fail) on a read-only folder."""
-    tmp = None
+    """Write with the project's one atomic writer (temporary file, sync, rename, a new file's usual
+    permissions); warn (not fail) on a read-only folder."""
+    from clip.checkpoint import atomic_write  # here: the data layer imports nothing of clip at load time
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL))
     except OSError as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         warnings.warn(f"{path}: could not save the class frequencies ({e}); using them unsaved")
 
 

@@ -1,4 +1,5 @@
 """The data layer: real published files, bad inputs refused with file:line, images and transforms."""
+import os
 import pickle
 import random
 import shutil
@@ -264,6 +265,9 @@ def test_load_class_frequency_writes_then_loads(tmp_path):
     path = tmp_path / "class_freq.pkl"
     first = load_class_frequency(path, labels)
     assert path.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["class_freq.pkl"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # a new file's usual permissions, not mkstemp's 0600
     saved = pickle.loads(path.read_bytes())
     for key in ("class_freq", "neg_class_freq", "condition_prob"):
         assert np.array_equal(saved[key], first[key])
