@@ -10,8 +10,10 @@ random horizontal flip. Evaluation never flips, so test and validation splits
 store the unflipped view alone, ``[N, 1, E]``, for half the encoder's work.
 
 Cache files live in ``<cache_dir>/<key>.pt``; the key hashes everything that
-shapes the features, so a changed checkpoint, image, list or preprocessing
-misses the cache instead of reading stale features. A truncated or corrupt
+shapes the features, so a changed checkpoint, image, list, preprocessing or
+library version (torch, torchvision, Pillow) misses the cache instead of
+reading stale features. Files are known by size and modification time (the
+checkpoint's sha256 is remembered for them), as ``make`` knows them. A truncated or corrupt
 cache file is detected (checksum) and rebuilt.
 """
 import hashlib
@@ -21,7 +23,9 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+import PIL
 import torch
+import torchvision
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -31,6 +35,8 @@ from .data import (BatchNormalize, DataError, ImageListDataset, available_cores,
 from .engine import autocast_on, use_autocast
 
 CACHE_VERSION = 2  # 2: fp32 weights on CUDA too (1 rounded fp32 checkpoints to fp16 there)
+# The libraries that decode, resize and encode: another version may round differently, so it misses the cache.
+LIBRARIES = f"torch {torch.__version__}, torchvision {torchvision.__version__}, pillow {PIL.__version__}"
 DEFAULT_CACHE_DIR = Path(os.environ.get("LMPT_CACHE_DIR", Path(__file__).resolve().parents[1] / ".cache" / "features"))
 
 
@@ -99,7 +105,7 @@ def cache_key(checkpoint, root, paths, preprocess, resolution, precision, mirror
     """Hash of everything that shapes the features (images by path, size and mtime)."""
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_VERSION, file_fingerprint(checkpoint), preprocess, resolution,
-                         precision, mirrors]).encode())
+                         precision, mirrors, LIBRARIES]).encode())
     for p, st in zip(paths, image_stats(root, paths)):
         h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode() if st else f"{p}\0missing\n".encode())
     return h.hexdigest()[:32]

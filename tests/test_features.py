@@ -110,6 +110,9 @@ def test_cache_key_changes_with_everything_that_shapes_the_features(tmp_path, da
         "image list": job(tiny_vit_checkpoint, data, cache, paths=data.test_paths[:-1]).key,
         "mirrors": job(tiny_vit_checkpoint, data, cache, mirrors=False).key,
     }
+    with pytest.MonkeyPatch.context() as patch:  # another torch / torchvision / Pillow release
+        patch.setattr(features_module, "LIBRARIES", features_module.LIBRARIES + " (another)")
+        keys["library versions"] = job(tiny_vit_checkpoint, data, cache).key
     image = data.root / data.test_paths[0]
     Image.new("RGB", (40, 48), (1, 2, 3)).save(image, quality=90)  # same name, new content
     os.utime(image, ns=(1, 1))
