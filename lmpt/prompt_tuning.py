@@ -157,6 +157,10 @@ def test(args):
         if given is not None and given != config[key]:
             print(f"[test] note: --{key} {given!r} ignored; the checkpoint was trained with {config[key]!r} "
                   f"and the prompt learner is rebuilt from it")
+    for flag, saved in (("pretrain_clip", config.get("backbone")), ("training_method", config.get("method"))):
+        given = getattr(args, flag, None)  # these find the default run folder; written with --checkpoint, compared
+        if flag in getattr(args, "given", ()) and saved is not None and given != saved:
+            print(f"[test] note: --{flag} {given!r} ignored; the checkpoint was trained with {saved!r}")
     args.dataset = args.dataset or config["dataset"]
     args.preprocess = args.preprocess or config["preprocess"]
     args.score = args.score or config["score"]

@@ -5,7 +5,8 @@
 Without --checkpoint the run folder that lmpt/train.py would have written for the
 same --dataset/--training_method/--pretrain_clip/--seed is used, so the published
 test command works as it is. The prompt learner is rebuilt from the configuration
-saved in the checkpoint; prompt flags given here are only compared with it.
+saved in the checkpoint; prompt flags, --pretrain_clip and --training_method written here
+with another value are ignored with a note.
 """
 import argparse
 import sys
@@ -14,7 +15,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.cli import add_common_args, default_run_dir, freeze_imported_objects, str2bool  # noqa: E402
+from lmpt.cli import (add_common_args, default_run_dir, freeze_imported_objects, given_flags,  # noqa: E402
+                      str2bool)
 from lmpt.prompt_tuning import test  # noqa: E402
 
 
@@ -36,7 +38,9 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.given = given_flags(parser, argv)  # flags written, compared with the checkpoint's
     args.val_list = None
     if args.checkpoint is None:
         args.checkpoint = default_run_dir(args.dataset or "voc-lt", args.training_method,

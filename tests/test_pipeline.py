@@ -26,7 +26,7 @@ def read_json(path):
     return json.loads(path.read_text())
 
 
-def test_lmpt_train_then_test_reproduces(tmp_path, tiny_data_root, tiny_vit_checkpoint):
+def test_lmpt_train_then_test_reproduces(tmp_path, tiny_data_root, tiny_vit_checkpoint, capsys):
     out = run_train(tmp_path, tiny_data_root, tiny_vit_checkpoint, "--training_method", "lmpt", "--thre", "0.3")
     for name in ("args.json", "metrics.jsonl", "results.json", "best.pt", "last.pt"):
         assert (out / name).exists(), name
@@ -38,10 +38,14 @@ def test_lmpt_train_then_test_reproduces(tmp_path, tiny_data_root, tiny_vit_chec
     # The published test command's flags (another ctx_init) are accepted; the learner comes from the checkpoint.
     test_script.main(["--checkpoint", str(out), "--data_root", str(tiny_data_root), "--device", "cpu",
                       "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"), "--ctx_init", "a photo of a",
-                      "--pretrained_dir", str(tiny_vit_checkpoint.parent)])
+                      "--pretrained_dir", str(tiny_vit_checkpoint.parent), "--training_method", "coop",
+                      "--pretrain_clip", "ViT16"])
     tested = read_json(out / "test_results.json")
     for key in RESULT_KEYS:
         assert tested[key] == results[key], key
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[test] note:")]
+    assert [note.split()[2] for note in notes] == ["--ctx_init", "--pretrain_clip", "--training_method"]
+    assert f"trained with {str(tiny_vit_checkpoint)!r}" in notes[1] and "trained with 'lmpt'" in notes[2]
 
 
 @pytest.mark.parametrize("loss", CLASSIFICATION_LOSSES)
