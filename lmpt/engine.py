@@ -178,11 +178,12 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
             bar.set_postfix(loss=f"{loss.item():.4f}")
         model.eval()
         selection_map, metrics = evaluate()
+        lr = optimizer.param_groups[0]["lr"]  # this epoch's, before the plateau scheduler may lower it
         scheduler.step(selection_map)
         improved = selection_map > best["mAP"]
         if improved:
             best = {"epoch": epoch, "mAP": selection_map}
-        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+        row = {"epoch": epoch, "lr": lr,
                **{f"train_{k}": v / max(count, 1) for k, v in sums.items()},
                **metrics, "selection_mAP": selection_map, "best_epoch": best["epoch"],
                "seconds": round(time.time() - t0, 3)}

@@ -331,3 +331,19 @@ def test_test_refuses_what_is_not_a_run_checkpoint(tmp_path, tiny_vit_checkpoint
         with pytest.raises(ValueError, match=expected) as error:
             test_script.main(["--checkpoint", str(wrong), "--dataset", "voc-lt", "--data_root", str(data_root)])
         assert str(wrong) in str(error.value)
+
+
+def test_metrics_rows_log_the_learning_rate_each_epoch_trained_with(tmp_path):
+    from lmpt.engine import build_scheduler, fit
+    model = torch.nn.Module()
+    model.w = torch.nn.Parameter(torch.ones(1))
+    optimizer = torch.optim.SGD([model.w], lr=1.0)
+    used = {}
+
+    def batch_loss(index, flips, epoch, step):
+        used[epoch] = optimizer.param_groups[0]["lr"]
+        return (model.w ** 2).sum(), {}
+    fit(model, batch_loss, lambda: (1.0, {}), optimizer, build_scheduler(optimizer), tmp_path, 9, 4, 4, 0, {})
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["lr"] for row in rows] == [used[e] for e in range(9)]
+    assert used[0] == 1.0 and used[8] < 1.0  # the plateau scheduler lowered it after 6 epochs without progress
