@@ -7,6 +7,7 @@ resumed run) only ever sees a complete file.
 """
 import json
 import math
+import zipfile
 from pathlib import Path
 
 import torch
@@ -78,6 +79,12 @@ def load_checkpoint(path, map_location="cpu"):
         raise FileNotFoundError(
             f"{path}: no checkpoint here; expected a run folder written by lmpt/train.py "
             f"(holding best.pt and last.pt) or the path of one of those files")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("/constants.pkl") for name in archive.namelist()):
+                raise ValueError(f"{path}: a TorchScript archive (a CLIP backbone?), not a run checkpoint; "
+                                 f"expected best.pt or last.pt of a run folder (a CLIP backbone goes to "
+                                 f"--pretrain_clip / --pretrained_dir)")
     try:  # weights_only: plain containers and tensors, as written here; a file is never run as code
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated or foreign file

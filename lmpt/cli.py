@@ -10,6 +10,7 @@ from pathlib import Path
 from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
 
 from .data import DEFAULT_DATA_ROOT, REPO_ROOT, DataError, available_cores, get_dataset_spec
+from .engine import sigterm_as_interrupt
 
 
 def str2bool(value):
@@ -205,9 +206,11 @@ def resolve_run_dir(args, method, backbone):
 
 
 def run_resumable(fn, args, tag):
-    """``fn(args)``; on Ctrl-C or SIGTERM say how to resume and exit with status 130."""
+    """``fn(args)``; on Ctrl-C or SIGTERM (from the start: decoding too) say whether and how to resume,
+    and exit with status 130."""
     try:
-        return fn(args)
+        with sigterm_as_interrupt():
+            return fn(args)
     except KeyboardInterrupt:
         if (Path(args.output_dir) / "last.pt").exists():
             print(f"\n[{tag}] interrupted. The last completed epoch is saved; continue with "

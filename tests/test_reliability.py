@@ -293,10 +293,13 @@ def test_interrupt_message_says_whether_there_is_anything_to_resume(tmp_path, ca
     from types import SimpleNamespace
     from lmpt.cli import run_resumable
 
-    def interrupted(args):
+    def ctrl_c(args):
         raise KeyboardInterrupt
+
+    def sigterm(args):  # as before the first epoch, while images are decoded
+        os.kill(os.getpid(), signal.SIGTERM)
     args = SimpleNamespace(output_dir=tmp_path)
-    for has_epoch in (False, True):
+    for has_epoch, interrupted in ((False, ctrl_c), (False, sigterm), (True, ctrl_c), (True, sigterm)):
         if has_epoch:
             (tmp_path / "last.pt").write_bytes(b"")
         with pytest.raises(SystemExit) as stopped:
@@ -324,7 +327,7 @@ def test_missing_clip_checkpoint_is_refused_before_the_run_folder(tmp_path, monk
 
 def test_test_refuses_what_is_not_a_run_checkpoint(tmp_path, tiny_vit_checkpoint):
     data_root = fresh_data(tmp_path)
-    for wrong, expected in ((tiny_vit_checkpoint, "cannot be read as an LMPT checkpoint"),  # a CLIP archive
+    for wrong, expected in ((tiny_vit_checkpoint, "a TorchScript archive"),  # a CLIP checkpoint
                             (tmp_path / "weights.pt", "not a checkpoint of lmpt/train.py")):  # a bare state dict
         if wrong.name == "weights.pt":
             torch.save({"ctx": torch.zeros(2)}, wrong)
