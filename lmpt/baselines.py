@@ -57,7 +57,7 @@ def zero_shot_classifier(clip_model, class_names, templates, device, chunk=2048,
 def zero_shot(args):
     seed_everything(args.seed)
     device = select_device(args.device)
-    resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)  # inputs are checked before the run folder
+    checkpoint = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)  # checked before the run folder
     dataset, splits = load_splits(args, need_val=False, check=("test",))
     check_class_count(dataset, args.nb_classes)
     run_dir = Path(args.output_dir)
@@ -65,8 +65,8 @@ def zero_shot(args):
     save_args(run_dir, args)
     # The classifier (C × 80 prompts: tokenising and the text encoder) is built in a thread while the
     # loader workers decode the test images and the main thread runs the image encoder.
-    _, checkpoint, weights = load_clip_and_features(  # weights: [C, E]
-        args, dataset, splits, args.pretrain_clip_path, device, names=("test",),
+    _, weights = load_clip_and_features(  # weights: [C, E]
+        args, dataset, splits, checkpoint, device, names=("test",),
         beside=lambda model: zero_shot_classifier(model, dataset.class_names, TEMPLATES[args.templates], device,
                                                   progress=False))
     test_split = splits["test"]
@@ -121,12 +121,12 @@ def decode_images(root, paths, transform, num_workers, desc):
 def finetune(args):
     seed_everything(args.seed)
     device = select_device(args.device)
-    resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)  # inputs are checked before the run folder
+    checkpoint = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)  # checked before the run folder
     dataset, splits = load_splits(args, need_val=True)
     check_class_count(dataset, args.nb_classes)
     run_dir = prepare_run_dir(args)
     save_args(run_dir, args)
-    clip_model, checkpoint, _ = load_clip_and_features(args, dataset, splits, args.pretrain_clip_path, device)
+    clip_model, _ = load_clip_and_features(args, dataset, splits, checkpoint, device)
     train_split, test_split = splits["train"], splits["test"]
     select_split = splits.get("val", test_split)
     class_freq = dataset.class_freq

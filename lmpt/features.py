@@ -239,13 +239,14 @@ def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, de
     n_views = 2 if mirrors else 1
     if forward_images is None:
         forward_images = GPU_FORWARD_IMAGES if device.type == "cuda" else 0
-    features, errors, pending = None, {}, []
+    features, errors, pending, pending_views = None, {}, [], 0
 
     def encode():  # the pending batches, joined: one forward of V·B images
-        nonlocal features
+        nonlocal features, pending_views
         images = torch.cat([images for images, _ in pending])  # [B, 3, H, W]
         index = torch.cat([index for _, index in pending])  # [B]
         pending.clear()
+        pending_views = 0
         if normalize is not None:
             images = normalize(images)
         views = [images, images.flip(-1)] if mirrors else [images]  # V × [B, 3, H, W]
@@ -260,7 +261,8 @@ def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, de
         for images, index, error in tqdm(batches, desc=desc, leave=False):
             pending.append((images.to(device, non_blocking=True), index.to(device, non_blocking=True)))
             errors.update((i, msg) for i, msg in zip(index.tolist(), error) if msg)
-            if sum(len(index) for _, index in pending) * n_views >= forward_images:
+            pending_views += len(index) * n_views
+            if pending_views >= forward_images:
                 encode()
         if pending:
             encode()

@@ -22,7 +22,7 @@ CAPTION_CHARS = 75  # captions are cut to their first 75 characters, as publishe
 def load_clip_and_features(args, dataset, splits, backbone, device, names=("train", "test", "val"), beside=None):
     """The frozen CLIP in eval mode, with ``split.features`` filled for the splits ``names``.
 
-    Returns (model, checkpoint path, what ``beside(model)`` returned, or None). The first
+    Returns (model, what ``beside(model)`` returned, or None). The first
     run on a dataset is decode-bound, so the work is ordered around the decoding:
 
     1. start the loader workers of the first split missing from the cache. The cache key
@@ -38,7 +38,7 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
     autocast (``use_autocast``), elsewhere in fp32. Unreadable images are
     refused or dropped (``--skip_bad_images``).
     """
-    checkpoint = resolve_backbone(backbone, args.pretrained_dir)
+    checkpoint = resolve_backbone(backbone, args.pretrained_dir)  # a resolved path (the scripts') stays as it is
     cache_dir = Path(args.cache_dir or DEFAULT_CACHE_DIR)
     autocast = use_autocast(device)
 
@@ -77,7 +77,7 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
             index = torch.as_tensor(kept, dtype=torch.long)
             split.features, split.labels, split.kept = features[index], split.labels[index], kept
             split.paths = [split.paths[i] for i in kept]
-        return clip_model, checkpoint, extra.result() if extra is not None else None
+        return clip_model, extra.result() if extra is not None else None
 
 
 @dataclass

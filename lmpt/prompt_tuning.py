@@ -61,11 +61,11 @@ def train(args):
         raise ValueError(f"--training_method {args.training_method!r}: implemented methods are {TRAINING_METHODS}")
     seed_everything(args.seed)
     device = select_device(args.device)
-    resolve_backbone(args.pretrain_clip, args.pretrained_dir)  # inputs are checked before the run folder is touched
+    checkpoint = resolve_backbone(args.pretrain_clip, args.pretrained_dir)  # inputs checked before the run folder
     dataset, splits = load_splits(args)
     run_dir = prepare_run_dir(args)
     save_args(run_dir, args)
-    clip_model, checkpoint, _ = load_clip_and_features(args, dataset, splits, args.pretrain_clip, device)
+    clip_model, _ = load_clip_and_features(args, dataset, splits, checkpoint, device)
     train_split, test_split = splits["train"], splits["test"]
     select_split = splits.get("val", test_split)
     if "val" not in splits:
@@ -170,14 +170,15 @@ def test(args):
         raise ValueError(f"{checkpoint_path}: trained on classes {config['class_names'][:5]}… "
                          f"({len(config['class_names'])}), but --dataset {args.dataset} has "
                          f"{dataset.class_names[:5]}… ({len(dataset.class_names)})")
-    check_backbone(config, resolve_backbone(config["backbone"], args.pretrained_dir), checkpoint_path)
+    backbone = resolve_backbone(config["backbone"], args.pretrained_dir)
+    check_backbone(config, backbone, checkpoint_path)
 
     def restore(clip_model):  # in a thread, while the test images are decoded and encoded
         # built on clip_model's device already; no .to(): it would touch the image encoder in use meanwhile
         model = CustomCLIP(config["class_names"], clip_model, **{k: config[k] for k in PROMPT_KEYS})
         return model, restore_prompts(model, state, checkpoint_path, device)
-    _, _, (model, text) = load_clip_and_features(args, dataset, splits, config["backbone"], device, names=("test",),
-                                                 beside=restore)
+    _, (model, text) = load_clip_and_features(args, dataset, splits, backbone, device, names=("test",),
+                                              beside=restore)
     results = final_evaluation(model, checkpoint_path, splits["test"], dataset.class_freq["class_freq"],
                                args.thre, args.score, device, restored=(state, text))
     print(format_results(results, dataset.class_names, dataset.class_freq["class_freq"]))

@@ -173,7 +173,7 @@ def test_decoding_starts_before_the_model_is_built(tmp_path, data, tiny_vit_chec
     def load(beside=None):
         events.clear()
         _, splits = prepare.load_splits(args, need_val=False)
-        model, _, extra = prepare.load_clip_and_features(args, dataset, splits, str(checkpoint), "cpu",
+        model, extra = prepare.load_clip_and_features(args, dataset, splits, str(checkpoint), "cpu",
                                                          names=("train", "test"), beside=beside)
         assert splits["train"].features.shape[:2] == (8, 2) and splits["test"].features.shape[:2] == (6, 1)
         return model, extra, splits
