@@ -11,7 +11,7 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lmpt.baselines import finetune  # noqa: E402
-from lmpt.cli import (add_common_args, add_run_args, freeze_imported_objects, int_in,  # noqa: E402
+from lmpt.cli import (add_baseline_args, add_common_args, add_run_args, freeze_imported_objects, int_in,  # noqa: E402
                       positive_float, resolve_run_dir, restore_run_args, resolve_user_path, run_resumable)
 from lmpt.losses import CLASSIFICATION_LOSSES  # noqa: E402
 
@@ -20,10 +20,7 @@ SCRIPT_DIR = Path(__file__).resolve().parent
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="voc-lt", help="VOC / voc-lt, COCO / coco-lt, synth-lt")
-    p.add_argument("--nb_classes", type=int, default=None, help="checked against the labels file")
-    p.add_argument("--pretrain_clip_path", default="ViT16",
-                   help="a checkpoint path (relative paths as in the published README work) or a backbone name")
+    add_baseline_args(p, "ViT16")
     p.add_argument("--from_scratch", action="store_true", help="also train the visual encoder (full fine-tuning)")
     p.add_argument("--epochs", type=int_in(1), default=50)
     p.add_argument("--lr", type=positive_float, default=1e-4)

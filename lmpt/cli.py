@@ -104,6 +104,16 @@ def add_common_args(parser):
     return parser
 
 
+def add_baseline_args(parser, backbone):
+    """The published baseline scripts' first flags: --dataset, --nb_classes and --pretrain_clip_path
+    (default ``backbone``; a path is resolved by ``resolve_user_path``)."""
+    parser.add_argument("--dataset", default="voc-lt", help="VOC / voc-lt, COCO / coco-lt, synth-lt")
+    parser.add_argument("--nb_classes", type=int_in(1), default=None, help="checked against the labels file")
+    parser.add_argument("--pretrain_clip_path", default=backbone,
+                        help="a checkpoint path (relative paths as in the published README work) or a backbone name")
+    return parser
+
+
 def resolve_user_path(path, script_dir):
     """A path as the user wrote it: relative to the current folder, or — as the published
     README wrote them, for scripts run from their own folder — relative to the script's folder."""

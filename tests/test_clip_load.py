@@ -24,14 +24,6 @@ RELEASED_FILES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def no_env_folder(monkeypatch):
     monkeypatch.delenv("LMPT_PRETRAINED_DIR", raising=False)

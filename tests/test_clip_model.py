@@ -23,15 +23,6 @@ CAPTIONS = ["a photo of a dog.", "two cats sleeping on a red sofa", "", "a traff
 EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models: one thread avoids OpenMP waits on shared cores (restored afterwards)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def read_file_state_dict(path, fmt):
     """The file's state dict, read here independently of clip.checkpoint."""
     if fmt == "torchscript":

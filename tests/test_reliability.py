@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from conftest import write_lmpt_dataset
+from finetune_clip import fc as fc_script
 from lmpt import prompt_tuning
 from lmpt import test as test_script
 from lmpt import train as train_script
 from lmpt.data import DataError
 from lmpt.engine import NonFiniteError
+from zero_shot_clip import test as zero_shot_script
 
 
 def train_argv(data_root, checkpoint, out, cache, *extra, epochs=3):
@@ -240,6 +242,8 @@ def test_atomic_writes_give_new_files_the_usual_permissions(tmp_path):
     (train_script, "--batch_size", "0", "argument --batch_size: expected an integer >= 1, got 0"),
     (train_script, "--num_workers", "-1", "argument --num_workers: expected an integer >= 0, got -1"),
     (test_script, "--batch_size", "x", "argument --batch_size: expected an integer, got 'x'"),
+    (fc_script, "--nb_classes", "0", "argument --nb_classes: expected an integer >= 1, got 0"),
+    (zero_shot_script, "--nb_classes", "-3", "argument --nb_classes: expected an integer >= 1, got -3"),
 ])
 def test_out_of_range_flags_are_refused_when_parsed(capsys, script, flag, value, expected):
     with pytest.raises(SystemExit) as exit_:

@@ -10,7 +10,8 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lmpt.baselines import zero_shot  # noqa: E402
-from lmpt.cli import add_common_args, default_run_dir, freeze_imported_objects, resolve_user_path  # noqa: E402
+from lmpt.cli import (add_baseline_args, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
+                      resolve_user_path)
 from lmpt.templates import TEMPLATES  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -18,10 +19,7 @@ SCRIPT_DIR = Path(__file__).resolve().parent
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="voc-lt", help="VOC / voc-lt, COCO / coco-lt, synth-lt")
-    p.add_argument("--nb_classes", type=int, default=None, help="checked against the labels file")
-    p.add_argument("--pretrain_clip_path", default="RN50",
-                   help="a checkpoint path (relative paths as in the published README work) or a backbone name")
+    add_baseline_args(p, "RN50")
     p.add_argument("--templates", choices=sorted(TEMPLATES), default="imagenet80",
                    help="the CLIP paper's 80 ImageNet templates, or 'a photo of a {}.'")
     p.add_argument("--topk", type=int, default=5, help="k of the top-k precision/recall/F1")
