@@ -9,8 +9,11 @@ from pathlib import Path
 
 from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
 
-from .data import DEFAULT_DATA_ROOT, REPO_ROOT, DataError, available_cores, get_dataset_spec
+from .data import DEFAULT_DATA_ROOT, REPO_ROOT, DataError, available_cores, dataset_names, get_dataset_spec
 from .engine import sigterm_as_interrupt
+
+
+DATASET_HELP = dataset_names()
 
 
 def str2bool(value):
@@ -107,7 +110,7 @@ def add_common_args(parser):
 def add_baseline_args(parser, backbone):
     """The published baseline scripts' first flags: --dataset, --nb_classes and --pretrain_clip_path
     (default ``backbone``; a path is resolved by ``resolve_user_path``)."""
-    parser.add_argument("--dataset", default="voc-lt", help="VOC / voc-lt, COCO / coco-lt, synth-lt")
+    parser.add_argument("--dataset", default="voc-lt", help=DATASET_HELP)
     parser.add_argument("--nb_classes", type=int_in(1), default=None, help="checked against the labels file")
     parser.add_argument("--pretrain_clip_path", default=backbone,
                         help="a checkpoint path (relative paths as in the published README work) or a backbone name")

@@ -67,13 +67,17 @@ DATASETS = {
 }
 
 
+def dataset_names():
+    """The names of ``DATASETS`` with their aliases, as the scripts' help and errors list them."""
+    return ", ".join(f"{s.name} (also {', '.join(a for a in s.aliases if a != s.name)})" for s in DATASETS.values())
+
+
 def get_dataset_spec(name):
     """The ``DatasetSpec`` for a name or alias (case-sensitive as listed)."""
     for spec in DATASETS.values():
         if name == spec.name or name in spec.aliases:
             return spec
-    known = ", ".join(f"{s.name} (also {', '.join(a for a in s.aliases if a != s.name)})" for s in DATASETS.values())
-    raise DataError(f"unknown dataset {name!r}; expected one of: {known}")
+    raise DataError(f"unknown dataset {name!r}; expected one of: {dataset_names()}")
 
 
 # ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.cli import (add_common_args, default_run_dir, freeze_imported_objects, given_flags,  # noqa: E402
+from lmpt.cli import (DATASET_HELP, add_common_args, default_run_dir, freeze_imported_objects, given_flags,  # noqa: E402
                       str2bool)
 from lmpt.prompt_tuning import test  # noqa: E402
 
@@ -23,7 +23,7 @@ from lmpt.prompt_tuning import test  # noqa: E402
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=None, help="a run folder (uses best.pt) or a .pt file")
-    p.add_argument("--dataset", default=None, help="default: the dataset the checkpoint was trained on")
+    p.add_argument("--dataset", default=None, help=DATASET_HELP + "; default: the checkpoint's")
     p.add_argument("--output", type=Path, default=None, help="results file (default: <run>/test_results.json)")
     # The published test command's flags: accepted, and checked against the checkpoint.
     p.add_argument("--pretrain_clip", default="ViT16")

@@ -11,7 +11,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: import the repository's packages, not this folder's files
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.cli import (add_common_args, add_run_args, freeze_imported_objects, int_in,  # noqa: E402
+from lmpt.cli import (DATASET_HELP, add_common_args, add_run_args, freeze_imported_objects, int_in,  # noqa: E402
                       positive_float, resolve_run_dir, restore_run_args, run_resumable, str2bool)
 from lmpt.losses import CLASSIFICATION_LOSSES, CSE_LOSSES, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH  # noqa: E402
@@ -20,7 +20,7 @@ from lmpt.prompt_tuning import TRAINING_METHODS, train  # noqa: E402
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="voc-lt", help="voc-lt, coco-lt or synth-lt (the embedded benchmark)")
+    p.add_argument("--dataset", default="voc-lt", help=DATASET_HELP)
     p.add_argument("--pretrain_clip", default="ViT16",
                    help="RN50, RN101, ViT16, ViT32, … (files in --pretrained_dir), tiny, or a path to a .pt")
     p.add_argument("--epochs", type=int_in(1), default=50)

@@ -252,6 +252,14 @@ def test_out_of_range_flags_are_refused_when_parsed(capsys, script, flag, value,
     script.parse_args([flag, {"--lr": "0.1", "--num_workers": "0"}.get(flag, "1")])  # in range: accepted
 
 
+@pytest.mark.parametrize("script", [train_script, test_script, zero_shot_script, fc_script])
+def test_every_script_lists_the_datasets_of_the_table_and_their_aliases(script):
+    from lmpt.data import DATASETS
+    help_text = " ".join(script.build_parser().format_help().split())
+    for spec in DATASETS.values():
+        assert spec.name in help_text and all(alias in help_text for alias in spec.aliases), spec.name
+
+
 def test_resume_keeps_the_runs_own_settings(tmp_path, tiny_vit_checkpoint, capsys):
     """``--resume DIR`` alone continues with DIR/args.json's settings, not the defaults: extending a
     1-epoch run with non-default settings to 2 epochs equals a 2-epoch run; a conflicting flag is refused."""
