@@ -41,6 +41,19 @@ def _looks_like_clip(state_dict):
         all(k in stripped for k in VIT_KEYS) or all(k in stripped for k in RESNET_KEYS))
 
 
+def archive_problem(path):
+    """What a file that should be a torch archive is instead, as a noun phrase, or None when nothing
+    obvious: an empty file, or a zip archive cut short (a copy or download that did not finish)."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        return "an empty file"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        return "a zip archive cut short (truncated, as by a copy or download that did not finish)"
+    return None
+
+
 def read_state_dict(path):
     """State dict of a CLIP checkpoint file (tensors on the CPU); CheckpointFormatError if it is none."""
     path = Path(path)
@@ -57,8 +70,8 @@ def read_state_dict(path):
                 detail = (f"a zip archive that torch.load(weights_only=True) refuses "
                           f"({type(error).__name__}: {first_line})")
             else:
-                detail = (f"a file that is not a zip archive, while TorchScript and torch.save write zip archives "
-                          f"({type(error).__name__})")
+                detail = archive_problem(path) or (f"a file that is not a zip archive, while TorchScript and "
+                                                   f"torch.save write zip archives ({type(error).__name__})")
             raise CheckpointFormatError(f"{path}: not a CLIP checkpoint, {EXPECTED}; found {detail}") from None
     state_dict = _unwrap(obj)
     if not isinstance(state_dict, dict):

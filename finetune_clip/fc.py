@@ -12,7 +12,8 @@ if __package__ in (None, ""):
 
 from lmpt.baselines import finetune  # noqa: E402
 from lmpt.cli import (add_baseline_args, add_common_args, add_run_args, freeze_imported_objects, int_in,  # noqa: E402
-                      positive_float, resolve_run_dir, restore_run_args, resolve_user_path, run_resumable)
+                      positive_float, resolve_run_dir, report_errors, restore_run_args, resolve_user_path,
+                      run_resumable)
 from lmpt.losses import CLASSIFICATION_LOSSES  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -44,4 +45,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    report_errors(main)

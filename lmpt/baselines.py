@@ -6,8 +6,6 @@
 - ``finetune(args)``: a linear layer on the visual embedding (its width read from
   the model), DB loss, AdamW; ``--from_scratch`` also unfreezes the visual encoder.
 """
-from pathlib import Path
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -16,7 +14,8 @@ from tqdm import tqdm
 
 import clip
 
-from .checkpoint import load_checkpoint, save_args, save_json
+from .checkpoint import (check_evaluation_dir, check_run_dir, load_checkpoint, save_args, save_json,
+                         start_run_dir)
 from .data import ImageListDataset, build_transform, seed_worker
 from .engine import (autocast_on, build_scheduler, fit, load_trainable_state, seed_everything, select_device,
                      sigterm_as_interrupt, use_autocast)
@@ -24,7 +23,6 @@ from .losses import build_classification_loss
 from .metrics import format_results, topk_metrics, scores_from_logits
 from .models import resolve_backbone
 from .prepare import backbone_identity, evaluate_logits, load_clip_and_features, load_splits
-from .prompt_tuning import prepare_run_dir
 from .templates import TEMPLATES
 
 
@@ -57,12 +55,10 @@ def zero_shot_classifier(clip_model, class_names, templates, device, chunk=2048,
 def zero_shot(args):
     seed_everything(args.seed)
     device = select_device(args.device)
-    checkpoint = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)  # checked before the run folder
+    checkpoint = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)
+    run_dir = check_evaluation_dir(args.output_dir)
     dataset, splits = load_splits(args, need_val=False, check=("test",))
     check_class_count(dataset, args.nb_classes)
-    run_dir = Path(args.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_args(run_dir, args)
     # The classifier (C × 80 prompts: tokenising and the text encoder) is built in a thread while the
     # loader workers decode the test images and the main thread runs the image encoder.
     _, weights = load_clip_and_features(  # weights: [C, E]
@@ -78,6 +74,8 @@ def zero_shot(args):
                     topk_metrics(scores, test_split.labels.numpy(), k=args.topk).items()})
     results.update({"method": "zero-shot", "templates": args.templates, "score": args.score, "thre": args.thre,
                     **backbone_identity(args.pretrain_clip_path, checkpoint)})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_args(run_dir, args)
     save_json(run_dir / "results.json", results)
     print(format_results(results, dataset.class_names, train_freq))
     print(f"top-{args.topk}: " + "  ".join(f"{k} {results[f'top{args.topk}_{k}']:.2f}"
@@ -121,11 +119,10 @@ def decode_images(root, paths, transform, num_workers, desc):
 def finetune(args):
     seed_everything(args.seed)
     device = select_device(args.device)
-    checkpoint = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)  # checked before the run folder
+    checkpoint = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)
+    check_run_dir(args)
     dataset, splits = load_splits(args, need_val=True)
     check_class_count(dataset, args.nb_classes)
-    run_dir = prepare_run_dir(args)
-    save_args(run_dir, args)
     clip_model, _ = load_clip_and_features(args, dataset, splits, checkpoint, device)
     train_split, test_split = splits["train"], splits["test"]
     select_split = splits.get("val", test_split)
@@ -177,6 +174,7 @@ def finetune(args):
               "class_names": dataset.class_names, "preprocess": args.preprocess,
               **backbone_identity(args.pretrain_clip_path, checkpoint)}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4)
+    run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)
     with sigterm_as_interrupt():
         best = fit(model, batch_loss, evaluate, optimizer, build_scheduler(optimizer), run_dir, args.epochs,
                    args.batch_size, len(train_split.paths), args.seed, config, resume=args.resume,

@@ -7,11 +7,13 @@ resumed run) only ever sees a complete file.
 """
 import json
 import math
+import os
 import zipfile
 from pathlib import Path
 
 import torch
 
+from clip.checkpoint import archive_problem
 from clip.checkpoint import atomic_write as _atomic_write  # one atomic writer for the whole project
 
 
@@ -41,6 +43,77 @@ def save_json(path, obj):
 def save_args(run_dir, args):
     """``args.json`` of a run: the command-line arguments (callables such as hooks left out)."""
     save_json(Path(run_dir) / "args.json", {k: v for k, v in vars(args).items() if not callable(v)})
+
+
+# ---------------------------------------------------------------- run folders
+
+RUN_FILES = ("args.json", "metrics.jsonl", "last.pt", "best.pt", "results.json", "test_results.json")
+TRAINING_FILES = ("metrics.jsonl", "last.pt", "best.pt")  # only a training run writes these
+
+
+def check_writable_dir(path, flag):
+    """Refuse, before any work, a folder that cannot be made or written to (an error naming ``flag``)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{flag} {path}: a file is there; expected a folder (or nothing)")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{flag} {path}: {existing} is a file, so no folder can be made below it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {path}: {existing} is not writable by this user")
+    return path
+
+
+def check_run_dir(args):
+    """Before any work: the run folder of a training script. ``--resume`` needs its ``last.pt``; else a
+    folder holding a run is refused unless ``--overwrite`` (its files are only removed by ``start_run_dir``,
+    once the new run has everything it needs); and the folder must be writable."""
+    run_dir = Path(args.output_dir)
+    if args.resume:
+        if not (run_dir / "last.pt").exists():
+            raise FileNotFoundError(f"--resume {run_dir}: no last.pt there, nothing to resume")
+    elif any((run_dir / name).exists() for name in ("last.pt", "results.json")) and not args.overwrite:
+        raise FileExistsError(
+            f"{run_dir} already holds a run. Continue it with --resume {run_dir}, choose another "
+            f"--output_dir, or pass --overwrite to replace it.")
+    return check_writable_dir(run_dir, "--output_dir")
+
+
+def start_run_dir(args):
+    """Once the run is ready to train: with ``--overwrite`` remove the old run's files (``RUN_FILES`` only;
+    other files in the folder stay), then write ``args.json``. Returns the folder."""
+    run_dir = Path(args.output_dir)
+    if args.overwrite and not args.resume:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_args(run_dir, args)
+    return run_dir
+
+
+def check_evaluation_dir(run_dir):
+    """Before any work: the folder of an evaluation (zero-shot), which replaces its own earlier results
+    but never a training run's files."""
+    run_dir = Path(run_dir)
+    held = [name for name in TRAINING_FILES if (run_dir / name).exists()]
+    if held:
+        raise FileExistsError(f"--output_dir {run_dir}: holds a training run ({', '.join(held)}); its "
+                              f"results.json and args.json would be replaced. Choose another --output_dir.")
+    return check_writable_dir(run_dir, "--output_dir")
+
+
+def check_results_file(path):
+    """Before any work: a results file (``lmpt/test.py --output``) that is not a run's own file."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--output {path}: a folder; expected the path of a .json file")
+    if path.name in RUN_FILES and path.name != "test_results.json" and path.exists():
+        raise FileExistsError(f"--output {path}: a file of the run itself ({path.name}); expected another "
+                              f"name, such as test_results.json (the default)")
+    check_writable_dir(path.parent, "--output")
+    return path
 
 
 def load_json(path):
@@ -88,7 +161,9 @@ def load_checkpoint(path, map_location="cpu"):
     try:  # weights_only: plain containers and tensors, as written here; a file is never run as code
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated or foreign file
-        raise ValueError(f"{path}: cannot be read as an LMPT checkpoint ({e})") from e
+        problem = archive_problem(path)
+        raise ValueError(f"{path}: cannot be read as an LMPT checkpoint; "
+                         + (f"found {problem}" if problem else f"torch.load says: {e}")) from None
     missing = CHECKPOINT_KEYS - set(state) if isinstance(state, dict) else CHECKPOINT_KEYS
     if missing:
         raise ValueError(f"{path}: not a checkpoint of lmpt/train.py or finetune_clip/fc.py (no "

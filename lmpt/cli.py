@@ -5,6 +5,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
@@ -42,15 +43,28 @@ def int_in(low, high=None):
     return parse
 
 
-def positive_float(text):
-    """An argparse ``type``: a finite number > 0 (learning rates)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
+def float_in(low=None, high=None, above=None):
+    """An argparse ``type``: a finite number, in [low, high] where given, or above ``above`` (exclusive);
+    refused at parse time with the range it must be in."""
+    parts = ([f">= {low}"] if low is not None and high is None else []) + ([f"> {above}"] if above is not None
+                                                                          else [])
+    wanted = f"in [{low}, {high}]" if low is not None and high is not None else " ".join(parts)
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)
+                and (above is None or value > above)):
+            raise argparse.ArgumentTypeError(f"expected a finite number{' ' + wanted if wanted else ''}, got {text}")
+        return value
+    parse.__name__ = "float"
+    return parse
+
+
+positive_float = float_in(above=0)  # learning rates, λ of the DB loss
+unit_float = float_in(0, 1)  # thresholds on scores in [0, 1], loss mixing weights
 
 
 _FROZEN = False
@@ -96,7 +110,8 @@ def add_common_args(parser):
                              "four cores, at most 16)")
     parser.add_argument("--score", choices=("softmax", "sigmoid"), default="softmax",
                         help="scores ranked and thresholded: softmax over classes (published) or sigmoid")
-    parser.add_argument("--thre", type=float, default=0.5, help="threshold for CP/CR/CF1/OP/OR/OF1")
+    parser.add_argument("--thre", type=unit_float, default=0.5,
+                        help="threshold on the scores (in [0, 1]) for CP/CR/CF1/OP/OR/OF1")
     parser.add_argument("--preprocess", choices=("lmpt", "clip"), default="lmpt",
                         help="lmpt: squash to the input size, ImageNet mean/std (published); "
                              "clip: CLIP's resize + centre crop")
@@ -221,14 +236,35 @@ def resolve_run_dir(args, method, backbone):
 def run_resumable(fn, args, tag):
     """``fn(args)``; on Ctrl-C or SIGTERM (from the start: decoding too) say whether and how to resume,
     and exit with status 130."""
+    started = time.time()
     try:
         with sigterm_as_interrupt():
             return fn(args)
     except KeyboardInterrupt:
-        if (Path(args.output_dir) / "last.pt").exists():
+        last = Path(args.output_dir) / "last.pt"
+        if getattr(args, "overwrite", False) and last.exists() and last.stat().st_mtime < started:
+            print(f"\n[{tag}] interrupted before the new run started: the run in {args.output_dir} is as it "
+                  f"was", file=sys.stderr)
+        elif last.exists():
             print(f"\n[{tag}] interrupted. The last completed epoch is saved; continue with "
                   f"--resume {args.output_dir}", file=sys.stderr)
         else:
             print(f"\n[{tag}] interrupted before the first epoch ended: nothing to resume; run the same "
                   f"command again (the features of splits already encoded are cached)", file=sys.stderr)
         sys.exit(130)
+
+
+USER_ERRORS = (ValueError, OSError)  # bad data, flags, files or devices: the messages are written for the user
+
+
+def report_errors(main, argv=None):
+    """A script's ``main(argv)``, where a user error (``USER_ERRORS``: a bad file, flag, checkpoint or
+    device) ends the run with its message, ``<script>: error: …``, on stderr and exit status 1, rather
+    than a traceback; ``LMPT_TRACEBACK=1`` shows the traceback too. Other exceptions are bugs and keep it."""
+    try:
+        return main(argv)
+    except USER_ERRORS as error:
+        if os.environ.get("LMPT_TRACEBACK"):
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        sys.exit(1)

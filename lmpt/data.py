@@ -88,10 +88,13 @@ def _read_lines(path):
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    data = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a UTF-8 text file ({e})") from e
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {data[e.start:e.start + 1]!r} cannot be "
+                        f"decoded: {e.reason}); expected a UTF-8 text file") from None
     # split on "\n" only: str.splitlines would also break captions at rare Unicode separators
     return [(n, line.rstrip()) for n, line in enumerate(text.split("\n"), start=1)]
 
@@ -168,7 +171,7 @@ def read_captions(path, train_paths):
     lines = [(n, line) for n, line in _read_lines(path) if line.strip()]
     captions = []
     for i, (n, line) in enumerate(lines):
-        image, _, caption = line.partition(" ")
+        image, caption = (line.split(None, 1) + [""])[:2]  # the path, then the caption after any blank
         if i >= len(train_paths):
             raise DataError(f"{path}:{n}: extra line for {image!r}; expected {len(train_paths)} captions, "
                             f"one per train image, and then the end of the file")
@@ -325,14 +328,26 @@ def find_missing_images(root, paths):
     return [p for p, st in zip(paths, image_stats(root, paths)) if st is None]
 
 
-def check_images_exist(root, paths, list_file, show=5):
-    """Refuse, all at once, a list whose images are not on disk."""
-    missing = find_missing_images(root, paths)
-    if missing:
-        first = "\n  ".join(str(Path(root) / p) for p in missing[:show])
-        more = f"\n  … and {len(missing) - show} more" if len(missing) > show else ""
-        raise DataError(f"{list_file}: {len(missing)} of {len(paths)} images are missing under {root}:\n"
-                        f"  {first}{more}\nexpected each listed path to be an image file relative to {root}")
+def line_numbers(list_file):
+    """{image path: its line} of a list file (read again only to name lines in an error)."""
+    return {line.split()[0]: n for n, line in _read_lines(list_file) if line.strip()}
+
+
+def check_images_exist(root, lists, show=5):
+    """Refuse, all at once, the images of ``lists`` ([(list file, paths)]) that are not on disk, each named
+    with its list file and line."""
+    counts, found = [], []
+    for list_file, paths in lists:
+        missing = find_missing_images(root, paths)
+        if missing:
+            line_of = line_numbers(list_file)
+            counts.append(f"{list_file}: {len(missing)} of {len(paths)} images are missing")
+            found += [f"{list_file}:{line_of.get(p, '?')}: {Path(root) / p}" for p in missing]
+    if found:
+        first = "\n  ".join(found[:show])
+        more = f"\n  … and {len(found) - show} more" if len(found) > show else ""
+        raise DataError(f"{'; '.join(counts)} under {root}:\n  {first}{more}\n"
+                        f"expected each listed path to be an image file relative to {root}")
 
 
 # ---------------------------------------------------------------------------
@@ -416,7 +431,7 @@ class ImageListDataset(torch.utils.data.Dataset):
     def _open(self, path):
         with Image.open(path) as image:
             image.load()  # decode now, so a truncated or corrupt file fails here
-            return image.convert("RGB")
+            return to_rgb(image)
 
     def _blank_like_output(self):
         if self._blank is None:
@@ -434,6 +449,18 @@ class ImageListDataset(torch.utils.data.Dataset):
             return self._blank_like_output(), index, message
         tensor = self.transform(image)
         return (tensor, index, "") if self.tolerate_errors else (tensor, index)
+
+
+def to_rgb(image):
+    """An RGB copy of a PIL image. 16-bit greyscale (modes ``I;16…``, and ``I`` holding values above 255,
+    as Pillow opens 16-bit PNG and TIFF files) is scaled to 8 bits first: ``convert("RGB")`` would clip
+    every value above 255 to white."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.int64)  # [H, W]
+        if image.mode != "I" or values.max(initial=0) > 255:
+            values = np.rint(values / 257.0)  # 0..65535 -> 0..255
+        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))  # mode L
+    return image.convert("RGB")
 
 
 def available_cores():

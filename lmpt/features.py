@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import save_text, save_torch
-from .data import (BatchNormalize, DataError, ImageListDataset, available_cores, build_transform, image_stats,
+from .data import (BatchNormalize, ImageListDataset, available_cores, build_transform, image_stats,
                    seed_worker)
 from .engine import autocast_on, use_autocast
 
@@ -270,16 +270,3 @@ def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, de
         features = features.cpu()
         features[list(errors)] = 0  # an unreadable image leaves a zero row
     return features, errors
-
-
-def raise_on_bad_images(errors, paths, list_file, skip_bad=False):
-    """Refuse unreadable images, listing them all; with ``skip_bad`` return the indices to keep."""
-    if not errors:
-        return list(range(len(paths)))
-    listing = "\n  ".join(errors[i] for i in sorted(errors)[:20])
-    more = f"\n  … and {len(errors) - 20} more" if len(errors) > 20 else ""
-    if not skip_bad:
-        raise DataError(f"{list_file}: {len(errors)} image(s) cannot be read:\n  {listing}{more}\n"
-                        f"Fix or remove them, or pass --skip_bad_images to drop them from the run.")
-    print(f"[data] {list_file}: dropping {len(errors)} unreadable image(s) (--skip_bad_images):\n  {listing}{more}")
-    return [i for i in range(len(paths)) if i not in errors]

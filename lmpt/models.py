@@ -89,6 +89,30 @@ class TextEncoder(nn.Module):
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection  # [C, E]
 
 
+def prompt_texts(class_names, n_ctx=16, ctx_init=""):
+    """The prompts' text before their context is learned -> (M context tokens, [C] texts): ``ctx_init``'s
+    words (their count is M), or M = ``n_ctx`` placeholders 'X', then the class name and a full stop."""
+    ctx_init = (ctx_init or "").strip().replace("_", " ")
+    if ctx_init:
+        n_ctx, prefix = len(ctx_init.split()), ctx_init
+    else:
+        if n_ctx < 1:
+            raise ValueError(f"n_ctx must be at least 1 with an empty ctx_init, got {n_ctx}")
+        prefix = " ".join(["X"] * n_ctx)
+    return n_ctx, [f"{prefix} {name.replace('_', ' ')}." for name in class_names]
+
+
+def check_prompt_length(class_names, n_ctx=16, ctx_init=""):
+    """Refuse (before any work) a context so long that a class's prompt exceeds CLIP's 77 tokens."""
+    _, texts = prompt_texts(class_names, n_ctx, ctx_init)
+    lengths = [len(clip._tokenizer.encode(text)) + 2 for text in texts]  # + start and end of text
+    longest = max(range(len(texts)), key=lengths.__getitem__)
+    if lengths[longest] > CONTEXT_LENGTH:
+        flag = f"--ctx_init {ctx_init!r}" if (ctx_init or "").strip() else f"--n_ctx {n_ctx}"
+        raise ValueError(f"{flag}: the prompt of class {class_names[longest]!r} would be {lengths[longest]} "
+                         f"tokens, more than CLIP's {CONTEXT_LENGTH}; use a shorter context")
+
+
 class PromptLearner(nn.Module):
     """Learnable context vectors around frozen class-name embeddings (SPEC §5).
 
@@ -108,24 +132,20 @@ class PromptLearner(nn.Module):
         embedding = clip_model.token_embedding
         dim = embedding.weight.shape[1]
         device = embedding.weight.device
+        check_prompt_length(class_names, n_ctx, ctx_init)
+        n_ctx, texts = prompt_texts(class_names, n_ctx, ctx_init)
         ctx_init = (ctx_init or "").strip().replace("_", " ")
         if ctx_init:
-            n_ctx = len(ctx_init.split())
             with torch.no_grad():
                 init = embedding(clip.tokenize(ctx_init).to(device))[0, 1:1 + n_ctx].float()  # [M, D]
             ctx = init.expand(n_cls, -1, -1).clone() if csc else init.clone()
-            prompt_prefix = ctx_init
         else:
-            if n_ctx < 1:
-                raise ValueError(f"n_ctx must be at least 1 with an empty ctx_init, got {n_ctx}")
             ctx = torch.empty(n_cls, n_ctx, dim) if csc else torch.empty(n_ctx, dim)
             nn.init.normal_(ctx, std=0.02)
-            prompt_prefix = " ".join(["X"] * n_ctx)
         self.ctx = nn.Parameter(ctx.to(device))  # [C, M, D] or [M, D], fp32 master copy
 
-        names = [name.replace("_", " ") for name in class_names]
-        self.name_lens = [len(clip._tokenizer.encode(name)) for name in names]
-        tokenized = clip.tokenize([f"{prompt_prefix} {name}." for name in names]).to(device)  # [C, 77]
+        self.name_lens = [len(clip._tokenizer.encode(name.replace("_", " "))) for name in class_names]
+        tokenized = clip.tokenize(texts).to(device)  # [C, 77]
         with torch.no_grad():
             token_embeds = embedding(tokenized)  # [C, 77, D]
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)

@@ -9,9 +9,9 @@ import torch
 
 import clip
 
-from .data import DataError, check_images_exist, load_dataset
+from .data import DataError, check_images_exist, line_numbers, load_dataset
 from .engine import use_autocast
-from .features import (DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, raise_on_bad_images, remember_resolution,
+from .features import (DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, remember_resolution,
                        remembered_resolution)
 from .metrics import evaluate, scores_from_logits
 from .models import freeze, resolve_backbone
@@ -70,14 +70,34 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
     del state_dict
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside-encoding") as pool:
         extra = pool.submit(beside, clip_model) if beside is not None else None
-        for name, job in jobs.items():
-            features, errors = job.result(clip_model.visual)
+        encoded = {name: job.result(clip_model.visual) for name, job in jobs.items()}
+        report_bad_images([(splits[name], errors) for name, (_, errors) in encoded.items() if errors],
+                          args.skip_bad_images)
+        for name, (features, errors) in encoded.items():
             split = splits[name]
-            kept = raise_on_bad_images(errors, split.paths, split.list_file, args.skip_bad_images)
+            kept = [i for i in range(len(split.paths)) if i not in errors]
             index = torch.as_tensor(kept, dtype=torch.long)
             split.features, split.labels, split.kept = features[index], split.labels[index], kept
             split.paths = [split.paths[i] for i in kept]
+            if errors:
+                check_usable(split, " after --skip_bad_images dropped its unreadable images")
         return clip_model, extra.result() if extra is not None else None
+
+
+def report_bad_images(bad, skip_bad=False, show=20):
+    """The unreadable images of every split decoded (``bad``: [(split, {index: message})]), each named with
+    its list file and line: refused all at once, or with ``skip_bad`` reported as dropped."""
+    if not bad:
+        return
+    found = []
+    for split, errors in bad:
+        line_of = line_numbers(split.list_file)
+        found += [f"{split.list_file}:{line_of.get(split.paths[i], '?')}: {errors[i]}" for i in sorted(errors)]
+    listing = "\n  ".join(found[:show]) + (f"\n  … and {len(found) - show} more" if len(found) > show else "")
+    if not skip_bad:
+        raise DataError(f"{len(found)} image(s) cannot be read:\n  {listing}\n"
+                        f"Fix or remove them, or pass --skip_bad_images to drop them from the run.")
+    print(f"[data] dropping {len(found)} unreadable image(s) (--skip_bad_images):\n  {listing}")
 
 
 @dataclass
@@ -105,15 +125,21 @@ def load_splits(args, need_val=True, check=("train", "test", "val")):
     if getattr(dataset, "val_paths", None) is not None:
         splits["val"] = Split("val", Path(args.val_list), dataset.val_paths,
                               torch.as_tensor(dataset.val_labels, dtype=torch.float32))
-    for name in check:  # every missing image of every split used, before any work
-        if name in splits:
-            check_images_exist(dataset.root, splits[name].paths, splits[name].list_file)
-    for name in ("test", "val"):  # mAP averages over classes with a positive: it needs one
-        split = splits.get(name)
-        if split is not None and not split.labels.any():
-            raise DataError(f"{split.list_file}: none of its {len(split.paths)} images has a label, so mAP is "
-                            f"undefined on it; expected '<relative/path.jpg> <id> <id> …' lines with ids")
+    # every missing image of every split used, before any work
+    check_images_exist(dataset.root, [(splits[n].list_file, splits[n].paths) for n in check if n in splits])
+    for split in splits.values():
+        check_usable(split)
     return dataset, splits
+
+
+def check_usable(split, when=""):
+    """Refuse a split without images, or an evaluation split without any label (mAP averages over the
+    classes with a positive, so it would be undefined); ``when`` says what left it so."""
+    if not split.paths:
+        raise DataError(f"{split.list_file}: no image left{when}; expected readable images")
+    if split.name != "train" and not split.labels.any():
+        raise DataError(f"{split.list_file}: none of its {len(split.paths)} images has a label{when}, so mAP is "
+                        f"undefined on it; expected '<relative/path.jpg> <id> <id> …' lines with ids")
 
 
 @torch.no_grad()

@@ -6,39 +6,21 @@ encoder: image features come from the cache (see ``lmpt.features``), caption
 token embeddings are computed once, and evaluation encodes the class prompts
 once per pass.
 """
-import shutil
 from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, save_args, save_json
+from .checkpoint import check_results_file, check_run_dir, load_checkpoint, save_json, start_run_dir
 from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
                      seed_everything, select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import format_results
-from .models import CustomCLIP, resolve_backbone
+from .models import CustomCLIP, check_prompt_length, resolve_backbone
 from .prepare import (backbone_identity, caption_token_embeddings, check_backbone, evaluate_logits,
                       load_clip_and_features, load_splits)
 
 TRAINING_METHODS = ("coop", "lmpt")
 PROMPT_KEYS = ("n_ctx", "ctx_init", "csc", "class_token_position")
-
-
-def prepare_run_dir(args):
-    """Create the run folder; refuse to overwrite a finished or interrupted run by accident."""
-    run_dir = Path(args.output_dir)
-    if args.resume:
-        if not (run_dir / "last.pt").exists():
-            raise FileNotFoundError(f"--resume {run_dir}: no last.pt there, nothing to resume")
-        return run_dir
-    if (run_dir / "last.pt").exists() or (run_dir / "results.json").exists():
-        if not args.overwrite:
-            raise FileExistsError(
-                f"{run_dir} already holds a run. Continue it with --resume {run_dir}, choose another "
-                f"--output_dir, or pass --overwrite to replace it.")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 def prompt_text_features(model, device):
@@ -61,10 +43,10 @@ def train(args):
         raise ValueError(f"--training_method {args.training_method!r}: implemented methods are {TRAINING_METHODS}")
     seed_everything(args.seed)
     device = select_device(args.device)
-    checkpoint = resolve_backbone(args.pretrain_clip, args.pretrained_dir)  # inputs checked before the run folder
+    checkpoint = resolve_backbone(args.pretrain_clip, args.pretrained_dir)
+    check_run_dir(args)
     dataset, splits = load_splits(args)
-    run_dir = prepare_run_dir(args)
-    save_args(run_dir, args)
+    check_prompt_length(dataset.class_names, args.n_ctx, args.ctx_init)
     clip_model, _ = load_clip_and_features(args, dataset, splits, checkpoint, device)
     train_split, test_split = splits["train"], splits["test"]
     select_split = splits.get("val", test_split)
@@ -113,6 +95,7 @@ def train(args):
               "selection_split": select_split.name, **backbone_identity(args.pretrain_clip, checkpoint)}
     optimizer = build_optimizer(args.optimizer, model.prompt_learner.parameters(), args.lr)
     scheduler = build_scheduler(optimizer)
+    run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)
     with sigterm_as_interrupt():
         best = fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, args.epochs, args.batch_size,
                    len(train_split.paths), args.seed, config, resume=args.resume,
@@ -151,7 +134,11 @@ def test(args):
     state = load_checkpoint(args.checkpoint)
     source = Path(args.checkpoint)
     checkpoint_path = source / "best.pt" if source.is_dir() else source
+    out = check_results_file(args.output or checkpoint_path.parent / "test_results.json")
     config = state["config"]
+    if config.get("method") not in TRAINING_METHODS:
+        raise ValueError(f"{checkpoint_path}: a {config.get('method')} checkpoint (finetune_clip/fc.py); "
+                         f"lmpt/test.py evaluates the prompts of lmpt/train.py ({', '.join(TRAINING_METHODS)})")
     for key in PROMPT_KEYS:  # the seed's test command passes flags that the checkpoint already fixes
         given = getattr(args, key, None)
         if given is not None and given != config[key]:
@@ -182,7 +169,6 @@ def test(args):
     results = final_evaluation(model, checkpoint_path, splits["test"], dataset.class_freq["class_freq"],
                                args.thre, args.score, device, restored=(state, text))
     print(format_results(results, dataset.class_names, dataset.class_freq["class_freq"]))
-    out = Path(args.output or checkpoint_path.parent / "test_results.json")
     save_json(out, results)
     print(f"[test] results written to {out}")
     return results

@@ -15,8 +15,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.cli import (DATASET_HELP, add_common_args, default_run_dir, freeze_imported_objects, given_flags,  # noqa: E402
-                      str2bool)
+from lmpt.cli import (DATASET_HELP, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
+                      given_flags, report_errors, str2bool)
 from lmpt.prompt_tuning import test  # noqa: E402
 
 
@@ -54,4 +54,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    report_errors(main)

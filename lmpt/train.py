@@ -11,8 +11,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: import the repository's packages, not this folder's files
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.cli import (DATASET_HELP, add_common_args, add_run_args, freeze_imported_objects, int_in,  # noqa: E402
-                      positive_float, resolve_run_dir, restore_run_args, run_resumable, str2bool)
+from lmpt.cli import (DATASET_HELP, add_common_args, add_run_args, float_in, freeze_imported_objects,  # noqa: E402
+                      int_in, positive_float, report_errors, resolve_run_dir, restore_run_args, run_resumable,
+                      str2bool, unit_float)
 from lmpt.losses import CLASSIFICATION_LOSSES, CSE_LOSSES, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH  # noqa: E402
 from lmpt.prompt_tuning import TRAINING_METHODS, train  # noqa: E402
@@ -36,14 +37,14 @@ def build_parser():
     p.add_argument("--lr", type=positive_float, default=5e-4)
     p.add_argument("--loss_function", choices=CLASSIFICATION_LOSSES, default="dbl")
     p.add_argument("--cseloss", choices=CSE_LOSSES, default="softmargin")
-    p.add_argument("--cse_margin", type=float, default=DEFAULT_CSE_MARGIN, help="Δ of the embedding loss")
-    p.add_argument("--cse_gamma", type=float, default=DEFAULT_CSE_GAMMA, help="γ of the class weights n_c^-γ")
+    p.add_argument("--cse_margin", type=float_in(0), default=DEFAULT_CSE_MARGIN, help="Δ of the embedding loss")
+    p.add_argument("--cse_gamma", type=float_in(), default=DEFAULT_CSE_GAMMA, help="γ of the class weights n_c^-γ")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
-    p.add_argument("--neg_scale", type=float, default=None,
+    p.add_argument("--neg_scale", type=positive_float, default=None,
                    help="λ of the DB loss's negative-tolerant regularisation (default per dataset)")
-    p.add_argument("--gamma", type=float, default=None,
+    p.add_argument("--gamma", type=float_in(), default=None,
                    help="μ of the DB loss's re-balancing weights (default per dataset)")
-    p.add_argument("--lam", type=float, default=0.5, help="L = lam·L_cls + (1 − lam)·L_cse")
+    p.add_argument("--lam", type=unit_float, default=0.5, help="L = lam·L_cls + (1 − lam)·L_cse, lam in [0, 1]")
     add_run_args(p, "<dataset>_<method>_<backbone>_seed<seed>")
     add_common_args(p)
     return p
@@ -66,4 +67,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    report_errors(main)

@@ -323,13 +323,18 @@ def test_missing_images_reported_all_at_once(tmp_path):
     stats = image_stats(tmp_path, paths)
     assert [st is None for st in stats] == [False] + [True] * 7 + [False]
     assert stats[-1].st_size == (tmp_path / present[1]).stat().st_size > 0
-    list_file = tmp_path / "my_list.txt"
-    with pytest.raises(DataError) as err:
-        check_images_exist(tmp_path, paths, list_file)
+    list_file, other_list = tmp_path / "my_list.txt", tmp_path / "other_list.txt"
+    list_file.write_text("".join(f"{p} 0\n" for p in paths))
+    other_list.write_text(f"{present[0]} 1\n\nimg/gone.jpg 0\n")
+    with pytest.raises(DataError) as err:  # both lists' missing images in one error, with their lines
+        check_images_exist(tmp_path, [(list_file, paths), (other_list, [present[0], "img/gone.jpg"])], show=8)
     message = str(err.value)
-    assert str(list_file) in message and "7 of 9 images are missing" in message
-    assert all(m in message for m in missing[:5]) and missing[5] not in message and "2 more" in message
-    check_images_exist(tmp_path, present, list_file)  # nothing missing: no error
+    assert f"{list_file}: 7 of 9 images are missing; {other_list}: 1 of 2 images are missing" in message
+    assert all(f"{list_file}:{i + 2}: {tmp_path / m}" in message for i, m in enumerate(missing))
+    assert f"{other_list}:3: {tmp_path / 'img/gone.jpg'}" in message
+    with pytest.raises(DataError, match="2 more"):
+        check_images_exist(tmp_path, [(list_file, paths)])
+    check_images_exist(tmp_path, [(list_file, present)])  # nothing missing: no error
 
 
 def test_bad_images_listed_with_tolerate_errors_and_refused_without(tmp_path):

@@ -56,7 +56,8 @@ BAD_INPUTS = [
      "voc_lt_train.txt"),
     ("corrupt image", lambda d: (d / "images/train_003.jpg").write_bytes(b"not a jpeg at all"),
      "train_003.jpg"),
-    ("truncated image", lambda d: (d / "images/test_002.jpg").write_bytes((d / "images/test_002.jpg").read_bytes()[:300]),
+    ("truncated image",
+     lambda d: (d / "images/test_002.jpg").write_bytes((d / "images/test_002.jpg").read_bytes()[:300]),
      "test_002.jpg"),
     ("misaligned captions", lambda d: rewrite_line(d / "voc_lt_captions.txt", 4, "images/train_009.jpg a dog"),
      "voc_lt_captions.txt:4"),
@@ -80,17 +81,19 @@ def test_bad_input_is_refused_before_training(tmp_path, tiny_vit_checkpoint, nam
     with pytest.raises(DataError) as error:
         train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache"))
     assert expected in str(error.value)
-    assert not (out / "last.pt").exists() and not (out / "metrics.jsonl").exists()
+    assert not out.exists()  # the run folder is made only once the run has all it needs
 
 
 def test_missing_images_are_reported_together(tmp_path, tiny_vit_checkpoint):
     data_root = fresh_data(tmp_path)
-    for i in (1, 4, 7):
-        os.remove(data_root / "voc" / f"images/train_00{i}.jpg")
+    for name in ("train_001", "train_004", "train_007", "test_002"):
+        os.remove(data_root / "voc" / f"images/{name}.jpg")
     with pytest.raises(DataError) as error:
         train_script.main(train_argv(data_root, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "cache"))
-    message = str(error.value)
-    assert "3" in message and all(f"train_00{i}.jpg" in message for i in (1, 4, 7))
+    message, lists = str(error.value), data_root / "voc"
+    assert "voc_lt_train.txt: 3 of 24 images are missing; " in message and "test.txt: 1 of 16" in message
+    assert all(f"voc_lt_train.txt:{i + 1}: {lists / 'images'}/train_00{i}.jpg" in message for i in (1, 4, 7))
+    assert f"voc_lt_test.txt:3: {lists / 'images'}/test_002.jpg" in message
 
 
 def test_skip_bad_images_drops_them_and_trains(tmp_path, tiny_vit_checkpoint, capsys):
@@ -244,6 +247,16 @@ def test_atomic_writes_give_new_files_the_usual_permissions(tmp_path):
     (test_script, "--batch_size", "x", "argument --batch_size: expected an integer, got 'x'"),
     (fc_script, "--nb_classes", "0", "argument --nb_classes: expected an integer >= 1, got 0"),
     (zero_shot_script, "--nb_classes", "-3", "argument --nb_classes: expected an integer >= 1, got -3"),
+    (train_script, "--thre", "1.5", "argument --thre: expected a finite number in [0, 1], got 1.5"),
+    (test_script, "--thre", "nan", "argument --thre: expected a finite number in [0, 1], got nan"),
+    (zero_shot_script, "--thre", "-0.5", "argument --thre: expected a finite number in [0, 1], got -0.5"),
+    (fc_script, "--thre", "2", "argument --thre: expected a finite number in [0, 1], got 2"),
+    (train_script, "--lam", "-1", "argument --lam: expected a finite number in [0, 1], got -1"),
+    (train_script, "--cse_margin", "-1", "argument --cse_margin: expected a finite number >= 0, got -1"),
+    (train_script, "--cse_gamma", "nan", "argument --cse_gamma: expected a finite number, got nan"),
+    (train_script, "--neg_scale", "0", "argument --neg_scale: expected a finite number > 0, got 0"),
+    (train_script, "--gamma", "inf", "argument --gamma: expected a finite number, got inf"),
+    (zero_shot_script, "--topk", "0", "argument --topk: expected an integer >= 1, got 0"),
 ])
 def test_out_of_range_flags_are_refused_when_parsed(capsys, script, flag, value, expected):
     with pytest.raises(SystemExit) as exit_:

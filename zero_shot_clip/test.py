@@ -11,7 +11,7 @@ if __package__ in (None, ""):
 
 from lmpt.baselines import zero_shot  # noqa: E402
 from lmpt.cli import (add_baseline_args, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
-                      resolve_user_path)
+                      int_in, report_errors, resolve_user_path)
 from lmpt.templates import TEMPLATES  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -22,7 +22,7 @@ def build_parser():
     add_baseline_args(p, "RN50")
     p.add_argument("--templates", choices=sorted(TEMPLATES), default="imagenet80",
                    help="the CLIP paper's 80 ImageNet templates, or 'a photo of a {}.'")
-    p.add_argument("--topk", type=int, default=5, help="k of the top-k precision/recall/F1")
+    p.add_argument("--topk", type=int_in(1), default=5, help="k of the top-k precision/recall/F1")
     p.add_argument("--output_dir", type=Path, default=None,
                    help="run folder (default: runs/<dataset>_zeroshot_<backbone>_seed<seed>)")
     add_common_args(p)
@@ -44,4 +44,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    report_errors(main)

@@ -1,0 +1,249 @@
+"""User errors: one message without a traceback, given before any work, and no run lost to them."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, write_lmpt_dataset
+from lmpt import test as test_script
+from lmpt import train as train_script
+from lmpt.checkpoint import save_torch
+from lmpt.cli import report_errors, run_resumable
+from lmpt.data import DataError, ImageListDataset, read_captions, read_list
+from lmpt.engine import select_device
+from zero_shot_clip import test as zero_shot_script
+
+
+def train_argv(data_root, checkpoint, out, cache, *extra, epochs=1):
+    return ["--dataset", "voc-lt", "--data_root", str(data_root), "--pretrain_clip", str(checkpoint),
+            "--batch_size", "8", "--epochs", str(epochs), "--device", "cpu", "--num_workers", "0",
+            "--n_ctx", "4", "--cache_dir", str(cache), "--output_dir", str(out), "--optimizer", "adam",
+            "--lr", "0.01", *extra]
+
+
+def zero_shot_argv(data_root, checkpoint, out, cache):
+    return ["--dataset", "voc-lt", "--data_root", str(data_root), "--pretrain_clip_path", str(checkpoint),
+            "--output_dir", str(out), "--device", "cpu", "--num_workers", "0", "--cache_dir", str(cache)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_vit_checkpoint):
+    """A data root and a finished 1-epoch LMPT run in it (copied by the tests that change it)."""
+    root = tmp_path_factory.mktemp("errors")
+    write_lmpt_dataset(root / "data")
+    run = root / "run"
+    train_script.main(train_argv(root / "data", tiny_vit_checkpoint, run, root / "cache"))
+    return root / "data", run, root / "cache"
+
+
+def digests(folder):
+    return {p.name: p.read_bytes() for p in Path(folder).iterdir() if p.is_file()}
+
+
+def copy_run(run, to):
+    to.mkdir()
+    for name, data in digests(run).items():
+        (to / name).write_bytes(data)
+    return to
+
+
+# ---------------------------------------------------------------- the scripts' way of saying it
+
+def test_a_script_prints_a_user_error_without_traceback_and_exits_1(tmp_path):
+    data = tmp_path / "data"
+    write_lmpt_dataset(data)
+    (data / "voc" / "voc_lt_train.txt").write_text("images/train_000.jpg 0\nimages/train_001.jpg 9\n")
+    argv = [sys.executable, "lmpt/train.py", "--data_root", str(data), "--pretrain_clip", str(tmp_path / "x.pt"),
+            "--device", "cpu", "--output_dir", str(tmp_path / "run")]
+    (tmp_path / "x.pt").write_bytes(b"")  # found, so the data is read first
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "LMPT_TRACEBACK": ""})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"train.py: error: {data / 'voc' / 'voc_lt_train.txt'}:2: label 9 ")
+
+
+def test_report_errors_passes_bugs_and_asked_for_tracebacks_on(capsys, monkeypatch):
+    def user_error(argv):
+        raise DataError(f"list.txt:3: bad line {argv}")
+
+    def bug(argv):
+        raise KeyError("a bug")
+    monkeypatch.delenv("LMPT_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        report_errors(user_error, ["x"])
+    assert stopped.value.code == 1 and capsys.readouterr().err.endswith("error: list.txt:3: bad line ['x']\n")
+    with pytest.raises(KeyError):
+        report_errors(bug)
+    monkeypatch.setenv("LMPT_TRACEBACK", "1")
+    with pytest.raises(DataError):
+        report_errors(user_error)
+    assert report_errors(lambda argv: 7) == 7
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("gpu", "--device gpu: not a device; expected cpu, cuda or cuda:<index>"),
+    ("cuda:0", "--device cuda:0: CUDA is not available"),
+])
+def test_bad_devices_are_named(name, expected):
+    if torch.cuda.is_available():
+        pytest.skip("the CUDA message is for machines without it")
+    with pytest.raises(ValueError, match=expected.replace("(", r"\(")):
+        select_device(name)
+    assert select_device("cpu") == torch.device("cpu")
+
+
+# ---------------------------------------------------------------- runs are never lost
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_all_it_needs(trained, tmp_path, tiny_vit_checkpoint):
+    data, run, cache = trained
+    mine = copy_run(run, tmp_path / "run")
+    (mine / "my_notes.txt").write_text("mine")
+    before = digests(mine)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(tiny_vit_checkpoint.read_bytes()[:3000])
+    with pytest.raises(ValueError, match="a zip archive cut short"):  # read only after the data is checked
+        train_script.main(train_argv(data, broken, mine, cache, "--overwrite"))
+    with pytest.raises(ValueError, match="--n_ctx 73: the prompt of class 'traffic light' would be 78 tokens"):
+        train_script.main(train_argv(data, tiny_vit_checkpoint, mine, cache, "--overwrite", "--n_ctx", "73"))
+    assert digests(mine) == before
+    train_script.main(train_argv(data, tiny_vit_checkpoint, mine, cache, "--overwrite", "--seed", "3"))
+    after = digests(mine)
+    assert after["my_notes.txt"] == b"mine" and after["best.pt"] != before["best.pt"]  # only run files replaced
+    assert json.loads(after["args.json"])["seed"] == 3
+
+
+def test_zero_shot_never_replaces_a_training_run_but_its_own_results(trained, tmp_path, tiny_vit_checkpoint):
+    data, run, cache = trained
+    mine = copy_run(run, tmp_path / "run")
+    before = digests(mine)
+    with pytest.raises(FileExistsError, match="holds a training run .*last.pt"):
+        zero_shot_script.main(zero_shot_argv(data, tiny_vit_checkpoint, mine, cache))
+    assert digests(mine) == before
+    own = tmp_path / "zero_shot"
+    zero_shot_script.main(zero_shot_argv(data, tiny_vit_checkpoint, own, cache))
+    first = json.loads((own / "results.json").read_text())
+    zero_shot_script.main(zero_shot_argv(data, tiny_vit_checkpoint, own, cache) + ["--thre", "0.1"])
+    again = json.loads((own / "results.json").read_text())
+    assert (first["thre"], again["thre"]) == (0.5, 0.1) and first["mAP"] == again["mAP"]
+
+
+@pytest.mark.parametrize("where,error", [
+    ("file", "--output_dir {p}: a file is there"),
+    ("file/sub", "--output_dir {p}: {p.parent} is a file"),
+])
+def test_an_unusable_run_folder_is_refused_before_any_work(tmp_path, tiny_vit_checkpoint, where, error):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / where
+    with pytest.raises(OSError) as refused:  # the data root does not even exist: the folder is checked first
+        train_script.main(train_argv(tmp_path / "no_data", tiny_vit_checkpoint, out, tmp_path / "cache"))
+    assert error.format(p=out) in str(refused.value)
+
+
+def test_test_refuses_to_write_over_a_runs_own_files_or_a_folder(trained, tmp_path):
+    data, run, cache = trained
+    common = ["--checkpoint", str(run), "--data_root", str(data), "--device", "cpu", "--num_workers", "0",
+              "--cache_dir", str(cache)]
+    before = digests(run)
+    with pytest.raises(FileExistsError, match="a file of the run itself .results.json."):
+        test_script.main(common + ["--output", str(run / "results.json")])
+    with pytest.raises(IsADirectoryError, match="a folder; expected the path of a .json file"):
+        test_script.main(common + ["--output", str(tmp_path)])
+    assert digests(run) == before
+    out = tmp_path / "elsewhere.json"
+    test_script.main(common + ["--output", str(out), "--thre", "0.2"])
+    assert json.loads(out.read_text())["thre"] == 0.2
+
+
+def test_test_refuses_a_fine_tuning_checkpoint_by_name(trained, tmp_path):
+    data, _, _ = trained
+    probe = tmp_path / "best.pt"
+    save_torch(probe, {"model": {}, "epoch": 1, "config": {"method": "linear-probe"}})
+    with pytest.raises(ValueError, match="a linear-probe checkpoint .finetune_clip/fc.py.; lmpt/test.py evaluates"):
+        test_script.main(["--checkpoint", str(probe), "--data_root", str(data), "--device", "cpu"])
+
+
+def test_interrupting_an_overwrite_before_it_started_leaves_the_old_run(tmp_path, capsys):
+    (tmp_path / "last.pt").write_bytes(b"")
+    os.utime(tmp_path / "last.pt", (1, 1))  # written long before this run
+
+    def ctrl_c(args):
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit):
+        run_resumable(ctrl_c, SimpleNamespace(output_dir=tmp_path, overwrite=True), "train")
+    assert f"before the new run started: the run in {tmp_path} is as it was" in capsys.readouterr().err
+
+    def new_epoch(args):
+        (tmp_path / "last.pt").write_bytes(b"1")
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit):
+        run_resumable(new_epoch, SimpleNamespace(output_dir=tmp_path, overwrite=True), "train")
+    assert f"--resume {tmp_path}" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- flags and files
+
+def test_skip_bad_images_refuses_a_split_left_empty(tmp_path, tiny_vit_checkpoint):
+    data = tmp_path / "data"
+    write_lmpt_dataset(data, n_test=4)
+    for i in range(4):
+        (data / "voc" / f"images/test_{i:03d}.jpg").write_bytes(b"broken")
+    with pytest.raises(DataError, match="voc_lt_test.txt: no image left after --skip_bad_images dropped"):
+        train_script.main(train_argv(data, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "cache",
+                                     "--skip_bad_images"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_images_of_every_split_are_refused_together_with_their_lines(tmp_path, tiny_vit_checkpoint):
+    data = tmp_path / "data"
+    write_lmpt_dataset(data)
+    for name in ("train_005", "test_003"):
+        (data / "voc" / f"images/{name}.jpg").write_bytes(b"broken")
+    with pytest.raises(DataError) as refused:
+        train_script.main(train_argv(data, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "cache"))
+    message = str(refused.value)
+    assert message.startswith("2 image(s) cannot be read")
+    assert f"voc_lt_train.txt:6: {data / 'voc' / 'images'}/train_005.jpg: cannot read image" in message
+    assert f"voc_lt_test.txt:4: {data / 'voc' / 'images'}/test_003.jpg: cannot read image" in message
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped_to_white(tmp_path):
+    ramp = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)  # [H, W]
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    (tmp_path / "deep.png").rename(tmp_path / "deep.jpg")  # named as the lists name images
+    Image.fromarray((ramp // 257).astype(np.uint8)).save(tmp_path / "eight.png")
+    dataset = ImageListDataset(tmp_path, ["deep.jpg", "eight.png"], transform=None)
+    deep, eight = dataset[0][0], dataset[1][0]  # [3, H, W] in [0, 1]
+    assert deep.shape == (3, 48, 64) and (deep - eight).abs().max() <= 1 / 255 + 1e-6
+    assert 0.45 < deep.mean() < 0.55  # convert("RGB") alone gave about 254/255
+
+
+def test_text_file_errors_name_the_line(tmp_path):
+    bad = tmp_path / "list.txt"
+    bad.write_bytes("images/a.jpg 0\nimages/caf\xe9.jpg 1\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"list.txt:2: not UTF-8 text \(byte b'\\xe9' cannot be decoded"):
+        read_list(bad, 2)
+    captions = tmp_path / "captions.txt"  # a tab between path and caption, as spreadsheets write it
+    captions.write_text("images/a.jpg\ta dog on a sofa\nimages/b.jpg  two  cats\n")
+    assert read_captions(captions, ["images/a.jpg", "images/b.jpg"]) == ["a dog on a sofa", "two  cats"]
+
+
+def test_damaged_checkpoints_are_named_for_what_they_are(tmp_path, tiny_vit_checkpoint):
+    import clip
+    from lmpt.checkpoint import load_checkpoint
+    empty, cut, run_cut = tmp_path / "empty.pt", tmp_path / "cut.pt", tmp_path / "best.pt"
+    empty.write_bytes(b"")
+    cut.write_bytes(tiny_vit_checkpoint.read_bytes()[:5000])
+    save_torch(run_cut, {"model": {"ctx": torch.zeros(4, 8)}, "config": {}, "epoch": 1})
+    run_cut.write_bytes(run_cut.read_bytes()[:200])
+    for path, found in ((empty, "an empty file"), (cut, "a zip archive cut short")):
+        with pytest.raises(clip.model.CheckpointFormatError, match=f"found {found}"):
+            clip.read_state_dict(path)
+    for path, found in ((empty, "an empty file"), (run_cut, "a zip archive cut short")):
+        with pytest.raises(ValueError, match=f"cannot be read as an LMPT checkpoint; found {found}"):
+            load_checkpoint(path)
