@@ -57,7 +57,7 @@ def zero_shot(args):
     device = select_device(args.device)
     checkpoint = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)
     run_dir = check_evaluation_dir(args.output_dir)
-    dataset, splits = load_splits(args, need_val=False, check=("test",))
+    dataset, splits = load_splits(args, need_val=False, training=False)
     check_class_count(dataset, args.nb_classes)
     # The classifier (C × 80 prompts: tokenising and the text encoder) is built in a thread while the
     # loader workers decode the test images and the main thread runs the image encoder.

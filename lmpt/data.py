@@ -272,11 +272,13 @@ class LTDataset:
         return len(self.class_names)
 
 
-def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None):
-    """Read and validate a dataset's labels, lists, captions and class frequencies."""
+def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True):
+    """Read and validate a dataset's labels, lists, captions and class frequencies. Without ``training``
+    (an evaluation) the captions are not read (``captions`` is None), and a class without a training
+    image is allowed (it counts as a tail class); the train list still gives the class frequencies."""
     spec = get_dataset_spec(name)
     root = Path(data_root) / spec.folder
-    required = [spec.labels, spec.train_list, spec.test_list, spec.captions]
+    required = [spec.labels, spec.train_list, spec.test_list] + ([spec.captions] if training else [])
     missing = [f for f in required if not (root / f).is_file()]
     if missing:
         where = f"folder {root} does not exist" if not root.is_dir() else f"missing in {root}: {', '.join(missing)}"
@@ -291,11 +293,11 @@ def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None):
     num_classes = len(class_names)
     train_paths, train_labels = read_list(root / spec.train_list, num_classes)
     test_paths, test_labels = read_list(root / spec.test_list, num_classes)
-    captions = read_captions(root / spec.captions, train_paths)
+    captions = read_captions(root / spec.captions, train_paths) if training else None
 
     counts = train_labels.sum(axis=0)  # [C]
     empty = [f"{i} {class_names[i]!r}" for i in np.flatnonzero(counts == 0)]
-    if empty:
+    if empty and training:
         raise DataError(f"{root / spec.train_list}: no training image of class(es) {', '.join(empty)}; "
                         f"expected every class to have at least one positive (the DB loss and the class-aware "
                         f"margin divide by its frequency)")

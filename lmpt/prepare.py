@@ -111,10 +111,12 @@ class Split:
     kept: list = field(default_factory=list)  # indices into the list file (bad images dropped)
 
 
-def load_splits(args, need_val=True, check=("train", "test", "val")):
-    """The dataset (validated) and its train/test(/val) splits; the image files of the
-    splits in ``check`` are checked to exist before any work starts."""
-    dataset = load_dataset(args.dataset, args.data_root, getattr(args, "val_list", None) if need_val else None)
+def load_splits(args, need_val=True, training=True):
+    """The dataset (validated) and its train/test(/val) splits; the image files of the splits used
+    (all when ``training``, else the test split alone) are checked to exist before any work starts."""
+    dataset = load_dataset(args.dataset, args.data_root, getattr(args, "val_list", None) if need_val else None,
+                           training=training)
+    check = ("train", "test", "val") if training else ("test",)
     spec = dataset.spec
     splits = {
         "train": Split("train", dataset.root / spec.train_list, dataset.train_paths,

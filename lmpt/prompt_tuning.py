@@ -152,7 +152,7 @@ def test(args):
     args.preprocess = args.preprocess or config["preprocess"]
     args.score = args.score or config["score"]
     args.thre = config["thre"] if args.thre is None else args.thre
-    dataset, splits = load_splits(args, need_val=False)
+    dataset, splits = load_splits(args, need_val=False, training=False)
     if dataset.class_names != config["class_names"]:
         raise ValueError(f"{checkpoint_path}: trained on classes {config['class_names'][:5]}… "
                          f"({len(config['class_names'])}), but --dataset {args.dataset} has "

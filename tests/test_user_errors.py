@@ -247,3 +247,19 @@ def test_damaged_checkpoints_are_named_for_what_they_are(tmp_path, tiny_vit_chec
     for path, found in ((empty, "an empty file"), (run_cut, "a zip archive cut short")):
         with pytest.raises(ValueError, match=f"cannot be read as an LMPT checkpoint; found {found}"):
             load_checkpoint(path)
+
+
+def test_evaluations_need_neither_captions_nor_a_positive_of_every_class(tmp_path, tiny_vit_checkpoint):
+    data = tmp_path / "data"
+    write_lmpt_dataset(data)
+    lists = data / "voc"
+    (lists / "voc_lt_captions.txt").unlink()
+    (lists / "voc_labels.txt").write_text("dog 0\ntraffic light 1\ncat 2\nboat 3\nzebra 4\n")  # no zebra anywhere
+    (lists / "class_freq.pkl").unlink(missing_ok=True)
+    (lists / "images/train_002.jpg").unlink()  # a training image: not needed to evaluate
+    out = tmp_path / "zero_shot"
+    zero_shot_script.main(zero_shot_argv(data, tiny_vit_checkpoint, out, tmp_path / "cache"))
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["per_class_AP"]) == 5 and results["classes_without_positives"] == [4]
+    with pytest.raises(DataError, match="voc_lt_captions.txt"):  # training still needs them
+        train_script.main(train_argv(data, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "cache"))
