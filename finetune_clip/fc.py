@@ -12,7 +12,7 @@ if __package__ in (None, ""):
 
 from lmpt.baselines import finetune  # noqa: E402
 from lmpt.cli import (add_baseline_args, add_common_args, add_run_args, freeze_imported_objects, int_in,  # noqa: E402
-                      positive_float, resolve_run_dir, report_errors, restore_run_args, resolve_user_path,
+                      positive_float, resolve_run_dir, report_errors, restore_run_args, resolve_backbone_arg,
                       run_resumable)
 from lmpt.losses import CLASSIFICATION_LOSSES  # noqa: E402
 
@@ -34,7 +34,7 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.pretrain_clip_path = str(resolve_user_path(args.pretrain_clip_path, SCRIPT_DIR))
+    args.pretrain_clip_path = resolve_backbone_arg(args.pretrain_clip_path, SCRIPT_DIR)
     args = restore_run_args(parser, args, argv)
     return resolve_run_dir(args, "finetune" if args.from_scratch else "linear-probe", args.pretrain_clip_path)
 

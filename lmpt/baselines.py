@@ -22,7 +22,7 @@ from .engine import (autocast_on, build_scheduler, fit, load_trainable_state, se
 from .losses import build_classification_loss
 from .metrics import format_results, topk_metrics, scores_from_logits
 from .models import resolve_backbone
-from .prepare import backbone_identity, evaluate_logits, load_clip_and_features, load_splits
+from .prepare import backbone_identity, check_resumable, evaluate_logits, load_clip_and_features, load_splits
 from .templates import TEMPLATES
 
 
@@ -59,6 +59,9 @@ def zero_shot(args):
     run_dir = check_evaluation_dir(args.output_dir)
     dataset, splits = load_splits(args, need_val=False, training=False)
     check_class_count(dataset, args.nb_classes)
+    if args.topk > len(dataset.class_names):
+        print(f"[zero-shot] note: --topk {args.topk} is more than the {len(dataset.class_names)} classes of "
+              f"--dataset {args.dataset}: the top-{args.topk} metrics predict every class")
     # The classifier (C × 80 prompts: tokenising and the text encoder) is built in a thread while the
     # loader workers decode the test images and the main thread runs the image encoder.
     _, weights = load_clip_and_features(  # weights: [C, E]
@@ -123,6 +126,9 @@ def finetune(args):
     check_run_dir(args)
     dataset, splits = load_splits(args, need_val=True)
     check_class_count(dataset, args.nb_classes)
+    if args.resume:
+        check_resumable(args, ("finetune-full" if args.from_scratch else "linear-probe",), dataset.class_names,
+                        checkpoint)
     clip_model, _ = load_clip_and_features(args, dataset, splits, checkpoint, device)
     train_split, test_split = splits["train"], splits["test"]
     select_split = splits.get("val", test_split)

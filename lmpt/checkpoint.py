@@ -74,10 +74,13 @@ def check_run_dir(args):
     if args.resume:
         if not (run_dir / "last.pt").exists():
             raise FileNotFoundError(f"--resume {run_dir}: no last.pt there, nothing to resume")
-    elif any((run_dir / name).exists() for name in ("last.pt", "results.json")) and not args.overwrite:
+    elif (run_dir / "last.pt").exists() and not args.overwrite:
         raise FileExistsError(
             f"{run_dir} already holds a run. Continue it with --resume {run_dir}, choose another "
             f"--output_dir, or pass --overwrite to replace it.")
+    elif (run_dir / "results.json").exists() and not args.overwrite:
+        raise FileExistsError(f"{run_dir} already holds results (results.json). Choose another --output_dir, "
+                              f"or pass --overwrite to replace them.")
     return check_writable_dir(run_dir, "--output_dir")
 
 
@@ -109,6 +112,8 @@ def check_results_file(path):
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"--output {path}: a folder; expected the path of a .json file")
+    if path.suffix != ".json":
+        raise ValueError(f"--output {path}: expected the path of a .json file (results are JSON)")
     if path.name in RUN_FILES and path.name != "test_results.json" and path.exists():
         raise FileExistsError(f"--output {path}: a file of the run itself ({path.name}); expected another "
                               f"name, such as test_results.json (the default)")
@@ -133,11 +138,23 @@ def write_metrics(path, rows):
 
 
 def read_metrics(path):
+    """The epoch rows of ``metrics.jsonl`` ([] when there is none); a bad line is named."""
     path = Path(path)
     if not path.exists():
         return []
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except ValueError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({e}); expected one epoch's row a run wrote"
+                                     ) from None
+                if not isinstance(row, dict) or "epoch" not in row:
+                    raise ValueError(f"{path}:{n}: expected an object with the epoch number, got {line.strip()!r}")
+                rows.append(row)
+    return rows
 
 
 CHECKPOINT_KEYS = {"model", "config", "epoch"}  # what every run checkpoint holds (and best, optimizer, scheduler)

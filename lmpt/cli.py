@@ -11,7 +11,8 @@ from pathlib import Path
 from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
 
 from .data import DEFAULT_DATA_ROOT, REPO_ROOT, DataError, available_cores, dataset_names, get_dataset_spec
-from .engine import sigterm_as_interrupt
+from .engine import NonFiniteError, sigterm_as_interrupt
+from .models import is_backbone_name
 
 
 DATASET_HELP = dataset_names()
@@ -97,7 +98,7 @@ def default_workers(cores=None):
 
 def add_common_args(parser):
     """Flags every script takes: data, device, loader, scoring and caching."""
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="0 to 2^32 - 1 (NumPy's range)")
     parser.add_argument("--batch_size", type=int_in(1), default=64)
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--data_root", type=Path, default=DEFAULT_DATA_ROOT,
@@ -124,7 +125,7 @@ def add_common_args(parser):
 
 def add_baseline_args(parser, backbone):
     """The published baseline scripts' first flags: --dataset, --nb_classes and --pretrain_clip_path
-    (default ``backbone``; a path is resolved by ``resolve_user_path``)."""
+    (default ``backbone``; a path is resolved by ``resolve_backbone_arg``)."""
     parser.add_argument("--dataset", default="voc-lt", help=DATASET_HELP)
     parser.add_argument("--nb_classes", type=int_in(1), default=None, help="checked against the labels file")
     parser.add_argument("--pretrain_clip_path", default=backbone,
@@ -136,12 +137,20 @@ def resolve_user_path(path, script_dir):
     """A path as the user wrote it: relative to the current folder, or — as the published
     README wrote them, for scripts run from their own folder — relative to the script's folder."""
     path = Path(path)
-    if path.is_absolute() or path.exists():
+    if path.exists():
+        return path.resolve()  # absolute: args.json and checkpoints then name it from any folder
+    if path.is_absolute():
         return path
     beside_script = Path(script_dir) / path
     if beside_script.exists():
         return beside_script.resolve()
     return path
+
+
+def resolve_backbone_arg(value, script_dir):
+    """``--pretrain_clip(_path)`` as written: a backbone name stays a name; a path is resolved by
+    ``resolve_user_path`` (absolute when the file exists)."""
+    return value if is_backbone_name(value) else str(resolve_user_path(value, script_dir))
 
 
 def default_run_dir(dataset, *parts):
@@ -203,14 +212,22 @@ def restore_run_args(parser, args, argv=None):
         parser.error(f"--resume {args.resume}: no args.json there; expected the folder of an interrupted run")
     except ValueError as e:
         parser.error(f"{saved_file}: not valid JSON ({e}); expected the args.json a run wrote")
+    if not isinstance(saved, dict):
+        parser.error(f"{saved_file}: holds a {type(saved).__name__}; expected the args.json a run wrote")
     given = given_flags(parser, argv)
     for action in parser._actions:
         key = action.dest
         if key not in saved or key in _RUN_PLACE:
             continue
         value = saved[key]
-        if value is not None and action.type is Path:
-            value = Path(value)
+        if value is not None and action.type is not None:  # checked as if typed: ranges, types, paths
+            try:
+                value = action.type(str(value))
+            except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+                parser.error(f"{saved_file}: {key} {saved[key]!r} is not a valid {action.option_strings[0]} "
+                             f"({e})")
+        if action.choices is not None and value not in action.choices:
+            parser.error(f"{saved_file}: {key} {value!r} is not one of {list(action.choices)}")
         if key not in given:
             setattr(args, key, value)
         elif key not in RESUME_MAY_CHANGE and str(getattr(args, key)) != str(value):
@@ -254,17 +271,21 @@ def run_resumable(fn, args, tag):
         sys.exit(130)
 
 
-USER_ERRORS = (ValueError, OSError)  # bad data, flags, files or devices: the messages are written for the user
+USER_ERRORS = (ValueError, OSError, NonFiniteError)  # bad data, flags, files, devices, a diverged run
 
 
 def report_errors(main, argv=None):
     """A script's ``main(argv)``, where a user error (``USER_ERRORS``: a bad file, flag, checkpoint or
-    device) ends the run with its message, ``<script>: error: …``, on stderr and exit status 1, rather
-    than a traceback; ``LMPT_TRACEBACK=1`` shows the traceback too. Other exceptions are bugs and keep it."""
+    device, or a run whose loss diverged) ends the run with its message, ``<script>: error: …``, on stderr
+    and exit status 1, rather than a traceback; ``LMPT_TRACEBACK=1`` shows the traceback too. Other
+    exceptions are bugs and keep it. Ctrl-C ends it with status 130."""
     try:
         return main(argv)
     except USER_ERRORS as error:
-        if os.environ.get("LMPT_TRACEBACK"):
+        if os.environ.get("LMPT_TRACEBACK", "").lower() in ("1", "true", "yes", "on"):
             raise
         print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # the training scripts say first whether and how to resume (run_resumable)
+        print(f"\n{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
+        sys.exit(130)

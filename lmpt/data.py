@@ -349,7 +349,8 @@ def check_images_exist(root, lists, show=5):
         first = "\n  ".join(found[:show])
         more = f"\n  … and {len(found) - show} more" if len(found) > show else ""
         raise DataError(f"{'; '.join(counts)} under {root}:\n  {first}{more}\n"
-                        f"expected each listed path to be an image file relative to {root}")
+                        f"expected each listed path to be an image file relative to {root} (--skip_bad_images "
+                        f"drops unreadable images, not missing ones: remove their lines)")
 
 
 # ---------------------------------------------------------------------------
@@ -456,12 +457,15 @@ class ImageListDataset(torch.utils.data.Dataset):
 def to_rgb(image):
     """An RGB copy of a PIL image. 16-bit greyscale (modes ``I;16…``, and ``I`` holding values above 255,
     as Pillow opens 16-bit PNG and TIFF files) is scaled to 8 bits first: ``convert("RGB")`` would clip
-    every value above 255 to white."""
-    if image.mode.startswith("I;16") or image.mode == "I":
-        values = np.asarray(image, dtype=np.int64)  # [H, W]
-        if image.mode != "I" or values.max(initial=0) > 255:
-            values = np.rint(values / 257.0)  # 0..65535 -> 0..255
-        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))  # mode L
+    every value above 255 to white. Floating-point greyscale (mode ``F``) in [0, 1] is scaled to 0..255
+    (``convert`` would make it black); other values are clipped to 0..255."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)  # [H, W]
+        if image.mode == "F" and values.max(initial=0) <= 1:
+            values = values * 255  # floating-point intensities in [0, 1]
+        elif image.mode != "F" and (image.mode != "I" or values.max(initial=0) > 255):
+            values = values / 257  # 0..65535 -> 0..255
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))  # mode L
     return image.convert("RGB")
 
 

@@ -36,10 +36,15 @@ CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 CONTEXT_LENGTH = 77  # tokens of every prompt and caption (clip.tokenize's default, as OpenAI's CLIP)
 
 
+def is_backbone_name(name):
+    """A short name of :data:`BACKBONES` or an OpenAI name (``ViT-B/16``), not a path."""
+    return name in BACKBONES or name in clip.available_models()
+
+
 def resolve_backbone(name, pretrained_dir=DEFAULT_PRETRAINED_DIR):
     """A short name of :data:`BACKBONES`, an OpenAI name (``ViT-B/16``) or a path -> the checkpoint file,
     which must exist (FileNotFoundError naming the file and where to put it otherwise)."""
-    if name in BACKBONES or name in clip.available_models():
+    if is_backbone_name(name):
         file = BACKBONES.get(name) or name.replace("/", "-") + ".pt"
         path = Path(pretrained_dir) / file
         if not path.is_file():
@@ -91,10 +96,11 @@ class TextEncoder(nn.Module):
 
 def prompt_texts(class_names, n_ctx=16, ctx_init=""):
     """The prompts' text before their context is learned -> (M context tokens, [C] texts): ``ctx_init``'s
-    words (their count is M), or M = ``n_ctx`` placeholders 'X', then the class name and a full stop."""
+    words (M is their count of tokens: 'high-resolution' is three), or M = ``n_ctx`` placeholders 'X',
+    then the class name and a full stop."""
     ctx_init = (ctx_init or "").strip().replace("_", " ")
     if ctx_init:
-        n_ctx, prefix = len(ctx_init.split()), ctx_init
+        n_ctx, prefix = len(clip._tokenizer.encode(ctx_init)), ctx_init
     else:
         if n_ctx < 1:
             raise ValueError(f"n_ctx must be at least 1 with an empty ctx_init, got {n_ctx}")

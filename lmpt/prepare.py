@@ -9,6 +9,7 @@ import torch
 
 import clip
 
+from .checkpoint import check_writable_dir, load_checkpoint
 from .data import DataError, check_images_exist, line_numbers, load_dataset
 from .engine import use_autocast
 from .features import (DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, remember_resolution,
@@ -80,7 +81,7 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
             split.features, split.labels, split.kept = features[index], split.labels[index], kept
             split.paths = [split.paths[i] for i in kept]
             if errors:
-                check_usable(split, " after --skip_bad_images dropped its unreadable images")
+                check_usable(split, " after --skip_bad_images dropped its unreadable images", dataset.class_names)
         return clip_model, extra.result() if extra is not None else None
 
 
@@ -113,7 +114,9 @@ class Split:
 
 def load_splits(args, need_val=True, training=True):
     """The dataset (validated) and its train/test(/val) splits; the image files of the splits used
-    (all when ``training``, else the test split alone) are checked to exist before any work starts."""
+    (all when ``training``, else the test split alone) are checked to exist, and the feature cache's
+    folder to be writable, before any work starts."""
+    check_writable_dir(args.cache_dir or DEFAULT_CACHE_DIR, "--cache_dir")
     dataset = load_dataset(args.dataset, args.data_root, getattr(args, "val_list", None) if need_val else None,
                            training=training)
     check = ("train", "test", "val") if training else ("test",)
@@ -134,11 +137,17 @@ def load_splits(args, need_val=True, training=True):
     return dataset, splits
 
 
-def check_usable(split, when=""):
-    """Refuse a split without images, or an evaluation split without any label (mAP averages over the
-    classes with a positive, so it would be undefined); ``when`` says what left it so."""
+def check_usable(split, when="", class_names=None):
+    """Refuse a split without images, an evaluation split without any label (mAP averages over the
+    classes with a positive, so it would be undefined), or, given ``class_names``, a training split
+    left without a positive of some class; ``when`` says what left it so."""
     if not split.paths:
         raise DataError(f"{split.list_file}: no image left{when}; expected readable images")
+    if split.name == "train" and class_names is not None:
+        empty = [f"{i} {class_names[i]!r}" for i in torch.nonzero(split.labels.sum(0) == 0).flatten().tolist()]
+        if empty:
+            raise DataError(f"{split.list_file}: no training image of class(es) {', '.join(empty)} left{when}; "
+                            f"expected every class to keep a positive")
     if split.name != "train" and not split.labels.any():
         raise DataError(f"{split.list_file}: none of its {len(split.paths)} images has a label{when}, so mAP is "
                         f"undefined on it; expected '<relative/path.jpg> <id> <id> …' lines with ids")
@@ -164,11 +173,30 @@ def backbone_identity(backbone, checkpoint):
             "backbone_sha256": file_fingerprint(checkpoint)}
 
 
+def check_resumable(args, methods, class_names, checkpoint):
+    """``--resume``, before anything is written: the run's ``last.pt`` must be a run this script continues
+    (``methods``), on the same classes and the same CLIP file, and ``--epochs`` at least its epochs done."""
+    last = Path(args.output_dir) / "last.pt"
+    state = load_checkpoint(last)
+    config = state["config"]
+    if config.get("method") not in methods:
+        raise ValueError(f"{last}: a {config.get('method')} run; this script continues {' or '.join(methods)} "
+                         f"runs")
+    if config.get("class_names") != list(class_names):
+        raise ValueError(f"{last}: trained on the classes {config.get('class_names')}, but --dataset "
+                         f"{args.dataset} now has {list(class_names)}; a resumed run keeps its classes")
+    check_backbone(config, checkpoint, last)
+    done = state["epoch"] + 1
+    if args.epochs < done:
+        raise ValueError(f"--epochs {args.epochs}: the run in {args.output_dir} has trained {done} epochs already; "
+                         f"expected --epochs {done} or more")
+
+
 def check_backbone(config, checkpoint, source):
     """Refuse to evaluate a checkpoint on a CLIP other than the one it was trained on."""
     sha = file_fingerprint(checkpoint)
     if config.get("backbone_sha256") not in (None, sha):
         raise ValueError(
             f"{source}: trained on backbone {config.get('backbone')} ({config.get('backbone_file')}, "
-            f"sha256 {config['backbone_sha256'][:12]}…) but {checkpoint} has sha256 {sha[:12]}…; "
-            f"pass --pretrained_dir holding the original checkpoint")
+            f"sha256 {config['backbone_sha256'][:12]}…) but {checkpoint} has sha256 {sha[:12]}…; put the "
+            f"original file back, or pass --pretrained_dir holding it")

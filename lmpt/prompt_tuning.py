@@ -16,7 +16,7 @@ from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import format_results
 from .models import CustomCLIP, check_prompt_length, resolve_backbone
-from .prepare import (backbone_identity, caption_token_embeddings, check_backbone, evaluate_logits,
+from .prepare import (backbone_identity, caption_token_embeddings, check_backbone, check_resumable, evaluate_logits,
                       load_clip_and_features, load_splits)
 
 TRAINING_METHODS = ("coop", "lmpt")
@@ -47,6 +47,8 @@ def train(args):
     check_run_dir(args)
     dataset, splits = load_splits(args)
     check_prompt_length(dataset.class_names, args.n_ctx, args.ctx_init)
+    if args.resume:
+        check_resumable(args, (args.training_method,), dataset.class_names, checkpoint)
     clip_model, _ = load_clip_and_features(args, dataset, splits, checkpoint, device)
     train_split, test_split = splits["train"], splits["test"]
     select_split = splits.get("val", test_split)
@@ -157,7 +159,12 @@ def test(args):
         raise ValueError(f"{checkpoint_path}: trained on classes {config['class_names'][:5]}… "
                          f"({len(config['class_names'])}), but --dataset {args.dataset} has "
                          f"{dataset.class_names[:5]}… ({len(dataset.class_names)})")
-    backbone = resolve_backbone(config["backbone"], args.pretrained_dir)
+    try:
+        backbone = resolve_backbone(config["backbone"], args.pretrained_dir)
+    except FileNotFoundError:  # a file moved since training: the same file name in --pretrained_dir will do
+        backbone = Path(args.pretrained_dir) / config.get("backbone_file", "")
+        if not backbone.is_file():
+            raise
     check_backbone(config, backbone, checkpoint_path)
 
     def restore(clip_model):  # in a thread, while the test images are decoded and encoded

@@ -257,6 +257,7 @@ def test_atomic_writes_give_new_files_the_usual_permissions(tmp_path):
     (train_script, "--neg_scale", "0", "argument --neg_scale: expected a finite number > 0, got 0"),
     (train_script, "--gamma", "inf", "argument --gamma: expected a finite number, got inf"),
     (zero_shot_script, "--topk", "0", "argument --topk: expected an integer >= 1, got 0"),
+    (train_script, "--seed", "4294967296", "argument --seed: expected an integer in 0..4294967295, got 4294967296"),
 ])
 def test_out_of_range_flags_are_refused_when_parsed(capsys, script, flag, value, expected):
     with pytest.raises(SystemExit) as exit_:

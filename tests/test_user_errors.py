@@ -87,7 +87,7 @@ def test_report_errors_passes_bugs_and_asked_for_tracebacks_on(capsys, monkeypat
 
 
 @pytest.mark.parametrize("name,expected", [
-    ("gpu", "--device gpu: not a device; expected cpu, cuda or cuda:<index>"),
+    ("gpu", "--device gpu: not a device this code runs on; expected cpu, cuda or cuda:<index>"),
     ("cuda:0", "--device cuda:0: CUDA is not available"),
 ])
 def test_bad_devices_are_named(name, expected):
@@ -263,3 +263,115 @@ def test_evaluations_need_neither_captions_nor_a_positive_of_every_class(tmp_pat
     assert len(results["per_class_AP"]) == 5 and results["classes_without_positives"] == [4]
     with pytest.raises(DataError, match="voc_lt_captions.txt"):  # training still needs them
         train_script.main(train_argv(data, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "cache"))
+
+
+# ---------------------------------------------------------------- resuming, and what a run records
+
+def test_a_resume_that_does_not_fit_is_refused_before_anything_is_written(trained, tmp_path, tiny_vit_checkpoint):
+    data, run, cache = trained
+    mine = copy_run(run, tmp_path / "run")
+    resume = ["--resume", str(mine), "--device", "cpu", "--num_workers", "0", "--cache_dir", str(cache)]
+    state = torch.load(mine / "last.pt", weights_only=True)
+    state["epoch"] = 4  # as if 5 epochs were done
+    torch.save(state, mine / "last.pt")
+    before = digests(mine)
+    with pytest.raises(ValueError, match="has trained 5 epochs already; expected --epochs 5 or more"):
+        train_script.main(resume + ["--epochs", "3"])
+    renamed = tmp_path / "renamed"
+    write_lmpt_dataset(renamed)
+    labels = renamed / "voc" / "voc_labels.txt"
+    labels.write_text(labels.read_text().replace("boat", "ship"))
+    with pytest.raises(ValueError, match="a resumed run keeps its classes"):
+        train_script.main(resume + ["--epochs", "6", "--data_root", str(renamed)])
+    from finetune_clip import fc as fc_script
+    with pytest.raises(ValueError, match="a lmpt run; this script continues linear-probe runs"):
+        fc_script.main(resume + ["--epochs", "6", "--pretrain_clip_path", str(tiny_vit_checkpoint)])
+    assert digests(mine) == before  # args.json included
+
+
+def test_a_bad_args_json_is_named(trained, tmp_path, capsys):
+    _, run, _ = trained
+    for content, expected in (("3", "holds a int; expected the args.json a run wrote"),
+                              (None, "lr 'abc' is not a valid --lr (expected a number, got 'abc')"),
+                              ("{\"optimizer\": \"rmsprop\"}", "optimizer 'rmsprop' is not one of")):
+        mine = copy_run(run, tmp_path / f"run{len(list(tmp_path.iterdir()))}")
+        if content is None:
+            saved = json.loads((mine / "args.json").read_text())
+            content = json.dumps({**saved, "lr": "abc"})
+        (mine / "args.json").write_text(content)
+        with pytest.raises(SystemExit):
+            train_script.parse_args(["--resume", str(mine)])
+        assert expected in capsys.readouterr().err
+
+
+def test_a_bad_metrics_line_is_named(tmp_path):
+    from lmpt.checkpoint import read_metrics
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch" 1}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not valid JSON"):
+        read_metrics(tmp_path / "metrics.jsonl")
+
+
+def test_a_run_of_a_relative_backbone_path_is_tested_from_any_folder(tmp_path, tiny_vit_checkpoint, monkeypatch):
+    data = tmp_path / "data"
+    write_lmpt_dataset(data)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mine.pt").write_bytes(tiny_vit_checkpoint.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    train_script.main(train_argv(data, "models/mine.pt", tmp_path / "run", tmp_path / "cache"))
+    saved = json.loads((tmp_path / "run" / "args.json").read_text())
+    assert saved["pretrain_clip"] == str(tmp_path / "models" / "mine.pt")
+    monkeypatch.chdir(ROOT)
+    test_script.main(["--checkpoint", str(tmp_path / "run"), "--data_root", str(data), "--device", "cpu",
+                      "--num_workers", "0", "--cache_dir", str(tmp_path / "cache")])
+    assert json.loads((tmp_path / "run" / "test_results.json").read_text())["mAP"] > 0
+
+
+def test_more_places_are_checked_before_any_work(trained, tmp_path, tiny_vit_checkpoint, capsys):
+    data, run, cache = trained
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(FileExistsError, match="--cache_dir .*a_file: a file is there"):
+        train_script.main(train_argv(data, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "a_file"))
+    with pytest.raises(ValueError, match="--output .*results.txt: expected the path of a .json file"):
+        test_script.main(["--checkpoint", str(run), "--data_root", str(data), "--output",
+                          str(tmp_path / "results.txt")])
+    with pytest.raises(ValueError, match="--device meta: not a device this code runs on"):
+        select_device("meta")
+    results_only = tmp_path / "zero_shot"
+    results_only.mkdir()
+    (results_only / "results.json").write_text("{}")
+    with pytest.raises(FileExistsError) as refused:
+        train_script.main(train_argv(data, tiny_vit_checkpoint, results_only, cache))
+    assert "already holds results" in str(refused.value) and "--resume" not in str(refused.value)
+    zero_shot_script.main(zero_shot_argv(data, tiny_vit_checkpoint, tmp_path / "zs", cache) + ["--topk", "6"])
+    assert "--topk 6 is more than the 4 classes of --dataset voc-lt" in capsys.readouterr().out
+
+
+def test_skip_bad_images_refuses_a_class_left_without_training_positive(tmp_path, tiny_vit_checkpoint):
+    data = tmp_path / "data"
+    write_lmpt_dataset(data)
+    lists = data / "voc"
+    for line in (lists / "voc_lt_train.txt").read_text().splitlines():
+        path, *ids = line.split()
+        if "3" in ids:  # every training image of 'boat'
+            (lists / path).write_bytes(b"broken")
+    with pytest.raises(DataError, match="no training image of class.es. 3 'boat' left after --skip_bad_images"):
+        train_script.main(train_argv(data, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "cache",
+                                     "--skip_bad_images"))
+
+
+def test_float_greyscale_in_unit_range_is_scaled(tmp_path):
+    from lmpt.data import to_rgb
+    ramp = np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64)
+    rgb = np.asarray(to_rgb(Image.fromarray(ramp, mode="F")))  # [H, W, 3]
+    assert rgb.shape == (48, 64, 3) and np.abs(rgb[..., 0] - np.rint(ramp * 255)).max() <= 1
+
+
+def test_report_errors_on_ctrl_c_and_a_traceback_switched_off(capsys, monkeypatch):
+    def ctrl_c(argv):
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit) as stopped:
+        report_errors(ctrl_c)
+    assert stopped.value.code == 130 and capsys.readouterr().err.endswith(": interrupted\n")
+    monkeypatch.setenv("LMPT_TRACEBACK", "0")
+    with pytest.raises(SystemExit):
+        report_errors(lambda argv: select_device("gpu"))

@@ -11,7 +11,7 @@ if __package__ in (None, ""):
 
 from lmpt.baselines import zero_shot  # noqa: E402
 from lmpt.cli import (add_baseline_args, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
-                      int_in, report_errors, resolve_user_path)
+                      int_in, report_errors, resolve_backbone_arg)
 from lmpt.templates import TEMPLATES  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -31,7 +31,7 @@ def build_parser():
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
-    args.pretrain_clip_path = str(resolve_user_path(args.pretrain_clip_path, SCRIPT_DIR))
+    args.pretrain_clip_path = resolve_backbone_arg(args.pretrain_clip_path, SCRIPT_DIR)
     if args.output_dir is None:
         args.output_dir = default_run_dir(args.dataset, "zeroshot", Path(args.pretrain_clip_path).stem,
                                           f"seed{args.seed}")

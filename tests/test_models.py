@@ -1,0 +1,45 @@
+"""The prompt learner's layout: context, class name and full stop where each class-token position puts them."""
+import pytest
+import torch
+
+import clip
+from lmpt.models import PromptLearner, check_prompt_length, prompt_texts
+from tiny_clip import make_tiny_clip
+
+NAMES = ["traffic light", "dog"]
+SOT, EOT = 49406, 49407
+
+
+def expected_ids(ctx_ids, name_ids, position):
+    """Token ids [77] of one class's prompt in ``position``."""
+    half = len(ctx_ids) // 2
+    body = {"end": ctx_ids + name_ids,
+            "middle": ctx_ids[:half] + name_ids + ctx_ids[half:],
+            "front": name_ids + ctx_ids}[position]
+    ids = [SOT] + body + clip._tokenizer.encode(".") + [EOT]
+    return torch.tensor(ids + [0] * (77 - len(ids)))
+
+
+@pytest.mark.parametrize("position", ["end", "middle", "front"])
+@pytest.mark.parametrize("ctx_init", ["a photo of a", "a high-resolution photo of"])
+def test_word_initialised_prompts_hold_every_context_token_and_the_whole_name(position, ctx_init):
+    model = make_tiny_clip("vit")
+    learner = PromptLearner(NAMES, model, ctx_init=ctx_init, csc=True, class_token_position=position)
+    ctx_ids = clip._tokenizer.encode(ctx_init)  # 'high-resolution' is three tokens: all are learned
+    assert learner.n_ctx == len(ctx_ids) == prompt_texts(NAMES, ctx_init=ctx_init)[0]
+    with torch.no_grad():
+        prompts = learner()  # [C, 77, D]
+        for c, name in enumerate(NAMES):
+            expected = model.token_embedding(expected_ids(ctx_ids, clip._tokenizer.encode(name), position))
+            assert torch.equal(prompts[c], expected), (name, position)
+
+
+def test_random_contexts_take_n_ctx_tokens_and_too_long_ones_are_refused():
+    model = make_tiny_clip("vit")
+    learner = PromptLearner(NAMES, model, n_ctx=5)
+    assert learner.ctx.shape == (2, 5, model.token_embedding.weight.shape[1])
+    check_prompt_length(NAMES, n_ctx=72)  # 1 + 72 + 2 + 1 + 1 = 77 tokens for 'traffic light'
+    with pytest.raises(ValueError, match="--n_ctx 73: the prompt of class 'traffic light' would be 78 tokens"):
+        check_prompt_length(NAMES, n_ctx=73)
+    with pytest.raises(ValueError, match="--ctx_init 'x x"):
+        PromptLearner(NAMES, model, ctx_init=" ".join(["x"] * 73))
