@@ -124,7 +124,7 @@ def finetune(args):
     device = select_device(args.device)
     checkpoint = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)
     check_run_dir(args)
-    dataset, splits = load_splits(args, need_val=True)
+    dataset, splits = load_splits(args, need_val=True, captions=False)
     check_class_count(dataset, args.nb_classes)
     if args.resume:
         check_resumable(args, ("finetune-full" if args.from_scratch else "linear-probe",), dataset.class_names,

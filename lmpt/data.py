@@ -262,7 +262,7 @@ class LTDataset:
     train_labels: np.ndarray  # [N_train, C] float32 0/1
     test_paths: list
     test_labels: np.ndarray  # [N_test, C]
-    captions: list  # aligned with train_paths
+    captions: list  # aligned with train_paths; None when not read (load_dataset(captions=False))
     class_freq: dict  # the fields of class_freq.pkl
     val_paths: list = None
     val_labels: np.ndarray = None  # [N_val, C]
@@ -272,13 +272,15 @@ class LTDataset:
         return len(self.class_names)
 
 
-def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True):
+def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True, captions=None):
     """Read and validate a dataset's labels, lists, captions and class frequencies. Without ``training``
-    (an evaluation) the captions are not read (``captions`` is None), and a class without a training
-    image is allowed (it counts as a tail class); the train list still gives the class frequencies."""
+    (an evaluation) a class without a training image is allowed (it counts as a tail class); the train
+    list still gives the class frequencies. The captions are read when ``captions`` (default: when
+    ``training``); else ``LTDataset.captions`` is None."""
+    captions = training if captions is None else captions
     spec = get_dataset_spec(name)
     root = Path(data_root) / spec.folder
-    required = [spec.labels, spec.train_list, spec.test_list] + ([spec.captions] if training else [])
+    required = [spec.labels, spec.train_list, spec.test_list] + ([spec.captions] if captions else [])
     missing = [f for f in required if not (root / f).is_file()]
     if missing:
         where = f"folder {root} does not exist" if not root.is_dir() else f"missing in {root}: {', '.join(missing)}"
@@ -293,7 +295,7 @@ def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True
     num_classes = len(class_names)
     train_paths, train_labels = read_list(root / spec.train_list, num_classes)
     test_paths, test_labels = read_list(root / spec.test_list, num_classes)
-    captions = read_captions(root / spec.captions, train_paths) if training else None
+    captions = read_captions(root / spec.captions, train_paths) if captions else None
 
     counts = train_labels.sum(axis=0)  # [C]
     empty = [f"{i} {class_names[i]!r}" for i in np.flatnonzero(counts == 0)]

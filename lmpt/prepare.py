@@ -112,13 +112,14 @@ class Split:
     kept: list = field(default_factory=list)  # indices into the list file (bad images dropped)
 
 
-def load_splits(args, need_val=True, training=True):
+def load_splits(args, need_val=True, training=True, captions=None):
     """The dataset (validated) and its train/test(/val) splits; the image files of the splits used
     (all when ``training``, else the test split alone) are checked to exist, and the feature cache's
-    folder to be writable, before any work starts."""
+    folder to be writable, before any work starts. ``captions``: read the captions (default: when
+    ``training``)."""
     check_writable_dir(args.cache_dir or DEFAULT_CACHE_DIR, "--cache_dir")
     dataset = load_dataset(args.dataset, args.data_root, getattr(args, "val_list", None) if need_val else None,
-                           training=training)
+                           training=training, captions=captions)
     check = ("train", "test", "val") if training else ("test",)
     spec = dataset.spec
     splits = {

@@ -45,7 +45,7 @@ def train(args):
     device = select_device(args.device)
     checkpoint = resolve_backbone(args.pretrain_clip, args.pretrained_dir)
     check_run_dir(args)
-    dataset, splits = load_splits(args)
+    dataset, splits = load_splits(args, captions=args.training_method == "lmpt")  # CoOp needs no captions
     check_prompt_length(dataset.class_names, args.n_ctx, args.ctx_init)
     if args.resume:
         check_resumable(args, (args.training_method,), dataset.class_names, checkpoint)

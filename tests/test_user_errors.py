@@ -249,6 +249,21 @@ def test_damaged_checkpoints_are_named_for_what_they_are(tmp_path, tiny_vit_chec
             load_checkpoint(path)
 
 
+def test_only_lmpt_training_needs_the_captions(tmp_path, tiny_vit_checkpoint):
+    from finetune_clip import fc as fc_script
+    data = tmp_path / "data"
+    write_lmpt_dataset(data)
+    (data / "voc" / "voc_lt_captions.txt").unlink()
+    train_script.main(train_argv(data, tiny_vit_checkpoint, tmp_path / "coop", tmp_path / "cache",
+                                 "--training_method", "coop"))
+    fc_script.main(["--data_root", str(data), "--pretrain_clip_path", str(tiny_vit_checkpoint), "--epochs", "1",
+                    "--device", "cpu", "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"),
+                    "--output_dir", str(tmp_path / "probe")])
+    assert (tmp_path / "coop" / "results.json").exists() and (tmp_path / "probe" / "results.json").exists()
+    with pytest.raises(DataError, match="voc_lt_captions.txt"):
+        train_script.main(train_argv(data, tiny_vit_checkpoint, tmp_path / "lmpt", tmp_path / "cache"))
+
+
 def test_evaluations_need_neither_captions_nor_a_positive_of_every_class(tmp_path, tiny_vit_checkpoint):
     data = tmp_path / "data"
     write_lmpt_dataset(data)
