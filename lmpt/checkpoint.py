@@ -93,6 +93,7 @@ def start_run_dir(args):
             (run_dir / name).unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_args(run_dir, args)
+    args.run_started = True  # an interruption from now on concerns the new run (cli.run_resumable)
     return run_dir
 
 

@@ -5,7 +5,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
@@ -137,13 +136,13 @@ def resolve_user_path(path, script_dir):
     """A path as the user wrote it: relative to the current folder, or — as the published
     README wrote them, for scripts run from their own folder — relative to the script's folder."""
     path = Path(path)
-    if path.exists():
-        return path.resolve()  # absolute: args.json and checkpoints then name it from any folder
+    if path.exists():  # absolute, so args.json and checkpoints name it from any folder; a link keeps its name
+        return Path(os.path.abspath(path))
     if path.is_absolute():
         return path
     beside_script = Path(script_dir) / path
     if beside_script.exists():
-        return beside_script.resolve()
+        return Path(os.path.abspath(beside_script))
     return path
 
 
@@ -176,7 +175,9 @@ def add_run_args(parser, run_dir_pattern):
     return parser
 
 
-RESUME_MAY_CHANGE = ("epochs", "device", "num_workers", "data_root", "pretrained_dir", "cache_dir")
+# where the run reads and computes; the CLIP file may move (its sha256 is compared: prepare.check_resumable)
+RESUME_MAY_CHANGE = ("epochs", "device", "num_workers", "data_root", "pretrained_dir", "cache_dir", "pretrain_clip",
+                     "pretrain_clip_path")
 _RUN_PLACE = ("resume", "output_dir", "overwrite")  # where the run is, not how it trains
 
 
@@ -232,9 +233,10 @@ def restore_run_args(parser, args, argv=None):
             setattr(args, key, value)
         elif key not in RESUME_MAY_CHANGE and str(getattr(args, key)) != str(value):
             flag = action.option_strings[0]
+            may = [f"--{k}" for k in RESUME_MAY_CHANGE if any(a.dest == k for a in parser._actions)]
             parser.error(f"--resume {args.resume}: {flag} {getattr(args, key)} differs from the run's own "
-                         f"{value} ({saved_file}); a resumed run keeps its settings (only "
-                         f"{', '.join('--' + k for k in RESUME_MAY_CHANGE)} may change)")
+                         f"{value} ({saved_file}); a resumed run keeps its settings (only {', '.join(may)} "
+                         f"may change)")
     return args
 
 
@@ -253,13 +255,13 @@ def resolve_run_dir(args, method, backbone):
 def run_resumable(fn, args, tag):
     """``fn(args)``; on Ctrl-C or SIGTERM (from the start: decoding too) say whether and how to resume,
     and exit with status 130."""
-    started = time.time()
     try:
         with sigterm_as_interrupt():
             return fn(args)
     except KeyboardInterrupt:
         last = Path(args.output_dir) / "last.pt"
-        if getattr(args, "overwrite", False) and last.exists() and last.stat().st_mtime < started:
+        started = getattr(args, "run_started", False)  # set by checkpoint.start_run_dir
+        if getattr(args, "overwrite", False) and not started and last.exists():
             print(f"\n[{tag}] interrupted before the new run started: the run in {args.output_dir} is as it "
                   f"was", file=sys.stderr)
         elif last.exists():

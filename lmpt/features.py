@@ -34,7 +34,7 @@ from .data import (BatchNormalize, ImageListDataset, available_cores, build_tran
                    seed_worker)
 from .engine import autocast_on, use_autocast
 
-CACHE_VERSION = 2  # 2: fp32 weights on CUDA too (1 rounded fp32 checkpoints to fp16 there)
+CACHE_VERSION = 3  # 2: fp32 weights on CUDA too (1 rounded them to fp16); 3: 16-bit/float greyscale scaled
 # The libraries that decode, resize and encode: another version may round differently, so it misses the cache.
 LIBRARIES = f"torch {torch.__version__}, torchvision {torchvision.__version__}, pillow {PIL.__version__}"
 DEFAULT_CACHE_DIR = Path(os.environ.get("LMPT_CACHE_DIR", Path(__file__).resolve().parents[1] / ".cache" / "features"))

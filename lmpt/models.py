@@ -61,7 +61,7 @@ def resolve_backbone(name, pretrained_dir=DEFAULT_PRETRAINED_DIR):
                                     f".pt file or one of the names {', '.join(BACKBONES)}")
         return path
     raise ValueError(
-        f"--pretrain_clip {name!r}: not a known backbone ({', '.join(BACKBONES)}; "
+        f"backbone {name!r}: not a known backbone ({', '.join(BACKBONES)}; "
         f"or an OpenAI name such as ViT-B/16) and not a path to a .pt file")
 
 

@@ -174,6 +174,18 @@ def backbone_identity(backbone, checkpoint):
             "backbone_sha256": file_fingerprint(checkpoint)}
 
 
+def find_backbone(name, pretrained_dir, file_name=None):
+    """``resolve_backbone``; failing that (a file moved since a run was trained), the run's CLIP file
+    name ``file_name`` in ``pretrained_dir``. ``check_backbone`` then compares its sha256."""
+    try:
+        return resolve_backbone(name, pretrained_dir)
+    except (FileNotFoundError, ValueError):
+        moved = Path(pretrained_dir) / (file_name or "")
+        if file_name and moved.is_file():
+            return moved
+        raise
+
+
 def check_resumable(args, methods, class_names, checkpoint):
     """``--resume``, before anything is written: the run's ``last.pt`` must be a run this script continues
     (``methods``), on the same classes and the same CLIP file, and ``--epochs`` at least its epochs done."""

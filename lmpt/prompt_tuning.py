@@ -17,7 +17,7 @@ from .losses import build_classification_loss, build_cse_loss
 from .metrics import format_results
 from .models import CustomCLIP, check_prompt_length, resolve_backbone
 from .prepare import (backbone_identity, caption_token_embeddings, check_backbone, check_resumable, evaluate_logits,
-                      load_clip_and_features, load_splits)
+                      find_backbone, load_clip_and_features, load_splits)
 
 TRAINING_METHODS = ("coop", "lmpt")
 PROMPT_KEYS = ("n_ctx", "ctx_init", "csc", "class_token_position")
@@ -159,12 +159,7 @@ def test(args):
         raise ValueError(f"{checkpoint_path}: trained on classes {config['class_names'][:5]}… "
                          f"({len(config['class_names'])}), but --dataset {args.dataset} has "
                          f"{dataset.class_names[:5]}… ({len(dataset.class_names)})")
-    try:
-        backbone = resolve_backbone(config["backbone"], args.pretrained_dir)
-    except FileNotFoundError:  # a file moved since training: the same file name in --pretrained_dir will do
-        backbone = Path(args.pretrained_dir) / config.get("backbone_file", "")
-        if not backbone.is_file():
-            raise
+    backbone = find_backbone(config["backbone"], args.pretrained_dir, config.get("backbone_file"))
     check_backbone(config, backbone, checkpoint_path)
 
     def restore(clip_model):  # in a thread, while the test images are decoded and encoded

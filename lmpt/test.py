@@ -16,8 +16,10 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lmpt.cli import (DATASET_HELP, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
-                      given_flags, report_errors, str2bool)
+                      given_flags, report_errors, resolve_backbone_arg, str2bool)
 from lmpt.prompt_tuning import test  # noqa: E402
+
+SCRIPT_DIR = Path(__file__).resolve().parent
 
 
 def build_parser():
@@ -41,6 +43,7 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     args.given = given_flags(parser, argv)  # flags written, compared with the checkpoint's
+    args.pretrain_clip = resolve_backbone_arg(args.pretrain_clip, SCRIPT_DIR)  # as train.py records it
     args.val_list = None
     if args.checkpoint is None:
         args.checkpoint = default_run_dir(args.dataset or "voc-lt", args.training_method,

@@ -169,20 +169,22 @@ def test_test_refuses_a_fine_tuning_checkpoint_by_name(trained, tmp_path):
 
 
 def test_interrupting_an_overwrite_before_it_started_leaves_the_old_run(tmp_path, capsys):
-    (tmp_path / "last.pt").write_bytes(b"")
-    os.utime(tmp_path / "last.pt", (1, 1))  # written long before this run
+    from lmpt.checkpoint import start_run_dir
+    (tmp_path / "last.pt").write_bytes(b"")  # the old run's
 
     def ctrl_c(args):
         raise KeyboardInterrupt
+    args = SimpleNamespace(output_dir=tmp_path, overwrite=True, resume=False)
     with pytest.raises(SystemExit):
-        run_resumable(ctrl_c, SimpleNamespace(output_dir=tmp_path, overwrite=True), "train")
+        run_resumable(ctrl_c, args, "train")
     assert f"before the new run started: the run in {tmp_path} is as it was" in capsys.readouterr().err
 
     def new_epoch(args):
-        (tmp_path / "last.pt").write_bytes(b"1")
+        start_run_dir(args)  # the old run's files go
+        (tmp_path / "last.pt").write_bytes(b"1")  # the new run's first epoch
         raise KeyboardInterrupt
     with pytest.raises(SystemExit):
-        run_resumable(new_epoch, SimpleNamespace(output_dir=tmp_path, overwrite=True), "train")
+        run_resumable(new_epoch, args, "train")
     assert f"--resume {tmp_path}" in capsys.readouterr().err
 
 
@@ -326,19 +328,33 @@ def test_a_bad_metrics_line_is_named(tmp_path):
         read_metrics(tmp_path / "metrics.jsonl")
 
 
-def test_a_run_of_a_relative_backbone_path_is_tested_from_any_folder(tmp_path, tiny_vit_checkpoint, monkeypatch):
-    data = tmp_path / "data"
+def test_a_run_of_a_relative_backbone_path_is_tested_and_resumed_from_anywhere(tmp_path, tiny_vit_checkpoint,
+                                                                             tiny_rn_checkpoint, monkeypatch):
+    data, cache, run = tmp_path / "data", tmp_path / "cache", tmp_path / "run"
     write_lmpt_dataset(data)
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "mine.pt").write_bytes(tiny_vit_checkpoint.read_bytes())
+    for folder in ("models", "blobs", "moved"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "blobs" / "sha256-abc").write_bytes(tiny_vit_checkpoint.read_bytes())
+    (tmp_path / "models" / "mine.pt").symlink_to(tmp_path / "blobs" / "sha256-abc")  # as a download cache does
     monkeypatch.chdir(tmp_path)
-    train_script.main(train_argv(data, "models/mine.pt", tmp_path / "run", tmp_path / "cache"))
-    saved = json.loads((tmp_path / "run" / "args.json").read_text())
-    assert saved["pretrain_clip"] == str(tmp_path / "models" / "mine.pt")
+    train_script.main(train_argv(data, "models/mine.pt", run, cache))
+    saved = json.loads((run / "args.json").read_text())
+    assert saved["pretrain_clip"] == str(tmp_path / "models" / "mine.pt")  # absolute, the link's own name
+    assert torch.load(run / "best.pt", weights_only=True)["config"]["backbone_file"] == "mine.pt"
     monkeypatch.chdir(ROOT)
-    test_script.main(["--checkpoint", str(tmp_path / "run"), "--data_root", str(data), "--device", "cpu",
-                      "--num_workers", "0", "--cache_dir", str(tmp_path / "cache")])
-    assert json.loads((tmp_path / "run" / "test_results.json").read_text())["mAP"] > 0
+    evaluate = ["--checkpoint", str(run), "--data_root", str(data), "--device", "cpu", "--num_workers", "0",
+                "--cache_dir", str(cache)]
+    test_script.main(evaluate)
+    first = json.loads((run / "test_results.json").read_text())
+    (tmp_path / "models" / "mine.pt").rename(tmp_path / "moved" / "mine.pt")  # the file moves
+    test_script.main(evaluate + ["--pretrained_dir", str(tmp_path / "moved")])  # found there by its name
+    assert json.loads((run / "test_results.json").read_text())["mAP"] == first["mAP"]
+    resume = ["--resume", str(run), "--epochs", "2", "--device", "cpu", "--num_workers", "0", "--cache_dir", str(cache)]
+    (tmp_path / "other.pt").write_bytes(tiny_rn_checkpoint.read_bytes())
+    with pytest.raises(ValueError, match="sha256"):  # the flag may change, the weights may not
+        train_script.main(resume + ["--pretrain_clip", str(tmp_path / "other.pt")])
+    train_script.main(resume + ["--pretrain_clip", str(tmp_path / "moved" / "mine.pt")])
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
 
 
 def test_more_places_are_checked_before_any_work(trained, tmp_path, tiny_vit_checkpoint, capsys):
