@@ -46,9 +46,10 @@ def int_in(low, high=None):
 def float_in(low=None, high=None, above=None):
     """An argparse ``type``: a finite number, in [low, high] where given, or above ``above`` (exclusive);
     refused at parse time with the range it must be in."""
-    parts = ([f">= {low}"] if low is not None and high is None else []) + ([f"> {above}"] if above is not None
-                                                                          else [])
-    wanted = f"in [{low}, {high}]" if low is not None and high is not None else " ".join(parts)
+    if low is not None and high is not None:
+        wanted = f" in [{low}, {high}]"
+    else:
+        wanted = "".join(f" {op} {v}" for op, v in ((">=", low), ("<=", high), (">", above)) if v is not None)
 
     def parse(text):
         try:
@@ -57,7 +58,7 @@ def float_in(low=None, high=None, above=None):
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         if not (math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)
                 and (above is None or value > above)):
-            raise argparse.ArgumentTypeError(f"expected a finite number{' ' + wanted if wanted else ''}, got {text}")
+            raise argparse.ArgumentTypeError(f"expected a finite number{wanted}, got {text}")
         return value
     parse.__name__ = "float"
     return parse

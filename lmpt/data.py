@@ -337,6 +337,12 @@ def line_numbers(list_file):
     return {line.split()[0]: n for n, line in _read_lines(list_file) if line.strip()}
 
 
+def listing(lines, show):
+    """The first ``show`` of ``lines``, indented one per line, and how many more there are."""
+    more = f"\n  … and {len(lines) - show} more" if len(lines) > show else ""
+    return "  " + "\n  ".join(lines[:show]) + more
+
+
 def check_images_exist(root, lists, show=5):
     """Refuse, all at once, the images of ``lists`` ([(list file, paths)]) that are not on disk, each named
     with its list file and line."""
@@ -348,9 +354,7 @@ def check_images_exist(root, lists, show=5):
             counts.append(f"{list_file}: {len(missing)} of {len(paths)} images are missing")
             found += [f"{list_file}:{line_of.get(p, '?')}: {Path(root) / p}" for p in missing]
     if found:
-        first = "\n  ".join(found[:show])
-        more = f"\n  … and {len(found) - show} more" if len(found) > show else ""
-        raise DataError(f"{'; '.join(counts)} under {root}:\n  {first}{more}\n"
+        raise DataError(f"{'; '.join(counts)} under {root}:\n{listing(found, show)}\n"
                         f"expected each listed path to be an image file relative to {root} (--skip_bad_images "
                         f"drops unreadable images, not missing ones: remove their lines)")
 

@@ -123,7 +123,7 @@ class PromptLearner(nn.Module):
     """Learnable context vectors around frozen class-name embeddings (SPEC §5).
 
     ``ctx_init=''`` draws ``n_ctx`` vectors from N(0, 0.02²); otherwise the context
-    starts from the token embeddings of the init words (their count sets M). With
+    starts from the token embeddings of the init words (their count of tokens sets M). With
     ``csc`` every class has its own context [C, M, D] — also when initialised from
     words (a deviation: the published code fell back to a shared context).
     """

@@ -10,7 +10,7 @@ import torch
 import clip
 
 from .checkpoint import check_writable_dir, load_checkpoint
-from .data import DataError, check_images_exist, line_numbers, load_dataset
+from .data import DataError, check_images_exist, line_numbers, listing, load_dataset
 from .engine import use_autocast
 from .features import (DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, remember_resolution,
                        remembered_resolution)
@@ -94,11 +94,10 @@ def report_bad_images(bad, skip_bad=False, show=20):
     for split, errors in bad:
         line_of = line_numbers(split.list_file)
         found += [f"{split.list_file}:{line_of.get(split.paths[i], '?')}: {errors[i]}" for i in sorted(errors)]
-    listing = "\n  ".join(found[:show]) + (f"\n  … and {len(found) - show} more" if len(found) > show else "")
     if not skip_bad:
-        raise DataError(f"{len(found)} image(s) cannot be read:\n  {listing}\n"
+        raise DataError(f"{len(found)} image(s) cannot be read:\n{listing(found, show)}\n"
                         f"Fix or remove them, or pass --skip_bad_images to drop them from the run.")
-    print(f"[data] dropping {len(found)} unreadable image(s) (--skip_bad_images):\n  {listing}")
+    print(f"[data] dropping {len(found)} unreadable image(s) (--skip_bad_images):\n{listing(found, show)}")
 
 
 @dataclass
