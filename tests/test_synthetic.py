@@ -1,4 +1,5 @@
 """The embedded synthetic benchmark (lmpt.synthetic) and the tiny CLIP pretrained on its corpus (lmpt.pretrain)."""
+import contextlib
 import hashlib
 import json
 import pickle
@@ -13,7 +14,7 @@ from PIL import Image
 
 import clip
 from lmpt import pretrain, synthetic
-from lmpt.data import class_frequency, load_dataset, read_captions, read_labels, read_list
+from lmpt.data import available_cores, class_frequency, load_dataset, read_captions, read_labels, read_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import demo  # noqa: E402
@@ -212,11 +213,24 @@ def test_compact_vocabulary_trains_only_used_rows_and_writes_them_back():
     assert torch.equal(after[unused], before[unused])
 
 
+@contextlib.contextmanager
+def all_cores():
+    """Torch threads on every core, for the suite's two longest steps: unlike the tests' tiny runs
+    (one thread, conftest), pretraining and 40 epochs of prompt tuning gain from them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(available_cores())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def fast_clip(tmp_path_factory):
     """The tiny CLIP pretrained once with the reduced setting: (checkpoint path, fp32 model, info)."""
     path = tmp_path_factory.mktemp("tiny_clip") / "tiny-clip-synth.pt"
-    model, info = pretrain.pretrain_tiny_clip(path, log=lambda m: None, **pretrain.FAST_SETTINGS)
+    with all_cores():
+        model, info = pretrain.pretrain_tiny_clip(path, log=lambda m: None, **pretrain.FAST_SETTINGS)
     return path, model, info
 
 
@@ -263,10 +277,12 @@ def test_coop_and_lmpt_learn_and_beat_zero_shot_through_the_user_scripts(tmp_pat
     zero_shot = json.loads((tmp_path / "zero_shot" / "results.json").read_text())
     chance = 100 * float(load_dataset("synth-lt", default_root).test_labels.mean())
     assert zero_shot["mAP"] > chance + 2, (zero_shot["mAP"], chance)
+    val_list = str(default_root / "synth" / "synth_lt_val.txt")
     for method in ("coop", "lmpt"):
         out = tmp_path / method
-        train_script.main([*common, "--pretrain_clip", str(path), "--training_method", method, *PROMPT_ARGS,
-                           "--val_list", str(default_root / "synth" / "synth_lt_val.txt"), "--output_dir", str(out)])
+        with all_cores():
+            train_script.main([*common, "--pretrain_clip", str(path), "--training_method", method, *PROMPT_ARGS,
+                               "--val_list", val_list, "--output_dir", str(out)])
         results = json.loads((out / "results.json").read_text())
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         print(f"[learning] chance {chance:.2f}, zero-shot {zero_shot['mAP']:.2f}, {method} {results['mAP']:.2f} "
