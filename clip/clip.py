@@ -16,7 +16,7 @@ from .checkpoint import read_state_dict, save_checkpoint
 from .model import build_model
 from .simple_tokenizer import EOT_TOKEN, SOT_TOKEN, SimpleTokenizer
 
-__all__ = ["available_models", "load", "tokenize", "save_checkpoint", "CLIP_MEAN", "CLIP_STD"]
+__all__ = ["available_models", "model_file", "load", "tokenize", "save_checkpoint", "CLIP_MEAN", "CLIP_STD"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRETRAINED_DIR = REPO_ROOT / "pretrained"
@@ -42,6 +42,11 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 def available_models() -> List[str]:
     """Names of OpenAI's released CLIP models."""
     return list(_MODELS)
+
+
+def model_file(name: str) -> str:
+    """The file name of a released model (``ViT-L/14@336px`` -> ``ViT-L-14-336px.pt``) in the pretrained folder."""
+    return _MODELS[name]
 
 
 def pretrained_dir(download_root=None) -> Path:

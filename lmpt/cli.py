@@ -11,7 +11,7 @@ from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
 
 from .data import DEFAULT_DATA_ROOT, REPO_ROOT, DataError, available_cores, dataset_names, get_dataset_spec
 from .engine import NonFiniteError, sigterm_as_interrupt
-from .models import is_backbone_name
+from .models import backbone_tag, is_backbone_name
 
 
 DATASET_HELP = dataset_names()
@@ -153,15 +153,16 @@ def resolve_backbone_arg(value, script_dir):
     return value if is_backbone_name(value) else str(resolve_user_path(value, script_dir))
 
 
-def default_run_dir(dataset, *parts):
+def default_run_dir(dataset, method, backbone, seed):
     """runs/<dataset>_<method>_<backbone>_seed<seed> under the repository; a dataset alias (``VOC``) is
-    named as its dataset (``voc-lt``), so train.py and test.py find the same folder whichever was typed."""
+    named as its dataset (``voc-lt``), so train.py and test.py find the same folder whichever was typed.
+    A backbone name stays whole (``ViT-B/16`` -> ``ViT-B-16``); a checkpoint path gives its file's stem."""
     try:
         dataset = get_dataset_spec(dataset).name
     except DataError:
         pass  # an unknown name is refused, with the known ones, when the dataset is read
-    name = "_".join(str(p).replace("/", "-").replace(os.sep, "-") for p in (dataset, *parts))
-    return REPO_ROOT / "runs" / name
+    parts = (dataset, method, backbone_tag(backbone), f"seed{seed}")
+    return REPO_ROOT / "runs" / "_".join(str(p).replace("/", "-").replace(os.sep, "-") for p in parts)
 
 
 def add_run_args(parser, run_dir_pattern):
@@ -249,7 +250,7 @@ def resolve_run_dir(args, method, backbone):
     else:
         args.resume = False
     if args.output_dir is None:
-        args.output_dir = default_run_dir(args.dataset, method, Path(backbone).stem, f"seed{args.seed}")
+        args.output_dir = default_run_dir(args.dataset, method, backbone, args.seed)
     return args
 
 

@@ -16,21 +16,21 @@ import torch.nn.functional as F
 import clip
 from clip.clip import PRETRAINED_DIR_ENV
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PRETRAINED_DIR = REPO_ROOT / "pretrained"
+from .pretrain import CHECKPOINT_NAME as TINY_CHECKPOINT
 
-# --pretrain_clip short names (the published ones first) -> file in pretrained/.
+# --pretrain_clip short names (the published ones first) -> OpenAI's model names, whose files clip.model_file
+# names; "tiny" is the embedded default, pretrained by tools/pretrain_tiny_clip.py.
 BACKBONES = {
-    "RN50": "RN50.pt",
-    "RN101": "RN101.pt",
-    "RN50x4": "RN50x4.pt",
-    "RN50x16": "RN50x16.pt",
-    "RN50x64": "RN50x64.pt",
-    "ViT32": "ViT-B-32.pt",
-    "ViT16": "ViT-B-16.pt",
-    "ViT14": "ViT-L-14.pt",
-    "ViT14@336": "ViT-L-14-336px.pt",
-    "tiny": "tiny-clip-synth.pt",  # the embedded default, pretrained by tools/pretrain_tiny_clip.py
+    "RN50": "RN50",
+    "RN101": "RN101",
+    "RN50x4": "RN50x4",
+    "RN50x16": "RN50x16",
+    "RN50x64": "RN50x64",
+    "ViT32": "ViT-B/32",
+    "ViT16": "ViT-B/16",
+    "ViT14": "ViT-L/14",
+    "ViT14@336": "ViT-L/14@336px",
+    "tiny": "tiny",
 }
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 CONTEXT_LENGTH = 77  # tokens of every prompt and caption (clip.tokenize's default, as OpenAI's CLIP)
@@ -41,12 +41,25 @@ def is_backbone_name(name):
     return name in BACKBONES or name in clip.available_models()
 
 
-def resolve_backbone(name, pretrained_dir=DEFAULT_PRETRAINED_DIR):
+def backbone_file(name):
+    """A backbone name's checkpoint file in the pretrained folder: ``ViT16`` and ``ViT-B/16`` -> ``ViT-B-16.pt``."""
+    name = BACKBONES.get(name, name)
+    return TINY_CHECKPOINT if name == "tiny" else clip.model_file(name)
+
+
+def backbone_tag(backbone):
+    """A backbone's part of a default run folder's name: a name as typed (``ViT-B/16`` becomes ``ViT-B-16``
+    there), a path by its file's stem (``RN50``)."""
+    return backbone if is_backbone_name(backbone) else Path(backbone).stem
+
+
+def resolve_backbone(name, pretrained_dir=None):
     """A short name of :data:`BACKBONES`, an OpenAI name (``ViT-B/16``) or a path -> the checkpoint file,
-    which must exist (FileNotFoundError naming the file and where to put it otherwise)."""
+    which must exist (FileNotFoundError naming the file and where to put it otherwise). Names are looked
+    up in ``pretrained_dir`` (default: ``$LMPT_PRETRAINED_DIR``, else the repository's ``pretrained/``)."""
     if is_backbone_name(name):
-        file = BACKBONES.get(name) or name.replace("/", "-") + ".pt"
-        path = Path(pretrained_dir) / file
+        file = backbone_file(name)
+        path = clip.pretrained_dir(pretrained_dir) / file
         if not path.is_file():
             how = ("build it with `python tools/pretrain_tiny_clip.py` (bash tools/demo.sh does)" if name == "tiny"
                    else f"place OpenAI's released {file} there (nothing is downloaded)")
@@ -94,11 +107,17 @@ class TextEncoder(nn.Module):
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection  # [C, E]
 
 
+def context_words(ctx_init):
+    """``--ctx_init`` as the prompt's words: '_' is a space (CoOp's convention), runs of spaces are one;
+    '' (random contexts) when nothing is left."""
+    return " ".join((ctx_init or "").replace("_", " ").split())
+
+
 def prompt_texts(class_names, n_ctx=16, ctx_init=""):
     """The prompts' text before their context is learned -> (M context tokens, [C] texts): ``ctx_init``'s
     words (M is their count of tokens: 'high-resolution' is three), or M = ``n_ctx`` placeholders 'X',
     then the class name and a full stop."""
-    ctx_init = (ctx_init or "").strip().replace("_", " ")
+    ctx_init = context_words(ctx_init)
     if ctx_init:
         n_ctx, prefix = len(clip._tokenizer.encode(ctx_init)), ctx_init
     else:
@@ -114,7 +133,7 @@ def check_prompt_length(class_names, n_ctx=16, ctx_init=""):
     lengths = [len(clip._tokenizer.encode(text)) + 2 for text in texts]  # + start and end of text
     longest = max(range(len(texts)), key=lengths.__getitem__)
     if lengths[longest] > CONTEXT_LENGTH:
-        flag = f"--ctx_init {ctx_init!r}" if (ctx_init or "").strip() else f"--n_ctx {n_ctx}"
+        flag = f"--ctx_init {ctx_init!r}" if context_words(ctx_init) else f"--n_ctx {n_ctx}"
         raise ValueError(f"{flag}: the prompt of class {class_names[longest]!r} would be {lengths[longest]} "
                          f"tokens, more than CLIP's {CONTEXT_LENGTH}; use a shorter context")
 
@@ -140,7 +159,7 @@ class PromptLearner(nn.Module):
         device = embedding.weight.device
         check_prompt_length(class_names, n_ctx, ctx_init)
         n_ctx, texts = prompt_texts(class_names, n_ctx, ctx_init)
-        ctx_init = (ctx_init or "").strip().replace("_", " ")
+        ctx_init = context_words(ctx_init)
         if ctx_init:
             with torch.no_grad():
                 init = embedding(clip.tokenize(ctx_init).to(device))[0, 1:1 + n_ctx].float()  # [M, D]

@@ -23,8 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PRETRAINED_DIR = REPO_ROOT / "pretrained"
+from clip.clip import DEFAULT_PRETRAINED_DIR
 CHECKPOINT_NAME = "tiny-clip-synth.pt"
 
 # The architecture (clip.model.CLIP's arguments) and the training settings.

@@ -46,8 +46,8 @@ def parse_args(argv=None):
     args.pretrain_clip = resolve_backbone_arg(args.pretrain_clip, SCRIPT_DIR)  # as train.py records it
     args.val_list = None
     if args.checkpoint is None:
-        args.checkpoint = default_run_dir(args.dataset or "voc-lt", args.training_method,
-                                          Path(args.pretrain_clip).stem, f"seed{args.seed}")
+        args.checkpoint = default_run_dir(args.dataset or "voc-lt", args.training_method, args.pretrain_clip,
+                                          args.seed)
     return args
 
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import clip
-from lmpt.models import PromptLearner, check_prompt_length, prompt_texts
+from lmpt.models import (BACKBONES, PromptLearner, backbone_file, check_prompt_length, context_words, prompt_texts,
+                         resolve_backbone)
 from tiny_clip import make_tiny_clip
 
 NAMES = ["traffic light", "dog"]
@@ -43,3 +44,33 @@ def test_random_contexts_take_n_ctx_tokens_and_too_long_ones_are_refused():
         check_prompt_length(NAMES, n_ctx=73)
     with pytest.raises(ValueError, match="--ctx_init 'x x"):
         PromptLearner(NAMES, model, ctx_init=" ".join(["x"] * 73))
+
+
+@pytest.mark.parametrize("ctx_init, words", [("a_photo_of_a", "a photo of a"), ("  a  photo ", "a photo"),
+                                              ("_", ""), ("   ", ""), (None, "")])
+def test_ctx_init_words_follow_coop_and_nothing_left_means_random_contexts(ctx_init, words):
+    assert context_words(ctx_init) == words
+    n_ctx, texts = prompt_texts(NAMES, n_ctx=4, ctx_init=ctx_init)
+    assert n_ctx == (len(clip._tokenizer.encode(words)) if words else 4)  # never zero context tokens
+    learner = PromptLearner(NAMES, make_tiny_clip("vit"), n_ctx=4, ctx_init=ctx_init)
+    assert learner.ctx.shape[1] == n_ctx > 0
+
+
+@pytest.mark.parametrize("name, file", [("ViT16", "ViT-B-16.pt"), ("ViT-B/16", "ViT-B-16.pt"), ("RN50", "RN50.pt"),
+                                        ("ViT14@336", "ViT-L-14-336px.pt"), ("ViT-L/14@336px", "ViT-L-14-336px.pt"),
+                                        ("tiny", "tiny-clip-synth.pt")])
+def test_a_backbone_name_finds_the_released_file_in_the_pretrained_folder(tmp_path, monkeypatch, name, file):
+    (tmp_path / file).write_bytes(b"weights")
+    assert backbone_file(name) == file
+    assert resolve_backbone(name, tmp_path) == tmp_path / file
+    monkeypatch.setenv("LMPT_PRETRAINED_DIR", str(tmp_path))
+    assert resolve_backbone(name) == tmp_path / file  # the default folder follows $LMPT_PRETRAINED_DIR
+    (tmp_path / file).unlink()
+    with pytest.raises(FileNotFoundError, match=f"{name}: checkpoint {tmp_path / file} not found"):
+        resolve_backbone(name, tmp_path)
+
+
+def test_every_short_name_stands_for_a_released_model_or_the_tiny_clip():
+    for short, model in BACKBONES.items():
+        assert model == "tiny" or model in clip.available_models(), short
+        assert backbone_file(short) == backbone_file(model)

@@ -197,5 +197,16 @@ def test_default_run_folders_name_a_dataset_alias_as_its_dataset():
     from lmpt.cli import default_run_dir
     trained = train_script.parse_args(["--dataset", "VOC"]).output_dir
     tested = test_script.parse_args(["--dataset", "voc-lt"]).checkpoint
-    assert trained == tested == default_run_dir("voc-lt", "lmpt", "ViT16", "seed0")
+    assert trained == tested == default_run_dir("voc-lt", "lmpt", "ViT16", 0)
     assert zero_shot_script.parse_args(["--dataset", "COCO"]).output_dir.name == "coco-lt_zeroshot_RN50_seed0"
+
+
+def test_default_run_folders_keep_a_backbone_name_whole_and_name_a_file_by_its_stem(tmp_path):
+    """OpenAI names keep their family (ViT-B/16 is not '16'); a checkpoint path gives its file's stem."""
+    for backbone, tag in (("ViT-B/16", "ViT-B-16"), ("ViT-L/14@336px", "ViT-L-14@336px"), ("ViT14@336", "ViT14@336"),
+                          (str(tmp_path / "my-clip.pt"), "my-clip")):
+        trained = train_script.parse_args(["--pretrain_clip", backbone, "--seed", "3"]).output_dir
+        tested = test_script.parse_args(["--pretrain_clip", backbone, "--seed", "3"]).checkpoint
+        assert trained == tested and trained.name == f"voc-lt_lmpt_{tag}_seed3", backbone
+        zero_shot = zero_shot_script.parse_args(["--pretrain_clip_path", backbone]).output_dir
+        assert zero_shot.name == f"voc-lt_zeroshot_{tag}_seed0", backbone

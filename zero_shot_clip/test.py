@@ -33,8 +33,7 @@ def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     args.pretrain_clip_path = resolve_backbone_arg(args.pretrain_clip_path, SCRIPT_DIR)
     if args.output_dir is None:
-        args.output_dir = default_run_dir(args.dataset, "zeroshot", Path(args.pretrain_clip_path).stem,
-                                          f"seed{args.seed}")
+        args.output_dir = default_run_dir(args.dataset, "zeroshot", args.pretrain_clip_path, args.seed)
     return args
 
 
