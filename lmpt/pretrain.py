@@ -30,8 +30,8 @@ CHECKPOINT_NAME = "tiny-clip-synth.pt"
 TINY_CLIP = dict(embed_dim=128, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=16,
                  vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=128,
                  transformer_heads=2, transformer_layers=2)
-# Width 16 rather than 32, and 3,000 steps of 64: chosen so the whole demo fits in 10 minutes on
-# 2 cores (README, "The tiny CLIP"); `tools/pretrain_tiny_clip.py --probe` prints a checkpoint's figures.
+# Width 16 rather than 32, and 3,000 steps of 64: chosen so the whole demo (after the package install) fits in
+# 10 minutes on 2 cores (README, "The tiny CLIP"); `tools/pretrain_tiny_clip.py --probe` prints a checkpoint's figures.
 DEFAULT_SETTINGS = dict(steps=3000, batch_size=64, corpus_size=16000, lr=5e-4, weight_decay=0.1,
                         warmup_steps=150, seed=0, bf16=True)
 # The reduced setting of the learning test (`tools/demo.py --fast` prints its table). Its features are
