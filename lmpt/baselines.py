@@ -4,7 +4,8 @@
   embeddings of the prompt templates; logits 100·cos (deviation: the published
   script joined all templates into one string cut to 76 characters).
 - ``finetune(args)``: a linear layer on the visual embedding (its width read from
-  the model), DB loss, AdamW; ``--from_scratch`` also unfreezes the visual encoder.
+  the model), trained with ``--loss_function`` (the DB loss by default) and AdamW; ``--from_scratch``
+  also unfreezes the visual encoder.
 """
 import torch
 import torch.nn as nn

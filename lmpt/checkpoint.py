@@ -122,11 +122,6 @@ def check_results_file(path):
     return path
 
 
-def load_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
 def save_torch(path, obj):
     _atomic_write(path, lambda f: torch.save(obj, f))
 

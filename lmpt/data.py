@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from clip.clip import CLIP_MEAN, CLIP_STD
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO_ROOT / "data"
 
@@ -364,9 +366,6 @@ def check_images_exist(root, lists, show=5):
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# CLIP's constants (OpenAI clip/clip.py), repeated here so the data layer needs no clip import.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PREPROCESS_KINDS = ("lmpt", "clip")
 
 
@@ -384,20 +383,18 @@ def _normalization(kind):
     return NORMALIZATION[kind]
 
 
-def build_transform(kind, resolution, train=False, normalize=True):
+def build_transform(kind, resolution, normalize=True):
     """Image -> [3, r, r] tensor. ``lmpt``: squash + ImageNet stats; ``clip``: resize + centre crop + CLIP stats.
 
-    ``train=True`` adds a random horizontal flip (full fine-tuning only; the feature cache flips tensors).
+    No random flip here: training flips decoded tensors (``lmpt.engine.epoch_plan`` picks each view).
     ``normalize=False`` stops at the uint8 pixels ([3, r, r], a quarter of the bytes to pass between
     processes); ``BatchNormalize(kind)`` then finishes the job on a batch, on any device.
     """
     stats = _normalization(kind)
-    flip = [T.RandomHorizontalFlip()] if train else []
     if kind == "lmpt":
-        steps = [T.Resize((resolution, resolution))] + flip
+        steps = [T.Resize((resolution, resolution))]
     else:
-        steps = [T.Resize(resolution, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(resolution),
-                 _to_rgb] + flip
+        steps = [T.Resize(resolution, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(resolution), _to_rgb]
     tail = [T.ToTensor(), T.Normalize(*stats)] if normalize else [T.PILToTensor()]
     return T.Compose(steps + tail)
 

@@ -225,11 +225,11 @@ GPU_FORWARD_IMAGES = 256  # images (views included) per image-encoder forward on
 
 @torch.no_grad()
 def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, desc="encoding images",
-                   mirrors=True, normalize=None, forward_images=None):
+                   mirrors=True, normalize=None, images_per_forward=None):
     """Run the frozen image encoder over ``(images, index, error)`` batches of n images (and their mirrors).
 
     ``normalize`` turns a batch on the device into the encoder's input (uint8 batches: ``BatchNormalize``).
-    On a GPU, loader batches are joined on the device into forwards of about ``forward_images`` images,
+    On a GPU, loader batches are joined on the device into forwards of about ``images_per_forward`` images,
     views included (default ``GPU_FORWARD_IMAGES``; elsewhere each batch is one forward), and the features
     stay there until the end, so the loop never waits for the encoder: the next batch is fetched while
     the device works. Returns (features [n, V, E] float32 on the CPU, errors {index: message});
@@ -237,8 +237,8 @@ def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, de
     """
     dtype = visual.conv1.weight.dtype
     n_views = 2 if mirrors else 1
-    if forward_images is None:
-        forward_images = GPU_FORWARD_IMAGES if device.type == "cuda" else 0
+    if images_per_forward is None:
+        images_per_forward = GPU_FORWARD_IMAGES if device.type == "cuda" else 0
     features, errors, pending, pending_views = None, {}, [], 0
 
     def encode():  # the pending batches, joined: one forward of V·B images
@@ -262,7 +262,7 @@ def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, de
             pending.append((images.to(device, non_blocking=True), index.to(device, non_blocking=True)))
             errors.update((i, msg) for i, msg in zip(index.tolist(), error) if msg)
             pending_views += len(index) * n_views
-            if pending_views >= forward_images:
+            if pending_views >= images_per_forward:
                 encode()
         if pending:
             encode()

@@ -198,7 +198,8 @@ class PromptLearner(nn.Module):
 
 
 class CustomCLIP(nn.Module):
-    """Logits of images against the learned class prompts: exp(logit_scale) · cos(image, text)."""
+    """Logits of image features against the learned class prompts: exp(logit_scale) · cos(image, text). The
+    frozen image encoder is kept for callers that encode images (the features are usually cached)."""
 
     def __init__(self, class_names, clip_model, **prompt_kwargs):
         super().__init__()
@@ -226,8 +227,3 @@ class CustomCLIP(nn.Module):
 
     def forward(self, image_features):
         return self.logits(image_features, self.text_features())
-
-    def forward_images(self, images):
-        with torch.no_grad():
-            features = self.image_encoder(images.to(self.logit_scale.device, self.image_encoder.conv1.weight.dtype))
-        return self(features)

@@ -24,6 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clip.clip import DEFAULT_PRETRAINED_DIR
+
+from .data import NORMALIZATION
+
 CHECKPOINT_NAME = "tiny-clip-synth.pt"
 
 # The architecture (clip.model.CLIP's arguments) and the training settings.
@@ -40,8 +43,7 @@ DEFAULT_SETTINGS = dict(steps=3000, batch_size=64, corpus_size=16000, lr=5e-4, w
 FAST_SETTINGS = dict(DEFAULT_SETTINGS, steps=2000, batch_size=48, corpus_size=10000, warmup_steps=100)
 
 # Normalisations seen in pretraining: CLIP's (``--preprocess clip``) and ImageNet's (the LMPT default).
-_NORMALISATIONS = (((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-                   ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+_NORMALISATIONS = (NORMALIZATION["clip"], NORMALIZATION["lmpt"])
 
 
 class PretrainError(ValueError):

@@ -15,7 +15,6 @@ without COCO, VOC or OpenAI weights:
 Every image has its own random stream derived from (seed, stream, split, index), so the
 output depends only on the seed and the sizes.
 """
-import hashlib
 import json
 import math
 import os
@@ -538,13 +537,6 @@ def ensure_benchmark(data_root, seed=0, n_train=None, n_test=None):
     if not benchmark_is_complete(out_dir, seed, n_train, n_test):
         generate_benchmark(out_dir, seed, n_train, n_test)
     return out_dir
-
-
-def file_digests(out_dir):
-    """{relative path: sha256} of every file of a generated benchmark (for determinism checks)."""
-    out_dir = Path(out_dir)
-    return {p.relative_to(out_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out_dir.rglob("*")) if p.is_file()}
 
 
 # ---------------------------------------------------------------------------

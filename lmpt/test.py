@@ -44,7 +44,6 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.given = given_flags(parser, argv)  # flags written, compared with the checkpoint's
     args.pretrain_clip = resolve_backbone_arg(args.pretrain_clip, SCRIPT_DIR)  # as train.py records it
-    args.val_list = None
     if args.checkpoint is None:
         args.checkpoint = default_run_dir(args.dataset or "voc-lt", args.training_method, args.pretrain_clip,
                                           args.seed)

@@ -70,14 +70,14 @@ def test_gpu_style_joined_forwards_give_the_same_features(tmp_path, data, tiny_v
     model.visual.register_forward_hook(lambda module, inputs, output: sizes.append(inputs[0].shape[0]))
     normalize = features_module.BatchNormalize("lmpt")
     runs = {}
-    for forward_images in (0, 10):  # each loader batch (4 images) a forward; batches joined up to 10 views
+    for images_per_forward in (0, 10):  # each loader batch (4 images) a forward; batches joined up to 10 views
         sizes.clear()
         loader = features_module.decoding_loader(data.root, data.test_paths, "lmpt", resolution, 4, 0, "cpu",
                                                  pixels=True)
-        runs[forward_images] = features_module.encode_batches(model.visual, loader, len(data.test_paths),
+        runs[images_per_forward] = features_module.encode_batches(model.visual, loader, len(data.test_paths),
                                                               torch.device("cpu"), normalize=normalize,
-                                                              forward_images=forward_images)
-        runs[forward_images] += (list(sizes),)
+                                                              images_per_forward=images_per_forward)
+        runs[images_per_forward] += (list(sizes),)
     (each, errors, each_sizes), (joined, joined_errors, joined_sizes) = runs[0], runs[10]
     assert each_sizes == [8, 4] and joined_sizes == [12]  # 6 images and their mirrors
     torch.testing.assert_close(joined, each, rtol=1e-5, atol=1e-6)

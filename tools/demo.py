@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmpt.checkpoint import save_json, save_text  # noqa: E402
+from lmpt.metrics import HEAD_MIN, TAIL_MAX  # noqa: E402
 from lmpt.pretrain import FAST_SETTINGS, ensure_tiny_clip  # noqa: E402
 from lmpt.synthetic import ensure_benchmark  # noqa: E402
 
@@ -72,8 +73,10 @@ def plot(rows, class_names, train_freq, path):
     freq = np.asarray(train_freq)[order]
     fig, ax = plt.subplots(figsize=(11, 4.8), dpi=130)
     x = np.arange(len(order))
-    for lo, hi, colour, label in ((100, np.inf, "#dbe9f6", "head (≥100)"), (20, 100, "#fdf1d6", "medium (20–99)"),
-                                  (0, 20, "#f9dcdc", "tail (<20)")):
+    bands = ((HEAD_MIN, np.inf, "#dbe9f6", f"head (≥{HEAD_MIN})"),
+             (TAIL_MAX, HEAD_MIN, "#fdf1d6", f"medium ({TAIL_MAX}–{HEAD_MIN - 1})"),
+             (0, TAIL_MAX, "#f9dcdc", f"tail (<{TAIL_MAX})"))
+    for lo, hi, colour, label in bands:
         idx = x[(freq >= lo) & (freq < hi)]
         if len(idx):
             ax.axvspan(idx.min() - 0.5, idx.max() + 0.5, color=colour, zorder=0)

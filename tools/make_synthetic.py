@@ -14,11 +14,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lmpt.metrics import HEAD_MIN, TAIL_MAX  # noqa: E402
 from lmpt.synthetic import benchmark_is_complete, ensure_benchmark, generate_benchmark, generate_corpus  # noqa: E402
 
 
 def group(count):
-    return "head" if count >= 100 else "medium" if count >= 20 else "tail"
+    return "head" if count >= HEAD_MIN else "medium" if count >= TAIL_MAX else "tail"
 
 
 def main(argv=None):
