@@ -15,15 +15,15 @@ from tqdm import tqdm
 
 import clip
 
-from .checkpoint import (check_evaluation_dir, check_run_dir, load_checkpoint, save_args, save_json,
-                         start_run_dir)
+from .checkpoint import check_evaluation_dir, load_checkpoint, save_args, save_json, start_run_dir
 from .data import ImageListDataset, build_transform, seed_worker
 from .engine import (autocast_on, build_scheduler, fit, load_trainable_state, seed_everything, select_device,
                      sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss
 from .metrics import format_results, topk_metrics, scores_from_logits
 from .models import resolve_backbone
-from .prepare import backbone_identity, check_resumable, evaluate_logits, load_clip_and_features, load_splits
+from .prepare import (backbone_identity, evaluate_logits, load_clip_and_features, load_splits, selection_row,
+                      start_training)
 from .templates import TEMPLATES
 
 
@@ -112,27 +112,25 @@ class LinearProbe(nn.Module):
         return self.fc(self.visual(images).float())
 
 
+def image_loader(root, paths, transform, batch_size, num_workers):
+    """Batches (images [B, 3, H, W], indices) of the images ``paths`` under ``root``, in order."""
+    return DataLoader(ImageListDataset(root, paths, transform), batch_size=batch_size, num_workers=num_workers,
+                      worker_init_fn=seed_worker)
+
+
 @torch.no_grad()
 def decode_images(root, paths, transform, num_workers, desc):
     """All images of a split decoded once -> [N, 3, H, W] float16 (for full fine-tuning)."""
-    loader = DataLoader(ImageListDataset(root, paths, transform), batch_size=64, num_workers=num_workers,
-                        worker_init_fn=seed_worker)
+    loader = image_loader(root, paths, transform, 64, num_workers)
     return torch.cat([images.half() for images, _ in tqdm(loader, desc=desc, leave=False)])
 
 
 def finetune(args):
-    seed_everything(args.seed)
-    device = select_device(args.device)
-    checkpoint = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)
-    check_run_dir(args)
-    dataset, splits = load_splits(args, need_val=True, captions=False)
-    check_class_count(dataset, args.nb_classes)
-    if args.resume:
-        check_resumable(args, ("finetune-full" if args.from_scratch else "linear-probe",), dataset.class_names,
-                        checkpoint)
-    clip_model, _ = load_clip_and_features(args, dataset, splits, checkpoint, device)
-    train_split, test_split = splits["train"], splits["test"]
-    select_split = splits.get("val", test_split)
+    method = "finetune-full" if args.from_scratch else "linear-probe"
+    start = start_training(args, "finetune", args.pretrain_clip_path, (method,),
+                           check_dataset=lambda d: check_class_count(d, args.nb_classes))
+    device, dataset, clip_model = start.device, start.dataset, start.clip_model
+    train_split, test_split, select_split = start.splits["train"], start.splits["test"], start.select_split
     class_freq = dataset.class_freq
     train_freq = class_freq["class_freq"]
     embed_dim = clip_model.visual.output_dim  # 1024 for RN50, 512 for ViT-B/16 (read, not hard-coded)
@@ -162,9 +160,7 @@ def finetune(args):
     def split_logits(split):
         if not args.from_scratch:
             return model(split.features[:, 0].to(device))
-        transform = build_transform(args.preprocess, clip_model.visual.input_resolution)
-        loader = DataLoader(ImageListDataset(dataset.root, split.paths, transform), batch_size=args.batch_size,
-                            num_workers=args.num_workers, worker_init_fn=seed_worker)
+        loader = image_loader(dataset.root, split.paths, transform, args.batch_size, args.num_workers)
         out = []
         for x, _ in tqdm(loader, desc=f"evaluating {split.name}", leave=False):
             with autocast_on(device, autocast):
@@ -174,12 +170,11 @@ def finetune(args):
     @torch.no_grad()
     def evaluate():
         results = evaluate_logits(split_logits(select_split), select_split.labels, train_freq, args.thre, args.score)
-        return results["mAP"], {f"{select_split.name}_{k}": results[k]
-                                for k in ("mAP", "head_mAP", "medium_mAP", "tail_mAP")}
+        return results["mAP"], selection_row(select_split, results)
 
-    config = {"method": "finetune-full" if args.from_scratch else "linear-probe", "dataset": dataset.spec.name,
+    config = {"method": method, "dataset": dataset.spec.name,
               "class_names": dataset.class_names, "preprocess": args.preprocess,
-              **backbone_identity(args.pretrain_clip_path, checkpoint)}
+              **backbone_identity(args.pretrain_clip_path, start.clip_file)}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4)
     run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)
     with sigterm_as_interrupt():

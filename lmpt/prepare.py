@@ -9,9 +9,9 @@ import torch
 
 import clip
 
-from .checkpoint import check_writable_dir, load_checkpoint
+from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint
 from .data import DataError, check_images_exist, line_numbers, listing, load_dataset
-from .engine import use_autocast
+from .engine import seed_everything, select_device, use_autocast
 from .features import (DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, remember_resolution,
                        remembered_resolution)
 from .metrics import evaluate, scores_from_logits
@@ -159,6 +159,46 @@ def caption_token_embeddings(clip_model, captions):
     tokens = clip.tokenize([c[:CAPTION_CHARS] for c in captions], truncate=True)  # [N, 77]
     embedding = clip_model.token_embedding
     return embedding(tokens.to(embedding.weight.device)).float()
+
+
+@dataclass
+class Training:
+    """What a training script has once ``start_training`` has checked and loaded everything."""
+    device: torch.device
+    clip_file: Path  # the CLIP checkpoint file
+    dataset: object  # lmpt.data.LTDataset
+    splits: dict  # name -> Split, with cached features
+    clip_model: torch.nn.Module  # frozen, eval mode
+
+    @property
+    def select_split(self):
+        """The split the best epoch is selected on: val when given, else test (as published)."""
+        return self.splits.get("val", self.splits["test"])
+
+
+def start_training(args, tag, backbone, methods, captions=False, check_dataset=None):
+    """Every training script's first steps, in order, before anything is written: seed, device, the CLIP
+    file, the run folder check, the splits, ``check_dataset(dataset)``, the ``--resume`` check (a run of
+    ``methods``), then CLIP and the cached features. Says so when the test split will select the epoch."""
+    seed_everything(args.seed)
+    device = select_device(args.device)
+    clip_file = resolve_backbone(backbone, args.pretrained_dir)
+    check_run_dir(args)
+    dataset, splits = load_splits(args, captions=captions)
+    if check_dataset is not None:
+        check_dataset(dataset)
+    if args.resume:
+        check_resumable(args, methods, dataset.class_names, clip_file)
+    clip_model, _ = load_clip_and_features(args, dataset, splits, clip_file, device)
+    if "val" not in splits:
+        print(f"[{tag}] no --val_list: selecting the best epoch on the TEST split, as the published code "
+              "did; its test mAP is optimistic. Pass --val_list for an honest selection.")
+    return Training(device, clip_file, dataset, splits, clip_model)
+
+
+def selection_row(split, results):
+    """The per-epoch metrics of the selection split, named after it (``val_mAP``, ``val_tail_mAP``, …)."""
+    return {f"{split.name}_{k}": results[k] for k in ("mAP", "head_mAP", "medium_mAP", "tail_mAP")}
 
 
 def evaluate_logits(logits, labels, train_class_freq, thre, score):

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import check_results_file, check_run_dir, load_checkpoint, save_json, start_run_dir
+from .checkpoint import check_results_file, load_checkpoint, save_json, start_run_dir
 from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
-                     seed_everything, select_device, sigterm_as_interrupt, use_autocast)
+                     select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import format_results
-from .models import CustomCLIP, check_prompt_length, resolve_backbone
-from .prepare import (backbone_identity, caption_token_embeddings, check_backbone, check_resumable, evaluate_logits,
-                      find_backbone, load_clip_and_features, load_splits)
+from .models import CustomCLIP, check_prompt_length
+from .prepare import (backbone_identity, caption_token_embeddings, check_backbone, evaluate_logits, find_backbone,
+                      load_clip_and_features, load_splits, selection_row, start_training)
 
 TRAINING_METHODS = ("coop", "lmpt")
 PROMPT_KEYS = ("n_ctx", "ctx_init", "csc", "class_token_position")
@@ -41,20 +41,11 @@ def evaluate_prompts(model, split, train_class_freq, thre, score, device, text=N
 def train(args):
     if args.training_method not in TRAINING_METHODS:
         raise ValueError(f"--training_method {args.training_method!r}: implemented methods are {TRAINING_METHODS}")
-    seed_everything(args.seed)
-    device = select_device(args.device)
-    checkpoint = resolve_backbone(args.pretrain_clip, args.pretrained_dir)
-    check_run_dir(args)
-    dataset, splits = load_splits(args, captions=args.training_method == "lmpt")  # CoOp needs no captions
-    check_prompt_length(dataset.class_names, args.n_ctx, args.ctx_init)
-    if args.resume:
-        check_resumable(args, (args.training_method,), dataset.class_names, checkpoint)
-    clip_model, _ = load_clip_and_features(args, dataset, splits, checkpoint, device)
-    train_split, test_split = splits["train"], splits["test"]
-    select_split = splits.get("val", test_split)
-    if "val" not in splits:
-        print("[train] no --val_list: selecting the best epoch on the TEST split, as the published code "
-              "did; its test mAP is optimistic. Pass --val_list for an honest selection.")
+    start = start_training(args, "train", args.pretrain_clip, (args.training_method,),
+                           captions=args.training_method == "lmpt",  # CoOp needs no captions
+                           check_dataset=lambda d: check_prompt_length(d.class_names, args.n_ctx, args.ctx_init))
+    device, dataset, clip_model = start.device, start.dataset, start.clip_model
+    train_split, test_split, select_split = start.splits["train"], start.splits["test"], start.select_split
     class_freq = dataset.class_freq
     train_freq = class_freq["class_freq"]
 
@@ -88,13 +79,12 @@ def train(args):
 
     def evaluate():
         results, _ = evaluate_prompts(model, select_split, train_freq, args.thre, args.score, device)
-        row = {f"{select_split.name}_{k}": results[k] for k in ("mAP", "head_mAP", "medium_mAP", "tail_mAP")}
-        return results["mAP"], row
+        return results["mAP"], selection_row(select_split, results)
 
     config = {"method": args.training_method, "dataset": dataset.spec.name,
               "class_names": dataset.class_names, **{k: getattr(args, k) for k in PROMPT_KEYS},
               "m_ctx": args.m_ctx, "preprocess": args.preprocess, "score": args.score, "thre": args.thre,
-              "selection_split": select_split.name, **backbone_identity(args.pretrain_clip, checkpoint)}
+              "selection_split": select_split.name, **backbone_identity(args.pretrain_clip, start.clip_file)}
     optimizer = build_optimizer(args.optimizer, model.prompt_learner.parameters(), args.lr)
     scheduler = build_scheduler(optimizer)
     run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)

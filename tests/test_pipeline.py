@@ -100,7 +100,7 @@ def test_zero_shot_refuses_wrong_class_count(tmp_path, tiny_data_root, tiny_vit_
 
 
 @pytest.mark.parametrize("from_scratch", [False, True])
-def test_finetune_writes_results(tmp_path, tiny_data_root, tiny_rn_checkpoint, from_scratch):
+def test_finetune_writes_results(tmp_path, tiny_data_root, tiny_rn_checkpoint, from_scratch, capsys):
     out = tmp_path / "fc"
     fc_script.main(["--dataset", "voc-lt", "--nb_classes", "4", "--data_root", str(tiny_data_root),
                     "--pretrain_clip_path", str(tiny_rn_checkpoint), "--device", "cpu", "--num_workers", "0",
@@ -108,6 +108,8 @@ def test_finetune_writes_results(tmp_path, tiny_data_root, tiny_rn_checkpoint, f
                     "--output_dir", str(out), *(["--from_scratch"] if from_scratch else [])])
     results = read_json(out / "results.json")
     assert RESULT_KEYS <= set(results)
+    assert results["selection_split"] == "test"  # no --val_list: selected on test, as published, and said so
+    assert "[finetune] no --val_list: selecting the best epoch on the TEST split" in capsys.readouterr().out
     state = torch.load(out / "best.pt", weights_only=False)
     assert "fc.weight" in state["model"]
     assert any(k.startswith("visual.") for k in state["model"]) == from_scratch
