@@ -9,8 +9,10 @@ from pathlib import Path
 
 from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
 
-from .data import DEFAULT_DATA_ROOT, REPO_ROOT, DataError, available_cores, dataset_names, get_dataset_spec
+from .data import (DEFAULT_DATA_ROOT, PREPROCESS_KINDS, REPO_ROOT, DataError, available_cores, dataset_names,
+                   get_dataset_spec)
 from .engine import NonFiniteError, sigterm_as_interrupt
+from .metrics import SCORE_KINDS
 from .models import backbone_tag, is_backbone_name
 
 
@@ -109,11 +111,11 @@ def add_common_args(parser):
     parser.add_argument("--num_workers", type=int_in(0), default=default_workers(),
                         help="image-decoding worker processes (default: one per available core, less one above "
                              "four cores, at most 16)")
-    parser.add_argument("--score", choices=("softmax", "sigmoid"), default="softmax",
+    parser.add_argument("--score", choices=SCORE_KINDS, default="softmax",
                         help="scores ranked and thresholded: softmax over classes (published) or sigmoid")
     parser.add_argument("--thre", type=unit_float, default=0.5,
                         help="threshold on the scores (in [0, 1]) for CP/CR/CF1/OP/OR/OF1")
-    parser.add_argument("--preprocess", choices=("lmpt", "clip"), default="lmpt",
+    parser.add_argument("--preprocess", choices=PREPROCESS_KINDS, default="lmpt",
                         help="lmpt: squash to the input size, ImageNet mean/std (published); "
                              "clip: CLIP's resize + centre crop")
     parser.add_argument("--cache_dir", type=Path, default=None,

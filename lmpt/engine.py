@@ -127,7 +127,11 @@ def load_trainable_state(model, state, source):
     model.load_state_dict(state, strict=False)
 
 
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
 def build_optimizer(name, params, lr, weight_decay=1e-4):
+    """One of :data:`OPTIMIZERS` (SGD with momentum 0.9), weight decay 1e-4."""
     params = list(params)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
@@ -135,7 +139,7 @@ def build_optimizer(name, params, lr, weight_decay=1e-4):
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; expected sgd, adam or adamw")
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
 
 
 def build_scheduler(optimizer):

@@ -129,12 +129,15 @@ def class_groups(train_class_freq, head=HEAD_MIN, tail=TAIL_MAX):
             'tail': np.flatnonzero(freq < tail)}
 
 
+SCORE_KINDS = ('softmax', 'sigmoid')
+
+
 def scores_from_logits(logits, kind='softmax'):
     """Scores to rank and threshold: softmax over classes (published default) or sigmoid.
 
     Returns the input's type (torch tensor or numpy array).
     """
-    if kind not in ('softmax', 'sigmoid'):
+    if kind not in SCORE_KINDS:
         raise ValueError(f"scores_from_logits: kind must be 'softmax' or 'sigmoid', got {kind!r}")
     if hasattr(logits, 'softmax'):  # torch tensor
         return logits.softmax(dim=-1) if kind == 'softmax' else logits.sigmoid()

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from clip.clip import DEFAULT_PRETRAINED_DIR
 
 from .data import NORMALIZATION
+from .metrics import SCORE_KINDS, average_precision, mean_ap, scores_from_logits
 
 CHECKPOINT_NAME = "tiny-clip-synth.pt"
 
@@ -295,26 +296,20 @@ def encode_images(model, root, paths, normalisation=0, batch_size=256):
     return torch.cat(features)  # [N, E]
 
 
-@torch.no_grad()
-def class_text_features(model, class_names, template="a photo of a {}."):
-    import clip
-    tokens = clip.tokenize([template.format(n) for n in class_names])  # [C, 77]
-    return F.normalize(model.encode_text(tokens).float(), dim=-1)  # [C, E]
-
-
 def mean_average_precision(labels, scores):
-    """Mean over classes with a positive of sklearn's average precision; labels, scores [N, C]."""
-    from sklearn.metrics import average_precision_score
-    labels, scores = np.asarray(labels), np.asarray(scores)
-    aps = [average_precision_score(labels[:, c], scores[:, c]) for c in range(labels.shape[1]) if labels[:, c].any()]
-    return float(np.mean(aps))
+    """mAP (a fraction) over the classes with a positive; labels, scores [N, C] (``lmpt.metrics``' AP)."""
+    return mean_ap(average_precision(scores, labels))
 
 
+@torch.no_grad()
 def zero_shot_map(model, dataset, image_features=None):
     """Zero-shot mAP on ``dataset``'s test split: softmax over classes of 100·cos to 'a photo of a {name}.'."""
+    from .baselines import zero_shot_classifier
+    from .templates import TEMPLATES
     if image_features is None:
         image_features = encode_images(model, dataset.root, dataset.test_paths)  # [N, E]
-    text_features = class_text_features(model, dataset.class_names)  # [C, E]
+    text_features = zero_shot_classifier(model, dataset.class_names, TEMPLATES["single"], "cpu",
+                                         progress=False)  # [C, E]
     scores = (100 * image_features @ text_features.t()).softmax(dim=-1)  # [N, C]
     return mean_average_precision(dataset.test_labels, scores.numpy())
 
@@ -324,8 +319,8 @@ def linear_probe_map(model, dataset, epochs=300, lr=1e-2, weight_decay=1e-4, see
 
     ``score``: 'softmax' (over classes, as the zero-shot scores and the published scripts) or 'sigmoid'.
     """
-    if score not in ("softmax", "sigmoid"):
-        raise ValueError(f"linear_probe_map: score={score!r}, expected 'softmax' or 'sigmoid'")
+    if score not in SCORE_KINDS:  # before the work, not after
+        raise ValueError(f"linear_probe_map: score={score!r}, expected one of {SCORE_KINDS}")
     train_x = encode_images(model, dataset.root, dataset.train_paths)  # [N_train, E]
     test_x = encode_images(model, dataset.root, dataset.test_paths)  # [N_test, E]
     train_y = torch.as_tensor(dataset.train_labels)  # [N_train, C]
@@ -339,5 +334,4 @@ def linear_probe_map(model, dataset, epochs=300, lr=1e-2, weight_decay=1e-4, see
         optimizer.step()
     with torch.no_grad():
         logits = probe(test_x * 10)  # [N_test, C]
-    scores = logits.softmax(dim=-1) if score == "softmax" else logits.sigmoid()
-    return mean_average_precision(dataset.test_labels, scores.numpy())
+    return mean_average_precision(dataset.test_labels, scores_from_logits(logits, score).numpy())

@@ -14,6 +14,7 @@ if __package__ in (None, ""):  # run as a script: import the repository's packag
 from lmpt.cli import (DATASET_HELP, add_common_args, add_run_args, float_in, freeze_imported_objects,  # noqa: E402
                       int_in, positive_float, report_errors, resolve_backbone_arg, resolve_run_dir,
                       restore_run_args, run_resumable, str2bool, unit_float)
+from lmpt.engine import OPTIMIZERS  # noqa: E402
 from lmpt.losses import CLASSIFICATION_LOSSES, CSE_LOSSES, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH  # noqa: E402
 from lmpt.prompt_tuning import TRAINING_METHODS, train  # noqa: E402
@@ -41,7 +42,7 @@ def build_parser():
     p.add_argument("--cseloss", choices=CSE_LOSSES, default="softmargin")
     p.add_argument("--cse_margin", type=float_in(0), default=DEFAULT_CSE_MARGIN, help="Δ of the embedding loss")
     p.add_argument("--cse_gamma", type=float_in(), default=DEFAULT_CSE_GAMMA, help="γ of the class weights n_c^-γ")
-    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     p.add_argument("--neg_scale", type=positive_float, default=None,
                    help="λ of the DB loss's negative-tolerant regularisation (default per dataset)")
     p.add_argument("--gamma", type=float_in(), default=None,
