@@ -10,7 +10,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.baselines import finetune  # noqa: E402
+from lmpt.baselines import finetune, finetune_method  # noqa: E402
 from lmpt.cli import (add_baseline_args, add_common_args, add_run_args, freeze_imported_objects, int_in,  # noqa: E402
                       positive_float, resolve_run_dir, report_errors, restore_run_args, resolve_backbone_arg,
                       run_resumable)
@@ -26,7 +26,7 @@ def build_parser():
     p.add_argument("--epochs", type=int_in(1), default=50)
     p.add_argument("--lr", type=positive_float, default=1e-4)
     p.add_argument("--loss_function", choices=CLASSIFICATION_LOSSES, default="dbl")
-    add_run_args(p, "<dataset>_<linear-probe|finetune>_<backbone>_seed<seed>")
+    add_run_args(p, "<dataset>_<linear-probe|finetune-full>_<backbone>_seed<seed>")
     add_common_args(p)
     return p
 
@@ -36,7 +36,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.pretrain_clip_path = resolve_backbone_arg(args.pretrain_clip_path, SCRIPT_DIR)
     args = restore_run_args(parser, args, argv)
-    return resolve_run_dir(args, "finetune" if args.from_scratch else "linear-probe", args.pretrain_clip_path)
+    return resolve_run_dir(args, finetune_method(args.from_scratch), args.pretrain_clip_path)
 
 
 def main(argv=None):

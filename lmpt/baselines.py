@@ -53,6 +53,14 @@ def zero_shot_classifier(clip_model, class_names, templates, device, chunk=2048,
     return F.normalize(per_template.mean(1), dim=-1)  # [C, E]
 
 
+ZERO_SHOT = "zero-shot"  # the method's name in results.json and in default run folders
+
+
+def finetune_method(from_scratch):
+    """The fine-tuning baseline's name in checkpoints, results and default run folders."""
+    return "finetune-full" if from_scratch else "linear-probe"
+
+
 def zero_shot(args):
     seed_everything(args.seed)
     device = select_device(args.device)
@@ -76,7 +84,7 @@ def zero_shot(args):
     scores = scores_from_logits(logits.float(), args.score).cpu().numpy()
     results.update({f"top{args.topk}_{k}": v for k, v in
                     topk_metrics(scores, test_split.labels.numpy(), k=args.topk).items()})
-    results.update({"method": "zero-shot", "templates": args.templates, "score": args.score, "thre": args.thre,
+    results.update({"method": ZERO_SHOT, "templates": args.templates, "score": args.score, "thre": args.thre,
                     **backbone_identity(args.pretrain_clip_path, checkpoint)})
     run_dir.mkdir(parents=True, exist_ok=True)
     save_args(run_dir, args)
@@ -126,7 +134,7 @@ def decode_images(root, paths, transform, num_workers, desc):
 
 
 def finetune(args):
-    method = "finetune-full" if args.from_scratch else "linear-probe"
+    method = finetune_method(args.from_scratch)
     start = start_training(args, "finetune", args.pretrain_clip_path, (method,),
                            check_dataset=lambda d: check_class_count(d, args.nb_classes))
     device, dataset, clip_model = start.device, start.dataset, start.clip_model

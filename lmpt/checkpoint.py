@@ -41,8 +41,8 @@ def save_json(path, obj):
 
 
 def save_args(run_dir, args):
-    """``args.json`` of a run: the command-line arguments (callables such as hooks left out)."""
-    save_json(Path(run_dir) / "args.json", {k: v for k, v in vars(args).items() if not callable(v)})
+    """``args.json`` of a run: the command-line arguments."""
+    save_json(Path(run_dir) / "args.json", vars(args))
 
 
 # ---------------------------------------------------------------- run folders

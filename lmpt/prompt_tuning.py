@@ -90,8 +90,7 @@ def train(args):
     run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)
     with sigterm_as_interrupt():
         best = fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, args.epochs, args.batch_size,
-                   len(train_split.paths), args.seed, config, resume=args.resume,
-                   on_epoch_end=getattr(args, "on_epoch_end", None), desc=args.training_method)
+                   len(train_split.paths), args.seed, config, resume=args.resume, desc=args.training_method)
 
     results = final_evaluation(model, run_dir / "best.pt", test_split, train_freq, args.thre, args.score, device)
     results.update({"selected_epoch": best["epoch"], "selection_split": select_split.name,

@@ -200,7 +200,7 @@ def test_default_run_folders_name_a_dataset_alias_as_its_dataset():
     trained = train_script.parse_args(["--dataset", "VOC"]).output_dir
     tested = test_script.parse_args(["--dataset", "voc-lt"]).checkpoint
     assert trained == tested == default_run_dir("voc-lt", "lmpt", "ViT16", 0)
-    assert zero_shot_script.parse_args(["--dataset", "COCO"]).output_dir.name == "coco-lt_zeroshot_RN50_seed0"
+    assert zero_shot_script.parse_args(["--dataset", "COCO"]).output_dir.name == "coco-lt_zero-shot_RN50_seed0"
 
 
 def test_default_run_folders_keep_a_backbone_name_whole_and_name_a_file_by_its_stem(tmp_path):
@@ -211,4 +211,4 @@ def test_default_run_folders_keep_a_backbone_name_whole_and_name_a_file_by_its_s
         tested = test_script.parse_args(["--pretrain_clip", backbone, "--seed", "3"]).checkpoint
         assert trained == tested and trained.name == f"voc-lt_lmpt_{tag}_seed3", backbone
         zero_shot = zero_shot_script.parse_args(["--pretrain_clip_path", backbone]).output_dir
-        assert zero_shot.name == f"voc-lt_zeroshot_{tag}_seed0", backbone
+        assert zero_shot.name == f"voc-lt_zero-shot_{tag}_seed0", backbone

@@ -153,18 +153,24 @@ def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, tiny_vit_checkpoint
     assert state["epoch"] == 0 and torch.isfinite(state["model"]["prompt_learner.ctx"]).all()
 
 
-def test_interrupted_run_resumes_to_identical_results(tmp_path, tiny_vit_checkpoint):
+def test_interrupted_run_resumes_to_identical_results(tmp_path, tiny_vit_checkpoint, monkeypatch):
     data_root = fresh_data(tmp_path)
     cache = tmp_path / "cache"
     full = tmp_path / "full"
     train_script.main(train_argv(data_root, tiny_vit_checkpoint, full, cache, epochs=4))
 
     out = tmp_path / "interrupted"
-    args = train_script.parse_args(train_argv(data_root, tiny_vit_checkpoint, out, cache, epochs=4))
-    args.on_epoch_end = lambda epoch: os.kill(os.getpid(), signal.SIGTERM) if epoch == 1 else None
+    fit = prompt_tuning.fit
+
+    def fit_killed_after_epoch_1(*args, **kwargs):  # the run is sent SIGTERM at the end of epoch 1
+        kill = lambda epoch: os.kill(os.getpid(), signal.SIGTERM) if epoch == 1 else None  # noqa: E731
+        return fit(*args, **dict(kwargs, on_epoch_end=kill))
+
+    monkeypatch.setattr(prompt_tuning, "fit", fit_killed_after_epoch_1)
     with pytest.raises(SystemExit) as stopped:
-        train_script.run(args)
+        train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, cache, epochs=4))
     assert stopped.value.code == 130
+    monkeypatch.setattr(prompt_tuning, "fit", fit)
     assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
     assert not (out / "results.json").exists()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.baselines import zero_shot  # noqa: E402
+from lmpt.baselines import ZERO_SHOT, zero_shot  # noqa: E402
 from lmpt.cli import (add_baseline_args, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
                       int_in, report_errors, resolve_backbone_arg)
 from lmpt.templates import TEMPLATES  # noqa: E402
@@ -24,7 +24,7 @@ def build_parser():
                    help="the CLIP paper's 80 ImageNet templates, or 'a photo of a {}.'")
     p.add_argument("--topk", type=int_in(1), default=5, help="k of the top-k precision/recall/F1")
     p.add_argument("--output_dir", type=Path, default=None,
-                   help="run folder (default: runs/<dataset>_zeroshot_<backbone>_seed<seed>)")
+                   help="run folder (default: runs/<dataset>_zero-shot_<backbone>_seed<seed>)")
     add_common_args(p)
     return p
 
@@ -33,7 +33,7 @@ def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     args.pretrain_clip_path = resolve_backbone_arg(args.pretrain_clip_path, SCRIPT_DIR)
     if args.output_dir is None:
-        args.output_dir = default_run_dir(args.dataset, "zeroshot", args.pretrain_clip_path, args.seed)
+        args.output_dir = default_run_dir(args.dataset, ZERO_SHOT, args.pretrain_clip_path, args.seed)
     return args
 
 
