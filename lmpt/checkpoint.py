@@ -8,6 +8,7 @@ resumed run) only ever sees a complete file.
 import json
 import math
 import os
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def _jsonable(value):
 
 def save_text(path, text):
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_pickle(path, obj):
+    _atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def save_json(path, obj):
@@ -129,8 +134,7 @@ def save_torch(path, obj):
 def write_metrics(path, rows):
     """Rewrite ``metrics.jsonl`` with all epoch rows (atomic, so a resumed run
     never sees a torn last line)."""
-    text = "".join(json.dumps(_jsonable(r)) + "\n" for r in rows)
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    save_text(path, "".join(json.dumps(_jsonable(r)) + "\n" for r in rows))
 
 
 def read_metrics(path):

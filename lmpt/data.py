@@ -22,6 +22,8 @@ from torchvision import transforms as T
 
 from clip.clip import CLIP_MEAN, CLIP_STD
 
+from .checkpoint import save_pickle
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO_ROOT / "data"
 
@@ -220,9 +222,8 @@ def class_frequency(labels):
 def _save_pickle_atomically(obj, path):
     """Write with the project's one atomic writer (temporary file, sync, rename, a new file's usual
     permissions); warn (not fail) on a read-only folder."""
-    from clip.checkpoint import atomic_write  # here: the data layer imports nothing of clip at load time
     try:
-        atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL))
+        save_pickle(path, obj)
     except OSError as e:
         warnings.warn(f"{path}: could not save the class frequencies ({e}); using them unsaved")
 

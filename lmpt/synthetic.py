@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .checkpoint import save_pickle, save_text
+from .data import class_frequency
+
 GENERATOR_VERSION = 5
 IMAGE_SIZE = 64  # the tiny CLIP's input resolution
 SUPERSAMPLE = 2  # shapes are drawn at 2× and reduced, for clean edges
@@ -423,17 +426,6 @@ def make_caption(objects, rng, colours=True):
 # ---------------------------------------------------------------------------
 # The benchmark on disk.
 
-def _atomic_write_text(path, text):
-    from clip.checkpoint import atomic_write  # lazy: the generator itself needs only PIL and NumPy
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def _atomic_write_pickle(path, obj):
-    import pickle
-    from clip.checkpoint import atomic_write
-    atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL))
-
-
 def _check_sizes(n_train, n_test):
     for name, value in (("n_train", n_train), ("n_test", n_test)):
         if not isinstance(value, (int, np.integer)) or value < 1:
@@ -471,8 +463,6 @@ def generate_benchmark(out_dir, seed=0, n_train=None, n_test=None):
     random stream) is for choosing epochs and settings (``--val_list``), so the test split
     stays unseen.
     """
-    from lmpt.data import class_frequency  # lazy: the generator itself needs only PIL and NumPy
-
     n_train = REFERENCE_TRAIN if n_train is None else n_train
     n_test = DEFAULT_TEST if n_test is None else n_test
     _check_sizes(n_train, n_test)
@@ -495,16 +485,16 @@ def generate_benchmark(out_dir, seed=0, n_train=None, n_test=None):
     val_lines, _ = _write_split(out_dir, "val", val_sets, seed)
     captions = [f"{path} {make_caption(objects, rng)}" for path, objects, rng in train_objects]
 
-    _atomic_write_text(out_dir / "synth_lt_train.txt", "\n".join(train_lines) + "\n")
-    _atomic_write_text(out_dir / "synth_lt_test.txt", "\n".join(test_lines) + "\n")
-    _atomic_write_text(out_dir / "synth_lt_val.txt", "\n".join(val_lines) + "\n")
-    _atomic_write_text(out_dir / "synth_lt_captions.txt", "\n".join(captions) + "\n")
-    _atomic_write_text(out_dir / "synth_labels.txt", "".join(f"{n} {i}\n" for i, n in enumerate(CLASS_NAMES)))
+    save_text(out_dir / "synth_lt_train.txt", "\n".join(train_lines) + "\n")
+    save_text(out_dir / "synth_lt_test.txt", "\n".join(test_lines) + "\n")
+    save_text(out_dir / "synth_lt_val.txt", "\n".join(val_lines) + "\n")
+    save_text(out_dir / "synth_lt_captions.txt", "\n".join(captions) + "\n")
+    save_text(out_dir / "synth_labels.txt", "".join(f"{n} {i}\n" for i, n in enumerate(CLASS_NAMES)))
     labels = np.zeros((n_train, len(CLASS_NAMES)), dtype=np.float32)  # [N, C]
     for i, s in enumerate(train_sets):
         labels[i, s] = 1
-    _atomic_write_pickle(out_dir / "class_freq.pkl", class_frequency(labels))
-    _atomic_write_text(out_dir / STAMP_NAME, json.dumps(_stamp(seed, n_train, n_test), indent=1) + "\n")
+    save_pickle(out_dir / "class_freq.pkl", class_frequency(labels))
+    save_text(out_dir / STAMP_NAME, json.dumps(_stamp(seed, n_train, n_test), indent=1) + "\n")
     return out_dir
 
 
@@ -588,5 +578,5 @@ def generate_corpus(out_dir, n_images, seed=0):
     tmp = stem.with_name(stem.name + f".{os.getpid()}.tmp.npz")
     np.savez_compressed(tmp, images=images)
     os.replace(tmp, stem.with_suffix(".npz"))
-    _atomic_write_text(stem.with_suffix(".txt"), "\n".join(captions) + "\n")
+    save_text(stem.with_suffix(".txt"), "\n".join(captions) + "\n")
     return stem.with_suffix(".npz")
