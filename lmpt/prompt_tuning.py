@@ -119,14 +119,10 @@ def final_evaluation(model, checkpoint_path, split, train_freq, thre, score, dev
             "thre": thre, "score": score}
 
 
-def test(args):
-    """Rebuild the prompt learner from a checkpoint's saved configuration and evaluate it on the test split."""
-    device = select_device(args.device)
-    state = load_checkpoint(args.checkpoint)
-    source = Path(args.checkpoint)
-    checkpoint_path = source / "best.pt" if source.is_dir() else source
-    out = check_results_file(args.output or checkpoint_path.parent / "test_results.json")
-    config = state["config"]
+def apply_checkpoint_config(args, config, checkpoint_path):
+    """``lmpt/test.py``'s flags against the checkpoint's configuration: the prompt layout and the backbone
+    come from the checkpoint (a flag that differs is noted and ignored); the dataset, preprocessing, score
+    and threshold default to the training run's."""
     if config.get("method") not in TRAINING_METHODS:
         raise ValueError(f"{checkpoint_path}: a {config.get('method')} checkpoint (finetune_clip/fc.py); "
                          f"lmpt/test.py evaluates the prompts of lmpt/train.py ({', '.join(TRAINING_METHODS)})")
@@ -143,6 +139,17 @@ def test(args):
     args.preprocess = args.preprocess or config["preprocess"]
     args.score = args.score or config["score"]
     args.thre = config["thre"] if args.thre is None else args.thre
+
+
+def test(args):
+    """Rebuild the prompt learner from a checkpoint's saved configuration and evaluate it on the test split."""
+    device = select_device(args.device)
+    state = load_checkpoint(args.checkpoint)
+    source = Path(args.checkpoint)
+    checkpoint_path = source / "best.pt" if source.is_dir() else source
+    out = check_results_file(args.output or checkpoint_path.parent / "test_results.json")
+    config = state["config"]
+    apply_checkpoint_config(args, config, checkpoint_path)
     dataset, splits = load_splits(args, need_val=False, training=False)
     if dataset.class_names != config["class_names"]:
         raise ValueError(f"{checkpoint_path}: trained on classes {config['class_names'][:5]}… "

@@ -426,8 +426,8 @@ def make_caption(objects, rng, colours=True):
 # ---------------------------------------------------------------------------
 # The benchmark on disk.
 
-def _check_sizes(n_train, n_test):
-    for name, value in (("n_train", n_train), ("n_test", n_test)):
+def _check_sizes(**sizes):
+    for name, value in sizes.items():
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise SyntheticError(f"{name} must be a positive integer, got {value!r}")
 
@@ -465,7 +465,7 @@ def generate_benchmark(out_dir, seed=0, n_train=None, n_test=None):
     """
     n_train = REFERENCE_TRAIN if n_train is None else n_train
     n_test = DEFAULT_TEST if n_test is None else n_test
-    _check_sizes(n_train, n_test)
+    _check_sizes(n_train=n_train, n_test=n_test)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / STAMP_NAME).unlink(missing_ok=True)
@@ -555,7 +555,7 @@ def make_corpus(n_images, seed=0):
     A content is the sorted tuple of the object class ids (with repeats): captions with the
     same content say the same thing in other words.
     """
-    _check_sizes(n_images, 1)
+    _check_sizes(n_images=n_images)
     images = np.empty((n_images, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)  # [N, 64, 64, 3]
     captions, contents = [], []
     for index in range(n_images):

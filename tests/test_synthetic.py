@@ -181,6 +181,10 @@ def test_ensure_benchmark_reuses_a_complete_folder_and_regenerates_otherwise(tmp
 def test_bad_sizes_are_refused(tmp_path):
     with pytest.raises(ValueError, match="n_train must be a positive integer"):
         synthetic.generate_benchmark(tmp_path / "synth", n_train=0)
+    with pytest.raises(ValueError, match="n_test must be a positive integer"):
+        synthetic.generate_benchmark(tmp_path / "synth", n_test=2.5)
+    with pytest.raises(ValueError, match="n_images must be a positive integer"):
+        synthetic.make_corpus(0)
 
 
 # ---------------------------------------------------------------------------
