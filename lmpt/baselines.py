@@ -64,7 +64,7 @@ def finetune_method(from_scratch):
 def zero_shot(args):
     seed_everything(args.seed)
     device = select_device(args.device)
-    checkpoint = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)
+    clip_file = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)
     run_dir = check_evaluation_dir(args.output_dir)
     dataset, splits = load_splits(args, need_val=False, training=False)
     check_class_count(dataset, args.nb_classes)
@@ -74,7 +74,7 @@ def zero_shot(args):
     # The classifier (C × 80 prompts: tokenising and the text encoder) is built in a thread while the
     # loader workers decode the test images and the main thread runs the image encoder.
     _, weights = load_clip_and_features(  # weights: [C, E]
-        args, dataset, splits, checkpoint, device, names=("test",),
+        args, dataset, splits, clip_file, device, names=("test",),
         beside=lambda model: zero_shot_classifier(model, dataset.class_names, TEMPLATES[args.templates], device,
                                                   progress=False))
     test_split = splits["test"]
@@ -85,7 +85,7 @@ def zero_shot(args):
     results.update({f"top{args.topk}_{k}": v for k, v in
                     topk_metrics(scores, test_split.labels.numpy(), k=args.topk).items()})
     results.update({"method": ZERO_SHOT, "templates": args.templates, "score": args.score, "thre": args.thre,
-                    **backbone_identity(args.pretrain_clip_path, checkpoint)})
+                    **backbone_identity(args.pretrain_clip_path, clip_file)})
     run_dir.mkdir(parents=True, exist_ok=True)
     save_args(run_dir, args)
     save_json(run_dir / "results.json", results)

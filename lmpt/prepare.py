@@ -39,12 +39,12 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
     autocast (``use_autocast``), elsewhere in fp32. Unreadable images are
     refused or dropped (``--skip_bad_images``).
     """
-    checkpoint = resolve_backbone(backbone, args.pretrained_dir)  # a resolved path (the scripts') stays as it is
+    clip_file = resolve_backbone(backbone, args.pretrained_dir)  # a resolved path (the scripts') stays as it is
     cache_dir = Path(args.cache_dir or DEFAULT_CACHE_DIR)
     autocast = use_autocast(device)
 
     def start_jobs(resolution):
-        jobs = {name: FeatureJob(checkpoint, dataset.root, splits[name].paths, resolution, args.preprocess, device,
+        jobs = {name: FeatureJob(clip_file, dataset.root, splits[name].paths, resolution, args.preprocess, device,
                                  max(args.batch_size, 64), args.num_workers, cache_dir, f"encoding {name} images",
                                  autocast, mirrors=name == "train")
                 for name in names if name in splits}
@@ -54,20 +54,20 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
                 break
         return jobs
 
-    resolution = remembered_resolution(checkpoint)
-    jobs = start_jobs(resolution) if resolution is not None else None  # a checkpoint seen before: decode now
+    resolution = remembered_resolution(clip_file)
+    jobs = start_jobs(resolution) if resolution is not None else None  # a CLIP file seen before: decode now
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
-        pool.submit(file_fingerprint, checkpoint)  # memoised for the cache keys and the run's records
-        state_dict = clip.read_state_dict(checkpoint)
+        pool.submit(file_fingerprint, clip_file)  # memoised for the cache keys and the run's records
+        state_dict = clip.read_state_dict(clip_file)
     actual = clip.infer_config(state_dict)["image_resolution"]
     if actual != resolution:
         if jobs is not None:  # a record that does not fit the file: decode again at the right size
-            print(f"[features] {checkpoint}: resolution {resolution} on record, but the file has {actual}; "
+            print(f"[features] {clip_file}: resolution {resolution} on record, but the file has {actual}; "
                   f"decoding again")
         jobs = None  # stops any workers started
-        remember_resolution(checkpoint, actual)
+        remember_resolution(clip_file, actual)
         jobs = start_jobs(actual)
-    clip_model = freeze(clip.from_state_dict(state_dict, device, fp16=False, source=checkpoint))
+    clip_model = freeze(clip.from_state_dict(state_dict, device, fp16=False, source=clip_file))
     del state_dict
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside-encoding") as pool:
         extra = pool.submit(beside, clip_model) if beside is not None else None
