@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from io import BytesIO
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .checkpoint import save_pickle, save_text
-from .data import class_frequency
+from .data import available_cores, class_frequency
 
 GENERATOR_VERSION = 5
 IMAGE_SIZE = 64  # the tiny CLIP's input resolution
@@ -539,6 +540,9 @@ def _jpeg_roundtrip(image, quality):
     return Image.open(buffer).convert("RGB")
 
 
+CORPUS_CHUNK = 500  # corpus items a worker process draws at a time
+
+
 def corpus_item(seed, index):
     """One corpus image (uint8 [64, 64, 3]), its colour-free caption and its content (sorted class ids)."""
     rng = _stream(seed, _CORPUS_STREAM, "corpus", index)
@@ -549,20 +553,31 @@ def corpus_item(seed, index):
     return np.asarray(image, dtype=np.uint8), make_caption(objects, rng, colours=False), tuple(sorted(classes))
 
 
-def make_corpus(n_images, seed=0):
+def corpus_items(seed, start, stop):
+    """Corpus items ``start``..``stop - 1``: (images uint8 [n, 64, 64, 3], captions [n], contents [n])."""
+    items = [corpus_item(seed, index) for index in range(start, stop)]
+    images = np.stack([image for image, _, _ in items]) if items else np.empty((0, IMAGE_SIZE, IMAGE_SIZE, 3),
+                                                                              np.uint8)
+    return images, [caption for _, caption, _ in items], [content for _, _, content in items]
+
+
+def make_corpus(n_images, seed=0, workers=None):
     """The pretraining corpus in memory: images uint8 [N, 64, 64, 3], captions [N] and contents [N].
 
     A content is the sorted tuple of the object class ids (with repeats): captions with the
-    same content say the same thing in other words.
+    same content say the same thing in other words. Every item has its own random stream, so
+    ``workers`` processes (default: one per core) draw the same corpus as one.
     """
     _check_sizes(n_images=n_images)
-    images = np.empty((n_images, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)  # [N, 64, 64, 3]
-    captions, contents = [], []
-    for index in range(n_images):
-        images[index], caption, content = corpus_item(seed, index)
-        captions.append(caption)
-        contents.append(content)
-    return images, captions, contents
+    workers = min(available_cores() if workers is None else workers, -(-n_images // CORPUS_CHUNK))
+    bounds = [(start, min(start + CORPUS_CHUNK, n_images)) for start in range(0, n_images, CORPUS_CHUNK)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(corpus_items, [seed] * len(bounds), *zip(*bounds)))
+    else:
+        parts = [corpus_items(seed, start, stop) for start, stop in bounds]
+    images = np.concatenate([images for images, _, _ in parts])  # [N, 64, 64, 3]
+    return images, [c for _, captions, _ in parts for c in captions], [c for _, _, contents in parts for c in contents]
 
 
 def generate_corpus(out_dir, n_images, seed=0):

@@ -59,12 +59,13 @@ def test_same_seed_gives_identical_files_and_another_seed_different_ones(tmp_pat
     assert da["synth_lt_captions.txt"] != dc["synth_lt_captions.txt"]
 
 
-def test_corpus_is_deterministic_and_not_the_benchmark(default_root):
-    images, captions, _ = synthetic.make_corpus(24, seed=0)
-    again, captions_again, _ = synthetic.make_corpus(24, seed=0)
+def test_corpus_is_deterministic_and_not_the_benchmark(default_root, monkeypatch):
+    images, captions, contents = synthetic.make_corpus(24, seed=0, workers=1)
+    monkeypatch.setattr(synthetic, "CORPUS_CHUNK", 5)  # 5 chunks for 2 worker processes
+    again, captions_again, contents_again = synthetic.make_corpus(24, seed=0, workers=2)
     other, _, _ = synthetic.make_corpus(24, seed=1)
     assert images.shape == (24, 64, 64, 3) and images.dtype == np.uint8
-    assert np.array_equal(images, again) and captions == captions_again
+    assert np.array_equal(images, again) and captions == captions_again and contents == contents_again
     assert not np.array_equal(images, other)
     data = load_dataset("synth-lt", default_root)
     bench = np.stack([np.asarray(Image.open(data.root / p).convert("RGB")) for p in data.train_paths[:24]])
