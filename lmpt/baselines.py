@@ -15,15 +15,14 @@ from tqdm import tqdm
 
 import clip
 
+from .backbones import backbone_identity, resolve_backbone
 from .checkpoint import check_evaluation_dir, load_checkpoint, save_args, save_json, start_run_dir
 from .data import ImageListDataset, build_transform, seed_worker
 from .engine import (autocast_on, build_scheduler, fit, load_trainable_state, seed_everything, select_device,
                      sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss
 from .metrics import format_results, topk_metrics, scores_from_logits
-from .models import resolve_backbone
-from .prepare import (backbone_identity, evaluate_logits, load_clip_and_features, load_splits, selection_row,
-                      start_training)
+from .prepare import evaluate_logits, load_clip_and_features, load_splits, selection_row, start_training
 from .templates import TEMPLATES
 
 

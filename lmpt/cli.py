@@ -9,11 +9,11 @@ from pathlib import Path
 
 from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
 
+from .backbones import backbone_tag, is_backbone_name
 from .data import (DEFAULT_DATA_ROOT, PREPROCESS_KINDS, REPO_ROOT, DataError, available_cores, dataset_names,
                    get_dataset_spec)
 from .engine import NonFiniteError, sigterm_as_interrupt
 from .metrics import SCORE_KINDS
-from .models import backbone_tag, is_backbone_name
 
 
 DATASET_HELP = dataset_names()

@@ -1,5 +1,5 @@
 """CoOp-style prompt learning on a frozen CLIP: ``TextEncoder``, ``PromptLearner``,
-``CustomCLIP`` (the names of Zhou et al.'s CoOp), and the table of known backbones.
+``CustomCLIP`` (the names of Zhou et al.'s CoOp).
 
 A prompt for class c is built in token-embedding space (SPEC §5)::
 
@@ -7,75 +7,14 @@ A prompt for class c is built in token-embedding space (SPEC §5)::
 
 Only the context vectors are parameters; everything else is a frozen buffer.
 """
-from pathlib import Path
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import clip
-from clip.clip import PRETRAINED_DIR_ENV
 
-from .pretrain import CHECKPOINT_NAME as TINY_CHECKPOINT
-
-# --pretrain_clip short names (the published ones first) -> OpenAI's model names, whose files clip.model_file
-# names; "tiny" is the embedded default, pretrained by tools/pretrain_tiny_clip.py.
-BACKBONES = {
-    "RN50": "RN50",
-    "RN101": "RN101",
-    "RN50x4": "RN50x4",
-    "RN50x16": "RN50x16",
-    "RN50x64": "RN50x64",
-    "ViT32": "ViT-B/32",
-    "ViT16": "ViT-B/16",
-    "ViT14": "ViT-L/14",
-    "ViT14@336": "ViT-L/14@336px",
-    "tiny": "tiny",
-}
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 CONTEXT_LENGTH = 77  # tokens of every prompt and caption (clip.tokenize's default, as OpenAI's CLIP)
-
-
-def is_backbone_name(name):
-    """A short name of :data:`BACKBONES` or an OpenAI name (``ViT-B/16``), not a path."""
-    return name in BACKBONES or name in clip.available_models()
-
-
-def backbone_file(name):
-    """A backbone name's checkpoint file in the pretrained folder: ``ViT16`` and ``ViT-B/16`` -> ``ViT-B-16.pt``."""
-    name = BACKBONES.get(name, name)
-    return TINY_CHECKPOINT if name == "tiny" else clip.model_file(name)
-
-
-def backbone_tag(backbone):
-    """A backbone's part of a default run folder's name: a name as typed (``ViT-B/16`` becomes ``ViT-B-16``
-    there), a path by its file's stem (``RN50``)."""
-    return backbone if is_backbone_name(backbone) else Path(backbone).stem
-
-
-def resolve_backbone(name, pretrained_dir=None):
-    """A short name of :data:`BACKBONES`, an OpenAI name (``ViT-B/16``) or a path -> the checkpoint file,
-    which must exist (FileNotFoundError naming the file and where to put it otherwise). Names are looked
-    up in ``pretrained_dir`` (default: ``$LMPT_PRETRAINED_DIR``, else the repository's ``pretrained/``)."""
-    if is_backbone_name(name):
-        file = backbone_file(name)
-        path = clip.pretrained_dir(pretrained_dir) / file
-        if not path.is_file():
-            how = ("build it with `python tools/pretrain_tiny_clip.py` (bash tools/demo.sh does)" if name == "tiny"
-                   else f"place OpenAI's released {file} there (nothing is downloaded)")
-            raise FileNotFoundError(f"backbone {name}: checkpoint {path} not found; {how}, or pass "
-                                    f"--pretrained_dir (or set ${PRETRAINED_DIR_ENV}) to the folder "
-                                    f"holding it")
-        return path
-    path = Path(name)
-    if path.suffix == ".pt" or path.exists():
-        if not path.is_file():
-            raise FileNotFoundError(f"backbone {name}: no checkpoint file at {path.resolve()}; expected a CLIP "
-                                    f".pt file or one of the names {', '.join(BACKBONES)}")
-        return path
-    raise ValueError(
-        f"backbone {name!r}: not a known backbone ({', '.join(BACKBONES)}; "
-        f"or an OpenAI name such as ViT-B/16) and not a path to a .pt file")
 
 
 def freeze(module):

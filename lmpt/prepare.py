@@ -9,13 +9,14 @@ import torch
 
 import clip
 
+from .backbones import check_backbone, resolve_backbone
 from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint
 from .data import DataError, check_images_exist, line_numbers, listing, load_dataset
 from .engine import seed_everything, select_device, use_autocast
 from .features import (DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, remember_resolution,
                        remembered_resolution)
 from .metrics import evaluate, scores_from_logits
-from .models import freeze, resolve_backbone
+from .models import freeze
 
 CAPTION_CHARS = 75  # captions are cut to their first 75 characters, as published
 
@@ -207,24 +208,6 @@ def evaluate_logits(logits, labels, train_class_freq, thre, score):
     return evaluate(np.asarray(scores.cpu()), np.asarray(labels.cpu()), train_class_freq, thre=thre)
 
 
-def backbone_identity(backbone, checkpoint):
-    """What a checkpoint records about the CLIP it was trained on."""
-    return {"backbone": str(backbone), "backbone_file": Path(checkpoint).name,
-            "backbone_sha256": file_fingerprint(checkpoint)}
-
-
-def find_backbone(name, pretrained_dir, file_name=None):
-    """``resolve_backbone``; failing that (a file moved since a run was trained), the run's CLIP file
-    name ``file_name`` in ``pretrained_dir``. ``check_backbone`` then compares its sha256."""
-    try:
-        return resolve_backbone(name, pretrained_dir)
-    except (FileNotFoundError, ValueError):
-        moved = Path(pretrained_dir) / (file_name or "")
-        if file_name and moved.is_file():
-            return moved
-        raise
-
-
 def check_resumable(args, methods, class_names, checkpoint):
     """``--resume``, before anything is written: the run's ``last.pt`` must be a run this script continues
     (``methods``), on the same classes and the same CLIP file, and ``--epochs`` at least its epochs done."""
@@ -242,13 +225,3 @@ def check_resumable(args, methods, class_names, checkpoint):
     if args.epochs < done:
         raise ValueError(f"--epochs {args.epochs}: the run in {args.output_dir} has trained {done} epochs already; "
                          f"expected --epochs {done} or more")
-
-
-def check_backbone(config, checkpoint, source):
-    """Refuse to evaluate a checkpoint on a CLIP other than the one it was trained on."""
-    sha = file_fingerprint(checkpoint)
-    if config.get("backbone_sha256") not in (None, sha):
-        raise ValueError(
-            f"{source}: trained on backbone {config.get('backbone')} ({config.get('backbone_file')}, "
-            f"sha256 {config['backbone_sha256'][:12]}…) but {checkpoint} has sha256 {sha[:12]}…; put the "
-            f"original file back, or pass --pretrained_dir holding it")

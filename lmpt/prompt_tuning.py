@@ -10,14 +10,15 @@ from pathlib import Path
 
 import torch
 
+from .backbones import backbone_identity, check_backbone, find_backbone
 from .checkpoint import check_results_file, load_checkpoint, save_json, start_run_dir
 from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
                      select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import format_results
 from .models import CustomCLIP, check_prompt_length
-from .prepare import (backbone_identity, caption_token_embeddings, check_backbone, evaluate_logits, find_backbone,
-                      load_clip_and_features, load_splits, selection_row, start_training)
+from .prepare import (caption_token_embeddings, evaluate_logits, load_clip_and_features, load_splits, selection_row,
+                      start_training)
 
 TRAINING_METHODS = ("coop", "lmpt")
 PROMPT_KEYS = ("n_ctx", "ctx_init", "csc", "class_token_position")

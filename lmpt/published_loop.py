@@ -26,11 +26,12 @@ from torch.utils.data import DataLoader
 
 import clip
 
+from .backbones import resolve_backbone
 from .checkpoint import save_torch
 from .data import ImageListDataset, build_transform
 from .engine import build_optimizer, build_scheduler, epoch_plan, seed_everything, select_device, trainable_state
 from .losses import build_classification_loss
-from .models import CustomCLIP, TextEncoder, freeze, resolve_backbone
+from .models import CustomCLIP, TextEncoder, freeze
 from .prepare import CAPTION_CHARS, evaluate_logits, load_splits
 
 PRECISIONS = ("fp16", "fp32")

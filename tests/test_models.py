@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import clip
-from lmpt.models import (BACKBONES, PromptLearner, backbone_file, check_prompt_length, context_words, prompt_texts,
-                         resolve_backbone)
+from lmpt.backbones import BACKBONES, backbone_file, resolve_backbone
+from lmpt.models import PromptLearner, check_prompt_length, context_words, prompt_texts
 from tiny_clip import make_tiny_clip
 
 NAMES = ["traffic light", "dog"]

@@ -1,0 +1,96 @@
+"""Backbones: the names ``--pretrain_clip`` knows, their checkpoint files, and the identity (name, file,
+sha256) that a run records of the CLIP it was trained on and checks before it is resumed or tested."""
+from pathlib import Path
+
+import clip
+from clip.clip import PRETRAINED_DIR_ENV
+
+from .features import file_fingerprint
+from .pretrain import CHECKPOINT_NAME as TINY_CHECKPOINT
+
+# --pretrain_clip short names (the published ones first) -> OpenAI's model names, whose files clip.model_file
+# names; "tiny" is the embedded default, pretrained by tools/pretrain_tiny_clip.py.
+BACKBONES = {
+    "RN50": "RN50",
+    "RN101": "RN101",
+    "RN50x4": "RN50x4",
+    "RN50x16": "RN50x16",
+    "RN50x64": "RN50x64",
+    "ViT32": "ViT-B/32",
+    "ViT16": "ViT-B/16",
+    "ViT14": "ViT-L/14",
+    "ViT14@336": "ViT-L/14@336px",
+    "tiny": "tiny",
+}
+
+
+def is_backbone_name(name):
+    """A short name of :data:`BACKBONES` or an OpenAI name (``ViT-B/16``), not a path."""
+    return name in BACKBONES or name in clip.available_models()
+
+
+def backbone_file(name):
+    """A backbone name's checkpoint file in the pretrained folder: ``ViT16`` and ``ViT-B/16`` -> ``ViT-B-16.pt``."""
+    name = BACKBONES.get(name, name)
+    return TINY_CHECKPOINT if name == "tiny" else clip.model_file(name)
+
+
+def backbone_tag(backbone):
+    """A backbone's part of a default run folder's name: a name as typed (``ViT-B/16`` becomes ``ViT-B-16``
+    there), a path by its file's stem (``RN50``)."""
+    return backbone if is_backbone_name(backbone) else Path(backbone).stem
+
+
+def resolve_backbone(name, pretrained_dir=None):
+    """A short name of :data:`BACKBONES`, an OpenAI name (``ViT-B/16``) or a path -> the checkpoint file,
+    which must exist (FileNotFoundError naming the file and where to put it otherwise). Names are looked
+    up in ``pretrained_dir`` (default: ``$LMPT_PRETRAINED_DIR``, else the repository's ``pretrained/``)."""
+    if is_backbone_name(name):
+        file = backbone_file(name)
+        path = clip.pretrained_dir(pretrained_dir) / file
+        if not path.is_file():
+            how = ("build it with `python tools/pretrain_tiny_clip.py` (bash tools/demo.sh does)" if name == "tiny"
+                   else f"place OpenAI's released {file} there (nothing is downloaded)")
+            raise FileNotFoundError(f"backbone {name}: checkpoint {path} not found; {how}, or pass "
+                                    f"--pretrained_dir (or set ${PRETRAINED_DIR_ENV}) to the folder "
+                                    f"holding it")
+        return path
+    path = Path(name)
+    if path.suffix == ".pt" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone {name}: no checkpoint file at {path.resolve()}; expected a CLIP "
+                                    f".pt file or one of the names {', '.join(BACKBONES)}")
+        return path
+    raise ValueError(
+        f"backbone {name!r}: not a known backbone ({', '.join(BACKBONES)}; "
+        f"or an OpenAI name such as ViT-B/16) and not a path to a .pt file")
+
+
+def backbone_identity(backbone, clip_file):
+    """What a run's checkpoint records about the CLIP it was trained on: the name or path as given, the
+    file's name and its sha256."""
+    return {"backbone": str(backbone), "backbone_file": Path(clip_file).name,
+            "backbone_sha256": file_fingerprint(clip_file)}
+
+
+def find_backbone(name, pretrained_dir, file_name=None):
+    """``resolve_backbone``; failing that (a file moved since a run was trained), the run's CLIP file
+    name ``file_name`` in ``pretrained_dir``. ``check_backbone`` then compares its sha256."""
+    try:
+        return resolve_backbone(name, pretrained_dir)
+    except (FileNotFoundError, ValueError):
+        moved = Path(pretrained_dir) / (file_name or "")
+        if file_name and moved.is_file():
+            return moved
+        raise
+
+
+def check_backbone(config, clip_file, source):
+    """Refuse to evaluate or resume a run (``source``: its checkpoint) on a CLIP other than the one it was
+    trained on (``config``: the run's configuration, with ``backbone_identity``)."""
+    sha = file_fingerprint(clip_file)
+    if config.get("backbone_sha256") not in (None, sha):
+        raise ValueError(
+            f"{source}: trained on backbone {config.get('backbone')} ({config.get('backbone_file')}, "
+            f"sha256 {config['backbone_sha256'][:12]}…) but {clip_file} has sha256 {sha[:12]}…; put the "
+            f"original file back, or pass --pretrained_dir holding it")
