@@ -46,6 +46,8 @@ def available_models() -> List[str]:
 
 def model_file(name: str) -> str:
     """The file name of a released model (``ViT-L/14@336px`` -> ``ViT-L-14-336px.pt``) in the pretrained folder."""
+    if name not in _MODELS:
+        raise ValueError(f"{name!r} is not a released CLIP model; expected one of {', '.join(_MODELS)}")
     return _MODELS[name]
 
 

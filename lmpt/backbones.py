@@ -36,9 +36,12 @@ def backbone_file(name):
 
 
 def backbone_tag(backbone):
-    """A backbone's part of a default run folder's name: a name as typed (``ViT-B/16`` becomes ``ViT-B-16``
-    there), a path by its file's stem (``RN50``)."""
-    return backbone if is_backbone_name(backbone) else Path(backbone).stem
+    """A backbone's part of a default run folder's name: a name by its short name (``ViT-B/16`` and
+    ``ViT16`` are both ``ViT16``, so train.py and test.py agree whichever was typed), a path by its file's
+    stem (``RN50``)."""
+    if is_backbone_name(backbone):
+        return next((short for short, name in BACKBONES.items() if backbone in (short, name)), backbone)
+    return Path(backbone).stem
 
 
 def resolve_backbone(name, pretrained_dir=None):
@@ -79,7 +82,7 @@ def find_backbone(name, pretrained_dir, file_name=None):
     try:
         return resolve_backbone(name, pretrained_dir)
     except (FileNotFoundError, ValueError):
-        moved = Path(pretrained_dir) / (file_name or "")
+        moved = clip.pretrained_dir(pretrained_dir) / (file_name or "")
         if file_name and moved.is_file():
             return moved
         raise

@@ -138,7 +138,7 @@ def scores_from_logits(logits, kind='softmax'):
     Returns the input's type (torch tensor or numpy array).
     """
     if kind not in SCORE_KINDS:
-        raise ValueError(f"scores_from_logits: kind must be 'softmax' or 'sigmoid', got {kind!r}")
+        raise ValueError(f"scores_from_logits: kind must be one of {', '.join(SCORE_KINDS)}, got {kind!r}")
     if hasattr(logits, 'softmax'):  # torch tensor
         return logits.softmax(dim=-1) if kind == 'softmax' else logits.sigmoid()
     z = np.asarray(logits, dtype=np.float64)

@@ -180,7 +180,8 @@ class Training:
 def start_training(args, tag, backbone, methods, captions=False, check_dataset=None):
     """Every training script's first steps, in order, before anything is written: seed, device, the CLIP
     file, the run folder check, the splits, ``check_dataset(dataset)``, the ``--resume`` check (a run of
-    ``methods``), then CLIP and the cached features. Says so when the test split will select the epoch."""
+    ``methods``), then CLIP and the cached features. Says so, before the features, when the test split
+    will select the epoch."""
     seed_everything(args.seed)
     device = select_device(args.device)
     clip_file = resolve_backbone(backbone, args.pretrained_dir)
@@ -190,10 +191,10 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
         check_dataset(dataset)
     if args.resume:
         check_resumable(args, methods, dataset.class_names, clip_file)
-    clip_model, _ = load_clip_and_features(args, dataset, splits, clip_file, device)
     if "val" not in splits:
         print(f"[{tag}] no --val_list: selecting the best epoch on the TEST split, as the published code "
               "did; its test mAP is optimistic. Pass --val_list for an honest selection.")
+    clip_model, _ = load_clip_and_features(args, dataset, splits, clip_file, device)
     return Training(device, clip_file, dataset, splits, clip_model)
 
 
@@ -208,7 +209,7 @@ def evaluate_logits(logits, labels, train_class_freq, thre, score):
     return evaluate(np.asarray(scores.cpu()), np.asarray(labels.cpu()), train_class_freq, thre=thre)
 
 
-def check_resumable(args, methods, class_names, checkpoint):
+def check_resumable(args, methods, class_names, clip_file):
     """``--resume``, before anything is written: the run's ``last.pt`` must be a run this script continues
     (``methods``), on the same classes and the same CLIP file, and ``--epochs`` at least its epochs done."""
     last = Path(args.output_dir) / "last.pt"
@@ -220,7 +221,7 @@ def check_resumable(args, methods, class_names, checkpoint):
     if config.get("class_names") != list(class_names):
         raise ValueError(f"{last}: trained on the classes {config.get('class_names')}, but --dataset "
                          f"{args.dataset} now has {list(class_names)}; a resumed run keeps its classes")
-    check_backbone(config, checkpoint, last)
+    check_backbone(config, clip_file, last)
     done = state["epoch"] + 1
     if args.epochs < done:
         raise ValueError(f"--epochs {args.epochs}: the run in {args.output_dir} has trained {done} epochs already; "

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clip.clip import DEFAULT_PRETRAINED_DIR
+from clip.clip import pretrained_dir as pretrained_folder
 
 from .data import NORMALIZATION
 from .metrics import SCORE_KINDS, average_precision, mean_ap, scores_from_logits
@@ -250,8 +250,9 @@ def save_tiny_clip(model, out_path, info):
     return out_path
 
 
-def ensure_tiny_clip(pretrained_dir=DEFAULT_PRETRAINED_DIR, name=CHECKPOINT_NAME, log=print, **settings):
-    """Path of the tiny CLIP in ``pretrained_dir``, pretrained first unless cached with the same settings.
+def ensure_tiny_clip(pretrained_dir=None, name=CHECKPOINT_NAME, log=print, **settings):
+    """Path of the tiny CLIP in ``pretrained_dir`` (default: ``$LMPT_PRETRAINED_DIR``, else the repository's
+    ``pretrained/``, where ``--pretrain_clip tiny`` looks), pretrained first unless cached with the same settings.
 
     ``settings`` override ``DEFAULT_SETTINGS`` (e.g. ``**FAST_SETTINGS``).
     """
@@ -262,7 +263,7 @@ def ensure_tiny_clip(pretrained_dir=DEFAULT_PRETRAINED_DIR, name=CHECKPOINT_NAME
         raise PretrainError(f"ensure_tiny_clip: unknown setting(s) {sorted(unknown)}; "
                             f"expected some of {sorted(DEFAULT_SETTINGS)}")
     wanted = dict(DEFAULT_SETTINGS, **settings)
-    path = Path(pretrained_dir) / name
+    path = pretrained_folder(pretrained_dir) / name
     try:
         info = json.loads(metadata_path(path).read_text(encoding="utf-8"))
         cached = (path.is_file() and info.get("settings") == _normalised(wanted)
@@ -320,7 +321,7 @@ def linear_probe_map(model, dataset, epochs=300, lr=1e-2, weight_decay=1e-4, see
     ``score``: 'softmax' (over classes, as the zero-shot scores and the published scripts) or 'sigmoid'.
     """
     if score not in SCORE_KINDS:  # before the work, not after
-        raise ValueError(f"linear_probe_map: score={score!r}, expected one of {SCORE_KINDS}")
+        raise ValueError(f"linear_probe_map: score={score!r}, expected one of {', '.join(SCORE_KINDS)}")
     train_x = encode_images(model, dataset.root, dataset.train_paths)  # [N_train, E]
     test_x = encode_images(model, dataset.root, dataset.test_paths)  # [N_test, E]
     train_y = torch.as_tensor(dataset.train_labels)  # [N_train, C]

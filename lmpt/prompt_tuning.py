@@ -156,14 +156,14 @@ def test(args):
         raise ValueError(f"{checkpoint_path}: trained on classes {config['class_names'][:5]}… "
                          f"({len(config['class_names'])}), but --dataset {args.dataset} has "
                          f"{dataset.class_names[:5]}… ({len(dataset.class_names)})")
-    backbone = find_backbone(config["backbone"], args.pretrained_dir, config.get("backbone_file"))
-    check_backbone(config, backbone, checkpoint_path)
+    clip_file = find_backbone(config["backbone"], args.pretrained_dir, config.get("backbone_file"))
+    check_backbone(config, clip_file, checkpoint_path)
 
     def restore(clip_model):  # in a thread, while the test images are decoded and encoded
         # built on clip_model's device already; no .to(): it would touch the image encoder in use meanwhile
         model = CustomCLIP(config["class_names"], clip_model, **{k: config[k] for k in PROMPT_KEYS})
         return model, restore_prompts(model, state, checkpoint_path, device)
-    _, (model, text) = load_clip_and_features(args, dataset, splits, backbone, device, names=("test",),
+    _, (model, text) = load_clip_and_features(args, dataset, splits, clip_file, device, names=("test",),
                                               beside=restore)
     results = final_evaluation(model, checkpoint_path, splits["test"], dataset.class_freq["class_freq"],
                                args.thre, args.score, device, restored=(state, text))

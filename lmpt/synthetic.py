@@ -26,9 +26,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .checkpoint import save_pickle, save_text
-from .data import available_cores, class_frequency
-
 GENERATOR_VERSION = 5
 IMAGE_SIZE = 64  # the tiny CLIP's input resolution
 SUPERSAMPLE = 2  # shapes are drawn at 2× and reduced, for clean edges
@@ -464,6 +461,9 @@ def generate_benchmark(out_dir, seed=0, n_train=None, n_test=None):
     random stream) is for choosing epochs and settings (``--val_list``), so the test split
     stays unseen.
     """
+    from .checkpoint import save_pickle, save_text  # here: drawing images needs only PIL and NumPy (and
+    from .data import class_frequency  # make_corpus's worker processes import this module alone)
+
     n_train = REFERENCE_TRAIN if n_train is None else n_train
     n_test = DEFAULT_TEST if n_test is None else n_test
     _check_sizes(n_train=n_train, n_test=n_test)
@@ -568,6 +568,7 @@ def make_corpus(n_images, seed=0, workers=None):
     same content say the same thing in other words. Every item has its own random stream, so
     ``workers`` processes (default: one per core) draw the same corpus as one.
     """
+    from .data import available_cores
     _check_sizes(n_images=n_images)
     workers = min(available_cores() if workers is None else workers, -(-n_images // CORPUS_CHUNK))
     bounds = [(start, min(start + CORPUS_CHUNK, n_images)) for start in range(0, n_images, CORPUS_CHUNK)]
@@ -586,6 +587,7 @@ def generate_corpus(out_dir, n_images, seed=0):
     Returns the .npz path. Pretraining draws the corpus in memory (``make_corpus``); this
     file copy is for inspection.
     """
+    from .checkpoint import save_text
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images, captions, _ = make_corpus(n_images, seed)

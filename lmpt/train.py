@@ -29,7 +29,8 @@ def build_parser():
                    help="RN50, RN101, ViT16, ViT32, … (files in --pretrained_dir), tiny, or a path to a .pt")
     p.add_argument("--epochs", type=int_in(1), default=50)
     p.add_argument("--class_token_position", choices=CLASS_TOKEN_POSITIONS, default="end")
-    p.add_argument("--ctx_init", default="", help="initial context words ('' = random, --n_ctx vectors)")
+    p.add_argument("--ctx_init", default="",
+                   help="initial context words, '_' for a space ('' = random, --n_ctx vectors)")
     p.add_argument("--n_ctx", type=int_in(1), default=16, help="context vectors when --ctx_init is empty")
     p.add_argument("--m_ctx", type=int_in(0, CONTEXT_LENGTH - 1), default=2,
                    help="token offset between caption and prompt in the embedding loss")

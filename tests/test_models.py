@@ -74,3 +74,5 @@ def test_every_short_name_stands_for_a_released_model_or_the_tiny_clip():
     for short, model in BACKBONES.items():
         assert model == "tiny" or model in clip.available_models(), short
         assert backbone_file(short) == backbone_file(model)
+    with pytest.raises(ValueError, match="'ViT-B/99' is not a released CLIP model; expected one of RN50, "):
+        clip.model_file("ViT-B/99")

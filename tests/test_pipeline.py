@@ -88,7 +88,7 @@ def test_zero_shot_writes_results(tmp_path, tiny_data_root, tiny_vit_checkpoint)
                            "--pretrain_clip_path", str(tiny_vit_checkpoint), "--device", "cpu", "--num_workers", "0",
                            "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(out), "--templates", "single"])
     results = read_json(out / "results.json")
-    assert RESULT_KEYS <= set(results) and "top5_precision" in results
+    assert RESULT_KEYS <= set(results) and "top5_precision" in results and results["method"] == "zero-shot"
 
 
 def test_zero_shot_refuses_wrong_class_count(tmp_path, tiny_data_root, tiny_vit_checkpoint):
@@ -108,6 +108,7 @@ def test_finetune_writes_results(tmp_path, tiny_data_root, tiny_rn_checkpoint, f
                     "--output_dir", str(out), *(["--from_scratch"] if from_scratch else [])])
     results = read_json(out / "results.json")
     assert RESULT_KEYS <= set(results)
+    assert results["method"] == ("finetune-full" if from_scratch else "linear-probe")
     assert results["selection_split"] == "test"  # no --val_list: selected on test, as published, and said so
     assert "[finetune] no --val_list: selecting the best epoch on the TEST split" in capsys.readouterr().out
     state = torch.load(out / "best.pt", weights_only=False)
@@ -203,12 +204,15 @@ def test_default_run_folders_name_a_dataset_alias_as_its_dataset():
     assert zero_shot_script.parse_args(["--dataset", "COCO"]).output_dir.name == "coco-lt_zero-shot_RN50_seed0"
 
 
-def test_default_run_folders_keep_a_backbone_name_whole_and_name_a_file_by_its_stem(tmp_path):
-    """OpenAI names keep their family (ViT-B/16 is not '16'); a checkpoint path gives its file's stem."""
-    for backbone, tag in (("ViT-B/16", "ViT-B-16"), ("ViT-L/14@336px", "ViT-L-14@336px"), ("ViT14@336", "ViT14@336"),
-                          (str(tmp_path / "my-clip.pt"), "my-clip")):
+def test_default_run_folders_name_a_backbone_by_its_short_name_and_a_file_by_its_stem(tmp_path):
+    """ViT-B/16 and ViT16 share a folder (not '16', as Path('ViT-B/16').stem gave); a path gives its stem;
+    each baseline's folder carries its method's name."""
+    for backbone, tag in (("ViT-B/16", "ViT16"), ("ViT16", "ViT16"), ("ViT-L/14@336px", "ViT14@336"),
+                          ("RN50", "RN50"), (str(tmp_path / "my-clip.pt"), "my-clip")):
         trained = train_script.parse_args(["--pretrain_clip", backbone, "--seed", "3"]).output_dir
         tested = test_script.parse_args(["--pretrain_clip", backbone, "--seed", "3"]).checkpoint
         assert trained == tested and trained.name == f"voc-lt_lmpt_{tag}_seed3", backbone
         zero_shot = zero_shot_script.parse_args(["--pretrain_clip_path", backbone]).output_dir
         assert zero_shot.name == f"voc-lt_zero-shot_{tag}_seed0", backbone
+    assert fc_script.parse_args([]).output_dir.name == "voc-lt_linear-probe_ViT16_seed0"
+    assert fc_script.parse_args(["--from_scratch"]).output_dir.name == "voc-lt_finetune-full_ViT16_seed0"

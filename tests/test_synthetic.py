@@ -59,7 +59,7 @@ def test_same_seed_gives_identical_files_and_another_seed_different_ones(tmp_pat
     assert da["synth_lt_captions.txt"] != dc["synth_lt_captions.txt"]
 
 
-def test_corpus_is_deterministic_and_not_the_benchmark(default_root, monkeypatch):
+def test_corpus_is_deterministic_whatever_the_worker_count_and_not_the_benchmark(default_root, monkeypatch):
     images, captions, contents = synthetic.make_corpus(24, seed=0, workers=1)
     monkeypatch.setattr(synthetic, "CORPUS_CHUNK", 5)  # 5 chunks for 2 worker processes
     again, captions_again, contents_again = synthetic.make_corpus(24, seed=0, workers=2)
@@ -303,7 +303,7 @@ def test_demo_fast_runs_every_method_on_the_reduced_checkpoint(tmp_path, monkeyp
     fast_path = tmp_path / "pretrained" / demo.FAST_CHECKPOINT_NAME
     asked, commands = [], []
     monkeypatch.setattr(demo, "ensure_benchmark", lambda root: None)
-    monkeypatch.setattr(demo, "ensure_tiny_clip", lambda folder, **kw: asked.append(kw) or fast_path)
+    monkeypatch.setattr(demo, "ensure_tiny_clip", lambda folder=None, **kw: asked.append(kw) or fast_path)
 
     def fake_run(cmd, cwd, check):
         commands.append(cmd)
@@ -340,5 +340,7 @@ def test_ensure_tiny_clip_uses_the_cache_when_settings_match(tmp_path, monkeypat
     assert len(calls) == 1  # cached
     pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, steps=6)
     assert len(calls) == 2  # other settings -> pretrained again
+    monkeypatch.setenv("LMPT_PRETRAINED_DIR", str(tmp_path / "elsewhere"))
+    assert pretrain.ensure_tiny_clip(log=lambda m: None, steps=6).parent == tmp_path / "elsewhere"  # as the scripts
     with pytest.raises(ValueError, match="unknown setting"):
         pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, step=6)

@@ -108,9 +108,9 @@ def main(argv=None):
     t0 = time.time()
     ensure_benchmark(ROOT / "data")
     if args.fast:
-        backbone = str(ensure_tiny_clip(ROOT / "pretrained", name=FAST_CHECKPOINT_NAME, **FAST_SETTINGS))
+        backbone = str(ensure_tiny_clip(name=FAST_CHECKPOINT_NAME, **FAST_SETTINGS))
     else:
-        ensure_tiny_clip(ROOT / "pretrained")
+        ensure_tiny_clip()
         backbone = BACKBONE
     print(f"[demo] benchmark and tiny CLIP ready after {time.time() - t0:.0f}s", flush=True)
     rows = {name: run_method(name, METHODS[name], out_dir, args.seed, extra, backbone) for name in args.methods}

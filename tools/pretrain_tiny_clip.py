@@ -15,13 +15,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from clip.clip import pretrained_dir  # noqa: E402
 from lmpt.pretrain import (CHECKPOINT_NAME, DEFAULT_SETTINGS, FAST_SETTINGS, linear_probe_map,  # noqa: E402
                            pretrain_tiny_clip, zero_shot_map)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=ROOT / "pretrained" / CHECKPOINT_NAME, help="checkpoint to write")
+    p.add_argument("--out", type=Path, default=pretrained_dir() / CHECKPOINT_NAME,
+                   help="checkpoint to write (default: in $LMPT_PRETRAINED_DIR, else pretrained/)")
     p.add_argument("--fast", action="store_true", help="the reduced setting (small corpus, few steps)")
     for name in ("steps", "batch_size", "corpus_size", "warmup_steps", "seed"):
         p.add_argument(f"--{name}", type=int, default=None, help=f"default {DEFAULT_SETTINGS[name]}")
