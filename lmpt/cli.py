@@ -158,7 +158,8 @@ def resolve_backbone_arg(value, script_dir):
 def default_run_dir(dataset, method, backbone, seed):
     """runs/<dataset>_<method>_<backbone>_seed<seed> under the repository; a dataset alias (``VOC``) is
     named as its dataset (``voc-lt``), so train.py and test.py find the same folder whichever was typed.
-    A backbone name stays whole (``ViT-B/16`` -> ``ViT-B-16``); a checkpoint path gives its file's stem."""
+    A backbone is named by ``backbones.backbone_tag`` (``ViT-B/16`` and ``ViT16`` -> ``ViT16``; a path by its
+    file's stem)."""
     try:
         dataset = get_dataset_spec(dataset).name
     except DataError:

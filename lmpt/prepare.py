@@ -21,7 +21,7 @@ from .models import freeze
 CAPTION_CHARS = 75  # captions are cut to their first 75 characters, as published
 
 
-def load_clip_and_features(args, dataset, splits, backbone, device, names=("train", "test", "val"), beside=None):
+def load_clip_and_features(args, dataset, splits, clip_file, device, names=("train", "test", "val"), beside=None):
     """The frozen CLIP in eval mode, with ``split.features`` filled for the splits ``names``.
 
     Returns (model, what ``beside(model)`` returned, or None). The first
@@ -40,7 +40,7 @@ def load_clip_and_features(args, dataset, splits, backbone, device, names=("trai
     autocast (``use_autocast``), elsewhere in fp32. Unreadable images are
     refused or dropped (``--skip_bad_images``).
     """
-    clip_file = resolve_backbone(backbone, args.pretrained_dir)  # a resolved path (the scripts') stays as it is
+    clip_file = Path(clip_file)  # resolved by the caller (backbones.resolve_backbone or find_backbone)
     cache_dir = Path(args.cache_dir or DEFAULT_CACHE_DIR)
     autocast = use_autocast(device)
 

@@ -556,8 +556,7 @@ def corpus_item(seed, index):
 def corpus_items(seed, start, stop):
     """Corpus items ``start``..``stop - 1``: (images uint8 [n, 64, 64, 3], captions [n], contents [n])."""
     items = [corpus_item(seed, index) for index in range(start, stop)]
-    images = np.stack([image for image, _, _ in items]) if items else np.empty((0, IMAGE_SIZE, IMAGE_SIZE, 3),
-                                                                              np.uint8)
+    images = np.stack([image for image, _, _ in items])
     return images, [caption for _, caption, _ in items], [content for _, _, content in items]
 
 
@@ -570,8 +569,8 @@ def make_corpus(n_images, seed=0, workers=None):
     """
     from .data import available_cores
     _check_sizes(n_images=n_images)
-    workers = min(available_cores() if workers is None else workers, -(-n_images // CORPUS_CHUNK))
     bounds = [(start, min(start + CORPUS_CHUNK, n_images)) for start in range(0, n_images, CORPUS_CHUNK)]
+    workers = min(available_cores() if workers is None else workers, len(bounds))
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             parts = list(pool.map(corpus_items, [seed] * len(bounds), *zip(*bounds)))
