@@ -108,6 +108,8 @@ class PromptLearner(nn.Module):
             nn.init.normal_(ctx, std=0.02)
         self.ctx = nn.Parameter(ctx.to(device))  # [C, M, D] or [M, D], fp32 master copy
 
+        # Tokens of each name, as CoOp counts them. A name ending in ')' or '!' has its full stop joined to
+        # its last token in the prompt (').</w>'): its slice then carries the stop, and the end of text stays.
         self.name_lens = [len(clip._tokenizer.encode(name.replace("_", " "))) for name in class_names]
         tokenized = clip.tokenize(texts).to(device)  # [C, 77]
         with torch.no_grad():

@@ -35,6 +35,26 @@ def test_word_initialised_prompts_hold_every_context_token_and_the_whole_name(po
             assert torch.equal(prompts[c], expected), (name, position)
 
 
+@pytest.mark.parametrize("position", ["middle", "front"])
+def test_a_name_ending_in_punctuation_keeps_the_end_of_text_where_the_tokenizer_put_it(position):
+    # CLIP's BPE joins ')' or '!' with the full stop (').</w>' is one token), so such a name's slice, counted
+    # as CoOp counts it, ends with the joined token: the full stop moves with the name, the end of text stays.
+    names, ctx_init = ["bench (park)", "coffee mug!"], "a photo of a"
+    model = make_tiny_clip("vit")
+    learner = PromptLearner(names, model, ctx_init=ctx_init, class_token_position=position)
+    ctx_ids, half = clip._tokenizer.encode(ctx_init), learner.n_ctx // 2
+    with torch.no_grad():
+        prompts = learner()  # [C, 77, D]
+        for c, name in enumerate(names):
+            name_ids = clip._tokenizer.encode(name + ".")  # as in the prompt: the stop joined to the last token
+            assert len(name_ids) == len(clip._tokenizer.encode(name)) == learner.name_lens[c]
+            body = ctx_ids[:half] + name_ids + ctx_ids[half:] if position == "middle" else name_ids + ctx_ids
+            ids = [SOT] + body + [EOT]
+            assert int(learner.tokenized_prompts[c].argmax()) == len(ids) - 1  # where the encoder reads
+            expected = model.token_embedding(torch.tensor(ids + [0] * (77 - len(ids))))
+            assert torch.equal(prompts[c], expected), (name, position)
+
+
 def test_random_contexts_take_n_ctx_tokens_and_too_long_ones_are_refused():
     model = make_tiny_clip("vit")
     learner = PromptLearner(NAMES, model, n_ctx=5)
