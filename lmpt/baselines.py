@@ -78,7 +78,7 @@ def zero_shot(args):
                                                   progress=False))
     test_split = splits["test"]
     logits = 100.0 * F.normalize(test_split.features[:, 0].to(device), dim=-1) @ weights.t()  # [N, C]
-    train_freq = dataset.class_freq["class_freq"]
+    train_freq = dataset.train_freq
     results = evaluate_logits(logits, test_split.labels, train_freq, args.thre, args.score)
     scores = scores_from_logits(logits.float(), args.score).cpu().numpy()
     results.update({f"top{args.topk}_{k}": v for k, v in
@@ -138,12 +138,11 @@ def finetune(args):
                            check_dataset=lambda d: check_class_count(d, args.nb_classes))
     device, dataset, clip_model = start.device, start.dataset, start.clip_model
     train_split, test_split, select_split = start.splits["train"], start.splits["test"], start.select_split
-    class_freq = dataset.class_freq
-    train_freq = class_freq["class_freq"]
+    train_freq = dataset.train_freq
     embed_dim = clip_model.visual.output_dim  # 1024 for RN50, 512 for ViT-B/16 (read, not hard-coded)
     torch.manual_seed(args.seed)
     model = LinearProbe(clip_model.visual, embed_dim, len(dataset.class_names), args.from_scratch).to(device)
-    loss_fn = build_classification_loss(args.loss_function, class_freq["class_freq"], class_freq["neg_class_freq"],
+    loss_fn = build_classification_loss(args.loss_function, train_freq, dataset.neg_freq,
                                         dataset=dataset.spec.name).to(device)
     autocast = use_autocast(device)
     labels = train_split.labels.to(device)

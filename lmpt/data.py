@@ -266,13 +266,23 @@ class LTDataset:
     test_paths: list
     test_labels: np.ndarray  # [N_test, C]
     captions: list  # aligned with train_paths; None when not read (load_dataset(captions=False))
-    class_freq: dict  # the fields of class_freq.pkl
+    class_stats: dict  # the fields of class_freq.pkl: class_freq, neg_class_freq, … ([C] arrays)
     val_paths: list = None
     val_labels: np.ndarray = None  # [N_val, C]
 
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    @property
+    def train_freq(self):
+        """Training images of each class, [C] (``class_freq`` of class_freq.pkl)."""
+        return self.class_stats["class_freq"]
+
+    @property
+    def neg_freq(self):
+        """Training images without each class, [C] (``neg_class_freq`` of class_freq.pkl)."""
+        return self.class_stats["neg_class_freq"]
 
 
 def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True, captions=None):
@@ -306,13 +316,13 @@ def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True
         raise DataError(f"{root / spec.train_list}: no training image of class(es) {', '.join(empty)}; "
                         f"expected every class to have at least one positive (the DB loss and the class-aware "
                         f"margin divide by its frequency)")
-    class_freq = load_class_frequency(root / spec.class_freq, train_labels)
+    class_stats = load_class_frequency(root / spec.class_freq, train_labels)
 
     val_paths = val_labels = None
     if val_list is not None:
         val_paths, val_labels = read_list(val_list, num_classes)
     return LTDataset(spec, root, class_names, train_paths, train_labels, test_paths, test_labels,
-                     captions, class_freq, val_paths, val_labels)
+                     captions, class_stats, val_paths, val_labels)
 
 
 def image_stats(root, paths):

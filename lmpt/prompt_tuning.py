@@ -47,14 +47,12 @@ def train(args):
                            check_dataset=lambda d: check_prompt_length(d.class_names, args.n_ctx, args.ctx_init))
     device, dataset, clip_model = start.device, start.dataset, start.clip_model
     train_split, test_split, select_split = start.splits["train"], start.splits["test"], start.select_split
-    class_freq = dataset.class_freq
-    train_freq = class_freq["class_freq"]
+    train_freq = dataset.train_freq
 
     torch.manual_seed(args.seed)  # the contexts' initialisation depends on the seed alone
     model = CustomCLIP(dataset.class_names, clip_model, n_ctx=args.n_ctx, ctx_init=args.ctx_init,
                        csc=args.csc, class_token_position=args.class_token_position).to(device)
-    cls_loss = build_classification_loss(args.loss_function, class_freq["class_freq"],
-                                         class_freq["neg_class_freq"], dataset=dataset.spec.name,
+    cls_loss = build_classification_loss(args.loss_function, train_freq, dataset.neg_freq, dataset=dataset.spec.name,
                                          gamma=args.gamma, neg_scale=args.neg_scale).to(device)
     use_cse = args.training_method == "lmpt"
     if use_cse:
@@ -165,9 +163,9 @@ def test(args):
         return model, restore_prompts(model, state, checkpoint_path, device)
     _, (model, text) = load_clip_and_features(args, dataset, splits, clip_file, device, names=("test",),
                                               beside=restore)
-    results = final_evaluation(model, checkpoint_path, splits["test"], dataset.class_freq["class_freq"],
+    results = final_evaluation(model, checkpoint_path, splits["test"], dataset.train_freq,
                                args.thre, args.score, device, restored=(state, text))
-    print(format_results(results, dataset.class_names, dataset.class_freq["class_freq"]))
+    print(format_results(results, dataset.class_names, dataset.train_freq))
     save_json(out, results)
     print(f"[test] results written to {out}")
     return results

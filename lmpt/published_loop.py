@@ -123,7 +123,7 @@ def train_published(args, precision=None, plan_seed=None, log=print):
     dataset, splits = load_splits(args, need_val=False)
     clip_model = load_published_clip(args.pretrain_clip, args.pretrained_dir, device, precision)
     train_split, test_split = splits["train"], splits["test"]
-    train_freq = dataset.class_freq["class_freq"]
+    train_freq = dataset.train_freq
 
     torch.manual_seed(args.seed)  # the same initial contexts as lmpt.prompt_tuning.train
     model = CustomCLIP(dataset.class_names, clip_model, n_ctx=args.n_ctx, ctx_init=args.ctx_init,
@@ -140,7 +140,7 @@ def train_published(args, precision=None, plan_seed=None, log=print):
         text_features = text_encoder(prompts, tokenized_prompts)  # [C, E], every batch
         return published_logits(image_features, text_features, clip_model.logit_scale), prompts
 
-    cls_loss = build_classification_loss(args.loss_function, train_freq, dataset.class_freq["neg_class_freq"],
+    cls_loss = build_classification_loss(args.loss_function, train_freq, dataset.neg_freq,
                                          dataset=dataset.spec.name, gamma=args.gamma,
                                          neg_scale=args.neg_scale).to(device)
     optimizer = build_optimizer(args.optimizer, model.prompt_learner.parameters(), args.lr)

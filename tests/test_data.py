@@ -105,7 +105,7 @@ def test_load_real_voc_uses_published_pkl():
     assert dataset.num_classes == 20 and len(dataset.captions) == len(dataset.train_paths) == 1142
     assert dataset.val_paths is None and dataset.val_labels is None
     published = pickle.loads((DATA / "voc" / "class_freq.pkl").read_bytes())
-    assert np.array_equal(dataset.class_freq["class_freq"], published["class_freq"])
+    assert np.array_equal(dataset.train_freq, published["class_freq"])
 
 
 def test_load_real_coco_derives_and_saves_class_freq(tmp_path):
@@ -119,7 +119,7 @@ def test_load_real_coco_derives_and_saves_class_freq(tmp_path):
     assert np.array_equal(saved["class_freq"], dataset.train_labels.sum(axis=0).astype(np.int64))
     assert np.array_equal(saved["neg_class_freq"], 1909 - saved["class_freq"])
     assert len(dataset.test_paths) == 5000 and dataset.class_names[9] == "traffic light"
-    assert load_dataset("COCO-LT", tmp_path).class_freq["class_freq"].tolist() == saved["class_freq"].tolist()
+    assert load_dataset("COCO-LT", tmp_path).train_freq.tolist() == saved["class_freq"].tolist()
 
 
 # ---------------------------------------------------------------------------
@@ -187,7 +187,7 @@ def test_tiny_dataset_loads_with_blank_lines_crlf_and_trailing_spaces(tmp_path):
     assert dataset.captions == [c.split(" ", 1)[1] for c in captions_for(TRAIN)]
     assert dataset.val_paths == ["img/v.jpg", "img/w.jpg"]
     assert np.array_equal(dataset.val_labels, np.array([[0, 0, 1], [0, 0, 0]], np.float32))
-    assert dataset.class_freq["class_freq"].tolist() == expected.sum(0).astype(int).tolist()
+    assert dataset.train_freq.tolist() == expected.sum(0).astype(int).tolist()
 
 
 def test_captions_keep_unicode_separators_and_ignore_bom(tmp_path):
@@ -255,7 +255,7 @@ def test_class_freq_mismatch_suggests_deleting(tmp_path):
     with pytest.raises(DataError, match="delete .*class_freq.pkl"):
         load_dataset("synth-lt", tmp_path)
     (base / "class_freq.pkl").unlink()
-    assert load_dataset("synth-lt", tmp_path).class_freq["class_freq"].tolist() == [3, 2, 1]
+    assert load_dataset("synth-lt", tmp_path).train_freq.tolist() == [3, 2, 1]
 
 
 def test_load_class_frequency_writes_then_loads(tmp_path):

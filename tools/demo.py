@@ -117,7 +117,7 @@ def main(argv=None):
 
     from lmpt.data import load_dataset
     dataset = load_dataset(DATASET, ROOT / "data")
-    train_freq = [int(v) for v in dataset.class_freq["class_freq"]]
+    train_freq = [int(v) for v in dataset.train_freq]
     text = table(rows)
     elapsed = time.time() - t0
     save_text(out_dir / "summary.md", text + f"\n\nTotal demo time: {elapsed:.0f} s\n")
