@@ -21,8 +21,9 @@ from .data import ImageListDataset, build_transform, seed_worker
 from .engine import (autocast_on, build_scheduler, fit, load_trainable_state, seed_everything, select_device,
                      sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss
-from .metrics import format_results, topk_metrics, scores_from_logits
-from .prepare import evaluate_logits, load_clip_and_features, load_splits, selection_row, start_training
+from .metrics import evaluate_logits, format_results, log_scores, topk_metrics
+from .models import full_precision
+from .prepare import load_clip_and_features, load_splits, selection_row, start_training
 from .templates import TEMPLATES
 
 
@@ -80,7 +81,7 @@ def zero_shot(args):
     logits = 100.0 * F.normalize(test_split.features[:, 0].to(device), dim=-1) @ weights.t()  # [N, C]
     train_freq = dataset.train_freq
     results = evaluate_logits(logits, test_split.labels, train_freq, args.thre, args.score)
-    scores = scores_from_logits(logits.float(), args.score).cpu().numpy()
+    scores = log_scores(logits, args.score)  # ranks as the scores do
     results.update({f"top{args.topk}_{k}": v for k, v in
                     topk_metrics(scores, test_split.labels.numpy(), k=args.topk).items()})
     results.update({"method": ZERO_SHOT, "templates": args.templates, "score": args.score, "thre": args.thre,
@@ -113,10 +114,11 @@ class LinearProbe(nn.Module):
         return self
 
     def forward(self, features):
-        return self.fc(features.float())
+        with full_precision(features):  # fp32 logits, also under the encoder's autocast
+            return self.fc(features.float())
 
     def forward_images(self, images):
-        return self.fc(self.visual(images).float())
+        return self.forward(self.visual(images))
 
 
 def image_loader(root, paths, transform, batch_size, num_workers):

@@ -12,6 +12,8 @@ Conventions where the SPEC leaves room:
   out of every mean (mAP, group mAP, CP, CR) and listed in
   ``classes_without_positives``.
 - Prediction at a threshold is ``score >= thre`` (the ML-GCN style code).
+- Scores of logits are ranked and thresholded by their logarithm in float64
+  (``log_scores``), which float rounding cannot tie.
 - Per-class precision of a class with no predicted positive is 0; CF1/OF1 are
   0 when both of their terms are 0.
 """
@@ -132,20 +134,33 @@ def class_groups(train_class_freq, head=HEAD_MIN, tail=TAIL_MAX):
 SCORE_KINDS = ('softmax', 'sigmoid')
 
 
-def scores_from_logits(logits, kind='softmax'):
-    """Scores to rank and threshold: softmax over classes (published default) or sigmoid.
+def log_scores(logits, kind='softmax'):
+    """The logarithm of the scores, float64 [N, C]: log-softmax over classes (published default) or log-sigmoid.
 
-    Returns the input's type (torch tensor or numpy array).
+    The metrics rank and threshold these (``evaluate_logits``), not the scores themselves: CLIP's logits are
+    100·cos, 20 to 35 for most pairs, where σ(z) is exactly 1.0 in float32 (above z ≈ 16.6, and in float64
+    above z ≈ 37), and a dominant class's softmax score saturates the same way; the ties would flatten
+    AP and top-k. The logarithm keeps every order; ``score >= thre`` is ``log score >= log thre``.
+    Accepts a torch tensor or a numpy array.
     """
     if kind not in SCORE_KINDS:
-        raise ValueError(f"scores_from_logits: kind must be one of {', '.join(SCORE_KINDS)}, got {kind!r}")
-    if hasattr(logits, 'softmax'):  # torch tensor
-        return logits.softmax(dim=-1) if kind == 'softmax' else logits.sigmoid()
-    z = np.asarray(logits, dtype=np.float64)
+        raise ValueError(f"log_scores: kind must be one of {', '.join(SCORE_KINDS)}, got {kind!r}")
+    z = _to_numpy(logits).astype(np.float64)
     if kind == 'sigmoid':
-        return 0.5 * (1 + np.tanh(0.5 * z))  # σ(z) without overflow
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+        return -np.logaddexp(0.0, -z)  # log σ(z) = −log(1 + e^−z), without overflow
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def log_threshold(thre):
+    """``thre`` on the scores as a threshold on their logarithm (−inf for 0: every score passes)."""
+    return math.log(thre) if thre > 0 else -math.inf
+
+
+def evaluate_logits(logits, targets, train_class_freq, thre=0.5, score='softmax'):
+    """``evaluate`` of the scores of ``logits`` [N, C] (``score``: softmax or sigmoid), ranked and thresholded
+    by their logarithm (``log_scores``) so that no two scores are tied by rounding."""
+    return evaluate(log_scores(logits, score), targets, train_class_freq, thre=log_threshold(thre))
 
 
 def evaluate(scores, targets, train_class_freq, thre=0.5):

@@ -17,6 +17,12 @@ CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 CONTEXT_LENGTH = 77  # tokens of every prompt and caption (clip.tokenize's default, as OpenAI's CLIP)
 
 
+def full_precision(tensor):
+    """A context where autocast is off on ``tensor``'s device: the logits are computed in fp32 even inside the
+    encoders' bf16 autocast, since bf16 spaces logits of about 30 (100·cos) 0.125 apart and ties their ranking."""
+    return torch.autocast(tensor.device.type, enabled=False)
+
+
 def freeze(module):
     """Frozen means frozen: no gradients and eval mode (so RN50 batch-norm statistics never drift)."""
     for p in module.parameters():
@@ -164,7 +170,8 @@ class CustomCLIP(nn.Module):
 
     def logits(self, image_features, text_features):
         # image_features: [B, E] straight from the image encoder; text_features: [C, E] normalised
-        return self.logit_scale * F.normalize(image_features.float(), dim=-1) @ text_features.t()  # [B, C]
+        with full_precision(image_features):
+            return self.logit_scale * F.normalize(image_features.float(), dim=-1) @ text_features.float().t()  # [B, C]
 
     def forward(self, image_features):
         return self.logits(image_features, self.text_features())

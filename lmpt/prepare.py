@@ -4,7 +4,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import clip
@@ -15,7 +14,6 @@ from .data import DataError, check_images_exist, line_numbers, listing, load_dat
 from .engine import seed_everything, select_device, use_autocast
 from .features import (DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, remember_resolution,
                        remembered_resolution)
-from .metrics import evaluate, scores_from_logits
 from .models import freeze
 
 CAPTION_CHARS = 75  # captions are cut to their first 75 characters, as published
@@ -201,12 +199,6 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
 def selection_row(split, results):
     """The per-epoch metrics of the selection split, named after it (``val_mAP``, ``val_tail_mAP``, …)."""
     return {f"{split.name}_{k}": results[k] for k in ("mAP", "head_mAP", "medium_mAP", "tail_mAP")}
-
-
-def evaluate_logits(logits, labels, train_class_freq, thre, score):
-    """All metrics of SPEC §4 for logits [N, C] against labels [N, C]."""
-    scores = scores_from_logits(torch.as_tensor(logits).float(), score)
-    return evaluate(np.asarray(scores.cpu()), np.asarray(labels.cpu()), train_class_freq, thre=thre)
 
 
 def check_resumable(args, methods, class_names, clip_file):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from clip.clip import pretrained_dir as pretrained_folder
 
 from .data import NORMALIZATION
-from .metrics import SCORE_KINDS, average_precision, mean_ap, scores_from_logits
+from .metrics import SCORE_KINDS, average_precision, log_scores, mean_ap
 
 CHECKPOINT_NAME = "tiny-clip-synth.pt"
 
@@ -311,8 +311,8 @@ def zero_shot_map(model, dataset, image_features=None):
         image_features = encode_images(model, dataset.root, dataset.test_paths)  # [N, E]
     text_features = zero_shot_classifier(model, dataset.class_names, TEMPLATES["single"], "cpu",
                                          progress=False)  # [C, E]
-    scores = (100 * image_features @ text_features.t()).softmax(dim=-1)  # [N, C]
-    return mean_average_precision(dataset.test_labels, scores.numpy())
+    logits = 100 * image_features @ text_features.t()  # [N, C]
+    return mean_average_precision(dataset.test_labels, log_scores(logits))
 
 
 def linear_probe_map(model, dataset, epochs=300, lr=1e-2, weight_decay=1e-4, seed=0, score="softmax"):
@@ -335,4 +335,4 @@ def linear_probe_map(model, dataset, epochs=300, lr=1e-2, weight_decay=1e-4, see
         optimizer.step()
     with torch.no_grad():
         logits = probe(test_x * 10)  # [N_test, C]
-    return mean_average_precision(dataset.test_labels, scores_from_logits(logits, score).numpy())
+    return mean_average_precision(dataset.test_labels, log_scores(logits, score))

@@ -15,9 +15,9 @@ from .checkpoint import check_results_file, load_checkpoint, save_json, start_ru
 from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
                      select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss, build_cse_loss
-from .metrics import format_results
+from .metrics import evaluate_logits, format_results
 from .models import CustomCLIP, check_prompt_length
-from .prepare import (caption_token_embeddings, evaluate_logits, load_clip_and_features, load_splits, selection_row,
+from .prepare import (caption_token_embeddings, load_clip_and_features, load_splits, selection_row,
                       start_training)
 
 TRAINING_METHODS = ("coop", "lmpt")

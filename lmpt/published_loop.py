@@ -31,8 +31,9 @@ from .checkpoint import save_torch
 from .data import ImageListDataset, build_transform
 from .engine import build_optimizer, build_scheduler, epoch_plan, seed_everything, select_device, trainable_state
 from .losses import build_classification_loss
+from .metrics import evaluate_logits
 from .models import CustomCLIP, TextEncoder, freeze
-from .prepare import CAPTION_CHARS, evaluate_logits, load_splits
+from .prepare import CAPTION_CHARS, load_splits
 
 PRECISIONS = ("fp16", "fp32")
 

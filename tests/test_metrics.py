@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score
 
-from lmpt.metrics import (average_precision, class_groups, evaluate, format_results, mean_ap, scores_from_logits,
-                          threshold_metrics, topk_metrics)
+from lmpt.metrics import (average_precision, class_groups, evaluate, evaluate_logits, format_results, log_scores,
+                          mean_ap, threshold_metrics, topk_metrics)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,18 +159,40 @@ def test_evaluate_reports_percentages_and_missing_classes():
     json.dumps(results, allow_nan=False)  # JSON-serialisable as it stands
 
 
-def test_scores_from_logits():
-    logits = torch.randn(5, 4) * 3
-    soft = scores_from_logits(logits)
-    torch.testing.assert_close(soft, torch.softmax(logits, dim=1))
-    torch.testing.assert_close(scores_from_logits(logits, 'sigmoid'), torch.sigmoid(logits))
-    np.testing.assert_allclose(scores_from_logits(logits.numpy()), soft.numpy(), rtol=1e-5)
-    np.testing.assert_allclose(scores_from_logits(logits.numpy(), 'sigmoid'), torch.sigmoid(logits).numpy(),
-                               rtol=1e-5)
-    extreme = scores_from_logits(np.array([[1e4, -1e4, 0.0]]))
-    assert np.isfinite(extreme).all() and extreme[0, 0] == pytest.approx(1.0)
+def test_log_scores_are_the_logarithm_of_softmax_and_sigmoid():
+    logits = torch.randn(5, 4, dtype=torch.float64) * 3
+    np.testing.assert_allclose(log_scores(logits), torch.log_softmax(logits, dim=1).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(log_scores(logits.numpy(), 'sigmoid'), F.logsigmoid(logits).numpy(), rtol=1e-12)
+    extreme = log_scores(np.array([[1e4, -1e4, 0.0]]))
+    assert extreme[0, 0] == 0.0 and np.isfinite(extreme).all()
     with pytest.raises(ValueError, match='softmax'):
-        scores_from_logits(logits, 'relu')
+        log_scores(logits, 'relu')
+
+
+def clip_scale_case(seed=0, n=400, c=12):
+    """Logits 100·cos with CLIP-like cosines (0.2 to 0.35): every float32 sigmoid is 1.0."""
+    rng = np.random.default_rng(seed)
+    targets = (rng.random((n, c)) < 0.2).astype(np.int64)
+    cos = 0.22 + 0.05 * targets + 0.02 * rng.standard_normal((n, c))
+    return torch.tensor(100.0 * cos, dtype=torch.float32), targets
+
+
+@pytest.mark.parametrize('score', ['sigmoid', 'softmax'])
+def test_clip_scale_logits_are_ranked_and_thresholded_without_rounding_ties(score):
+    logits, targets = clip_scale_case()
+    freq = np.array([150, 120, 80, 60, 40, 30, 20, 19, 10, 5, 3, 1])
+    exact = (torch.log_softmax(logits.double(), dim=1) if score == 'softmax' else logits.double()).numpy()
+    if score == 'sigmoid':
+        assert torch.sigmoid(logits).unique().numel() < 10  # what float32 scores would have ranked
+    results = evaluate_logits(logits, targets, freq, thre=0.7, score=score)
+    reference = [100 * average_precision_score(targets[:, j], exact[:, j]) for j in range(targets.shape[1])]
+    np.testing.assert_allclose(results['per_class_AP'], reference, rtol=1e-12)
+    # σ(z) ≥ 0.7 ⟺ z ≥ log(0.7 / 0.3); softmax ≥ 0.7 ⟺ log-softmax ≥ log 0.7
+    cut = math.log(0.7 / 0.3) if score == 'sigmoid' else math.log(0.7)
+    pred = (exact >= cut).astype(np.int64)
+    assert results['OP'] == pytest.approx(100 * precision_score(targets.ravel(), pred.ravel(), zero_division=0))
+    assert results['OR'] == pytest.approx(100 * recall_score(targets.ravel(), pred.ravel()))
+    assert topk_metrics(log_scores(logits, score), targets, 3) == topk_metrics(exact, targets, 3)
 
 
 def test_format_results_orders_by_training_frequency():

@@ -96,3 +96,23 @@ def test_every_short_name_stands_for_a_released_model_or_the_tiny_clip():
         assert backbone_file(short) == backbone_file(model)
     with pytest.raises(ValueError, match="'ViT-B/99' is not a released CLIP model; expected one of RN50, "):
         clip.model_file("ViT-B/99")
+
+
+def test_logits_stay_fp32_inside_the_encoders_bf16_autocast():
+    # bf16 would space logits of about 30 (100·cos) 0.125 apart, tying images in the ranking
+    from lmpt.baselines import LinearProbe
+    from lmpt.engine import autocast_on
+    from lmpt.models import CustomCLIP
+    torch.manual_seed(0)
+    model = CustomCLIP(NAMES, make_tiny_clip("vit"), n_ctx=4)
+    probe = LinearProbe(model.image_encoder, 32, len(NAMES))
+    features = torch.randn(200, 32)  # [N, E]
+    text = torch.nn.functional.normalize(torch.randn(len(NAMES), 32), dim=-1)  # [C, E]
+    with torch.no_grad():
+        expected = (model.logits(features, text), probe(features))
+        with autocast_on(torch.device("cpu"), True):
+            assert torch.matmul(features, text.t()).dtype == torch.bfloat16  # autocast is on
+            got = (model.logits(features, text), probe(features))
+    for g, e in zip(got, expected):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
