@@ -340,7 +340,8 @@ class CLIP(nn.Module):
         Attention is causal and the output is read at the end-of-text token, so the
         positions after the longest sequence's end-of-text cannot change it: they are cut.
         """
-        text = text[:, :int(text.argmax(dim=-1).max()) + 1]
+        if text.shape[0]:  # an empty batch keeps its columns: [0, E] out, as OpenAI's
+            text = text[:, :int(text.argmax(dim=-1).max()) + 1]
         length = text.shape[-1]
         x = self.token_embedding(text).type(self.dtype)  # [N, L, D]
         x = x + self.positional_embedding[:length].type(self.dtype)

@@ -44,6 +44,9 @@ def backbone_tag(backbone):
     return Path(backbone).stem
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth")  # a name with one is meant as a file
+
+
 def resolve_backbone(name, pretrained_dir=None):
     """A short name of :data:`BACKBONES`, an OpenAI name (``ViT-B/16``) or a path -> the checkpoint file,
     which must exist (FileNotFoundError naming the file and where to put it otherwise). Names are looked
@@ -58,11 +61,13 @@ def resolve_backbone(name, pretrained_dir=None):
                                     f"--pretrained_dir (or set ${PRETRAINED_DIR_ENV}) to the folder "
                                     f"holding it")
         return path
-    path = Path(name)
-    if path.suffix == ".pt" or path.exists():
+    path = Path(name).expanduser()
+    if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
         if not path.is_file():
-            raise FileNotFoundError(f"backbone {name}: no checkpoint file at {path.resolve()}; expected a CLIP "
-                                    f".pt file or one of the names {', '.join(BACKBONES)}")
+            tried = "" if path.is_absolute() else (" (the scripts look for a relative path from the current folder, "
+                                                   "then from the script's own folder)")
+            raise FileNotFoundError(f"backbone {name}: no checkpoint file at {path.resolve()}{tried}; expected a "
+                                    f"CLIP .pt file or one of the names {', '.join(BACKBONES)}")
         return path
     raise ValueError(
         f"backbone {name!r}: not a known backbone ({', '.join(BACKBONES)}; "

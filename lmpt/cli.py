@@ -135,17 +135,22 @@ def add_baseline_args(parser, backbone):
     return parser
 
 
+def absolute(path):
+    """``path`` with ``~`` expanded, made absolute from the current folder (a link keeps its name)."""
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
 def resolve_user_path(path, script_dir):
-    """A path as the user wrote it: relative to the current folder, or — as the published
+    """A path as the user wrote it (``~`` expanded): relative to the current folder, or — as the published
     README wrote them, for scripts run from their own folder — relative to the script's folder."""
-    path = Path(path)
-    if path.exists():  # absolute, so args.json and checkpoints name it from any folder; a link keeps its name
-        return Path(os.path.abspath(path))
+    path = Path(path).expanduser()
+    if path.exists():  # absolute, so args.json and checkpoints name it from any folder
+        return absolute(path)
     if path.is_absolute():
         return path
     beside_script = Path(script_dir) / path
     if beside_script.exists():
-        return Path(os.path.abspath(beside_script))
+        return absolute(beside_script)
     return path
 
 
@@ -201,13 +206,27 @@ def given_flags(parser, argv=None):
         parser._defaults.update(parser_defaults)
 
 
+def _setting(action, value):
+    """A flag's value as a setting, for comparison: a dataset by its name (``VOC`` is ``voc-lt``), a path as
+    an absolute one (relative to the current folder)."""
+    if value is None:
+        return None
+    if action.dest == "dataset":
+        try:
+            return get_dataset_spec(value).name
+        except DataError:
+            return str(value)
+    return str(absolute(value)) if action.type is Path else str(value)
+
+
 def restore_run_args(parser, args, argv=None):
     """``--resume DIR``: continue the run with the settings in ``DIR/args.json``, not the defaults.
 
     A flag written now may change only where the run reads and computes (``RESUME_MAY_CHANGE``: more
     ``--epochs``, another device, worker count or folder); any other flag written now must equal the
     run's own value, or the run is refused (exit 2) naming the flag, since a resumed run must see
-    exactly the batches, losses and prompts an uninterrupted one would.
+    exactly the batches, losses and prompts an uninterrupted one would. Values are compared as settings: a
+    dataset alias equals its dataset, a relative path the absolute one it names.
     """
     if args.resume is None:
         return args
@@ -236,7 +255,7 @@ def restore_run_args(parser, args, argv=None):
             parser.error(f"{saved_file}: {key} {value!r} is not one of {list(action.choices)}")
         if key not in given:
             setattr(args, key, value)
-        elif key not in RESUME_MAY_CHANGE and str(getattr(args, key)) != str(value):
+        elif key not in RESUME_MAY_CHANGE and _setting(action, getattr(args, key)) != _setting(action, value):
             flag = action.option_strings[0]
             may = [f"--{k}" for k in RESUME_MAY_CHANGE if any(a.dest == k for a in parser._actions)]
             parser.error(f"--resume {args.resume}: {flag} {getattr(args, key)} differs from the run's own "
@@ -246,8 +265,10 @@ def restore_run_args(parser, args, argv=None):
 
 
 def resolve_run_dir(args, method, backbone):
-    """Set ``args.output_dir`` (``--resume DIR`` wins, then ``--output_dir``, then the default)
-    and turn ``args.resume`` into a bool."""
+    """Set ``args.output_dir`` (``--resume DIR`` wins, then ``--output_dir``, then the default), turn
+    ``args.resume`` into a bool, and make ``--val_list`` absolute (args.json then names it from any folder)."""
+    if getattr(args, "val_list", None) is not None:
+        args.val_list = absolute(args.val_list)
     if args.resume is not None:
         args.output_dir, args.resume = args.resume, True
     else:

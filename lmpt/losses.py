@@ -52,8 +52,8 @@ DEFAULT_CSE_MARGIN = 0.5  # Δ
 DEFAULT_CSE_GAMMA = 0.5  # γ of the class weights n_c^-γ
 
 
-def _as_freq(values, what, allow_zero=True):
-    """A 1-D float64 tensor of finite, non-negative counts, or ValueError."""
+def _as_freq(values, what, allow_zero=True, counts="a positive count"):
+    """A 1-D float64 tensor of finite, non-negative counts, or ValueError (``counts``: what a zero lacks)."""
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     arr = np.asarray(values, dtype=np.float64)
@@ -62,7 +62,7 @@ def _as_freq(values, what, allow_zero=True):
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"{what}: expected finite non-negative counts, got {arr.tolist()}")
     if not allow_zero and np.any(arr == 0):
-        raise ValueError(f"{what}: expected every class to have a positive count; "
+        raise ValueError(f"{what}: expected every class to have {counts}; "
                          f"classes {np.flatnonzero(arr == 0).tolist()} have 0")
     return torch.from_numpy(arr)
 
@@ -137,7 +137,8 @@ class ResampleLoss(nn.Module):
             raise ValueError(f"ResampleLoss: neg_scale (λ) must be > 0, got {neg_scale}")
         needs_pos = reweight is not None or ntr
         pos = _as_freq(class_freq, 'class_freq', allow_zero=not needs_pos)
-        neg = _as_freq(neg_class_freq, 'neg_class_freq', allow_zero=not ntr)
+        neg = _as_freq(neg_class_freq, 'neg_class_freq', allow_zero=not ntr,
+                       counts="a training image without it (negative-tolerant regularisation)")
         if pos.shape != neg.shape:
             raise ValueError(f"ResampleLoss: class_freq and neg_class_freq differ in length "
                              f"({pos.numel()} vs {neg.numel()})")
@@ -188,6 +189,19 @@ class ResampleLoss(nn.Module):
             p_t = torch.exp(-F.binary_cross_entropy_with_logits(z, y, reduction='none'))  # [B, C]
             loss = self.balance * (1 - p_t) ** self.focal_gamma * loss
         return self.loss_weight * loss.mean()
+
+
+def check_negatives(name, neg_class_freq, class_names, train_list):
+    """Before any work: a loss with negative-tolerant regularisation (``ntr``) needs, for every class, a
+    training image without it (its bias −log(N/n_c − 1) is infinite for a class in every image)."""
+    if not _RESAMPLE_TABLE.get(name, {}).get('ntr'):
+        return
+    full = [f"{i} {class_names[i]!r}" for i in np.flatnonzero(np.asarray(neg_class_freq) == 0)]
+    if full:
+        plain = [n for n, kw in _RESAMPLE_TABLE.items() if not kw['ntr']]
+        raise ValueError(f"{train_list}: class(es) {', '.join(full)} in every training image; --loss_function "
+                         f"{name}'s negative-tolerant regularisation needs a training image without each class. "
+                         f"Use a loss without it ({', '.join(['bce', 'asl'] + plain)}) or add such images")
 
 
 def resolve_db_params(dataset=None, gamma=None, neg_scale=None):

@@ -45,7 +45,7 @@ class TextEncoder(nn.Module):
         dtype = self.positional_embedding.dtype
         eot = tokenized_prompts.argmax(dim=-1)  # [C] the end-of-text token has the largest id
         # Causal attention, read at end-of-text: positions after the longest prompt's end cannot matter.
-        length = int(eot.max()) + 1
+        length = int(eot.max()) + 1 if eot.numel() else prompts.shape[1]
         x = prompts[:, :length].to(dtype) + self.positional_embedding[:length]  # [C, L, D]
         x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)  # LND in the transformer
         x = self.ln_final(x)

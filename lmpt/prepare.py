@@ -12,6 +12,7 @@ from .backbones import check_backbone, resolve_backbone
 from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint
 from .data import DataError, check_images_exist, line_numbers, listing, load_dataset
 from .engine import seed_everything, select_device, use_autocast
+from .losses import check_negatives
 from .features import (DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, remember_resolution,
                        remembered_resolution)
 from .models import freeze
@@ -177,7 +178,8 @@ class Training:
 
 def start_training(args, tag, backbone, methods, captions=False, check_dataset=None):
     """Every training script's first steps, in order, before anything is written: seed, device, the CLIP
-    file, the run folder check, the splits, ``check_dataset(dataset)``, the ``--resume`` check (a run of
+    file, the run folder check, the splits, the classification loss's needs (``losses.check_negatives``),
+    ``check_dataset(dataset)``, the ``--resume`` check (a run of
     ``methods``), then CLIP and the cached features. Says so, before the features, when the test split
     will select the epoch."""
     seed_everything(args.seed)
@@ -185,6 +187,7 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
     clip_file = resolve_backbone(backbone, args.pretrained_dir)
     check_run_dir(args)
     dataset, splits = load_splits(args, captions=captions)
+    check_negatives(args.loss_function, dataset.neg_freq, dataset.class_names, dataset.root / dataset.spec.train_list)
     if check_dataset is not None:
         check_dataset(dataset)
     if args.resume:

@@ -146,6 +146,7 @@ def test_text_shorter_than_context_gives_the_same_features():
         full = model.encode_text(text)
         cut = model.encode_text(text[:, :length])
     assert (full - cut).abs().max() <= 1e-5
+    assert model.encode_text(clip.tokenize([])).shape == (0, full.shape[1])  # an empty batch, as OpenAI's
 
 
 def test_build_model_fp16_converts_like_openai_and_leaves_input_alone():

@@ -354,6 +354,11 @@ def test_missing_clip_checkpoint_is_refused_before_the_run_folder(tmp_path, monk
     with pytest.raises(FileNotFoundError, match="no checkpoint file at"):
         zero_shot_script.main(["--dataset", "voc-lt", "--data_root", str(data_root), "--pretrain_clip_path",
                                str(tmp_path / "RN50.pt"), "--output_dir", str(out), "--device", "cpu"])
+    monkeypatch.chdir(tmp_path)  # as the published commands: a relative path, here or beside the script
+    with pytest.raises(FileNotFoundError, match=r"RN50.pth \(the scripts look for a relative path from the current "
+                                                r"folder, then from the script's own folder\)"):
+        zero_shot_script.main(["--dataset", "voc-lt", "--data_root", str(data_root), "--pretrain_clip_path",
+                               "../pretrained/RN50.pth", "--output_dir", str(out), "--device", "cpu"])
     assert not out.exists()
     monkeypatch.setenv("LMPT_PRETRAINED_DIR", str(tmp_path / "shared"))  # the scripts' default folder
     assert train_script.parse_args([]).pretrained_dir == tmp_path / "shared"

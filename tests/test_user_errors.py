@@ -357,6 +357,27 @@ def test_a_run_of_a_relative_backbone_path_is_tested_and_resumed_from_anywhere(t
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
 
 
+def test_a_resume_takes_a_setting_however_it_is_spelled(tmp_path, tiny_vit_checkpoint, monkeypatch, capsys):
+    data, cache, run = tmp_path / "data", tmp_path / "cache", tmp_path / "run"
+    write_lmpt_dataset(data)
+    (tmp_path / "home" / "models").mkdir(parents=True)
+    (tmp_path / "home" / "models" / "mine.pt").write_bytes(tiny_vit_checkpoint.read_bytes())
+    (tmp_path / "val.txt").write_text((data / "voc" / "voc_lt_test.txt").read_text())
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    train_script.main(train_argv(data, "~/models/mine.pt", run, cache, "--val_list", "val.txt"))  # as typed
+    saved = json.loads((run / "args.json").read_text())
+    assert saved["pretrain_clip"] == str(tmp_path / "home" / "models" / "mine.pt")  # '~' expanded
+    assert saved["val_list"] == str(tmp_path / "val.txt")  # absolute: named from any folder
+    monkeypatch.chdir(ROOT)
+    resume = ["--resume", str(run), "--device", "cpu", "--num_workers", "0", "--cache_dir", str(cache)]
+    with pytest.raises(SystemExit):  # another file is another setting
+        train_script.main(resume + ["--epochs", "2", "--val_list", str(data / "voc" / "voc_lt_test.txt")])
+    assert "--val_list" in capsys.readouterr().err.split("differs from the run's own")[0]
+    train_script.main(resume + ["--epochs", "2", "--dataset", "VOC", "--val_list", str(tmp_path / "val.txt")])
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+
+
 def test_more_places_are_checked_before_any_work(trained, tmp_path, tiny_vit_checkpoint, capsys):
     data, run, cache = trained
     (tmp_path / "a_file").write_text("")
@@ -388,6 +409,22 @@ def test_skip_bad_images_refuses_a_class_left_without_training_positive(tmp_path
     with pytest.raises(DataError, match="no training image of class.es. 3 'boat' left after --skip_bad_images"):
         train_script.main(train_argv(data, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "cache",
                                      "--skip_bad_images"))
+
+
+def test_a_class_in_every_training_image_is_refused_by_the_ntr_losses_before_any_work(tmp_path, tiny_vit_checkpoint):
+    data = tmp_path / "data"
+    write_lmpt_dataset(data)
+    train_list = data / "voc" / "voc_lt_train.txt"
+    rows = [line.split() for line in train_list.read_text().splitlines()]
+    train_list.write_text("".join(" ".join([path, *sorted(set(ids) | {"0"}, key=int)]) + "\n" for path, *ids in rows))
+    (data / "voc" / "class_freq.pkl").unlink(missing_ok=True)
+    with pytest.raises(ValueError, match=r"voc_lt_train.txt: class\(es\) 0 'dog' in every training image; "
+                                         r"--loss_function dbl's negative-tolerant regularisation"):
+        train_script.main(train_argv(data, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "cache"))
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()
+    train_script.main(train_argv(data, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "cache",
+                                 "--loss_function", "bce"))  # a loss without it trains
+    assert (tmp_path / "run" / "results.json").exists()
 
 
 def test_float_greyscale_in_unit_range_is_scaled(tmp_path):
