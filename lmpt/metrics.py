@@ -145,11 +145,13 @@ def log_scores(logits, kind='softmax'):
     """
     if kind not in SCORE_KINDS:
         raise ValueError(f"log_scores: kind must be one of {', '.join(SCORE_KINDS)}, got {kind!r}")
-    z = _to_numpy(logits).astype(np.float64)
+    z = _to_numpy(logits.detach().double() if hasattr(logits, 'detach') else logits).astype(np.float64)
     if kind == 'sigmoid':
-        return -np.logaddexp(0.0, -z)  # log σ(z) = −log(1 + e^−z), without overflow
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        return -np.logaddexp(0.0, -z)  # log σ(z) = −log(1 + e^−z) = −log1p(e^−z), exact for large z
+    shifted = z - z.max(axis=-1, keepdims=True)  # [N, C], 0 at each row's top class
+    others = np.exp(shifted)
+    np.put_along_axis(others, shifted.argmax(axis=-1)[:, None], 0.0, axis=-1)  # all but one top class
+    return shifted - np.log1p(others.sum(axis=-1, keepdims=True))  # log1p: the top class stays exact
 
 
 def log_threshold(thre):

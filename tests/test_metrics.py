@@ -165,6 +165,11 @@ def test_log_scores_are_the_logarithm_of_softmax_and_sigmoid():
     np.testing.assert_allclose(log_scores(logits.numpy(), 'sigmoid'), F.logsigmoid(logits).numpy(), rtol=1e-12)
     extreme = log_scores(np.array([[1e4, -1e4, 0.0]]))
     assert extreme[0, 0] == 0.0 and np.isfinite(extreme).all()
+    dominant = torch.tensor([[40.0, 0.0], [45.0, 0.0], [40.0, 40.0]], dtype=torch.bfloat16)
+    for kind in ('softmax', 'sigmoid'):  # every order kept where the scores would round to 1.0
+        ranked = log_scores(dominant, kind)[:, 0]
+        assert ranked[0] < ranked[1], kind
+    assert log_scores(dominant)[2].tolist() == [-math.log(2)] * 2
     with pytest.raises(ValueError, match='softmax'):
         log_scores(logits, 'relu')
 
