@@ -12,8 +12,9 @@ store the unflipped view alone, ``[N, 1, E]``, for half the encoder's work.
 Cache files live in ``<cache_dir>/<key>.pt``; the key hashes everything that
 shapes the features, so a changed checkpoint, image, list, preprocessing or
 library version (torch, torchvision, Pillow) misses the cache instead of
-reading stale features. Files are known by size and modification time (the
-checkpoint's sha256 is remembered for them), as ``make`` knows them. A truncated or corrupt
+reading stale features. Images are known by size and modification time, as
+``make`` knows them; the checkpoint by its sha256 (remembered for its size,
+modification time and inode). A truncated or corrupt
 cache file is detected (checksum) and rebuilt.
 """
 import hashlib
@@ -44,14 +45,16 @@ _FACTS = {}  # (resolved path, "size mtime") -> {"sha256": ..., "image_resolutio
 
 
 def _facts_key(path):
-    """(side file, key) under which what we know of a file is remembered: valid while size and mtime hold."""
+    """(side file, key) under which what we know of a file is remembered: valid while its size, mtime and
+    inode hold (a file put in its place, by tar or rsync with the same size and mtime, is another inode)."""
     stat = path.stat()
-    return path.with_name(f".{path.name}.lmpt.json"), (str(path.resolve()), f"{stat.st_size} {stat.st_mtime_ns}")
+    stamp = f"{stat.st_size} {stat.st_mtime_ns} {stat.st_ino}"
+    return path.with_name(f".{path.name}.lmpt.json"), (str(path.resolve()), stamp)
 
 
 def known_facts(path):
     """What this process or the file's side file ``.<name>.lmpt.json`` knows of a file (its sha256, for a
-    checkpoint its input resolution), for its current size and mtime; {} if nothing."""
+    checkpoint its input resolution), for its current size, mtime and inode; {} if nothing."""
     path = Path(path)
     side, key = _facts_key(path)
     if key not in _FACTS:
@@ -77,7 +80,7 @@ def remember_facts(path, **facts):
 
 
 def file_fingerprint(path):
-    """sha256 of a file's bytes, memoised on (path, size, mtime) in the process and in a side file."""
+    """sha256 of a file's bytes, memoised on (path, size, mtime, inode) in the process and in a side file."""
     digest = known_facts(path).get("sha256")
     if digest is None:
         h = hashlib.sha256()

@@ -140,6 +140,11 @@ def test_fingerprint_is_the_sha256_and_is_hashed_once_per_process(tmp_path, monk
     assert file_fingerprint(path) == hashlib.sha256(b"changed").hexdigest() and opened == []
     os.utime(path, ns=(1, 1))  # touched: the side file no longer vouches for the bytes
     assert file_fingerprint(path) == hashlib.sha256(b"changed").hexdigest() and opened == [path]
+    other = path.with_name("other")
+    other.write_bytes(b"another")  # another file of the same size and mtime put in its place
+    os.utime(other, ns=(1, 1))
+    other.replace(path)
+    assert file_fingerprint(path) == hashlib.sha256(b"another").hexdigest() and opened == [path, path]
 
 
 def test_decoding_starts_before_the_model_is_built(tmp_path, data, tiny_vit_checkpoint, monkeypatch, capsys):
