@@ -120,7 +120,8 @@ _FILE_MODE = new_file_mode()
 
 
 def atomic_write(path, write):
-    """Call ``write(binary_file)`` on a temporary file beside ``path``, sync it, rename it to ``path``.
+    """Call ``write(binary_file)`` on a temporary file beside ``path``, sync it, rename it to ``path``, and
+    sync the folder.
 
     A reader never sees a half-written file; the file gets the permissions of a newly created one.
     The project's one writer of files that must not be lost (checkpoints, run files, caches).
@@ -139,7 +140,21 @@ def atomic_write(path, write):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _sync_folder(path.parent)  # the rename itself survives a power cut
     return path
+
+
+def _sync_folder(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a platform or file system that cannot open a folder
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # one that cannot sync it
+    finally:
+        os.close(fd)
 
 
 def save_checkpoint(model, path, fmt="torchscript"):

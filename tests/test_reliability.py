@@ -389,3 +389,16 @@ def test_metrics_rows_log_the_learning_rate_each_epoch_trained_with(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [row["lr"] for row in rows] == [used[e] for e in range(9)]
     assert used[0] == 1.0 and used[8] < 1.0  # the plateau scheduler lowered it after 6 epochs without progress
+
+
+def test_atomic_writes_sync_the_file_then_the_folder_that_names_it(tmp_path, monkeypatch):
+    import os
+    import stat
+    from lmpt.checkpoint import save_json
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd)) or real_fsync(fd))
+    save_json(tmp_path / "results.json", {"mAP": 1.0})
+    assert [stat.S_ISDIR(s.st_mode) for s in synced] == [False, True]
+    assert synced[1].st_ino == tmp_path.stat().st_ino and not list(tmp_path.glob(".*.tmp"))
