@@ -224,8 +224,7 @@ def pretrain_tiny_clip(out_path=None, steps=DEFAULT_SETTINGS["steps"], batch_siz
             vocabulary.resume()
             model.train()
     model = vocabulary.restore().eval().to(memory_format=torch.contiguous_format)
-    info = dict(settings=settings, architecture={k: list(v) if isinstance(v, tuple) else v
-                                                 for k, v in TINY_CLIP.items()},
+    info = dict(settings=settings, architecture=architecture_record(),
                 generator_version=GENERATOR_VERSION, first_loss=losses[0], final_loss=float(np.mean(losses[-20:])),
                 corpus_seconds=round(corpus_seconds, 1), train_seconds=round(time.time() - t1, 1),
                 torch_threads=torch.get_num_threads())
@@ -252,7 +251,8 @@ def save_tiny_clip(model, out_path, info):
 
 def ensure_tiny_clip(pretrained_dir=None, name=CHECKPOINT_NAME, log=print, **settings):
     """Path of the tiny CLIP in ``pretrained_dir`` (default: ``$LMPT_PRETRAINED_DIR``, else the repository's
-    ``pretrained/``, where ``--pretrain_clip tiny`` looks), pretrained first unless cached with the same settings.
+    ``pretrained/``, where ``--pretrain_clip tiny`` looks), pretrained first unless cached with the same settings,
+    generator version and architecture.
 
     ``settings`` override ``DEFAULT_SETTINGS`` (e.g. ``**FAST_SETTINGS``).
     """
@@ -267,13 +267,19 @@ def ensure_tiny_clip(pretrained_dir=None, name=CHECKPOINT_NAME, log=print, **set
     try:
         info = json.loads(metadata_path(path).read_text(encoding="utf-8"))
         cached = (path.is_file() and info.get("settings") == _normalised(wanted)
-                  and info.get("generator_version") == GENERATOR_VERSION)
+                  and info.get("generator_version") == GENERATOR_VERSION
+                  and info.get("architecture") == architecture_record())
     except (OSError, ValueError):
         cached = False
     if not cached:
         log(f"[pretrain] no cached tiny CLIP with these settings at {path}; pretraining it")
         pretrain_tiny_clip(path, log=log, **wanted)
     return path
+
+
+def architecture_record():
+    """``TINY_CLIP`` as its metadata json records it (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in TINY_CLIP.items()}
 
 
 def _normalised(settings):

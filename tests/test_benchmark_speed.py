@@ -106,7 +106,8 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
     a, b = report["a"], report["b"]
     assert a["extrapolated"] and a["epochs_measured"] == 1 and b["epochs"] == TOY["epochs"]
     per_epoch = a["train_seconds_per_epoch"] + a["eval_seconds_per_epoch"]
-    assert a["seconds"] == pytest.approx(a["setup_seconds"] + TOY["epochs"] * per_epoch)
+    assert a["epoch_seconds"] == [pytest.approx(per_epoch)]
+    assert a["seconds"] == pytest.approx(a["setup_seconds"] + TOY["epochs"] * per_epoch)  # one epoch: its rate
     assert report["wall_ratio"] == pytest.approx(a["seconds"] / b["seconds"])
     assert report["prompts"]["passed"] and report["prompts"]["source"].startswith("a separate fp32 CPU pair")
     assert report["cse"]["loss_abs_diff"] <= 1e-5 * report["cse"]["ours"]["loss"]
@@ -125,6 +126,17 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
         assert len(list((tmp_path / "work" / f"eval_cache_{script}").glob("*.pt"))) == 1
     assert json.loads((tmp_path / "work" / "eval_test.json").read_text())["mAP"] >= 0
     assert report["memory_ratio"] > 0
+
+
+def test_an_extrapolated_published_loop_counts_its_first_epochs_start_up_once():
+    a = {"train_seconds": [9.0, 4.0, 4.5], "eval_seconds": [3.0, 2.0, 1.5], "setup_seconds": 1.0, "seconds": 25.0,
+         "precision": "fp16", "peak_memory_bytes": 2, "rss_after_imports_bytes": 1}
+    b = {"seconds": 2.0, "epoch_seconds": [0.1] * 10, "peak_memory_bytes": 1, "rss_after_imports_bytes": 1,
+         "children_peak_rss_bytes": 1}
+    pair = bench.summarise_pair(a, b, epochs=10)
+    assert pair["a"]["seconds"] == pytest.approx(1.0 + 12.0 + 9 * 6.0)  # setup + first epoch + 9 later ones
+    assert pair["wall_ratio"] == pytest.approx(pair["a"]["seconds"] / 2.0) and pair["a"]["extrapolated"]
+    assert bench.summarise_pair(a, b, epochs=3)["a"]["seconds"] == 25.0  # all measured: the measured time
 
 
 def test_only_runs_the_parts_asked_for(tmp_path):

@@ -20,7 +20,7 @@ def test_verdict_weighs_the_difference_against_the_seed_spread():
     assert "hurts tail classes" in hurts
 
 
-def test_finished_runs_are_reused_only_with_the_same_command_line(tmp_path, monkeypatch):
+def test_finished_runs_are_reused_only_with_the_same_command_line_and_inputs(tmp_path, monkeypatch):
     calls = []
 
     def fake_main(argv):
@@ -30,11 +30,33 @@ def test_finished_runs_are_reused_only_with_the_same_command_line(tmp_path, monk
         (run_dir / "results.json").write_text(json.dumps({"selection_split": "val", "selection_mAP": 1.0}))
 
     monkeypatch.setattr(sweep_cse.train_script, "main", fake_main)
-    assert sweep_cse.run(tmp_path, 0, "lmpt", 0.5, 0.5, 0.5)[2] is True
-    assert sweep_cse.run(tmp_path, 0, "lmpt", 0.5, 0.5, 0.5)[2] is False  # same settings: reused
+    inputs = {"tiny_clip_sha256": "a", "benchmark": {"version": 1}}
+    assert sweep_cse.run(tmp_path, 0, inputs, "lmpt", 0.5, 0.5, 0.5)[2] is True
+    assert sweep_cse.run(tmp_path, 0, inputs, "lmpt", 0.5, 0.5, 0.5)[2] is False  # same settings: reused
     assert len(calls) == 1
     monkeypatch.chdir(tmp_path)  # the same folder spelled relatively: still the same run
-    assert sweep_cse.run(Path("."), 0, "lmpt", 0.5, 0.5, 0.5)[2] is False
+    assert sweep_cse.run(Path("."), 0, inputs, "lmpt", 0.5, 0.5, 0.5)[2] is False
     monkeypatch.setattr(sweep_cse, "PROMPT_ARGS", [*sweep_cse.PROMPT_ARGS, "--lr", "0.5"])
-    assert sweep_cse.run(tmp_path, 0, "lmpt", 0.5, 0.5, 0.5)[2] is True  # other prompt settings: trained again
+    assert sweep_cse.run(tmp_path, 0, inputs, "lmpt", 0.5, 0.5, 0.5)[2] is True  # other prompt settings: again
     assert len(calls) == 2 and calls[1][-8:-6] == ["--lr", "0.5"]
+    for other in ({**inputs, "tiny_clip_sha256": "b"}, {**inputs, "benchmark": {"version": 2}}):
+        assert sweep_cse.run(tmp_path, 0, other, "lmpt", 0.5, 0.5, 0.5)[2] is True  # another CLIP or benchmark
+    assert len(calls) == 4
+
+
+def test_each_seed_of_a_configuration_counts_once(tmp_path, monkeypatch):
+    # lam 0.5 is on the Δ × γ grid and in the lam sweep: its std is over the seeds, not over each seed twice
+    def fake_run(out_dir, seed, inputs, method, margin=None, gamma=None, lam=None):
+        value = 10.0 + seed + (lam or 0)
+        metrics = {m: value for m in sweep_cse.METRICS}
+        return sweep_cse.run_name(method, margin, gamma, lam), metrics, True
+
+    for name in ("ensure_benchmark", "ensure_tiny_clip"):
+        monkeypatch.setattr(sweep_cse, name, lambda *a, **k: None)
+    monkeypatch.setattr(sweep_cse, "inputs_stamp", lambda: {})
+    monkeypatch.setattr(sweep_cse, "run", fake_run)
+    sweep_cse.main(["--margins", "0.5", "--gammas", "0.5", "--lams", "0.5", "0.75", "--out_dir", str(tmp_path),
+                    "--doc", str(tmp_path / "SWEEP.md")])
+    summary = json.loads((tmp_path / "sweep.json").read_text())["summary"]
+    assert summary["lmpt_m0.5_g0.5_l0.5"]["mAP"] == [11.5, 1.0]  # seeds 0, 1, 2: mean 11.5, std 1
+    assert "trained 9 runs" in (tmp_path / "SWEEP.md").read_text()  # coop, the grid point and lam 0.75

@@ -330,7 +330,8 @@ def test_ensure_tiny_clip_uses_the_cache_when_settings_match(tmp_path, monkeypat
         calls.append(settings)
         model = pretrain.build_tiny_clip(seed=0)
         pretrain.save_tiny_clip(model, path, {"settings": pretrain._normalised(settings),
-                                              "generator_version": synthetic.GENERATOR_VERSION})
+                                              "generator_version": synthetic.GENERATOR_VERSION,
+                                              "architecture": pretrain.architecture_record()})
         return model, {}
 
     monkeypatch.setattr(pretrain, "pretrain_tiny_clip", fake_pretrain)
@@ -340,6 +341,9 @@ def test_ensure_tiny_clip_uses_the_cache_when_settings_match(tmp_path, monkeypat
     assert len(calls) == 1  # cached
     pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, steps=6)
     assert len(calls) == 2  # other settings -> pretrained again
+    monkeypatch.setattr(pretrain, "TINY_CLIP", dict(pretrain.TINY_CLIP, vision_width=32))
+    pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, steps=6)
+    assert len(calls) == 3  # another architecture -> pretrained again
     monkeypatch.setenv("LMPT_PRETRAINED_DIR", str(tmp_path / "elsewhere"))
     assert pretrain.ensure_tiny_clip(log=lambda m: None, steps=6).parent == tmp_path / "elsewhere"  # as the scripts
     with pytest.raises(ValueError, match="unknown setting"):

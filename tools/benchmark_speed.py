@@ -20,8 +20,10 @@ It prints the wall-time ratio (a)/(b), the peak-memory ratios and whether (a)
 and (b) learned the same prompts from the same initial contexts, batches and
 flips (fp32 on the CPU, deterministic algorithms), and writes everything as
 JSON to ``--out``. With ``--a_epochs K < --epochs``, (a) runs K epochs and its
-time for all epochs is extrapolated (setup + epochs × mean epoch time; every
-epoch of (a) does the same work) and reported as such.
+time for all epochs is extrapolated and reported as such: setup + the first
+epoch (which carries one-time start-up, e.g. CUDA's kernels) once + the mean of
+the later measured epochs for each other epoch (every epoch of (a) does the
+same work).
 """
 import argparse
 import json
@@ -601,8 +603,11 @@ def summarise_pair(a, b, epochs):
     """Wall times (extrapolating (a) when it ran fewer epochs) and peak memory of (a) and (b)."""
     a_epochs = len(a["train_seconds"])
     a_epoch = [t + e for t, e in zip(a["train_seconds"], a["eval_seconds"])]  # seconds per epoch
-    a_total = a["seconds"] if a_epochs == epochs else a["setup_seconds"] + epochs * sum(a_epoch) / a_epochs
+    steady = a_epoch[1:] or a_epoch  # the later epochs, without the first one's start-up
+    a_total = (a["seconds"] if a_epochs == epochs
+               else a["setup_seconds"] + a_epoch[0] + (epochs - 1) * sum(steady) / len(steady))
     return {"a": {"seconds": a_total, "seconds_measured": a["seconds"], "epochs_measured": a_epochs,
+                  "epoch_seconds": a_epoch,
                   "extrapolated": a_epochs != epochs, "setup_seconds": a["setup_seconds"],
                   "train_seconds_per_epoch": sum(a["train_seconds"]) / a_epochs,
                   "eval_seconds_per_epoch": sum(a["eval_seconds"]) / a_epochs, "precision": a["precision"],

@@ -23,32 +23,45 @@ sys.path.insert(0, str(ROOT))
 
 from lmpt import train as train_script  # noqa: E402
 from lmpt.checkpoint import save_json, save_text  # noqa: E402
+from lmpt.features import file_fingerprint  # noqa: E402
 from lmpt.pretrain import ensure_tiny_clip  # noqa: E402
-from lmpt.synthetic import ensure_benchmark  # noqa: E402
+from lmpt.synthetic import STAMP_NAME, ensure_benchmark  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools"))
 from demo import DATASET, PROMPT_ARGS, VAL_LIST  # noqa: E402
 
-SWEEP_STAMP = "sweep_argv.json"  # beside results.json: reuse a finished run only if its command line is the same
+SWEEP_STAMP = "sweep_stamp.json"  # beside results.json: what a finished run was trained with (reused when the same)
 METRICS = ("val_mAP", "mAP", "head_mAP", "medium_mAP", "tail_mAP", "CF1", "OF1")
 
 
-def run(out_dir, seed, method, margin=None, gamma=None, lam=None):
-    """Train one configuration (unless its run folder holds results); returns (name, results, trained)."""
-    name = method if method == "coop" else f"lmpt_m{margin}_g{gamma}_l{lam}"
+def run_name(method, margin=None, gamma=None, lam=None):
+    return method if method == "coop" else f"lmpt_m{margin}_g{gamma}_l{lam}"
+
+
+def inputs_stamp():
+    """What the runs are trained on besides their command line: the tiny CLIP's bytes and the benchmark's
+    generator stamp (a pretrained-again CLIP or a regenerated benchmark trains every run again)."""
+    return {"tiny_clip_sha256": file_fingerprint(ensure_tiny_clip(ROOT / "pretrained", log=lambda m: None)),
+            "benchmark": json.loads((ensure_benchmark(ROOT / "data") / STAMP_NAME).read_text())}
+
+
+def run(out_dir, seed, inputs, method, margin=None, gamma=None, lam=None):
+    """Train one configuration (unless its run folder holds results of the same command line and ``inputs``);
+    returns (name, results, trained)."""
+    name = run_name(method, margin, gamma, lam)
     run_dir = (Path(out_dir) / name / f"seed{seed}").resolve()  # one spelling of the folder in the stamp
     argv = ["--dataset", DATASET, "--pretrain_clip", "tiny", "--seed", str(seed), "--training_method", method,
             "--output_dir", str(run_dir), "--overwrite",
             "--num_workers", "0", "--val_list", str(VAL_LIST), *PROMPT_ARGS]
     if method == "lmpt":
         argv += ["--cse_margin", str(margin), "--cse_gamma", str(gamma), "--lam", str(lam)]
-    stamp = run_dir / SWEEP_STAMP  # the command line a finished run was trained with
-    trained = not ((run_dir / "results.json").exists() and stamp.exists() and json.loads(stamp.read_text()) == argv)
-    if trained:  # new, unfinished, or trained with other settings (e.g. the demo's PROMPT_ARGS changed)
+    stamp, wanted = run_dir / SWEEP_STAMP, {"argv": argv, **inputs}
+    trained = not ((run_dir / "results.json").exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted)
+    if trained:  # new, unfinished, or trained with other settings (the demo's PROMPT_ARGS, another tiny CLIP)
         stamp.unlink(missing_ok=True)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             train_script.main(argv)
-        save_json(stamp, argv)
+        save_json(stamp, wanted)
     results = json.loads((run_dir / "results.json").read_text())
     if results["selection_split"] != "val":
         raise RuntimeError(f"{run_dir}: selected on {results['selection_split']!r}, expected 'val'")
@@ -98,12 +111,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     ensure_benchmark(ROOT / "data")
     ensure_tiny_clip(ROOT / "pretrained")
+    inputs = inputs_stamp()
     t0 = time.time()
     rows, configs, counts = {}, {}, {"trained": 0, "reused": 0}
 
     def collect(*config):
+        if run_name(*config) in rows:  # collected already (lam 0.5 is on the grid): each seed counts once
+            return run_name(*config)
         for seed in args.seeds:
-            name, results, trained = run(args.out_dir, seed, *config)
+            name, results, trained = run(args.out_dir, seed, inputs, *config)
             counts["trained" if trained else "reused"] += 1
             rows.setdefault(name, []).append(results)
             configs[name] = config
