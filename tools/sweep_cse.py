@@ -41,8 +41,9 @@ def run_name(method, margin=None, gamma=None, lam=None):
 def inputs_stamp():
     """What the runs are trained on besides their command line: the tiny CLIP's bytes and the benchmark's
     generator stamp (a pretrained-again CLIP or a regenerated benchmark trains every run again)."""
-    return {"tiny_clip_sha256": file_fingerprint(ensure_tiny_clip(ROOT / "pretrained", log=lambda m: None)),
-            "benchmark": json.loads((ensure_benchmark(ROOT / "data") / STAMP_NAME).read_text())}
+    benchmark = ensure_benchmark(ROOT / "data")
+    return {"tiny_clip_sha256": file_fingerprint(ensure_tiny_clip(ROOT / "pretrained")),
+            "benchmark": json.loads((benchmark / STAMP_NAME).read_text())}
 
 
 def run(out_dir, seed, inputs, method, margin=None, gamma=None, lam=None):
@@ -109,9 +110,7 @@ def main(argv=None):
     p.add_argument("--out_dir", type=Path, default=ROOT / "runs" / "sweep")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "SWEEP.md")
     args = p.parse_args(argv)
-    ensure_benchmark(ROOT / "data")
-    ensure_tiny_clip(ROOT / "pretrained")
-    inputs = inputs_stamp()
+    inputs = inputs_stamp()  # generates the benchmark and pretrains the tiny CLIP first where needed
     t0 = time.time()
     rows, configs, counts = {}, {}, {"trained": 0, "reused": 0}
 
