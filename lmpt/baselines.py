@@ -162,7 +162,7 @@ def finetune(args):
                 logits = model.forward_images(x)
             else:
                 logits = model(features[index.to(device), flips.to(device)])
-        loss = loss_fn(logits.float(), labels[index.to(device)])
+        loss = loss_fn(logits, labels[index.to(device)])  # fp32 logits (LinearProbe.forward)
         return loss, {}
 
     def split_logits(split):

@@ -160,16 +160,21 @@ def resolve_backbone_arg(value, script_dir):
     return value if is_backbone_name(value) else str(resolve_user_path(value, script_dir))
 
 
+def dataset_name(value):
+    """A ``--dataset`` value by its dataset's name (the alias ``VOC`` is ``voc-lt``); an unknown name as it
+    is (refused, with the known ones, when the dataset is read)."""
+    try:
+        return get_dataset_spec(value).name
+    except DataError:
+        return str(value)
+
+
 def default_run_dir(dataset, method, backbone, seed):
     """runs/<dataset>_<method>_<backbone>_seed<seed> under the repository; a dataset alias (``VOC``) is
     named as its dataset (``voc-lt``), so train.py and test.py find the same folder whichever was typed.
     A backbone is named by ``backbones.backbone_tag`` (``ViT-B/16`` and ``ViT16`` -> ``ViT16``; a path by its
     file's stem)."""
-    try:
-        dataset = get_dataset_spec(dataset).name
-    except DataError:
-        pass  # an unknown name is refused, with the known ones, when the dataset is read
-    parts = (dataset, method, backbone_tag(backbone), f"seed{seed}")
+    parts = (dataset_name(dataset), method, backbone_tag(backbone), f"seed{seed}")
     return REPO_ROOT / "runs" / "_".join(str(p).replace("/", "-").replace(os.sep, "-") for p in parts)
 
 
@@ -212,10 +217,7 @@ def _setting(action, value):
     if value is None:
         return None
     if action.dest == "dataset":
-        try:
-            return get_dataset_spec(value).name
-        except DataError:
-            return str(value)
+        return dataset_name(value)
     return str(absolute(value)) if action.type is Path else str(value)
 
 

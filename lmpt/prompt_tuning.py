@@ -36,7 +36,7 @@ def evaluate_prompts(model, split, train_class_freq, thre, score, device, text=N
     text = prompt_text_features(model, device) if text is None else text
     with torch.no_grad(), autocast_on(device):
         logits = model.logits(split.features[:, 0].to(device), text)  # [N, C]
-    return evaluate_logits(logits.float(), split.labels, train_class_freq, thre, score), logits
+    return evaluate_logits(logits, split.labels, train_class_freq, thre, score), logits
 
 
 def train(args):
@@ -69,7 +69,7 @@ def train(args):
             prompts = model.prompt_learner()  # [C, 77, D]
             logits = model.logits(features[index, flips], model.text_features(prompts))  # [B, C]
         check_finite(logits.detach(), "the logits", epoch, step)
-        loss_cls = cls_loss(logits.float(), labels[index])
+        loss_cls = cls_loss(logits, labels[index])  # fp32 logits (CustomCLIP.logits)
         if not use_cse:
             return loss_cls, {"cls_loss": loss_cls.item()}
         loss_cse = cse_loss(captions[index], prompts.float(), labels[index])
