@@ -51,21 +51,26 @@ def average_precision(scores, targets):
     Equal to ``sklearn.metrics.average_precision_score`` on each column: tied
     scores form one threshold, and AP = Σ_thresholds ΔRecall · Precision.
     """
-    scores, targets = _check_scores_targets(scores, targets, 'average_precision')
+    return _average_precision(*_check_scores_targets(scores, targets, 'average_precision'))
+
+
+def _average_precision(scores, targets):  # checked float64 [N, C] arrays
     n = scores.shape[0]
-    order = np.argsort(-scores, axis=0, kind='stable')  # [N, C]
-    s = np.take_along_axis(scores, order, axis=0)  # [N, C], descending
-    y = np.take_along_axis(targets, order, axis=0)  # [N, C]
-    tp = np.cumsum(y, axis=0)  # [N, C]
+    s, y = np.ascontiguousarray(scores.T), np.ascontiguousarray(targets.T)  # [C, N]: each class's row contiguous
+    # Descending; any order within a tie gives the same AP, since every tie is one threshold (below).
+    order = np.argsort(-s, axis=1)  # [C, N]
+    s = np.take_along_axis(s, order, axis=1)  # [C, N], descending
+    y = np.take_along_axis(y, order, axis=1)  # [C, N]
+    tp = np.cumsum(y, axis=1)  # [C, N]
     # index of the last element of each run of equal scores (the threshold every tie shares)
     is_end = np.ones_like(s, dtype=bool)
-    is_end[:-1] = s[:-1] != s[1:]
-    end = np.where(is_end, np.arange(n)[:, None], n)  # [N, C]
-    end = np.minimum.accumulate(end[::-1], axis=0)[::-1]
-    precision_at_end = np.take_along_axis(tp, end, axis=0) / (end + 1)  # [N, C]
-    positives = tp[-1] if n else np.zeros(scores.shape[1])  # [C]
+    is_end[:, :-1] = s[:, :-1] != s[:, 1:]
+    end = np.where(is_end, np.arange(n), n)  # [C, N]
+    end = np.minimum.accumulate(end[:, ::-1], axis=1)[:, ::-1]
+    precision_at_end = np.take_along_axis(tp, end, axis=1) / (end + 1)  # [C, N]
+    positives = tp[:, -1] if n else np.zeros(scores.shape[1])  # [C]
     with np.errstate(invalid='ignore', divide='ignore'):
-        ap = (y * precision_at_end).sum(axis=0) / positives
+        ap = (y * precision_at_end).sum(axis=1) / positives
     ap[positives == 0] = np.nan
     return ap
 
@@ -86,7 +91,10 @@ def threshold_metrics(scores, targets, thre):
 
     CP and CR average over the classes with at least one positive (as mAP does).
     """
-    scores, targets = _check_scores_targets(scores, targets, 'threshold_metrics')
+    return _threshold_metrics(*_check_scores_targets(scores, targets, 'threshold_metrics'), thre)
+
+
+def _threshold_metrics(scores, targets, thre):  # checked float64 [N, C] arrays
     pred = (scores >= thre).astype(np.float64)  # [N, C]
     tp = (pred * targets).sum(axis=0)  # [C]
     n_pred = pred.sum(axis=0)  # [C]
@@ -172,11 +180,11 @@ def evaluate(scores, targets, train_class_freq, thre=0.5):
     freq = _to_numpy(train_class_freq)
     if freq.shape != (scores.shape[1],):
         raise ValueError(f"evaluate: expected train_class_freq of shape [{scores.shape[1]}], got {freq.shape}")
-    ap = average_precision(scores, targets)  # [C]
+    ap = _average_precision(scores, targets)  # [C]
     results = {'mAP': 100.0 * mean_ap(ap)}
     for name, idx in class_groups(freq).items():
         results[f'{name}_mAP'] = 100.0 * mean_ap(ap[idx])
-    results.update(threshold_metrics(scores, targets, thre))
+    results.update(_threshold_metrics(scores, targets, thre))
     results['per_class_AP'] = [None if math.isnan(v) else 100.0 * float(v) for v in ap]
     results['classes_without_positives'] = [int(i) for i in np.flatnonzero(np.isnan(ap))]
     return results

@@ -346,17 +346,32 @@ def run_cse_memory(kind, batch, num_classes, length, dim, m_ctx, device):
             "largest_intermediate_bytes": cse_largest_intermediate(kind, batch, num_classes, length, dim, m_ctx)}
 
 
+def cpu_seconds():
+    """(CPU seconds of this process, all threads; of its children that have been waited for, e.g. the
+    loader workers of an exhausted DataLoader), user + system."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def cpu_used(start):
+    """{'main_cpu_seconds', 'workers_cpu_seconds'} since ``start`` (a ``cpu_seconds()``)."""
+    now = cpu_seconds()
+    return {"main_cpu_seconds": now[0] - start[0], "workers_cpu_seconds": now[1] - start[1]}
+
+
 def decode_limit(root, paths, preprocess, resolution, batch_size, num_workers, device, passes=2):
-    """Images/s of decoding + preprocessing alone, with feature extraction's DataLoader;
-    the best of ``passes`` passes (the first one also pays one-time costs)."""
+    """(images/s of decoding + preprocessing alone, with feature extraction's DataLoader; the CPU it used,
+    ``cpu_used``) of the best of ``passes`` passes (the first one also pays one-time costs)."""
     from lmpt.features import decoding_loader
     loader = decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers, device)
-    best = 0.0
+    best, best_cpu = 0.0, None
     for _ in range(passes):
-        t0 = time.perf_counter()
+        cpu, t0 = cpu_seconds(), time.perf_counter()
         count = sum(images.shape[0] for images, _, _ in loader)
-        best = max(best, count / (time.perf_counter() - t0))
-    return best
+        rate = count / (time.perf_counter() - t0)
+        if rate > best:
+            best, best_cpu = rate, cpu_used(cpu)
+    return best, best_cpu
 
 
 def run_decode_limit(data_root, resolution, batch_size, worker_counts, device):
@@ -367,9 +382,11 @@ def run_decode_limit(data_root, resolution, batch_size, worker_counts, device):
     from lmpt.data import load_dataset
     freeze_imported_objects()
     dataset = load_dataset("coco-lt", data_root)
-    by_workers = {str(n): decode_limit(dataset.root, dataset.test_paths, "lmpt", resolution, batch_size, n, device)
-                  for n in worker_counts}
-    return {"images": len(dataset.test_paths), "by_workers": by_workers, "images_per_s": max(by_workers.values())}
+    runs = {str(n): decode_limit(dataset.root, dataset.test_paths, "lmpt", resolution, batch_size, n, device)
+            for n in worker_counts}
+    by_workers = {n: rate for n, (rate, _) in runs.items()}
+    return {"images": len(dataset.test_paths), "by_workers": by_workers, "images_per_s": max(by_workers.values()),
+            "cpu_by_workers": {n: cpu for n, (_, cpu) in runs.items()}}
 
 
 EVAL_SCRIPTS = {"zero_shot": "zero_shot_clip.test", "test": "lmpt.test"}  # timed from main(argv), imports excluded
@@ -400,12 +417,13 @@ def run_script(script, argv):
             marks["encoded"] = time.perf_counter()
     FeatureJob.start, FeatureJob.result = timed_start, timed_result
     try:
-        t0 = time.perf_counter()
+        cpu, t0 = cpu_seconds(), time.perf_counter()
         main(argv)
         t1 = time.perf_counter()
+        cpu = cpu_used(cpu)
     finally:
         FeatureJob.start, FeatureJob.result = start, result
-    return {"seconds": t1 - t0, "before_decoding": marks["start"] - t0, "decoding": marks["encoded"] - marks["start"],
+    return {**cpu, "seconds": t1 - t0, "before_decoding": marks["start"] - t0, "decoding": marks["encoded"] - marks["start"],
             "model_build": marks["model"] - marks["start"], "after": t1 - marks["encoded"]}
 
 
@@ -445,7 +463,10 @@ def measure_eval(cfg, work, data_root, checkpoint, repeats=2):
     after = run_worker(limit_spec, work, "eval_decode_limit_after")  # a shared machine drifts: the best of both
     by_workers = {n: max(before["by_workers"][n], after["by_workers"][n]) for n in before["by_workers"]}
     limit = max(by_workers.values())
+    limit_cpu = {n: max(before, after, key=lambda run: run["by_workers"][n])["cpu_by_workers"][n]
+                 for n in before["by_workers"]}  # of the better of the two at each worker count
     out = {"images": before["images"], "decode_limit_images_per_s": limit, "decode_limit_by_workers": by_workers,
+           "decode_limit_cpu_by_workers": limit_cpu,
            "decode_limit_before_after": [before["images_per_s"], after["images_per_s"]], "num_workers": workers,
            "other_workers": {}}
     for (n, script), each in runs.items():
@@ -751,6 +772,10 @@ def format_report(r):
         lines += [f"  {name}: {format_eval_run(e[script])}" for script, name in names]
         for n, other in e.get("other_workers", {}).items():
             lines += [f"  {name} with {n} workers: {format_eval_run(other[script])}" for script, name in names]
+        if "decode_limit_cpu_by_workers" in e:
+            lines.append("  CPU seconds of the decode limit's best pass (main process / its workers): " + ", ".join(
+                f"{cpu['main_cpu_seconds']:.2f} / {cpu['workers_cpu_seconds']:.2f} with {n} workers"
+                for n, cpu in e["decode_limit_cpu_by_workers"].items()))
     return "\n".join(lines)
 
 
@@ -758,7 +783,9 @@ def format_eval_run(run):
     return (f"{run['seconds']:.2f}s (best of {', '.join(f'{t:.2f}' for t in run['seconds_each'])}), "
             f"{run['images_per_s']:.0f} images/s, {run['ratio']:.2f} of the limit (target >= 0.8); before decoding "
             f"{run['before_decoding']:.2f}s, decoding and encoding {run['decoding']:.2f}s (the model ready after "
-            f"{run['model_build']:.2f}s of it), after {run['after']:.2f}s")
+            f"{run['model_build']:.2f}s of it), after {run['after']:.2f}s"
+            + (f"; CPU seconds: main process {run['main_cpu_seconds']:.2f}, loader workers "
+               f"{run['workers_cpu_seconds']:.2f}" if "main_cpu_seconds" in run else ""))
 
 
 def build_parser():
