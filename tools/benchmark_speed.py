@@ -423,8 +423,8 @@ def run_script(script, argv):
         cpu = cpu_used(cpu)
     finally:
         FeatureJob.start, FeatureJob.result = start, result
-    return {**cpu, "seconds": t1 - t0, "before_decoding": marks["start"] - t0, "decoding": marks["encoded"] - marks["start"],
-            "model_build": marks["model"] - marks["start"], "after": t1 - marks["encoded"]}
+    return {**cpu, "seconds": t1 - t0, "before_decoding": marks["start"] - t0,
+            "decoding": marks["encoded"] - marks["start"], "model_build": marks["model"] - marks["start"], "after": t1 - marks["encoded"]}
 
 
 def measure_eval(cfg, work, data_root, checkpoint, repeats=2):
