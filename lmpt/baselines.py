@@ -18,8 +18,8 @@ import clip
 from .backbones import backbone_identity, resolve_backbone
 from .checkpoint import check_evaluation_dir, load_checkpoint, save_args, save_json, start_run_dir
 from .data import ImageListDataset, build_transform, seed_worker
-from .engine import (autocast_on, build_scheduler, fit, load_trainable_state, seed_everything, select_device,
-                     sigterm_as_interrupt, use_autocast)
+from .engine import (autocast_on, build_scheduler, fit, load_kernels, load_trainable_state, seed_everything,
+                     select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss
 from .metrics import evaluate_logits, format_results, log_scores, topk_metrics
 from .models import full_precision
@@ -53,6 +53,11 @@ def zero_shot_classifier(clip_model, class_names, templates, device, chunk=2048,
     return F.normalize(per_template.mean(1), dim=-1)  # [C, E]
 
 
+def zero_shot_logits(image_features, weights):
+    """100·cos [N, C] of image features [N, E] with the classifier's normalised class embeddings [C, E]."""
+    return 100.0 * F.normalize(image_features, dim=-1) @ weights.t()
+
+
 ZERO_SHOT = "zero-shot"  # the method's name in results.json and in default run folders
 
 
@@ -71,14 +76,18 @@ def zero_shot(args):
     if args.topk > len(dataset.class_names):
         print(f"[zero-shot] note: --topk {args.topk} is more than the {len(dataset.class_names)} classes of "
               f"--dataset {args.dataset}: the top-{args.topk} metrics predict every class")
-    # The classifier (C × 80 prompts: tokenising and the text encoder) is built in a thread while the
-    # loader workers decode the test images and the main thread runs the image encoder.
-    _, weights = load_clip_and_features(  # weights: [C, E]
-        args, dataset, splits, clip_file, device, names=("test",),
-        beside=lambda model: zero_shot_classifier(model, dataset.class_names, TEMPLATES[args.templates], device,
-                                                  progress=False))
     test_split = splits["test"]
-    logits = 100.0 * F.normalize(test_split.features[:, 0].to(device), dim=-1) @ weights.t()  # [N, C]
+    rows = len(test_split.paths)
+
+    def classifier(model):
+        """The classifier (C × 80 prompts: tokenising and the text encoder) and the logits' kernels, in a thread
+        while the loader workers decode the test images and the main thread runs the image encoder."""
+        weights = zero_shot_classifier(model, dataset.class_names, TEMPLATES[args.templates], device, progress=False)
+        load_kernels(lambda features: zero_shot_logits(features, weights), rows, weights.shape[1], device)
+        return weights
+    _, weights = load_clip_and_features(args, dataset, splits, clip_file, device, names=("test",),
+                                        beside=classifier)  # weights: [C, E]
+    logits = zero_shot_logits(test_split.features[:, 0].to(device), weights)  # [N, C]
     train_freq = dataset.train_freq
     results = evaluate_logits(logits, test_split.labels, train_freq, args.thre, args.score)
     scores = log_scores(logits, args.score)  # ranks as the scores do

@@ -12,8 +12,8 @@ import torch
 
 from .backbones import backbone_identity, check_backbone, find_backbone
 from .checkpoint import check_results_file, load_checkpoint, save_json, start_run_dir
-from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
-                     select_device, sigterm_as_interrupt, use_autocast)
+from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite, fit, load_kernels,
+                     load_trainable_state, select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import evaluate_logits, format_results
 from .models import CustomCLIP, check_prompt_length
@@ -34,9 +34,14 @@ def evaluate_prompts(model, split, train_class_freq, thre, score, device, text=N
     """Metrics of the prompts on a split's unflipped features; ``text``: their text features [C, E] if
     already encoded (by default they are encoded here, once for the whole split)."""
     text = prompt_text_features(model, device) if text is None else text
-    with torch.no_grad(), autocast_on(device):
-        logits = model.logits(split.features[:, 0].to(device), text)  # [N, C]
+    logits = prompt_logits(model, split.features[:, 0].to(device), text, device)  # [N, C]
     return evaluate_logits(logits, split.labels, train_class_freq, thre, score), logits
+
+
+def prompt_logits(model, image_features, text, device):
+    """The evaluation's logits [N, C] of image features [N, E] and the prompts' text features [C, E]."""
+    with torch.no_grad(), autocast_on(device):
+        return model.logits(image_features, text)
 
 
 def train(args):
@@ -157,10 +162,14 @@ def test(args):
     clip_file = find_backbone(config["backbone"], args.pretrained_dir, config.get("backbone_file"))
     check_backbone(config, clip_file, checkpoint_path)
 
+    rows = len(splits["test"].paths)
+
     def restore(clip_model):  # in a thread, while the test images are decoded and encoded
         # built on clip_model's device already; no .to(): it would touch the image encoder in use meanwhile
         model = CustomCLIP(config["class_names"], clip_model, **{k: config[k] for k in PROMPT_KEYS})
-        return model, restore_prompts(model, state, checkpoint_path, device)
+        text = restore_prompts(model, state, checkpoint_path, device)
+        load_kernels(lambda features: prompt_logits(model, features, text, device), rows, text.shape[1], device)
+        return model, text
     _, (model, text) = load_clip_and_features(args, dataset, splits, clip_file, device, names=("test",),
                                               beside=restore)
     results = final_evaluation(model, checkpoint_path, splits["test"], dataset.train_freq,

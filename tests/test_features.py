@@ -14,7 +14,7 @@ from conftest import write_lmpt_dataset
 from lmpt import features as features_module
 from lmpt import prepare
 from lmpt.data import build_transform, load_dataset
-from lmpt.engine import use_autocast
+from lmpt.engine import load_kernels, use_autocast
 from lmpt.features import FeatureJob, file_fingerprint
 
 
@@ -223,3 +223,13 @@ def test_bf16_autocast_only_on_gpus_with_native_bf16(tmp_path, data, tiny_vit_ch
     assert keys[True] != keys[False]  # bf16 and fp32 features never share a cache file
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # torch < 2.4: no including_emulation
     assert use_autocast("cuda") is False
+
+
+def test_kernels_are_loaded_by_one_run_on_zeros_on_cuda_only(monkeypatch):
+    calls = []
+    load_kernels(calls.append, 5, 3, "cpu")  # nothing to load on the CPU
+    assert calls == []
+    zeros = torch.zeros
+    monkeypatch.setattr(torch, "zeros", lambda *shape, device=None: zeros(*shape))  # no GPU here: on the CPU
+    load_kernels(calls.append, 5, 3, "cuda")
+    assert len(calls) == 1 and torch.equal(calls[0], zeros(5, 3))

@@ -4,8 +4,10 @@ import json
 import pytest
 import torch
 
+from lmpt import baselines, prompt_tuning
 from lmpt import train as train_script
 from lmpt import test as test_script
+from lmpt.data import load_dataset
 from lmpt.losses import CLASSIFICATION_LOSSES, CSE_LOSSES
 from zero_shot_clip import test as zero_shot_script
 from finetune_clip import fc as fc_script
@@ -26,8 +28,24 @@ def read_json(path):
     return json.loads(path.read_text())
 
 
-def test_lmpt_train_then_test_reproduces(tmp_path, tiny_data_root, tiny_vit_checkpoint, capsys):
+def record_kernel_loads(monkeypatch, module):
+    """The calls of ``module.load_kernels``, run here as on CUDA (on the CPU): [(rows, dim, what fn returned)]."""
+    calls = []
+    monkeypatch.setattr(module, "load_kernels",
+                        lambda fn, rows, dim, device: calls.append((rows, dim, fn(torch.zeros(rows, dim)))))
+    return calls
+
+
+def assert_loads_the_evaluation_logits(calls, data_root, classes=4):
+    """One load, beside the encoding, of [N, C] logits at the evaluation's shape (N test images)."""
+    [(rows, dim, logits)] = calls
+    assert rows == len(load_dataset("voc-lt", data_root).test_paths) and dim > 0
+    assert logits.shape == (rows, classes) and logits.dtype == torch.float32
+
+
+def test_lmpt_train_then_test_reproduces(tmp_path, tiny_data_root, tiny_vit_checkpoint, capsys, monkeypatch):
     out = run_train(tmp_path, tiny_data_root, tiny_vit_checkpoint, "--training_method", "lmpt", "--thre", "0.3")
+    kernel_loads = record_kernel_loads(monkeypatch, prompt_tuning)
     for name in ("args.json", "metrics.jsonl", "results.json", "best.pt", "last.pt"):
         assert (out / name).exists(), name
     results = read_json(out / "results.json")
@@ -43,6 +61,7 @@ def test_lmpt_train_then_test_reproduces(tmp_path, tiny_data_root, tiny_vit_chec
     tested = read_json(out / "test_results.json")
     for key in RESULT_KEYS:
         assert tested[key] == results[key], key
+    assert_loads_the_evaluation_logits(kernel_loads, tiny_data_root)
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[test] note:")]
     assert [note.split()[2] for note in notes] == ["--ctx_init", "--pretrain_clip", "--training_method"]
     assert f"trained with {str(tiny_vit_checkpoint)!r}" in notes[1] and "trained with 'lmpt'" in notes[2]
@@ -82,13 +101,15 @@ def test_prompt_variants_train_and_reload(tmp_path, tiny_data_root, tiny_rn_chec
     assert tested["mAP"] == results["mAP"]
 
 
-def test_zero_shot_writes_results(tmp_path, tiny_data_root, tiny_vit_checkpoint):
+def test_zero_shot_writes_results(tmp_path, tiny_data_root, tiny_vit_checkpoint, monkeypatch):
     out = tmp_path / "zs"
+    kernel_loads = record_kernel_loads(monkeypatch, baselines)
     zero_shot_script.main(["--dataset", "VOC", "--nb_classes", "4", "--data_root", str(tiny_data_root),
                            "--pretrain_clip_path", str(tiny_vit_checkpoint), "--device", "cpu", "--num_workers", "0",
                            "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(out), "--templates", "single"])
     results = read_json(out / "results.json")
     assert RESULT_KEYS <= set(results) and "top5_precision" in results and results["method"] == "zero-shot"
+    assert_loads_the_evaluation_logits(kernel_loads, tiny_data_root)
 
 
 def test_zero_shot_refuses_wrong_class_count(tmp_path, tiny_data_root, tiny_vit_checkpoint):
