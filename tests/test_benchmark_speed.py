@@ -122,13 +122,16 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
         assert min(e["before_decoding"], e["decoding"], e["after"]) > 0
         assert e["before_decoding"] + e["decoding"] + e["after"] == pytest.approx(e["seconds"])
         assert 0 < e["model_build"] < e["decoding"]
-        assert e["main_cpu_seconds"] > 0
+        assert e["main_cpu_seconds"] > 0 and 0 <= e["workers_shutdown_seconds"] < e["decoding"]
     # the CPU of the loader workers is counted apart, and only where there are workers
     assert TOY["num_workers"] == 0 and evaluation["zero_shot"]["workers_cpu_seconds"] == 0
     assert min(e["workers_cpu_seconds"] for e in evaluation["other_workers"]["1"].values()) > 0
     limit_cpu = evaluation["decode_limit_cpu_by_workers"]
     assert limit_cpu["0"]["workers_cpu_seconds"] == 0 < limit_cpu["1"]["workers_cpu_seconds"]
     assert min(cpu["main_cpu_seconds"] for cpu in limit_cpu.values()) > 0
+    # only loaders with workers shut them down
+    assert limit_cpu["0"]["workers_shutdown_seconds"] == 0 < limit_cpu["1"]["workers_shutdown_seconds"]
+    assert min(e["workers_shutdown_seconds"] for e in evaluation["other_workers"]["1"].values()) > 0
     for script in ("zero_shot", "test"):
         assert len(list((tmp_path / "work" / f"eval_cache_{script}").glob("*.pt"))) == 1
     assert json.loads((tmp_path / "work" / "eval_test.json").read_text())["mAP"] >= 0
