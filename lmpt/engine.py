@@ -76,9 +76,10 @@ def load_kernels(fn, rows, dim, device):
     """On CUDA, run ``fn(zeros [rows, dim])`` once and discard it; elsewhere nothing.
 
     CUDA loads a kernel on its first use (lazy module loading): in a cProfile of ``lmpt/test.py`` on an
-    H200, the first fp32 logits GEMM after the image encoding took 0.12 s. The evaluation scripts call this
-    with their logits function, at the evaluation's shape, in the thread beside the image encoding, so that
-    the loading overlaps with the decoding instead of following it.
+    H200, the first fp32 logits GEMM after the image encoding was one of the larger costs left after it
+    (docs/SPEED.md). The evaluation scripts call this with their logits function, at the evaluation's
+    shape, in the thread beside the image encoding, so that the loading overlaps with the decoding
+    instead of following it.
     """
     if torch.device(device).type == "cuda":
         fn(torch.zeros(rows, dim, device=device))  # loaded when launched: no need to wait for the result
