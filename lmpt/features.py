@@ -172,6 +172,14 @@ def decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers
                       pin_memory=torch.device(device).type == "cuda", worker_init_fn=seed_worker, **depth)
 
 
+def readable_now(root, paths, indices):
+    """The paths among ``paths[indices]`` that can be read now. A cached pass keeps its unreadable images
+    by the files' size and mtime, which a permission fixed with chmod leaves as they were."""
+    subset = [paths[i] for i in indices]
+    dataset = ImageListDataset(root, subset, torchvision.transforms.PILToTensor(), tolerate_errors=True)
+    return [path for i, path in enumerate(subset) if not dataset[i][2]]  # [2]: the error message, "" if none
+
+
 class FeatureJob:
     """Features [N, V, E] of one list of images: from the cache, or encoded by :meth:`result`.
 
@@ -193,6 +201,12 @@ class FeatureJob:
         self.preprocess, self.resolution = preprocess, resolution
         self.batch_size, self.num_workers = batch_size, num_workers
         self.cached = _load_cache(self.path, self.key) if self.path.exists() else None
+        if self.cached is not None and self.cached["errors"]:
+            readable = readable_now(root, paths, [int(i) for i in self.cached["errors"]])
+            if readable:
+                print(f"[features] {len(readable)} image(s) unreadable when cached can be read now "
+                      f"({readable[0]}{', …' if len(readable) > 1 else ''}); encoding the {len(paths)} images again")
+                self.cached = None
         self.batches = None
 
     def start(self):
