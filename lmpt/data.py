@@ -99,8 +99,10 @@ def _read_lines(path):
         line = data[:e.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not UTF-8 text (byte {data[e.start:e.start + 1]!r} cannot be "
                         f"decoded: {e.reason}); expected a UTF-8 text file") from None
-    # split on "\n" only: str.splitlines would also break captions at rare Unicode separators
-    return [(n, line.rstrip()) for n, line in enumerate(text.split("\n"), start=1)]
+    # split on "\n" only: str.splitlines would also break captions at rare Unicode separators. A file
+    # without any "\n" but with "\r" has the classic Mac OS line endings (CR only): split on those.
+    ending = "\r" if "\r" in text and "\n" not in text else "\n"
+    return [(n, line.rstrip()) for n, line in enumerate(text.split(ending), start=1)]
 
 
 def read_labels(path):

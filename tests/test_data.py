@@ -190,6 +190,25 @@ def test_tiny_dataset_loads_with_blank_lines_crlf_and_trailing_spaces(tmp_path):
     assert dataset.train_freq.tolist() == expected.sum(0).astype(int).tolist()
 
 
+def test_files_with_cr_only_line_endings_read_as_with_lf(tmp_path):
+    """Classic Mac OS line endings (CR alone): every file of a dataset reads as its LF twin, errors
+    name the same lines."""
+    write_tiny(tmp_path / "lf")
+    lf = load_dataset("synth", tmp_path / "lf")
+    base = write_tiny(tmp_path / "cr")
+    for name in ("synth_lt_train.txt", "synth_lt_test.txt", "synth_labels.txt", "synth_lt_captions.txt"):
+        path = base / name
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r"))
+        assert b"\n" not in path.read_bytes()
+    cr = load_dataset("synth", tmp_path / "cr")
+    assert cr.class_names == lf.class_names and cr.captions == lf.captions
+    assert cr.train_paths == lf.train_paths and cr.test_paths == lf.test_paths
+    assert np.array_equal(cr.train_labels, lf.train_labels) and np.array_equal(cr.test_labels, lf.test_labels)
+    (base / "synth_lt_train.txt").write_bytes(b"img/a.jpg 0\rimg/b.jpg seven\r")
+    with pytest.raises(DataError, match=r"synth_lt_train\.txt:2: label 'seven'"):
+        read_list(base / "synth_lt_train.txt", 3)
+
+
 def test_captions_keep_unicode_separators_and_ignore_bom(tmp_path):
     path = tmp_path / "captions.txt"
     path.write_text("\ufeffimg/a.jpg one\u2028line\nimg/b.jpg caf\u00e9 two \r\n", encoding="utf-8")
