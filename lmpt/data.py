@@ -93,15 +93,15 @@ def _read_lines(path):
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     data = path.read_bytes()
+    # lines end in "\n" (or "\r\n"); a file without any "\n" but with "\r" has the classic Mac OS endings
+    ending = "\r" if b"\r" in data and b"\n" not in data else "\n"
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
+        line = data[:e.start].count(ending.encode()) + 1
         raise DataError(f"{path}:{line}: not UTF-8 text (byte {data[e.start:e.start + 1]!r} cannot be "
                         f"decoded: {e.reason}); expected a UTF-8 text file") from None
-    # split on "\n" only: str.splitlines would also break captions at rare Unicode separators. A file
-    # without any "\n" but with "\r" has the classic Mac OS line endings (CR only): split on those.
-    ending = "\r" if "\r" in text and "\n" not in text else "\n"
+    # split on the line ending only: str.splitlines would also break captions at rare Unicode separators
     return [(n, line.rstrip()) for n, line in enumerate(text.split(ending), start=1)]
 
 

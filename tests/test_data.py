@@ -207,6 +207,9 @@ def test_files_with_cr_only_line_endings_read_as_with_lf(tmp_path):
     (base / "synth_lt_train.txt").write_bytes(b"img/a.jpg 0\rimg/b.jpg seven\r")
     with pytest.raises(DataError, match=r"synth_lt_train\.txt:2: label 'seven'"):
         read_list(base / "synth_lt_train.txt", 3)
+    (base / "synth_lt_train.txt").write_bytes(b"img/a.jpg 0\rimg/b.jpg 1\rimg/\xff.jpg 2\r")
+    with pytest.raises(DataError, match=r"synth_lt_train\.txt:3: not UTF-8"):
+        read_list(base / "synth_lt_train.txt", 3)
 
 
 def test_captions_keep_unicode_separators_and_ignore_bom(tmp_path):
