@@ -354,47 +354,46 @@ def cpu_seconds():
     return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
-def cpu_used(start):
-    """{'main_cpu_seconds', 'workers_cpu_seconds'} since ``start`` (a ``cpu_seconds()``)."""
-    now = cpu_seconds()
-    return {"main_cpu_seconds": now[0] - start[0], "workers_cpu_seconds": now[1] - start[1]}
-
-
 @contextmanager
-def timed_worker_shutdowns():
-    """{'seconds'}: the time DataLoaders spend shutting their workers down (joining them) meanwhile. An
-    exhausted loader does so before its last batch is encoded, so that time is on the critical path."""
+def resources_used():
+    """{'main_cpu_seconds', 'workers_cpu_seconds', 'workers_shutdown_seconds'} of the block, filled when it
+    ends: the CPU of this process and of its loader workers, and the time DataLoaders spent shutting their
+    workers down (joining them). An exhausted loader does so before its last batch is encoded, so that
+    time is on the critical path."""
     from torch.utils.data import dataloader
     cls = dataloader._MultiProcessingDataLoaderIter
-    shutdown, spent = cls._shutdown_workers, {"seconds": 0.0}
+    shutdown, used = cls._shutdown_workers, {"workers_shutdown_seconds": 0.0}
 
     def timed(self):
         t0 = time.perf_counter()
         try:
             return shutdown(self)
         finally:
-            spent["seconds"] += time.perf_counter() - t0
+            used["workers_shutdown_seconds"] += time.perf_counter() - t0
     cls._shutdown_workers = timed
+    start = cpu_seconds()
     try:
-        yield spent
+        yield used
     finally:
         cls._shutdown_workers = shutdown
+        now = cpu_seconds()
+        used.update(main_cpu_seconds=now[0] - start[0], workers_cpu_seconds=now[1] - start[1])
 
 
 def decode_limit(root, paths, preprocess, resolution, batch_size, num_workers, device, passes=2):
-    """(images/s of decoding + preprocessing alone, with feature extraction's DataLoader; the CPU it used,
-    ``cpu_used``) of the best of ``passes`` passes (the first one also pays one-time costs)."""
+    """(images/s of decoding + preprocessing alone, with feature extraction's DataLoader; what it used,
+    ``resources_used``) of the best of ``passes`` passes (the first one also pays one-time costs)."""
     from lmpt.features import decoding_loader
     loader = decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers, device)
-    best, best_cpu = 0.0, None
+    best, best_used = 0.0, None
     for _ in range(passes):
-        with timed_worker_shutdowns() as shutdowns:
-            cpu, t0 = cpu_seconds(), time.perf_counter()
+        with resources_used() as used:
+            t0 = time.perf_counter()
             count = sum(images.shape[0] for images, _, _ in loader)
             rate = count / (time.perf_counter() - t0)
         if rate > best:
-            best, best_cpu = rate, {**cpu_used(cpu), "workers_shutdown_seconds": shutdowns["seconds"]}
-    return best, best_cpu
+            best, best_used = rate, used
+    return best, best_used
 
 
 def run_decode_limit(data_root, resolution, batch_size, worker_counts, device):
@@ -440,14 +439,13 @@ def run_script(script, argv):
             marks["encoded"] = time.perf_counter()
     FeatureJob.start, FeatureJob.result = timed_start, timed_result
     try:
-        with timed_worker_shutdowns() as shutdowns:
-            cpu, t0 = cpu_seconds(), time.perf_counter()
+        with resources_used() as used:
+            t0 = time.perf_counter()
             main(argv)
             t1 = time.perf_counter()
-            cpu = cpu_used(cpu)
     finally:
         FeatureJob.start, FeatureJob.result = start, result
-    return {**cpu, "workers_shutdown_seconds": shutdowns["seconds"], "seconds": t1 - t0,
+    return {**used, "seconds": t1 - t0,
             "before_decoding": marks["start"] - t0, "decoding": marks["encoded"] - marks["start"],
             "model_build": marks["model"] - marks["start"], "after": t1 - marks["encoded"]}
 
