@@ -18,9 +18,11 @@ modification time and inode). A truncated or corrupt
 cache file is detected (checksum) and rebuilt.
 """
 import hashlib
+import itertools
 import json
 import math
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -231,10 +233,36 @@ class FeatureJob:
         features, errors = encode_batches(visual, self.batches, len(self.paths), self.device, self.num_workers,
                                           self.autocast, self.desc, self.mirrors,
                                           BatchNormalize(self.preprocess) if workers_pass_pixels(self.device) else None)
+        if self.num_workers > 0:
+            close_in_background(self.batches)
         self.batches = None
         save_torch(self.path, {"key": self.key, "features": features, "errors": errors,
                                "checksum": _checksum(features)})
         return features, errors
+
+
+_CLOSING = []  # threads shutting down the workers of loaders whose batches have all been taken
+
+
+def close_in_background(batches):
+    """Shut down the workers of a DataLoader iterator whose batches have all been taken, in a thread.
+
+    An exhausted DataLoader joins its workers when it is asked for one batch more. Asked in the loop, as a
+    ``for`` loop asks, that wait comes before the last forward is launched and before anything after the
+    encoding (the logits, the metrics, the next split's decoding) can start. ``encode_batches`` takes
+    exactly ``len(batches)`` batches, and the join happens here, beside what follows. Python waits for
+    the thread at exit; :func:`wait_for_closing_loaders` waits sooner.
+    """
+    thread = threading.Thread(target=next, args=(batches, None), name="loader-shutdown")
+    thread.start()
+    _CLOSING.append(thread)
+    return thread
+
+
+def wait_for_closing_loaders():
+    """Wait until every loader handed to :func:`close_in_background` has shut its workers down."""
+    while _CLOSING:
+        _CLOSING.pop().join()
 
 
 GPU_FORWARD_IMAGES = 256  # images (views included) per image-encoder forward on a GPU: loader batches are joined
@@ -249,7 +277,9 @@ def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, de
     On a GPU, loader batches are joined on the device into forwards of about ``images_per_forward`` images,
     views included (default ``GPU_FORWARD_IMAGES``; elsewhere each batch is one forward), and the features
     stay there until the end, so the loop never waits for the encoder: the next batch is fetched while
-    the device works. Returns (features [n, V, E] float32 on the CPU, errors {index: message});
+    the device works. Of ``batches`` with a length (a DataLoader's), exactly that many are taken: the
+    last forward is launched without asking for one more, which would shut the loader's workers down
+    first (:func:`close_in_background`). Returns (features [n, V, E] float32 on the CPU, errors {index: message});
     V = 2 with ``mirrors``, else 1.
     """
     dtype = visual.conv1.weight.dtype
@@ -274,8 +304,11 @@ def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, de
             features = torch.zeros(n, n_views, out.shape[-1], device=out.device)
         features[index] = out
 
+    total = len(batches) if hasattr(batches, "__len__") else None
+    if total is not None:
+        batches = itertools.islice(batches, total)  # stops after the last batch without asking for more
     with _threads_beside_workers(device, num_workers):
-        for images, index, error in tqdm(batches, desc=desc, leave=False):
+        for images, index, error in tqdm(batches, desc=desc, total=total, leave=False):
             pending.append((images.to(device, non_blocking=True), index.to(device, non_blocking=True)))
             errors.update((i, msg) for i, msg in zip(index.tolist(), error) if msg)
             pending_views += len(index) * n_views

@@ -1,8 +1,10 @@
 """The frozen-feature cache: exact features, keyed by what shapes them, decoding started before the model."""
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
+import threading
 from argparse import Namespace
 
 import pytest
@@ -83,6 +85,41 @@ def test_gpu_style_joined_forwards_give_the_same_features(tmp_path, data, tiny_v
     torch.testing.assert_close(joined, each, rtol=1e-5, atol=1e-6)
     assert list(errors) == list(joined_errors) == [2] and data.test_paths[2] in errors[2]
     assert joined[2].abs().sum() == 0 and joined[1].abs().sum() > 0
+
+
+def test_the_loader_is_not_asked_past_its_last_batch_and_its_workers_are_joined_beside(tmp_path, data,
+                                                                                      tiny_vit_checkpoint, monkeypatch):
+    """An exhausted DataLoader joins its workers when asked for one batch more: the last (joined) forward is
+    launched before that, and the join runs in a thread of its own, beside what follows the encoding."""
+    model, _ = clip.load(str(tiny_vit_checkpoint), device="cpu")
+    events = []
+    model.visual.register_forward_hook(lambda module, inputs, output: events.append("forward"))
+    iterator_class = torch.utils.data.dataloader._MultiProcessingDataLoaderIter
+    shutdown = iterator_class._shutdown_workers
+
+    def recorded_shutdown(self):
+        if not self._shutdown:
+            events.append(("shutdown", threading.current_thread().name))
+        return shutdown(self)
+    monkeypatch.setattr(iterator_class, "_shutdown_workers", recorded_shutdown)
+    resolution = model.visual.input_resolution
+    batches = iter(features_module.decoding_loader(data.root, data.test_paths, "lmpt", resolution, 4, 2, "cpu",
+                                                   pixels=True))  # 6 images: 2 batches, joined into one forward
+    joined, errors = features_module.encode_batches(model.visual, batches, len(data.test_paths), torch.device("cpu"),
+                                                    num_workers=2, mirrors=False, images_per_forward=100,
+                                                    normalize=features_module.BatchNormalize("lmpt"))
+    assert events == ["forward"] and errors == {}  # launched, and the workers not joined yet
+    features_module.close_in_background(batches).join()
+    assert events == ["forward", ("shutdown", "loader-shutdown")]
+    # a feature job does the same: its features are the 0-worker ones, its workers joined in the thread
+    events.clear()
+    features, _ = job(tiny_vit_checkpoint, data, tmp_path / "cache", workers=2, mirrors=False).result(model.visual)
+    features_module.wait_for_closing_loaders()
+    assert events[-1] == ("shutdown", "loader-shutdown") and events.count("forward") == 2  # 2 batches of 4 images
+    assert not features_module._CLOSING and not multiprocessing.active_children()
+    reference, _ = job(tiny_vit_checkpoint, data, tmp_path / "cache0", mirrors=False).result(model.visual)
+    assert torch.equal(features, reference)
+    torch.testing.assert_close(joined, features, rtol=1e-5, atol=1e-6)  # one forward of 6 against 4 + 2
 
 
 def test_second_job_reads_the_cache_without_decoding(tmp_path, data, tiny_vit_checkpoint):

@@ -26,6 +26,7 @@ the later measured epochs for each other epoch (every epoch of (a) does the
 same work).
 """
 import argparse
+import itertools
 import json
 import math
 import multiprocessing
@@ -358,8 +359,9 @@ def cpu_seconds():
 def resources_used():
     """{'main_cpu_seconds', 'workers_cpu_seconds', 'workers_shutdown_seconds'} of the block, filled when it
     ends: the CPU of this process and of its loader workers, and the time DataLoaders spent shutting their
-    workers down (joining them). An exhausted loader does so before its last batch is encoded, so that
-    time is on the critical path."""
+    workers down (joining them; feature extraction does so in a thread beside what follows,
+    ``lmpt.features.close_in_background``). The workers' CPU counts once they are joined: join the
+    closing loaders (``wait_for_closing_loaders``) before the block ends."""
     from torch.utils.data import dataloader
     cls = dataloader._MultiProcessingDataLoaderIter
     shutdown, used = cls._shutdown_workers, {"workers_shutdown_seconds": 0.0}
@@ -382,15 +384,18 @@ def resources_used():
 
 def decode_limit(root, paths, preprocess, resolution, batch_size, num_workers, device, passes=2):
     """(images/s of decoding + preprocessing alone, with feature extraction's DataLoader; what it used,
-    ``resources_used``) of the best of ``passes`` passes (the first one also pays one-time costs)."""
+    ``resources_used``) of the best of ``passes`` passes (the first one also pays one-time costs). A pass
+    is timed until its last batch arrives: as in feature extraction, the workers' shutdown follows it."""
     from lmpt.features import decoding_loader
     loader = decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers, device)
     best, best_used = 0.0, None
     for _ in range(passes):
         with resources_used() as used:
+            batches = iter(loader)
             t0 = time.perf_counter()
-            count = sum(images.shape[0] for images, _, _ in loader)
+            count = sum(images.shape[0] for images, _, _ in itertools.islice(batches, len(batches)))
             rate = count / (time.perf_counter() - t0)
+            next(batches, None)  # the workers' shutdown
         if rate > best:
             best, best_used = rate, used
     return best, best_used
@@ -419,10 +424,11 @@ def run_script(script, argv):
 
     ``before_decoding``: from the call to the loader workers' start; ``decoding``: from there until the
     last split's features are encoded, of which ``model_build`` until the model was ready to encode (the
-    workers decode meanwhile); ``after``: the rest (the text side if not done yet, metrics, files).
+    workers decode meanwhile); ``after``: the rest (the text side if not done yet, metrics, files, and the
+    loader workers' shutdown where it outlasts them).
     """
     import importlib
-    from lmpt.features import FeatureJob
+    from lmpt.features import FeatureJob, wait_for_closing_loaders
     main = importlib.import_module(EVAL_SCRIPTS[script]).main
     marks = {}
     start, result = FeatureJob.start, FeatureJob.result
@@ -442,6 +448,7 @@ def run_script(script, argv):
         with resources_used() as used:
             t0 = time.perf_counter()
             main(argv)
+            wait_for_closing_loaders()  # as the process would wait at exit
             t1 = time.perf_counter()
     finally:
         FeatureJob.start, FeatureJob.result = start, result
