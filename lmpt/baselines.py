@@ -35,21 +35,24 @@ def check_class_count(dataset, nb_classes):
 
 
 @torch.no_grad()
-def zero_shot_classifier(clip_model, class_names, templates, device, chunk=2048, progress=True):
+def zero_shot_classifier(clip_model, class_names, templates, device, chunk=512, progress=True):
     """Normalised class embeddings [C, E]: the mean of each class's normalised template embeddings.
 
-    All C·T prompts are tokenised together and encoded in chunks of ``chunk`` (few large batches
-    rather than one per class; the text encoder stops at the chunk's last end-of-text token).
+    All C·T prompts are tokenised together, ordered by length and encoded in chunks of ``chunk``: the text
+    encoder stops at a chunk's last end-of-text token, so each chunk runs over about its own prompts' length
+    rather than the longest prompt's.
     """
     texts = [t.format(name.replace("_", " ")) for name in class_names for t in templates]
     tokens = clip.tokenize(texts)  # [C·T, 77]
-    embeddings = []
+    order = tokens.argmax(-1).argsort()  # [C·T] by end-of-text position (its id is the vocabulary's largest)
+    embeddings = torch.empty(len(texts), clip_model.text_projection.shape[1], device=device)  # [C·T, E]
     for start in tqdm(range(0, len(tokens), chunk), desc="encoding class prompts", leave=False,
                       disable=not progress):
+        index = order[start:start + chunk]
         with autocast_on(device):
-            emb = clip_model.encode_text(tokens[start:start + chunk].to(device)).float()  # [chunk, E]
-        embeddings.append(F.normalize(emb, dim=-1))
-    per_template = torch.cat(embeddings).view(len(class_names), len(templates), -1)  # [C, T, E]
+            emb = clip_model.encode_text(tokens[index].to(device)).float()  # [chunk, E]
+        embeddings[index.to(device)] = F.normalize(emb, dim=-1)
+    per_template = embeddings.view(len(class_names), len(templates), -1)  # [C, T, E]
     return F.normalize(per_template.mean(1), dim=-1)  # [C, E]
 
 

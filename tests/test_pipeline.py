@@ -170,7 +170,13 @@ def test_zero_shot_classifier_in_chunks_equals_one_class_at_a_time(tiny_vit_chec
 
     model, _ = clip.load(str(tiny_vit_checkpoint), device="cpu")
     names, templates = ["dog", "potted_plant", "tv monitor"], TEMPLATES["imagenet80"][:5]
+    lengths = []  # the sequence length of each chunk the text transformer ran over
+    model.transformer.register_forward_hook(lambda module, inputs, output: lengths.append(inputs[0].shape[0]))
     got = zero_shot_classifier(model, names, templates, torch.device("cpu"), chunk=4)  # chunks across classes
+    # the 15 prompts ordered by length, in chunks of 4: each chunk as long as its own longest prompt
+    ends = sorted(int(n) + 1 for n in clip.tokenize([t.format(n.replace("_", " ")) for n in names
+                                                     for t in templates]).argmax(-1))
+    assert lengths == [max(ends[i:i + 4]) for i in range(0, 15, 4)]
     with torch.no_grad():
         expected = torch.stack([F.normalize(F.normalize(model.encode_text(clip.tokenize(
             [t.format(n.replace("_", " ")) for t in templates])).float(), dim=-1).mean(0), dim=-1) for n in names])
