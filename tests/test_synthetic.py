@@ -268,8 +268,10 @@ def test_fast_pretraining_round_trips_through_clip_load_and_beats_chance(default
 @pytest.mark.slow
 def test_coop_and_lmpt_learn_and_beat_zero_shot_through_the_user_scripts(tmp_path, default_root, fast_clip):
     """The demo's path on the reduced setting (``tools/demo.py --fast``): zero-shot above chance; CoOp and
-    LMPT, from random contexts and selected on the val split, improve on their first epoch and beat
-    zero-shot by a clear margin (the figures measured are in README "The tiny CLIP").
+    LMPT, from random contexts and selected on the val split, improve on their first epoch, beat zero-shot,
+    and learn from the labels the classes whose label names the tiny CLIP never read, which zero-shot
+    misses (``synthetic.EVERYDAY_WORD_CLASSES``). The figures measured are in README "The tiny CLIP": the
+    reduced model, pretrained in bf16, differs between CPU types, and so do the margins.
     """
     from lmpt import train as train_script
     from zero_shot_clip import test as zero_shot_script
@@ -282,6 +284,10 @@ def test_coop_and_lmpt_learn_and_beat_zero_shot_through_the_user_scripts(tmp_pat
     zero_shot = json.loads((tmp_path / "zero_shot" / "results.json").read_text())
     chance = 100 * float(load_dataset("synth-lt", default_root).test_labels.mean())
     assert zero_shot["mAP"] > chance + 2, (zero_shot["mAP"], chance)
+    names = load_dataset("synth-lt", default_root).class_names
+
+    def everyday_word_map(results):  # mean AP of the classes whose label names pretraining never read
+        return np.mean([results["per_class_AP"][names.index(c)] for c in synthetic.EVERYDAY_WORD_CLASSES])
     val_list = str(default_root / "synth" / "synth_lt_val.txt")
     for method in ("coop", "lmpt"):
         out = tmp_path / method
@@ -291,10 +297,13 @@ def test_coop_and_lmpt_learn_and_beat_zero_shot_through_the_user_scripts(tmp_pat
         results = json.loads((out / "results.json").read_text())
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         print(f"[learning] chance {chance:.2f}, zero-shot {zero_shot['mAP']:.2f}, {method} {results['mAP']:.2f} "
-              f"(val: first epoch {rows[0]['selection_mAP']:.2f}, selected {results['selection_mAP']:.2f})")
+              f"(val: first epoch {rows[0]['selection_mAP']:.2f}, selected {results['selection_mAP']:.2f}); "
+              f"classes of unread label names: zero-shot {everyday_word_map(zero_shot):.2f}, "
+              f"{method} {everyday_word_map(results):.2f}")
         assert results["selection_split"] == "val"
         assert results["selection_mAP"] > rows[0]["selection_mAP"] + 1, (method, [r["selection_mAP"] for r in rows])
-        assert results["mAP"] > zero_shot["mAP"] + 2, (method, results["mAP"], zero_shot["mAP"])
+        assert results["mAP"] > zero_shot["mAP"] + 1, (method, results["mAP"], zero_shot["mAP"])
+        assert everyday_word_map(results) > everyday_word_map(zero_shot) + 5, method
 
 
 def test_demo_fast_runs_every_method_on_the_reduced_checkpoint(tmp_path, monkeypatch):
