@@ -255,7 +255,7 @@ def close_in_background(batches):
     """
     thread = threading.Thread(target=next, args=(batches, None), name="loader-shutdown")
     thread.start()
-    _CLOSING.append(thread)
+    _CLOSING[:] = [t for t in _CLOSING if t.is_alive()] + [thread]  # a long process keeps no finished ones
     return thread
 
 
