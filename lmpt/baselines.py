@@ -5,19 +5,19 @@
   script joined all templates into one string cut to 76 characters).
 - ``finetune(args)``: a linear layer on the visual embedding (its width read from
   the model), trained with ``--loss_function`` (the DB loss by default) and AdamW; ``--from_scratch``
-  also unfreezes the visual encoder.
+  also unfreezes the visual encoder, and trains and evaluates on images decoded once, kept in memory as
+  uint8 and normalised on the device at each use, rather than on frozen features.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import clip
 
 from .backbones import backbone_identity, resolve_backbone
 from .checkpoint import check_evaluation_dir, load_checkpoint, save_args, save_json, start_run_dir
-from .data import ImageListDataset, build_transform, seed_worker
+from .data import BatchNormalize
 from .engine import (autocast_on, build_scheduler, fit, load_kernels, load_trainable_state, seed_everything,
                      select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss
@@ -133,23 +133,11 @@ class LinearProbe(nn.Module):
         return self.forward(self.visual(images))
 
 
-def image_loader(root, paths, transform, batch_size, num_workers):
-    """Batches (images [B, 3, H, W], indices) of the images ``paths`` under ``root``, in order."""
-    return DataLoader(ImageListDataset(root, paths, transform), batch_size=batch_size, num_workers=num_workers,
-                      worker_init_fn=seed_worker)
-
-
-@torch.no_grad()
-def decode_images(root, paths, transform, num_workers, desc):
-    """All images of a split decoded once -> [N, 3, H, W] float16 (for full fine-tuning)."""
-    loader = image_loader(root, paths, transform, 64, num_workers)
-    return torch.cat([images.half() for images, _ in tqdm(loader, desc=desc, leave=False)])
-
-
 def finetune(args):
     method = finetune_method(args.from_scratch)
     start = start_training(args, "finetune", args.pretrain_clip_path, (method,),
-                           check_dataset=lambda d: check_class_count(d, args.nb_classes))
+                           check_dataset=lambda d: check_class_count(d, args.nb_classes),
+                           pixels=args.from_scratch)  # an encoder that trains: decoded images, not features
     device, dataset, clip_model = start.device, start.dataset, start.clip_model
     train_split, test_split, select_split = start.splits["train"], start.splits["test"], start.select_split
     train_freq = dataset.train_freq
@@ -161,15 +149,18 @@ def finetune(args):
     autocast = use_autocast(device)
     labels = train_split.labels.to(device)
     if args.from_scratch:
-        transform = build_transform(args.preprocess, clip_model.visual.input_resolution)
-        images = decode_images(dataset.root, train_split.paths, transform, args.num_workers, "decoding train images")
+        normalize = BatchNormalize(args.preprocess)  # the decoded uint8 pixels -> the encoder's input, on the device
     else:
         features = train_split.features.to(device)  # [N, 2, E]
+
+    def images(split, index):
+        """The images ``index`` of a split, ready for the encoder: [B, 3, r, r] float32 on the device."""
+        return normalize(split.pixels[index].to(device, non_blocking=True))
 
     def batch_loss(index, flips, epoch, step):
         with autocast_on(device, autocast):
             if args.from_scratch:
-                x = images[index].to(device).float()
+                x = images(train_split, index)
                 x = torch.where(flips.to(device).view(-1, 1, 1, 1).bool(), x.flip(-1), x)
                 logits = model.forward_images(x)
             else:
@@ -180,12 +171,12 @@ def finetune(args):
     def split_logits(split):
         if not args.from_scratch:
             return model(split.features[:, 0].to(device))
-        loader = image_loader(dataset.root, split.paths, transform, args.batch_size, args.num_workers)
         out = []
-        for x, _ in tqdm(loader, desc=f"evaluating {split.name}", leave=False):
+        for index in tqdm(torch.arange(len(split.paths)).split(args.batch_size), desc=f"evaluating {split.name}",
+                          leave=False):
             with autocast_on(device, autocast):
-                out.append(model.forward_images(x.to(device)).float())
-        return torch.cat(out)
+                out.append(model.forward_images(images(split, index)).float())
+        return torch.cat(out)  # [N, C]
 
     @torch.no_grad()
     def evaluate():

@@ -174,6 +174,22 @@ def decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers
                       pin_memory=torch.device(device).type == "cuda", worker_init_fn=seed_worker, **depth)
 
 
+def decode_pixels(root, paths, preprocess, resolution, batch_size, num_workers, device, desc="decoding images"):
+    """Every image of ``paths`` decoded once -> (pixels [N, 3, r, r] uint8 on the CPU, errors {index: message}).
+
+    The preprocessing of the features up to normalisation, which ``BatchNormalize`` finishes on any device,
+    bit for bit. For full fine-tuning, whose encoder changes at every step: its epochs take the decoded
+    images from memory instead of decoding the JPEGs again. An unreadable image leaves a zero row.
+    """
+    loader = decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers, device, pixels=True)
+    pixels = torch.zeros(len(paths), 3, resolution, resolution, dtype=torch.uint8)  # [N, 3, r, r]
+    errors = {}
+    for images, index, error in tqdm(loader, desc=desc, leave=False):
+        pixels[index] = images
+        errors.update((i, msg) for i, msg in zip(index.tolist(), error) if msg)
+    return pixels, errors
+
+
 def readable_now(root, paths, indices):
     """The paths among ``paths[indices]`` that can be read now. A cached pass keeps its unreadable images
     by the files' size and mtime, which a permission fixed with chmod leaves as they were."""

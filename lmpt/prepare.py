@@ -13,7 +13,7 @@ from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint
 from .data import DataError, check_images_exist, line_numbers, listing, load_dataset
 from .engine import seed_everything, select_device, use_autocast
 from .losses import check_negatives
-from .features import (DEFAULT_CACHE_DIR, FeatureJob, file_fingerprint, remember_resolution,
+from .features import (DEFAULT_CACHE_DIR, FeatureJob, decode_pixels, file_fingerprint, remember_resolution,
                        remembered_resolution)
 from .models import freeze
 
@@ -72,17 +72,41 @@ def load_clip_and_features(args, dataset, splits, clip_file, device, names=("tra
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside-encoding") as pool:
         extra = pool.submit(beside, clip_model) if beside is not None else None
         encoded = {name: job.result(clip_model.visual) for name, job in jobs.items()}
-        report_bad_images([(splits[name], errors) for name, (_, errors) in encoded.items() if errors],
-                          args.skip_bad_images)
-        for name, (features, errors) in encoded.items():
-            split = splits[name]
-            kept = [i for i in range(len(split.paths)) if i not in errors]
-            index = torch.as_tensor(kept, dtype=torch.long)
-            split.features, split.labels, split.kept = features[index], split.labels[index], kept
-            split.paths = [split.paths[i] for i in kept]
-            if errors:
-                check_usable(split, " after --skip_bad_images dropped its unreadable images", dataset.class_names)
+        keep_readable(splits, encoded, "features", args.skip_bad_images, dataset.class_names)
         return clip_model, extra.result() if extra is not None else None
+
+
+def load_clip_and_pixels(args, dataset, splits, clip_file, device):
+    """The CLIP model in eval mode, with ``split.pixels`` [N, 3, r, r] uint8 of every split, decoded once.
+
+    For full fine-tuning, whose image encoder changes at every step, so that frozen features would be
+    of no use: its epochs normalise these on the device (``BatchNormalize``) instead of decoding the
+    JPEGs again. Unreadable images are refused or dropped (``--skip_bad_images``), as for features.
+    """
+    clip_file = Path(clip_file)
+    clip_model = freeze(clip.from_state_dict(clip.read_state_dict(clip_file), device, fp16=False, source=clip_file))
+    resolution = clip_model.visual.input_resolution
+    decoded = {name: decode_pixels(dataset.root, split.paths, args.preprocess, resolution, max(args.batch_size, 64),
+                                   args.num_workers, device, f"decoding {name} images")
+               for name, split in splits.items()}
+    keep_readable(splits, decoded, "pixels", args.skip_bad_images, dataset.class_names)
+    return clip_model
+
+
+def keep_readable(splits, decoded, attribute, skip_bad, class_names):
+    """Set ``split.<attribute>`` from ``decoded`` {name: (tensor [N, …], errors {index: message})}, keeping
+    the readable images' rows (and labels, paths): the unreadable ones are refused all at once, or with
+    ``skip_bad`` dropped, as long as every split stays usable."""
+    report_bad_images([(splits[name], errors) for name, (_, errors) in decoded.items() if errors], skip_bad)
+    for name, (tensor, errors) in decoded.items():
+        split = splits[name]
+        kept = [i for i in range(len(split.paths)) if i not in errors]
+        index = torch.as_tensor(kept, dtype=torch.long)
+        setattr(split, attribute, tensor[index])
+        split.labels, split.kept = split.labels[index], kept
+        split.paths = [split.paths[i] for i in kept]
+        if errors:
+            check_usable(split, " after --skip_bad_images dropped its unreadable images", class_names)
 
 
 def report_bad_images(bad, skip_bad=False, show=20):
@@ -108,6 +132,7 @@ class Split:
     paths: list
     labels: torch.Tensor  # [N, C] float 0/1
     features: torch.Tensor = None  # [N, V, E]: unflipped view (and, in the train split, the mirrored one)
+    pixels: torch.Tensor = None  # [N, 3, r, r] uint8: the decoded images, for full fine-tuning
     kept: list = field(default_factory=list)  # indices into the list file (bad images dropped)
 
 
@@ -167,7 +192,7 @@ class Training:
     device: torch.device
     clip_file: Path  # the CLIP checkpoint file
     dataset: object  # lmpt.data.LTDataset
-    splits: dict  # name -> Split, with cached features
+    splits: dict  # name -> Split, with cached features (or, for full fine-tuning, decoded pixels)
     clip_model: torch.nn.Module  # frozen, eval mode
 
     @property
@@ -176,12 +201,12 @@ class Training:
         return self.splits.get("val", self.splits["test"])
 
 
-def start_training(args, tag, backbone, methods, captions=False, check_dataset=None):
+def start_training(args, tag, backbone, methods, captions=False, check_dataset=None, pixels=False):
     """Every training script's first steps, in order, before anything is written: seed, device, the CLIP
     file, the run folder check, the splits, the classification loss's needs (``losses.check_negatives``),
     ``check_dataset(dataset)``, the ``--resume`` check (a run of
-    ``methods``), then CLIP and the cached features. Says so, before the features, when the test split
-    will select the epoch."""
+    ``methods``), then CLIP and the cached features (with ``pixels``, the decoded images instead: an
+    encoder that trains). Says so, before the features, when the test split will select the epoch."""
     seed_everything(args.seed)
     device = select_device(args.device)
     clip_file = resolve_backbone(backbone, args.pretrained_dir)
@@ -195,7 +220,10 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
     if "val" not in splits:
         print(f"[{tag}] no --val_list: selecting the best epoch on the TEST split, as the published code "
               "did; its test mAP is optimistic. Pass --val_list for an honest selection.")
-    clip_model, _ = load_clip_and_features(args, dataset, splits, clip_file, device)
+    if pixels:
+        clip_model = load_clip_and_pixels(args, dataset, splits, clip_file, device)
+    else:
+        clip_model, _ = load_clip_and_features(args, dataset, splits, clip_file, device)
     return Training(device, clip_file, dataset, splits, clip_model)
 
 

@@ -138,6 +138,25 @@ def test_finetune_writes_results(tmp_path, tiny_data_root, tiny_rn_checkpoint, f
     assert any(k.endswith(".running_var") for k in state["model"]) == from_scratch  # batch-norm statistics
 
 
+def test_full_finetuning_decodes_each_image_once_and_extracts_no_features(tmp_path, tiny_data_root,
+                                                                          tiny_rn_checkpoint, monkeypatch):
+    """--from_scratch trains the encoder, so frozen features would be of no use and each epoch would have
+    to decode the images again: every image is decoded once, and each use normalises it from memory."""
+    from lmpt import data as data_module
+    decoded = []
+    get_item = data_module.ImageListDataset.__getitem__
+    monkeypatch.setattr(data_module.ImageListDataset, "__getitem__",
+                        lambda self, i: decoded.append(self.paths[i]) or get_item(self, i))
+    fc_script.main(["--dataset", "voc-lt", "--nb_classes", "4", "--data_root", str(tiny_data_root),
+                    "--pretrain_clip_path", str(tiny_rn_checkpoint), "--device", "cpu", "--num_workers", "0",
+                    "--batch_size", "8", "--epochs", "3", "--cache_dir", str(tmp_path / "cache"),
+                    "--output_dir", str(tmp_path / "fc"), "--from_scratch"])
+    dataset = load_dataset("voc-lt", tiny_data_root)
+    assert sorted(decoded) == sorted(dataset.train_paths + dataset.test_paths)  # once each, for 3 epochs
+    assert not list((tmp_path / "cache").glob("*.pt"))  # no frozen features
+    assert read_json(tmp_path / "fc" / "results.json")["mAP"] >= 0
+
+
 def test_trained_batch_norm_statistics_are_saved_and_restored():
     """Full fine-tuning moves a ResNet's batch-norm running statistics with its weights: a checkpoint keeps
     them and loading it restores them; a frozen encoder's are neither saved nor needed."""

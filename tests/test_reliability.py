@@ -106,6 +106,23 @@ def test_skip_bad_images_drops_them_and_trains(tmp_path, tiny_vit_checkpoint, ca
     assert (out / "results.json").exists()
 
 
+def test_full_finetuning_refuses_or_drops_unreadable_images(tmp_path, tiny_vit_checkpoint, capsys):
+    """--from_scratch decodes the images rather than extracting features: an unreadable one is still
+    named with its list file and line before training, or dropped with --skip_bad_images."""
+    data_root = fresh_data(tmp_path)
+    (data_root / "voc" / "images/train_003.jpg").write_bytes(b"garbage")
+    argv = ["--dataset", "voc-lt", "--data_root", str(data_root), "--pretrain_clip_path", str(tiny_vit_checkpoint),
+            "--batch_size", "8", "--epochs", "1", "--device", "cpu", "--num_workers", "0", "--from_scratch",
+            "--cache_dir", str(tmp_path / "cache")]
+    with pytest.raises(DataError) as refused:
+        fc_script.main(argv + ["--output_dir", str(tmp_path / "refused")])
+    assert f"voc_lt_train.txt:4: {data_root / 'voc' / 'images/train_003.jpg'}: cannot read image" in str(refused.value)
+    assert not (tmp_path / "refused").exists()
+    fc_script.main(argv + ["--output_dir", str(tmp_path / "run"), "--skip_bad_images"])
+    assert "dropping 1 unreadable image(s) (--skip_bad_images)" in capsys.readouterr().out
+    assert (tmp_path / "run" / "results.json").exists()
+
+
 def test_test_refuses_checkpoint_of_another_backbone_or_class_count(tmp_path, tiny_vit_checkpoint,
                                                                     tiny_rn_checkpoint):
     data_root = fresh_data(tmp_path)
