@@ -174,6 +174,12 @@ def decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers
                       pin_memory=torch.device(device).type == "cuda", worker_init_fn=seed_worker, **depth)
 
 
+def every_batch(batches):
+    """``batches`` up to the last one, without asking a DataLoader iterator (which has a length) for one
+    more: that request would join its workers first (:func:`close_in_background` does it beside)."""
+    return itertools.islice(batches, len(batches)) if hasattr(batches, "__len__") else batches
+
+
 def decode_pixels(root, paths, preprocess, resolution, batch_size, num_workers, device, desc="decoding images"):
     """Every image of ``paths`` decoded once -> (pixels [N, 3, r, r] uint8 on the CPU, errors {index: message}).
 
@@ -181,12 +187,14 @@ def decode_pixels(root, paths, preprocess, resolution, batch_size, num_workers, 
     bit for bit. For full fine-tuning, whose encoder changes at every step: its epochs take the decoded
     images from memory instead of decoding the JPEGs again. An unreadable image leaves a zero row.
     """
-    loader = decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers, device, pixels=True)
+    batches = iter(decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers, device, pixels=True))
     pixels = torch.zeros(len(paths), 3, resolution, resolution, dtype=torch.uint8)  # [N, 3, r, r]
     errors = {}
-    for images, index, error in tqdm(loader, desc=desc, leave=False):
+    for images, index, error in tqdm(every_batch(batches), desc=desc, total=len(batches), leave=False):
         pixels[index] = images
         errors.update((i, msg) for i, msg in zip(index.tolist(), error) if msg)
+    if num_workers > 0:
+        close_in_background(batches)
     return pixels, errors
 
 
@@ -265,7 +273,7 @@ def close_in_background(batches):
 
     An exhausted DataLoader joins its workers when it is asked for one batch more. Asked in the loop, as a
     ``for`` loop asks, that wait comes before the last forward is launched and before anything after the
-    encoding (the logits, the metrics, the next split's decoding) can start. ``encode_batches`` takes
+    encoding (the logits, the metrics, the next split's decoding) can start. :func:`every_batch` takes
     exactly ``len(batches)`` batches, and the join happens here, beside what follows. Python waits for
     the thread at exit; :func:`wait_for_closing_loaders` waits sooner.
     """
@@ -320,11 +328,9 @@ def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, de
             features = torch.zeros(n, n_views, out.shape[-1], device=out.device)
         features[index] = out
 
-    total = len(batches) if hasattr(batches, "__len__") else None
-    if total is not None:
-        batches = itertools.islice(batches, total)  # stops after the last batch without asking for more
     with _threads_beside_workers(device, num_workers):
-        for images, index, error in tqdm(batches, desc=desc, total=total, leave=False):
+        total = len(batches) if hasattr(batches, "__len__") else None
+        for images, index, error in tqdm(every_batch(batches), desc=desc, total=total, leave=False):
             pending.append((images.to(device, non_blocking=True), index.to(device, non_blocking=True)))
             errors.update((i, msg) for i, msg in zip(index.tolist(), error) if msg)
             pending_views += len(index) * n_views

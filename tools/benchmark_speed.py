@@ -26,7 +26,6 @@ the later measured epochs for each other epoch (every epoch of (a) does the
 same work).
 """
 import argparse
-import itertools
 import json
 import math
 import multiprocessing
@@ -386,14 +385,14 @@ def decode_limit(root, paths, preprocess, resolution, batch_size, num_workers, d
     """(images/s of decoding + preprocessing alone, with feature extraction's DataLoader; what it used,
     ``resources_used``) of the best of ``passes`` passes (the first one also pays one-time costs). A pass
     is timed until its last batch arrives: as in feature extraction, the workers' shutdown follows it."""
-    from lmpt.features import decoding_loader
+    from lmpt.features import decoding_loader, every_batch
     loader = decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers, device)
     best, best_used = 0.0, None
     for _ in range(passes):
         with resources_used() as used:
             t0 = time.perf_counter()
             batches = iter(loader)  # the workers start here, as they start in the scripts' timed runs
-            count = sum(images.shape[0] for images, _, _ in itertools.islice(batches, len(batches)))
+            count = sum(images.shape[0] for images, _, _ in every_batch(batches))
             rate = count / (time.perf_counter() - t0)
             next(batches, None)  # the workers' shutdown
         if rate > best:
