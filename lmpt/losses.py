@@ -150,7 +150,7 @@ class ResampleLoss(nn.Module):
         self.cb_beta, self.focal_gamma = float(cb_beta), float(focal_gamma)
 
     def weights(self, targets):
-        """Per-element weights w [B, C] before NTR (None when unweighted)."""
+        """Per-element weights w [B, C] before NTR (None when unweighted), in the targets' dtype."""
         n = self.class_freq.to(targets.dtype)  # [C]
         if self.reweight == 'rebalance':
             freq_inv = 1.0 / n  # [C]
@@ -167,13 +167,19 @@ class ResampleLoss(nn.Module):
         return None
 
     def bias(self, dtype):
-        """NTR bias b_c = −log(N/n_c − 1)·κ/λ, N = class_freq + neg_class_freq; [C]."""
-        pos, neg = self.class_freq.to(dtype), self.neg_class_freq.to(dtype)
+        """NTR bias b_c = −log(N/n_c − 1)·κ/λ, N = class_freq + neg_class_freq; [C], computed in float64
+        (counts such as 1,141 of 1,142 are one number in bf16, where N/n_c − 1 would be 0), given in ``dtype``."""
+        pos, neg = self.class_freq.double(), self.neg_class_freq.double()
         total = pos + neg
-        return -torch.log(total / pos - 1) * self.init_bias / self.neg_scale
+        return (-torch.log(total / pos - 1) * self.init_bias / self.neg_scale).to(dtype)
 
     def forward(self, logits, targets):
+        """Mean loss over the [B, C] elements; fp16/bf16 logits are computed in float32 (as autocast
+        computes a BCE), whose gradient flows back in their dtype."""
         _check_pair(logits, targets, self.class_freq.numel(), 'ResampleLoss')
+        return self._loss(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets)
+
+    def _loss(self, logits, targets):
         y = targets.to(logits.dtype)
         w = self.weights(y)
         z = logits
@@ -267,13 +273,12 @@ class _PromptCosineSum(torch.autograd.Function):
             grad_captions = (grad @ unit.reshape(num, -1)).view_as(unit_captions)  # [B, T, D]
             del unit
         if ctx.needs_input_grad[1]:
-            grad_prompts = torch.zeros_like(prompts)  # [C, L, D]; positions < m get no gradient
+            grad_prompts = torch.zeros_like(prompts)  # [C, L, D] contiguous; positions < m get no gradient
             g = grad_prompts[:, m:]  # [C, T, D] view: g = ∂/∂p̂ = grad^T @ ê, written in place
             g.view(num, steps * dim).addmm_(grad.t().to(prompts.dtype),
                                             unit_captions.reshape(unit_captions.shape[0], -1), beta=0)
             # p̂ = p / |p|  =>  ∂/∂p = (g − p̂ ⟨p̂, g⟩) / |p| = g·inv − p·⟨p, g⟩·inv³
-            full = prompts.contiguous()  # (a no-op for the prompt learner's output)
-            radial = torch.bmm(full.view(-1, 1, dim), grad_prompts.view(-1, dim, 1))  # ⟨p, g⟩ [C·L, 1, 1]
+            radial = torch.bmm(prompts.view(-1, 1, dim), grad_prompts.view(-1, dim, 1))  # ⟨p, g⟩ [C·L, 1, 1]
             radial = radial.view(num, length)[:, m:]  # [C, T]
             g.mul_(inv.unsqueeze(-1)).addcmul_(tail, (radial * inv.pow(3)).unsqueeze(-1), value=-1)
         return grad_captions, grad_prompts, None, None
@@ -295,7 +300,8 @@ def caption_prompt_distance(caption_embeddings, prompts, m_ctx, eps=1e-12):
     steps = length - m_ctx  # T
     cap = caption_embeddings[:, :steps].to(prompts.dtype)
     cap = cap * _inverse_norms(cap, eps).unsqueeze(-1)  # [B, T, D] unit vectors (or zero)
-    cos_sum = _PromptCosineSum.apply(cap, prompts, m_ctx, eps)  # [B, C]
+    # contiguous (a no-op for the prompt learner's output): the backward views the prompts and their gradient
+    cos_sum = _PromptCosineSum.apply(cap, prompts.contiguous(), m_ctx, eps)  # [B, C]
     return 1 - cos_sum / steps
 
 

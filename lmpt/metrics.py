@@ -27,8 +27,10 @@ GROUPS = ('head', 'medium', 'tail')
 
 
 def _to_numpy(x):
+    """A NumPy array of an array-like or a torch tensor (fp16/bf16 ones as float64: NumPy has no bf16)."""
     if hasattr(x, 'detach'):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        x = (x.double() if x.is_floating_point() else x).numpy()
     return np.asarray(x)
 
 

@@ -183,6 +183,23 @@ def test_gradcheck(name, small_case):
     assert torch.autograd.gradcheck(lambda x: loss(x, yt), (torch.tensor(z, requires_grad=True),))
 
 
+@pytest.mark.parametrize('name', ['dbl', 'NTR-Focal', 'CBloss-ntr', 'R-BCE-Focal'])
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_half_precision_logits_are_computed_in_float32(name, dtype):
+    # 1,141 and 1,142 are one number in bf16 (1,144): a bias computed there was −log(0) = inf, the loss NaN.
+    n = np.array([1141.0, 10.0, 500.0])
+    neg = 1142 - n
+    loss = build_classification_loss(name, n, neg)
+    z = (torch.randn(4, 3) * 3).to(dtype).requires_grad_(True)
+    y = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 0]])
+    value = loss(z, y)
+    value.backward()
+    assert value.dtype == torch.float32 and z.grad.dtype == dtype and torch.isfinite(z.grad.float()).all()
+    assert value.item() == pytest.approx(loss(z.detach().float(), y).item(), rel=1e-6)  # the same values in fp32
+    assert torch.isfinite(loss.bias(dtype)).all()
+    assert loss.bias(torch.float64)[0].item() == pytest.approx(-math.log(1142 / 1141 - 1) * 0.05 / 5, rel=1e-12)
+
+
 def test_asl_gradient_treats_focusing_weights_as_constants(small_case):
     z, y, n, neg = small_case
     zt = torch.tensor(z, requires_grad=True)
@@ -315,6 +332,21 @@ def test_distance_gradient_matches_autograd_of_naive_reference(m_ctx, cse_case):
     for got, want in zip(*grads):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     assert grads[0][1][:, :m_ctx].abs().max().item() == 0 if m_ctx else True  # positions < m get nothing
+
+
+def test_distance_of_prompts_laid_out_otherwise_has_the_same_values_and_gradient(cse_case):
+    # A [C, L, D] view of an [L, C, D] tensor (not contiguous): the backward once failed on its .view().
+    E, P, _, _ = cse_case
+    weights = torch.randn(3, 4, dtype=torch.float64)
+    grads = []
+    for layout in ('contiguous', 'sequence first'):
+        base = (P if layout == 'contiguous' else P.transpose(0, 1).contiguous()).clone().requires_grad_()
+        prompts = base if layout == 'contiguous' else base.transpose(0, 1)  # [C, L, D]
+        distance = caption_prompt_distance(E, prompts, 2)
+        (distance * weights).sum().backward()
+        grads.append((distance.detach(), base.grad if layout == 'contiguous' else base.grad.transpose(0, 1)))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=0, atol=0)
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-12, atol=1e-15)
 
 
 def test_distance_passes_gradcheck():
