@@ -18,8 +18,8 @@ import clip
 from .backbones import backbone_identity, resolve_backbone
 from .checkpoint import check_evaluation_dir, load_checkpoint, save_args, save_json, start_run_dir
 from .data import BatchNormalize
-from .engine import (autocast_on, build_scheduler, fit, load_kernels, load_trainable_state, seed_everything,
-                     select_device, sigterm_as_interrupt, use_autocast)
+from .engine import (autocast_on, build_scheduler, check_finite, fit, load_kernels, load_trainable_state,
+                     seed_everything, select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss
 from .metrics import evaluate_logits, format_results, log_scores, topk_metrics
 from .models import full_precision
@@ -170,13 +170,16 @@ def finetune(args):
 
     def split_logits(split):
         if not args.from_scratch:
-            return model(split.features[:, 0].to(device))
-        out = []
-        for index in tqdm(torch.arange(len(split.paths)).split(args.batch_size), desc=f"evaluating {split.name}",
-                          leave=False):
-            with autocast_on(device, autocast):
-                out.append(model.forward_images(images(split, index)).float())
-        return torch.cat(out)  # [N, C]
+            logits = model(split.features[:, 0].to(device))
+        else:
+            out = []
+            for index in tqdm(torch.arange(len(split.paths)).split(args.batch_size),
+                              desc=f"evaluating {split.name}", leave=False):
+                with autocast_on(device, autocast):
+                    out.append(model.forward_images(images(split, index)).float())
+            logits = torch.cat(out)
+        check_finite(logits, f"the logits on the {split.name} split")
+        return logits  # [N, C]
 
     @torch.no_grad()
     def evaluate():

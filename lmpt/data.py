@@ -172,6 +172,21 @@ def read_list(path, num_classes):
     return paths, labels
 
 
+def _caption_order_hint(lines, i, image, train_paths):
+    """Why the caption line ``lines[i]`` names ``image`` where the train list has ``train_paths[i]``."""
+    expected = train_paths[i]
+    later = next((n for n, line in lines[i + 1:] if line.split(None, 1)[0] == expected), None)
+    if later is not None:
+        return f" (the caption of {expected} is on line {later}: out of order?)"
+    if i + 1 < len(train_paths) and image == train_paths[i + 1]:
+        return f" (is the caption of {expected} missing?)"
+    if i > 0 and image == train_paths[i - 1]:
+        return " (a repeated line?)"
+    if image not in set(train_paths):
+        return f" ({image} is not in the train list)"
+    return ""
+
+
 def read_captions(path, train_paths):
     """``<relative/path.jpg> <caption…>`` lines, one per train image in train order -> captions."""
     lines = [(n, line) for n, line in _read_lines(path) if line.strip()]
@@ -183,11 +198,7 @@ def read_captions(path, train_paths):
                             f"one per train image, and then the end of the file")
         expected = train_paths[i]
         if image != expected:
-            hint = ""
-            if i + 1 < len(train_paths) and image == train_paths[i + 1]:
-                hint = f" (is the caption of {expected} missing?)"
-            elif i > 0 and image == train_paths[i - 1]:
-                hint = " (a repeated line?)"
+            hint = _caption_order_hint(lines, i, image, train_paths)
             raise DataError(f"{path}:{n}: expected the caption of train image {i + 1} {expected!r} "
                             f"but found {image!r}{hint}; captions must follow the train list's order")
         if not caption.strip():

@@ -160,9 +160,11 @@ def build_scheduler(optimizer):
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=5, min_lr=1e-7)
 
 
-def check_finite(value, what, epoch, step):
+def check_finite(value, what, epoch=None, step=None):
+    """Raise ``NonFiniteError`` naming ``what`` (and the epoch and step, when given) unless all is finite."""
     if not torch.isfinite(value).all():
-        raise NonFiniteError(f"{what} is not finite at epoch {epoch}, step {step}; stopping. "
+        at = "" if epoch is None else f" at epoch {epoch}, step {step}"
+        raise NonFiniteError(f"NaN or Inf in {what}{at}; stopping. "
                              f"The last good checkpoint (if any) is kept in the run folder.")
 
 
@@ -171,7 +173,8 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
     """Train ``model`` for ``epochs`` epochs; return the best epoch's record.
 
     - ``batch_loss(index [B], flips [B], epoch, step) -> (loss, {name: float})``
-    - ``evaluate() -> (selection_mAP, {metric: value})`` on the selection split
+    - ``evaluate() -> (selection_mAP, {metric: value})`` on the selection split; a ``NonFiniteError`` it
+      raises (``check_finite`` of its logits) is given the epoch and step
     - ``config``: saved with every checkpoint (what ``test.py`` needs to rebuild the model)
     - ``resume``: continue from ``run_dir/last.pt``
     """
@@ -203,7 +206,10 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
             count += len(index)
             bar.set_postfix(loss=f"{loss.item():.4f}")
         model.eval()
-        selection_map, metrics = evaluate()
+        try:
+            selection_map, metrics = evaluate()
+        except NonFiniteError as error:  # the evaluation of what the epoch's last step made
+            raise NonFiniteError(f"after epoch {epoch}, step {step}: {error}") from None
         lr = optimizer.param_groups[0]["lr"]  # this epoch's, before the plateau scheduler may lower it
         scheduler.step(selection_map)
         improved = selection_map > best["mAP"]

@@ -16,7 +16,7 @@ from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite
                      load_trainable_state, select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import evaluate_logits, format_results
-from .models import CustomCLIP, check_prompt_length
+from .models import CustomCLIP, check_prompt_length, prompt_texts
 from .prepare import (caption_token_embeddings, load_clip_and_features, load_splits, selection_row,
                       start_training)
 
@@ -35,6 +35,7 @@ def evaluate_prompts(model, split, train_class_freq, thre, score, device, text=N
     already encoded (by default they are encoded here, once for the whole split)."""
     text = prompt_text_features(model, device) if text is None else text
     logits = prompt_logits(model, split.features[:, 0].to(device), text, device)  # [N, C]
+    check_finite(logits, f"the logits on the {split.name} split")
     return evaluate_logits(logits, split.labels, train_class_freq, thre, score), logits
 
 
@@ -130,10 +131,12 @@ def apply_checkpoint_config(args, config, checkpoint_path):
     if config.get("method") not in TRAINING_METHODS:
         raise ValueError(f"{checkpoint_path}: a {config.get('method')} checkpoint (finetune_clip/fc.py); "
                          f"lmpt/test.py evaluates the prompts of lmpt/train.py ({', '.join(TRAINING_METHODS)})")
+    saved = dict(config)  # with --ctx_init, the context vectors are its words' tokens, whatever --n_ctx said
+    saved["n_ctx"] = prompt_texts([], config["n_ctx"], config["ctx_init"])[0]
     for key in PROMPT_KEYS:  # the seed's test command passes flags that the checkpoint already fixes
         given = getattr(args, key, None)
-        if given is not None and given != config[key]:
-            print(f"[test] note: --{key} {given!r} ignored; the checkpoint was trained with {config[key]!r} "
+        if given is not None and given != saved[key]:
+            print(f"[test] note: --{key} {given!r} ignored; the checkpoint was trained with {saved[key]!r} "
                   f"and the prompt learner is rebuilt from it")
     for flag, saved in (("pretrain_clip", config.get("backbone")), ("training_method", config.get("method"))):
         given = getattr(args, flag, None)  # these find the default run folder; written with --checkpoint, compared

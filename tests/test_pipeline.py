@@ -1,4 +1,5 @@
 """End to end: train.py / test.py / zero-shot / fine-tune on a tiny random CLIP and generated JPEGs."""
+import argparse
 import json
 
 import pytest
@@ -65,6 +66,19 @@ def test_lmpt_train_then_test_reproduces(tmp_path, tiny_data_root, tiny_vit_chec
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[test] note:")]
     assert [note.split()[2] for note in notes] == ["--ctx_init", "--pretrain_clip", "--training_method"]
     assert f"trained with {str(tiny_vit_checkpoint)!r}" in notes[1] and "trained with 'lmpt'" in notes[2]
+
+
+@pytest.mark.parametrize("given, noted", [(2, None), (4, 2), (None, None)])
+def test_n_ctx_is_compared_with_the_context_a_ctx_init_made(given, noted, capsys):
+    # Trained with --ctx_init 'a photo' and the default --n_ctx: its two words are the context vectors.
+    config = {"method": "lmpt", "dataset": "voc-lt", "class_names": ["dog"], "n_ctx": 4, "ctx_init": "a photo",
+              "csc": True, "class_token_position": "end", "preprocess": "lmpt", "score": "softmax", "thre": 0.5}
+    args = argparse.Namespace(n_ctx=given, ctx_init=None, csc=None, class_token_position=None, dataset=None,
+                              preprocess=None, score=None, thre=None)
+    prompt_tuning.apply_checkpoint_config(args, config, "best.pt")
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[test] note:")]
+    assert notes == ([] if noted is None else [f"[test] note: --n_ctx {given} ignored; the checkpoint was trained "
+                                               f"with {noted} and the prompt learner is rebuilt from it"])
 
 
 @pytest.mark.parametrize("loss", CLASSIFICATION_LOSSES)

@@ -9,7 +9,7 @@ import torch
 
 from conftest import write_lmpt_dataset
 from finetune_clip import fc as fc_script
-from lmpt import prompt_tuning
+from lmpt import baselines, prompt_tuning
 from lmpt import test as test_script
 from lmpt import train as train_script
 from lmpt.data import DataError
@@ -168,6 +168,34 @@ def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, tiny_vit_checkpoint
         train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache"))
     state = torch.load(out / "last.pt", weights_only=False)
     assert state["epoch"] == 0 and torch.isfinite(state["model"]["prompt_learner.ctx"]).all()
+
+
+def test_non_finite_evaluation_stops_with_the_epoch_and_step_that_made_it(tmp_path, tiny_vit_checkpoint,
+                                                                         monkeypatch):
+    # The prompts of an epoch's last step are first used by the evaluation: NaN logits there are named
+    # with that epoch and step (not "evaluate: scores contain NaN"), and last.pt keeps the epoch before.
+    data_root = fresh_data(tmp_path)
+    logits_of = prompt_tuning.prompt_logits
+    calls = {"n": 0}
+
+    def nan_on_second_evaluation(*args):
+        calls["n"] += 1
+        logits = logits_of(*args)
+        return logits * float("nan") if calls["n"] == 2 else logits
+    monkeypatch.setattr(prompt_tuning, "prompt_logits", nan_on_second_evaluation)
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteError, match=r"^after epoch 1, step 2: NaN or Inf in the logits on the test split; "
+                                             r"stopping\. The last good checkpoint"):
+        train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache"))
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 0
+
+    monkeypatch.setattr(baselines.LinearProbe, "forward", lambda self, features: torch.full(
+        (len(features), 4), float("nan")) if not self.training else self.fc(features.float()))
+    with pytest.raises(NonFiniteError, match=r"^after epoch 0, step 2: NaN or Inf in the logits on the test split"):
+        fc_script.main(["--dataset", "voc-lt", "--data_root", str(data_root), "--pretrain_clip_path",
+                        str(tiny_vit_checkpoint), "--batch_size", "8", "--epochs", "1", "--device", "cpu",
+                        "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"),
+                        "--output_dir", str(tmp_path / "fc")])
 
 
 def test_interrupted_run_resumes_to_identical_results(tmp_path, tiny_vit_checkpoint, monkeypatch):
