@@ -54,6 +54,24 @@ def archive_problem(path):
     return None
 
 
+def check_archive(path):
+    """Raise ``CheckpointFormatError`` if a member of a zip archive (what ``torch.save`` and TorchScript
+    write) fails its CRC-32: bytes changed inside the file, by a failing disk or a bad copy, which
+    ``torch.load`` reads without noticing. Reads the whole file; files that are not zip archives pass
+    (``read_state_dict`` judges them)."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError) as error:
+        raise CheckpointFormatError(f"{path}: a damaged zip archive ({error}); copy or download it again") from None
+    if bad is not None:
+        raise CheckpointFormatError(f"{path}: damaged: the archive's member {bad} fails its CRC check (bytes "
+                                    f"changed inside the file); copy or download it again")
+
+
 def read_state_dict(path):
     """State dict of a CLIP checkpoint file (tensors on the CPU); CheckpointFormatError if it is none."""
     path = Path(path)

@@ -14,7 +14,7 @@ shapes the features, so a changed checkpoint, image, list, preprocessing or
 library version (torch, torchvision, Pillow) misses the cache instead of
 reading stale features. Images are known by size and modification time, as
 ``make`` knows them; the checkpoint by its sha256 (remembered for its size,
-modification time and inode). A truncated or corrupt
+modification and change times, inode and device). A truncated or corrupt
 cache file is detected (checksum) and rebuilt.
 """
 import hashlib
@@ -32,6 +32,8 @@ import torchvision
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from clip.checkpoint import check_archive
+
 from .checkpoint import save_text, save_torch
 from .data import (BatchNormalize, ImageListDataset, available_cores, build_transform, image_stats,
                    seed_worker)
@@ -46,19 +48,25 @@ DEFAULT_CACHE_DIR = Path(os.environ.get("LMPT_CACHE_DIR", Path(__file__).resolve
 _FACTS = {}  # (resolved path, "size mtime") -> {"sha256": ..., "image_resolution": ...}, for this process
 
 
-def _facts_key(path):
-    """(side file, key) under which what we know of a file is remembered: valid while its size, mtime and
-    inode hold (a file put in its place, by tar or rsync with the same size and mtime, is another inode)."""
-    stat = path.stat()
-    stamp = f"{stat.st_size} {stat.st_mtime_ns} {stat.st_ino}"
+def _stamp(stat):
+    """What tells a file's bytes apart without reading them: its size, mtime and change time, inode and
+    device. Tools set mtimes (tar, zip, ``cp -p``, ``touch -d``) and ext4 reuses a freed inode at once, but no
+    tool sets the change time: every write, ``utime`` or ``chmod`` renews it."""
+    return f"{stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns} {stat.st_ino} {stat.st_dev}"
+
+
+def _facts_key(path, stat=None):
+    """(side file, key) under which what we know of a file is remembered: valid while its ``_stamp`` holds
+    (of ``stat`` if given, else of the file now)."""
+    stamp = _stamp(path.stat() if stat is None else stat)
     return path.with_name(f".{path.name}.lmpt.json"), (str(path.resolve()), stamp)
 
 
-def known_facts(path):
+def known_facts(path, stat=None):
     """What this process or the file's side file ``.<name>.lmpt.json`` knows of a file (its sha256, for a
-    checkpoint its input resolution), for its current size, mtime and inode; {} if nothing."""
+    checkpoint its input resolution), for its current ``_stamp`` (or that of ``stat``); {} if nothing."""
     path = Path(path)
-    side, key = _facts_key(path)
+    side, key = _facts_key(path, stat)
     if key not in _FACTS:
         try:
             saved = json.loads(side.read_text())
@@ -69,29 +77,41 @@ def known_facts(path):
     return dict(_FACTS[key])
 
 
-def remember_facts(path, **facts):
-    """Add to what is known of a file, in this process and in its side file (skipped where the folder
-    is read-only, as a shared pretrained/ may be)."""
+def remember_facts(path, stat=None, **facts):
+    """Add to what is known of a file (as ``stat`` found it, by default as it is now), in this process and
+    in its side file (skipped where the folder is read-only, as a shared pretrained/ may be)."""
     path = Path(path)
-    side, key = _facts_key(path)
-    _FACTS[key] = {**known_facts(path), **facts}
+    side, key = _facts_key(path, stat)
+    _FACTS[key] = {**known_facts(path, stat), **facts}
     try:
         save_text(side, json.dumps({"stamp": key[1], "facts": _FACTS[key]}) + "\n")
     except OSError:
         pass
 
 
-def file_fingerprint(path):
-    """sha256 of a file's bytes, memoised on (path, size, mtime, inode) in the process and in a side file."""
+def file_fingerprint(path, tries=3):
+    """sha256 of a checkpoint file's bytes, memoised on its path and ``_stamp`` in the process and in a side file.
+
+    Remembered only for the file that was read, unchanged: one replaced (``mv``) or still written while it
+    was hashed is hashed again, up to ``tries`` times (its old bytes' sha256 must never stand for the new).
+    A file seen for the first time is checked as well (``clip.checkpoint.check_archive``: a damaged zip
+    archive is refused, which ``torch.load`` would read), before its sha256 vouches for it."""
+    path = Path(path)
     digest = known_facts(path).get("sha256")
-    if digest is None:
+    if digest is not None:
+        return digest
+    for _ in range(tries):
         h = hashlib.sha256()
         with open(path, "rb") as f:
+            read = os.fstat(f.fileno())  # the file read, as it was before its first byte
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        digest = h.hexdigest()
-        remember_facts(path, sha256=digest)
-    return digest
+        if _stamp(path.stat()) == _stamp(read):  # the same file at the path, not written since
+            check_archive(path)
+            remember_facts(path, stat=read, sha256=h.hexdigest())
+            return h.hexdigest()
+    raise OSError(f"{path}: the file changed while it was read, {tries} times; wait until whatever writes it "
+                  f"has finished")
 
 
 def remembered_resolution(checkpoint):
@@ -338,7 +358,9 @@ def encode_batches(visual, batches, n, device, num_workers=0, autocast=False, de
                 encode()
         if pending:
             encode()
-    if features is not None:
+    if features is None:  # no image at all
+        features = torch.zeros(n, n_views, visual.output_dim)
+    else:
         features = features.cpu()
         features[list(errors)] = 0  # an unreadable image leaves a zero row
     return features, errors

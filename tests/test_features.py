@@ -184,6 +184,72 @@ def test_fingerprint_is_the_sha256_and_is_hashed_once_per_process(tmp_path, monk
     assert file_fingerprint(path) == hashlib.sha256(b"another").hexdigest() and opened == [path, path]
 
 
+def test_a_file_written_over_keeping_its_size_and_mtime_is_hashed_again(tmp_path):
+    # cp -p of a same-size file with the same mtime keeps the inode: only the change time tells.
+    path = tmp_path / "weights.pt"
+    path.write_bytes(b"first")
+    os.utime(path, ns=(10**9, 10**9))
+    assert file_fingerprint(path) == hashlib.sha256(b"first").hexdigest()
+    inode = path.stat().st_ino
+    with open(path, "r+b") as f:
+        f.write(b"other")
+    os.utime(path, ns=(10**9, 10**9))
+    assert path.stat().st_ino == inode and path.stat().st_size == 5
+    assert file_fingerprint(path) == hashlib.sha256(b"other").hexdigest()
+
+
+def test_a_file_replaced_while_it_is_hashed_is_remembered_as_the_new_file(tmp_path, monkeypatch):
+    path = tmp_path / "weights.pt"
+    path.write_bytes(b"old checkpoint")
+    replacements = [b"new checkpoint"]
+    real_open = open
+
+    def open_and_replace(*args, **kwargs):  # the first read opens the old file; then an export replaces it
+        handle = real_open(*args, **kwargs)
+        if replacements:
+            fresh = tmp_path / "fresh.pt"
+            fresh.write_bytes(replacements.pop())
+            fresh.replace(path)  # atomically, as mv or an atomic save does
+        return handle
+    monkeypatch.setattr(features_module, "open", open_and_replace, raising=False)
+    assert file_fingerprint(path) == hashlib.sha256(b"new checkpoint").hexdigest()
+    monkeypatch.setattr(features_module, "_FACTS", {})  # a later run: the side file speaks for the new file
+    monkeypatch.setattr(features_module, "open", None, raising=False)  # and nothing is read
+    assert file_fingerprint(path) == hashlib.sha256(b"new checkpoint").hexdigest()
+
+    class Growing:  # a copy that never finishes: the file grows while it is read
+        def __init__(self, handle):
+            self.handle, self.grown = handle, False
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def fileno(self):
+            return self.handle.fileno()
+
+        def read(self, size):
+            if not self.grown:  # once each time it is opened
+                with real_open(path, "ab") as f:
+                    f.write(b"more")
+                self.grown = True
+            return self.handle.read(size)
+    open_and_append = lambda *args, **kwargs: Growing(real_open(*args, **kwargs))  # noqa: E731
+    path.write_bytes(b"growing")
+    monkeypatch.setattr(features_module, "open", open_and_append, raising=False)
+    with pytest.raises(OSError, match="weights.pt: the file changed while it was read, 3 times"):
+        file_fingerprint(path)
+
+
+def test_an_empty_image_list_has_empty_features(tmp_path, data, tiny_vit_checkpoint):
+    model, _ = clip.load(str(tiny_vit_checkpoint), device="cpu")
+    features, errors = FeatureJob(tiny_vit_checkpoint, data.root, [], model.visual.input_resolution,
+                                  cache_dir=tmp_path / "cache").result(model.visual)
+    assert features.shape == (0, 2, model.visual.output_dim) and errors == {}
+
+
 def test_decoding_starts_before_the_model_is_built(tmp_path, data, tiny_vit_checkpoint, monkeypatch, capsys):
     checkpoint = tmp_path / "clip.pt"  # a file of its own: nothing on record for it yet
     shutil.copy(tiny_vit_checkpoint, checkpoint)

@@ -251,6 +251,25 @@ def test_damaged_checkpoints_are_named_for_what_they_are(tmp_path, tiny_vit_chec
             load_checkpoint(path)
 
 
+def test_a_checkpoint_with_bytes_changed_inside_is_refused_before_it_vouches_for_features(tmp_path,
+                                                                                          tiny_vit_checkpoint):
+    import clip
+    data = tmp_path / "data"
+    write_lmpt_dataset(data)
+    rot = tmp_path / "rot.pt"
+    raw = bytearray(tiny_vit_checkpoint.read_bytes())
+    middle = len(raw) // 3  # inside a tensor's bytes
+    raw[middle:middle + 64] = bytes(b ^ 0xFF for b in raw[middle:middle + 64])
+    rot.write_bytes(bytes(raw))
+    clip.read_state_dict(rot)  # torch.load reads it without noticing
+    with pytest.raises(clip.model.CheckpointFormatError,
+                       match=f"^{rot}: damaged: the archive's member .+ fails its CRC check"):
+        zero_shot_script.main(zero_shot_argv(data, rot, tmp_path / "zero_shot", tmp_path / "cache"))
+    side = rot.with_name(".rot.pt.lmpt.json")  # no sha256 on record (its resolution may be): refused next time too
+    assert "sha256" not in (json.loads(side.read_text())["facts"] if side.exists() else {})
+    assert not list((tmp_path / "cache").glob("*.pt"))  # and no features
+
+
 def test_only_lmpt_training_needs_the_captions(tmp_path, tiny_vit_checkpoint):
     from finetune_clip import fc as fc_script
     data = tmp_path / "data"
