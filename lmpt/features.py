@@ -45,7 +45,7 @@ LIBRARIES = f"torch {torch.__version__}, torchvision {torchvision.__version__}, 
 DEFAULT_CACHE_DIR = Path(os.environ.get("LMPT_CACHE_DIR", Path(__file__).resolve().parents[1] / ".cache" / "features"))
 
 
-_FACTS = {}  # (resolved path, "size mtime") -> {"sha256": ..., "image_resolution": ...}, for this process
+_FACTS = {}  # (resolved path, _stamp) -> {"sha256": ..., "image_resolution": ...}, for this process
 
 
 def _stamp(stat):

@@ -131,12 +131,12 @@ def apply_checkpoint_config(args, config, checkpoint_path):
     if config.get("method") not in TRAINING_METHODS:
         raise ValueError(f"{checkpoint_path}: a {config.get('method')} checkpoint (finetune_clip/fc.py); "
                          f"lmpt/test.py evaluates the prompts of lmpt/train.py ({', '.join(TRAINING_METHODS)})")
-    saved = dict(config)  # with --ctx_init, the context vectors are its words' tokens, whatever --n_ctx said
-    saved["n_ctx"] = prompt_texts([], config["n_ctx"], config["ctx_init"])[0]
+    trained = dict(config)  # with --ctx_init, the context vectors are its words' tokens, whatever --n_ctx said
+    trained["n_ctx"] = prompt_texts([], config["n_ctx"], config["ctx_init"])[0]
     for key in PROMPT_KEYS:  # the seed's test command passes flags that the checkpoint already fixes
         given = getattr(args, key, None)
-        if given is not None and given != saved[key]:
-            print(f"[test] note: --{key} {given!r} ignored; the checkpoint was trained with {saved[key]!r} "
+        if given is not None and given != trained[key]:
+            print(f"[test] note: --{key} {given!r} ignored; the checkpoint was trained with {trained[key]!r} "
                   f"and the prompt learner is rebuilt from it")
     for flag, saved in (("pretrain_clip", config.get("backbone")), ("training_method", config.get("method"))):
         given = getattr(args, flag, None)  # these find the default run folder; written with --checkpoint, compared
