@@ -200,7 +200,7 @@ def finetune(args):
     model.eval()
     with torch.no_grad():
         results = evaluate_logits(split_logits(test_split), test_split.labels, train_freq, args.thre, args.score)
-    results.update({"method": config["method"], "selected_epoch": best["epoch"],
+    results.update({"method": config["method"], "selected_epoch": best["epoch"] + 1,
                     "selection_split": select_split.name, "thre": args.thre, "score": args.score})
     save_json(run_dir / "results.json", results)
     print(format_results(results, dataset.class_names, train_freq))

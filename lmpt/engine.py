@@ -161,16 +161,20 @@ def build_scheduler(optimizer):
 
 
 def check_finite(value, what, epoch=None, step=None):
-    """Raise ``NonFiniteError`` naming ``what`` (and the epoch and step, when given) unless all is finite."""
+    """Raise ``NonFiniteError`` naming ``what`` (and the epoch and step, 0-based indices named counting from 1
+    as everything a person reads does) unless all is finite."""
     if not torch.isfinite(value).all():
-        at = "" if epoch is None else f" at epoch {epoch}, step {step}"
+        at = "" if epoch is None else f" at epoch {epoch + 1}, step {step + 1}"
         raise NonFiniteError(f"NaN or Inf in {what}{at}; stopping. "
                              f"The last good checkpoint (if any) is kept in the run folder.")
 
 
 def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batch_size, n_train, seed,
         config, resume=False, on_epoch_end=None, desc="train"):
-    """Train ``model`` for ``epochs`` epochs; return the best epoch's record.
+    """Train ``model`` for ``epochs`` epochs; return the best epoch's record ``{"epoch", "mAP"}``.
+
+    Epochs and steps are 0-based indices here and in the checkpoints; what a person reads (the messages,
+    ``metrics.jsonl``, ``results.json``) counts them from 1.
 
     - ``batch_loss(index [B], flips [B], epoch, step) -> (loss, {name: float})``
     - ``evaluate() -> (selection_mAP, {metric: value})`` on the selection split; a ``NonFiniteError`` it
@@ -186,9 +190,9 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start, best = ckpt["epoch"] + 1, ckpt["best"]
-        rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["epoch"] < start]
-        print(f"[train] resuming {run_dir} after epoch {ckpt['epoch']} (best mAP {best['mAP']:.2f} "
-              f"at epoch {best['epoch']})")
+        rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["epoch"] <= start]  # counted from 1
+        print(f"[train] resuming {run_dir} after epoch {start} (best mAP {best['mAP']:.2f} "
+              f"at epoch {best['epoch'] + 1})")
     for epoch in range(start, epochs):
         t0 = time.time()
         model.train()
@@ -209,15 +213,15 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
         try:
             selection_map, metrics = evaluate()
         except NonFiniteError as error:  # the evaluation of what the epoch's last step made
-            raise NonFiniteError(f"after epoch {epoch}, step {step}: {error}") from None
+            raise NonFiniteError(f"after epoch {epoch + 1}, step {step + 1}: {error}") from None
         lr = optimizer.param_groups[0]["lr"]  # this epoch's, before the plateau scheduler may lower it
         scheduler.step(selection_map)
         improved = selection_map > best["mAP"]
         if improved:
             best = {"epoch": epoch, "mAP": selection_map}
-        row = {"epoch": epoch, "lr": lr,
+        row = {"epoch": epoch + 1, "lr": lr,  # epochs in files count from 1, as the progress bar does
                **{f"train_{k}": v / max(count, 1) for k, v in sums.items()},
-               **metrics, "selection_mAP": selection_map, "best_epoch": best["epoch"],
+               **metrics, "selection_mAP": selection_map, "best_epoch": best["epoch"] + 1,
                "seconds": round(time.time() - t0, 3)}
         rows.append(row)
         state = {"model": trainable_state(model), "config": config, "epoch": epoch, "best": best,

@@ -98,7 +98,7 @@ def train(args):
                    len(train_split.paths), args.seed, config, resume=args.resume, desc=args.training_method)
 
     results = final_evaluation(model, run_dir / "best.pt", test_split, train_freq, args.thre, args.score, device)
-    results.update({"selected_epoch": best["epoch"], "selection_split": select_split.name,
+    results.update({"selected_epoch": best["epoch"] + 1, "selection_split": select_split.name,
                     "selection_mAP": best["mAP"]})
     save_json(run_dir / "results.json", results)
     print(format_results(results, dataset.class_names, train_freq))
@@ -120,7 +120,7 @@ def final_evaluation(model, checkpoint_path, split, train_freq, thre, score, dev
         restored = state, restore_prompts(model, state, checkpoint_path, device)
     state, text = restored
     results, _ = evaluate_prompts(model, split, train_freq, thre, score, device, text)
-    return {**results, "checkpoint": str(checkpoint_path), "checkpoint_epoch": state["epoch"],
+    return {**results, "checkpoint": str(checkpoint_path), "checkpoint_epoch": state["epoch"] + 1,
             "thre": thre, "score": score}
 
 

@@ -52,7 +52,9 @@ def test_lmpt_train_then_test_reproduces(tmp_path, tiny_data_root, tiny_vit_chec
     results = read_json(out / "results.json")
     assert RESULT_KEYS <= set(results)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [0, 1]
+    assert [r["epoch"] for r in rows] == [1, 2]  # counted from 1, as the progress bar and messages count
+    best_row = max(rows, key=lambda r: r["selection_mAP"])
+    assert results["selected_epoch"] == best_row["epoch"] == rows[-1]["best_epoch"]
     assert all(r["train_cse_loss"] > 0 for r in rows)
     # The published test command's flags (another ctx_init) are accepted; the learner comes from the checkpoint.
     test_script.main(["--checkpoint", str(out), "--data_root", str(tiny_data_root), "--device", "cpu",

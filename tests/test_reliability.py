@@ -159,12 +159,12 @@ def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, tiny_vit_checkpoint
         def forward_nan(logits, targets):
             calls["n"] += 1
             value = forward(logits, targets)
-            return value * float("nan") if calls["n"] == 5 else value  # 3 steps an epoch: epoch 1, step 1
+            return value * float("nan") if calls["n"] == 5 else value  # 3 steps an epoch: the 2nd's 2nd step
         loss.forward = forward_nan
         return loss
     monkeypatch.setattr(prompt_tuning, "build_classification_loss", poisoned)
     out = tmp_path / "run"
-    with pytest.raises(NonFiniteError, match="epoch 1, step 1"):
+    with pytest.raises(NonFiniteError, match="at epoch 2, step 2; stopping"):
         train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache"))
     state = torch.load(out / "last.pt", weights_only=False)
     assert state["epoch"] == 0 and torch.isfinite(state["model"]["prompt_learner.ctx"]).all()
@@ -184,14 +184,14 @@ def test_non_finite_evaluation_stops_with_the_epoch_and_step_that_made_it(tmp_pa
         return logits * float("nan") if calls["n"] == 2 else logits
     monkeypatch.setattr(prompt_tuning, "prompt_logits", nan_on_second_evaluation)
     out = tmp_path / "run"
-    with pytest.raises(NonFiniteError, match=r"^after epoch 1, step 2: NaN or Inf in the logits on the test split; "
+    with pytest.raises(NonFiniteError, match=r"^after epoch 2, step 3: NaN or Inf in the logits on the test split; "
                                              r"stopping\. The last good checkpoint"):
         train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache"))
     assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 0
 
     monkeypatch.setattr(baselines.LinearProbe, "forward", lambda self, features: torch.full(
         (len(features), 4), float("nan")) if not self.training else self.fc(features.float()))
-    with pytest.raises(NonFiniteError, match=r"^after epoch 0, step 2: NaN or Inf in the logits on the test split"):
+    with pytest.raises(NonFiniteError, match=r"^after epoch 1, step 3: NaN or Inf in the logits on the test split"):
         fc_script.main(["--dataset", "voc-lt", "--data_root", str(data_root), "--pretrain_clip_path",
                         str(tiny_vit_checkpoint), "--batch_size", "8", "--epochs", "1", "--device", "cpu",
                         "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"),
