@@ -44,6 +44,12 @@ def backbone_tag(backbone):
     return Path(backbone).stem
 
 
+def same_backbone(a, b):
+    """Whether two ``--pretrain_clip`` values name one backbone: equal, or two names of it (``ViT-B/16``
+    and ``ViT16``)."""
+    return a == b or (is_backbone_name(a) and is_backbone_name(b) and backbone_tag(a) == backbone_tag(b))
+
+
 CHECKPOINT_SUFFIXES = (".pt", ".pth")  # a name with one is meant as a file
 
 

@@ -74,8 +74,8 @@ def zero_shot(args):
     device = select_device(args.device)
     clip_file = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)
     run_dir = check_evaluation_dir(args.output_dir)
-    dataset, splits = load_splits(args, need_val=False, training=False)
-    check_class_count(dataset, args.nb_classes)
+    dataset, splits = load_splits(args, need_val=False, training=False,
+                                  check_dataset=lambda d: check_class_count(d, args.nb_classes))
     if args.topk > len(dataset.class_names):
         print(f"[zero-shot] note: --topk {args.topk} is more than the {len(dataset.class_names)} classes of "
               f"--dataset {args.dataset}: the top-{args.topk} metrics predict every class")

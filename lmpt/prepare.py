@@ -136,14 +136,16 @@ class Split:
     kept: list = field(default_factory=list)  # indices into the list file (bad images dropped)
 
 
-def load_splits(args, need_val=True, training=True, captions=None):
-    """The dataset (validated) and its train/test(/val) splits; the image files of the splits used
-    (all when ``training``, else the test split alone) are checked to exist, and the feature cache's
-    folder to be writable, before any work starts. ``captions``: read the captions (default: when
-    ``training``)."""
+def load_splits(args, need_val=True, training=True, captions=None, check_dataset=None):
+    """The dataset (validated, then ``check_dataset(dataset)``) and its train/test(/val) splits; the image
+    files of the splits used (all when ``training``, else the test split alone) are checked to exist, and
+    the feature cache's folder to be writable, before any work starts. ``captions``: read the captions
+    (default: when ``training``)."""
     check_writable_dir(args.cache_dir or DEFAULT_CACHE_DIR, "--cache_dir")
     dataset = load_dataset(args.dataset, args.data_root, getattr(args, "val_list", None) if need_val else None,
                            training=training, captions=captions)
+    if check_dataset is not None:  # what the flags ask of the dataset, before its thousands of images
+        check_dataset(dataset)
     check = ("train", "test", "val") if training else ("test",)
     spec = dataset.spec
     splits = {
@@ -203,18 +205,16 @@ class Training:
 
 def start_training(args, tag, backbone, methods, captions=False, check_dataset=None, pixels=False):
     """Every training script's first steps, in order, before anything is written: seed, device, the CLIP
-    file, the run folder check, the splits, the classification loss's needs (``losses.check_negatives``),
-    ``check_dataset(dataset)``, the ``--resume`` check (a run of
+    file, the run folder check, the splits (``check_dataset(dataset)`` before their images), the
+    classification loss's needs (``losses.check_negatives``), the ``--resume`` check (a run of
     ``methods``), then CLIP and the cached features (with ``pixels``, the decoded images instead: an
     encoder that trains). Says so, before the features, when the test split will select the epoch."""
     seed_everything(args.seed)
     device = select_device(args.device)
     clip_file = resolve_backbone(backbone, args.pretrained_dir)
     check_run_dir(args)
-    dataset, splits = load_splits(args, captions=captions)
+    dataset, splits = load_splits(args, captions=captions, check_dataset=check_dataset)
     check_negatives(args.loss_function, dataset.neg_freq, dataset.class_names, dataset.root / dataset.spec.train_list)
-    if check_dataset is not None:
-        check_dataset(dataset)
     if args.resume:
         check_resumable(args, methods, dataset.class_names, clip_file)
     if "val" not in splits:

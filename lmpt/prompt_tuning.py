@@ -6,17 +6,18 @@ encoder: image features come from the cache (see ``lmpt.features``), caption
 token embeddings are computed once, and evaluation encodes the class prompts
 once per pass.
 """
+import operator
 from pathlib import Path
 
 import torch
 
-from .backbones import backbone_identity, check_backbone, find_backbone
+from .backbones import backbone_identity, check_backbone, find_backbone, same_backbone
 from .checkpoint import check_results_file, load_checkpoint, save_json, start_run_dir
 from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite, fit, load_kernels,
                      load_trainable_state, select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import evaluate_logits, format_results
-from .models import CustomCLIP, check_prompt_length, prompt_texts
+from .models import CustomCLIP, check_prompt_length, context_words, prompt_texts
 from .prepare import (caption_token_embeddings, load_clip_and_features, load_splits, selection_row,
                       start_training)
 
@@ -133,14 +134,16 @@ def apply_checkpoint_config(args, config, checkpoint_path):
                          f"lmpt/test.py evaluates the prompts of lmpt/train.py ({', '.join(TRAINING_METHODS)})")
     trained = dict(config)  # with --ctx_init, the context vectors are its words' tokens, whatever --n_ctx said
     trained["n_ctx"] = prompt_texts([], config["n_ctx"], config["ctx_init"])[0]
+    same = {"ctx_init": lambda a, b: context_words(a) == context_words(b),  # 'a_photo' is 'a photo'
+            "pretrain_clip": same_backbone}  # 'ViT-B/16' is 'ViT16'
     for key in PROMPT_KEYS:  # the seed's test command passes flags that the checkpoint already fixes
         given = getattr(args, key, None)
-        if given is not None and given != trained[key]:
+        if given is not None and not same.get(key, operator.eq)(given, trained[key]):
             print(f"[test] note: --{key} {given!r} ignored; the checkpoint was trained with {trained[key]!r} "
                   f"and the prompt learner is rebuilt from it")
     for flag, saved in (("pretrain_clip", config.get("backbone")), ("training_method", config.get("method"))):
         given = getattr(args, flag, None)  # these find the default run folder; written with --checkpoint, compared
-        if flag in getattr(args, "given", ()) and saved is not None and given != saved:
+        if flag in getattr(args, "given", ()) and saved is not None and not same.get(flag, operator.eq)(given, saved):
             print(f"[test] note: --{flag} {given!r} ignored; the checkpoint was trained with {saved!r}")
     args.dataset = args.dataset or config["dataset"]
     args.preprocess = args.preprocess or config["preprocess"]

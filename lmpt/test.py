@@ -34,6 +34,7 @@ def build_parser():
     p.add_argument("--ctx_init", default=None)
     p.add_argument("--n_ctx", type=int, default=None)
     p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=None)
+    p.add_argument("--no-csc", dest="csc", action="store_false")
     add_common_args(p)
     p.set_defaults(thre=None, score=None, preprocess=None)
     return p

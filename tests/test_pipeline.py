@@ -1,10 +1,12 @@
 """End to end: train.py / test.py / zero-shot / fine-tune on a tiny random CLIP and generated JPEGs."""
 import argparse
 import json
+import shutil
 
 import pytest
 import torch
 
+from conftest import write_lmpt_dataset
 from lmpt import baselines, prompt_tuning
 from lmpt import train as train_script
 from lmpt import test as test_script
@@ -70,6 +72,22 @@ def test_lmpt_train_then_test_reproduces(tmp_path, tiny_data_root, tiny_vit_chec
     assert f"trained with {str(tiny_vit_checkpoint)!r}" in notes[1] and "trained with 'lmpt'" in notes[2]
 
 
+def test_other_spellings_of_the_trained_settings_are_not_noted(capsys):
+    config = {"method": "lmpt", "dataset": "voc-lt", "class_names": ["dog"], "n_ctx": 16, "ctx_init": "a_photo_of_a",
+              "csc": True, "class_token_position": "end", "preprocess": "lmpt", "score": "softmax", "thre": 0.5,
+              "backbone": "ViT16"}
+    for ctx_init, backbone, noted in (("a photo of a", "ViT-B/16", []),
+                                      ("a photo", "RN50", ["ctx_init", "pretrain_clip"])):
+        args = argparse.Namespace(n_ctx=None, ctx_init=ctx_init, csc=None, class_token_position=None, dataset=None,
+                                  preprocess=None, score=None, thre=None, pretrain_clip=backbone,
+                                  training_method="lmpt", given={"ctx_init", "pretrain_clip", "training_method"})
+        prompt_tuning.apply_checkpoint_config(args, config, "best.pt")
+        notes = [line.split()[2] for line in capsys.readouterr().out.splitlines() if line.startswith("[test] note:")]
+        assert notes == [f"--{flag}" for flag in noted]
+    assert test_script.parse_args(["--no-csc"]).csc is False and test_script.parse_args([]).csc is None
+    assert test_script.parse_args(["--csc", "false"]).csc is False
+
+
 @pytest.mark.parametrize("given, noted", [(2, None), (4, 2), (None, None)])
 def test_n_ctx_is_compared_with_the_context_a_ctx_init_made(given, noted, capsys):
     # Trained with --ctx_init 'a photo' and the default --n_ctx: its two words are the context vectors.
@@ -128,12 +146,16 @@ def test_zero_shot_writes_results(tmp_path, tiny_data_root, tiny_vit_checkpoint,
     assert_loads_the_evaluation_logits(kernel_loads, tiny_data_root)
 
 
-def test_zero_shot_refuses_wrong_class_count(tmp_path, tiny_data_root, tiny_vit_checkpoint):
+@pytest.mark.parametrize("script", [zero_shot_script, fc_script], ids=["zero-shot", "fine-tune"])
+def test_a_wrong_class_count_is_named_before_the_images_are_looked_for(tmp_path, tiny_vit_checkpoint, script):
+    # The seed's zero-shot command, read as argparse reads it, asks COCO for 20 classes: that is the error,
+    # not the 5,000 images of a dataset that is not there.
+    write_lmpt_dataset(tmp_path / "data")
+    shutil.rmtree(tmp_path / "data" / "voc" / "images")
     with pytest.raises(ValueError, match="nb_classes 20 .*voc_labels.txt"):
-        zero_shot_script.main(["--dataset", "VOC", "--nb_classes", "20", "--data_root", str(tiny_data_root),
-                               "--pretrain_clip_path", str(tiny_vit_checkpoint), "--device", "cpu",
-                               "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"),
-                               "--output_dir", str(tmp_path / "zs")])
+        script.main(["--dataset", "VOC", "--nb_classes", "20", "--data_root", str(tmp_path / "data"),
+                     "--pretrain_clip_path", str(tiny_vit_checkpoint), "--device", "cpu", "--num_workers", "0",
+                     "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "out")])
 
 
 @pytest.mark.parametrize("from_scratch", [False, True])
