@@ -52,8 +52,9 @@ def save_args(run_dir, args):
 
 # ---------------------------------------------------------------- run folders
 
-RUN_FILES = ("args.json", "metrics.jsonl", "last.pt", "best.pt", "results.json", "test_results.json")
 TRAINING_FILES = ("metrics.jsonl", "last.pt", "best.pt")  # only a training run writes these
+RESULT_FILES = ("results.json", "test_results.json")  # evaluations of best.pt (train.py's, test.py's)
+RUN_FILES = ("args.json", *TRAINING_FILES, *RESULT_FILES)
 
 
 def check_writable_dir(path, flag):
@@ -138,7 +139,8 @@ def write_metrics(path, rows):
 
 
 def read_metrics(path):
-    """The epoch rows of ``metrics.jsonl`` ([] when there is none); a bad line is named."""
+    """The epoch rows of ``metrics.jsonl`` ([] when there is none), epochs counted from 1 (the rows of a run
+    written before they were, counted from 0, are renumbered); a bad line is named."""
     path = Path(path)
     if not path.exists():
         return []
@@ -154,6 +156,8 @@ def read_metrics(path):
                 if not isinstance(row, dict) or "epoch" not in row:
                     raise ValueError(f"{path}:{n}: expected an object with the epoch number, got {line.strip()!r}")
                 rows.append(row)
+    if rows and rows[0]["epoch"] == 0:  # counted from 0
+        rows = [{**r, **{k: r[k] + 1 for k in ("epoch", "best_epoch") if isinstance(r.get(k), int)}} for r in rows]
     return rows
 
 

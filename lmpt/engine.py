@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, read_metrics, save_torch, write_metrics
+from .checkpoint import RESULT_FILES, load_checkpoint, read_metrics, save_torch, write_metrics
 
 
 class NonFiniteError(RuntimeError):
@@ -169,6 +169,15 @@ def check_finite(value, what, epoch=None, step=None):
                              f"The last good checkpoint (if any) is kept in the run folder.")
 
 
+def repair_best(run_dir, last):
+    """After a run stopped between writing ``last.pt`` and ``best.pt`` of an epoch that improved: that
+    epoch's state is ``last.pt``'s, so ``best.pt`` is written again from it."""
+    best_path = Path(run_dir) / "best.pt"
+    if last["best"]["epoch"] == last["epoch"] and (
+            not best_path.exists() or load_checkpoint(best_path)["epoch"] != last["epoch"]):
+        save_torch(best_path, last)
+
+
 def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batch_size, n_train, seed,
         config, resume=False, on_epoch_end=None, desc="train"):
     """Train ``model`` for ``epochs`` epochs; return the best epoch's record ``{"epoch", "mAP"}``.
@@ -191,6 +200,8 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
         scheduler.load_state_dict(ckpt["scheduler"])
         start, best = ckpt["epoch"] + 1, ckpt["best"]
         rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["epoch"] <= start]  # counted from 1
+        write_metrics(run_dir / "metrics.jsonl", rows)  # without the row of an epoch last.pt does not hold
+        repair_best(run_dir, ckpt)
         print(f"[train] resuming {run_dir} after epoch {start} (best mAP {best['mAP']:.2f} "
               f"at epoch {best['epoch'] + 1})")
     for epoch in range(start, epochs):
@@ -226,11 +237,14 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
         rows.append(row)
         state = {"model": trainable_state(model), "config": config, "epoch": epoch, "best": best,
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-        # metrics first, last.pt last: a run killed in between resumes from the older last.pt
+        # metrics, last.pt, best.pt: a run killed after the metrics resumes from the older last.pt (and drops
+        # the row), one killed after last.pt has best.pt rewritten from it (repair_best)
         write_metrics(run_dir / "metrics.jsonl", rows)
-        if improved:
-            save_torch(run_dir / "best.pt", state)
         save_torch(run_dir / "last.pt", state)
+        if improved:
+            for name in RESULT_FILES:  # evaluations of the best.pt replaced (by a resumed, extended run)
+                (run_dir / name).unlink(missing_ok=True)
+            save_torch(run_dir / "best.pt", state)
         print(f"[{desc}] epoch {epoch + 1}/{epochs} loss {row.get('train_loss', float('nan')):.4f} "
               f"mAP {selection_map:.2f} (best {best['mAP']:.2f} @ {best['epoch'] + 1}) {row['seconds']:.1f}s")
         if on_epoch_end is not None:

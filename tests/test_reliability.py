@@ -3,15 +3,17 @@ import json
 import os
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import write_lmpt_dataset
 from finetune_clip import fc as fc_script
-from lmpt import baselines, prompt_tuning
+from lmpt import baselines, engine, prompt_tuning
 from lmpt import test as test_script
 from lmpt import train as train_script
+from lmpt.checkpoint import read_metrics
 from lmpt.data import DataError
 from lmpt.engine import NonFiniteError
 from zero_shot_clip import test as zero_shot_script
@@ -230,6 +232,76 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, tiny_vit_checkpo
     a = torch.load(out / "last.pt", weights_only=False)["model"]["prompt_learner.ctx"]
     b = torch.load(full / "last.pt", weights_only=False)["model"]["prompt_learner.ctx"]
     assert torch.equal(a, b)
+
+
+def stop_at_save(monkeypatch, name, nth=1):
+    """Ctrl-C when the training loop is about to write its ``nth`` ``name`` (best.pt, last.pt)."""
+    save, calls = engine.save_torch, []
+
+    def save_or_stop(path, obj):
+        calls.append(Path(path).name)
+        if calls.count(name) == nth and Path(path).name == name:
+            raise KeyboardInterrupt
+        return save(path, obj)
+    monkeypatch.setattr(engine, "save_torch", save_or_stop)
+    return lambda: monkeypatch.setattr(engine, "save_torch", save)
+
+
+def resume_argv(argv):
+    argv = list(argv)
+    argv[argv.index("--output_dir")] = "--resume"
+    return argv
+
+
+def test_a_run_stopped_between_last_and_best_gets_its_best_back_on_resume(tmp_path, tiny_vit_checkpoint,
+                                                                         monkeypatch):
+    data_root = fresh_data(tmp_path)
+    cache = tmp_path / "cache"
+    full = tmp_path / "full"
+    train_script.main(train_argv(data_root, tiny_vit_checkpoint, full, cache, epochs=1))
+    out = tmp_path / "stopped"
+    argv = train_argv(data_root, tiny_vit_checkpoint, out, cache, epochs=1)
+    restore = stop_at_save(monkeypatch, "best.pt")  # the first epoch improves on nothing: best.pt follows
+    with pytest.raises(SystemExit):
+        train_script.main(argv)
+    restore()
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 0 and not (out / "best.pt").exists()
+    train_script.main(resume_argv(argv))  # no epoch left: best.pt comes from last.pt
+    assert comparable(json.loads((out / "results.json").read_text())) == \
+        comparable(json.loads((full / "results.json").read_text()))
+
+
+def test_an_extension_that_replaces_best_removes_the_results_of_the_old_best(tmp_path, tiny_vit_checkpoint,
+                                                                            monkeypatch):
+    data_root = fresh_data(tmp_path)
+    out = tmp_path / "run"
+    argv = train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache", epochs=1)
+    train_script.main(argv)
+    test_script.main(["--checkpoint", str(out), "--data_root", str(data_root), "--device", "cpu",
+                      "--num_workers", "0", "--cache_dir", str(tmp_path / "cache")])
+    assert (out / "results.json").exists() and (out / "test_results.json").exists()
+    evaluate, calls = prompt_tuning.evaluate_prompts, []
+
+    def improving(*args, **kwargs):  # every epoch of the extension improves
+        results, logits = evaluate(*args, **kwargs)
+        calls.append(1)
+        return {**results, "mAP": 100.0 + len(calls)}, logits
+    monkeypatch.setattr(prompt_tuning, "evaluate_prompts", improving)
+    stop_at_save(monkeypatch, "best.pt", nth=1)  # the extension's epoch 2 is about to replace best.pt
+    extend = resume_argv(argv)
+    extend[extend.index("--epochs") + 1] = "3"
+    with pytest.raises(SystemExit):
+        train_script.main(extend)
+    assert not (out / "results.json").exists() and not (out / "test_results.json").exists()
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+
+
+def test_metrics_of_a_run_that_counted_epochs_from_0_are_renumbered(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 0, "best_epoch": 0}\n{"epoch": 1, "best_epoch": 0}\n')
+    assert read_metrics(path) == [{"epoch": 1, "best_epoch": 1}, {"epoch": 2, "best_epoch": 1}]
+    path.write_text('{"epoch": 1, "best_epoch": 1}\n')
+    assert read_metrics(path) == [{"epoch": 1, "best_epoch": 1}]
 
 
 def test_existing_run_is_not_overwritten(tmp_path, tiny_vit_checkpoint):

@@ -34,6 +34,12 @@ SWEEP_STAMP = "sweep_stamp.json"  # beside results.json: what a finished run was
 METRICS = ("val_mAP", "mAP", "head_mAP", "medium_mAP", "tail_mAP", "CF1", "OF1")
 
 
+def shown(path):
+    """A folder as the write-up names it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def run_name(method, margin=None, gamma=None, lam=None):
     return method if method == "coop" else f"lmpt_m{margin}_g{gamma}_l{lam}"
 
@@ -145,7 +151,7 @@ def main(argv=None):
         "# Sweep of the class-specific embedding loss (embedded benchmark)",
         "",
         f"Printed by `python tools/sweep_cse.py` (seeds {args.seeds}; this invocation trained {counts['trained']} runs "
-        f"in {time.time() - t0:.0f} s and reused {counts['reused']} finished ones from `{args.out_dir.name}/`). "
+        f"in {time.time() - t0:.0f} s and reused {counts['reused']} finished ones from `{shown(args.out_dir)}/`). "
         "Tiny CLIP, synthetic long-tailed benchmark, the demo's prompt-tuning settings "
         f"(`{' '.join(PROMPT_ARGS)}`). Epochs and settings are selected on the validation split "
         "(`val_mAP`, the best epoch's); every other metric is on the test split; mean ± std over seeds, in percent.",
