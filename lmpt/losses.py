@@ -167,9 +167,12 @@ class ResampleLoss(nn.Module):
         return None
 
     def bias(self, dtype):
-        """NTR bias b_c = −log(N/n_c − 1)·κ/λ, N = class_freq + neg_class_freq; [C], computed in float64
-        (counts such as 1,141 of 1,142 are one number in bf16, where N/n_c − 1 would be 0), given in ``dtype``."""
-        pos, neg = self.class_freq.double(), self.neg_class_freq.double()
+        """NTR bias b_c = −log(N/n_c − 1)·κ/λ, N = class_freq + neg_class_freq; [C], given in ``dtype`` and
+        computed in it, or in float32 for fp16/bf16 (counts such as 1,141 of 1,142 are one number in bf16,
+        where N/n_c − 1 would be 0). float32, as the published code computed it for fp32 logits, keeps
+        fp32 runs bit for bit as they were; float64 would move the last bit of some classes' bias."""
+        exact = torch.promote_types(dtype, torch.float32)
+        pos, neg = self.class_freq.to(exact), self.neg_class_freq.to(exact)
         total = pos + neg
         return (-torch.log(total / pos - 1) * self.init_bias / self.neg_scale).to(dtype)
 
