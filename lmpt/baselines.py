@@ -187,7 +187,7 @@ def finetune(args):
         return results["mAP"], selection_row(select_split, results)
 
     config = {"method": method, "dataset": dataset.spec.name,
-              "class_names": dataset.class_names, "preprocess": args.preprocess,
+              "class_names": dataset.class_names, "preprocess": args.preprocess, "splits_sha256": start.splits_sha256,
               **backbone_identity(args.pretrain_clip_path, start.clip_file)}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4)
     run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)

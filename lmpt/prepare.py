@@ -1,5 +1,6 @@
 """Loading what every script needs: the frozen CLIP, the dataset and its cached
 image features, caption token embeddings, and evaluation of logits."""
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,11 +197,23 @@ class Training:
     dataset: object  # lmpt.data.LTDataset
     splits: dict  # name -> Split, with cached features (or, for full fine-tuning, decoded pixels)
     clip_model: torch.nn.Module  # frozen, eval mode
+    splits_sha256: str = ""  # the splits as listed (``splits_identity``), saved with the run's checkpoints
 
     @property
     def select_split(self):
         """The split the best epoch is selected on: val when given, else test (as published)."""
         return self.splits.get("val", self.splits["test"])
+
+
+def splits_identity(splits):
+    """sha256 of the splits' image lists and labels as listed (before unreadable images are dropped): what
+    a resumed run must train and select on again."""
+    h = hashlib.sha256()
+    for name in sorted(splits):
+        split = splits[name]
+        h.update(f"{name}\0{len(split.paths)}\0".encode() + "\0".join(split.paths).encode())
+        h.update(split.labels.to(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def start_training(args, tag, backbone, methods, captions=False, check_dataset=None, pixels=False):
@@ -215,8 +228,9 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
     check_run_dir(args)
     dataset, splits = load_splits(args, captions=captions, check_dataset=check_dataset)
     check_negatives(args.loss_function, dataset.neg_freq, dataset.class_names, dataset.root / dataset.spec.train_list)
+    identity = splits_identity(splits)
     if args.resume:
-        check_resumable(args, methods, dataset.class_names, clip_file)
+        check_resumable(args, methods, dataset.class_names, clip_file, identity)
     if "val" not in splits:
         print(f"[{tag}] no --val_list: selecting the best epoch on the TEST split, as the published code "
               "did; its test mAP is optimistic. Pass --val_list for an honest selection.")
@@ -224,7 +238,7 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
         clip_model = load_clip_and_pixels(args, dataset, splits, clip_file, device)
     else:
         clip_model, _ = load_clip_and_features(args, dataset, splits, clip_file, device)
-    return Training(device, clip_file, dataset, splits, clip_model)
+    return Training(device, clip_file, dataset, splits, clip_model, identity)
 
 
 def selection_row(split, results):
@@ -232,9 +246,10 @@ def selection_row(split, results):
     return {f"{split.name}_{k}": results[k] for k in ("mAP", "head_mAP", "medium_mAP", "tail_mAP")}
 
 
-def check_resumable(args, methods, class_names, clip_file):
+def check_resumable(args, methods, class_names, clip_file, splits_sha256=None):
     """``--resume``, before anything is written: the run's ``last.pt`` must be a run this script continues
-    (``methods``), on the same classes and the same CLIP file, and ``--epochs`` at least its epochs done."""
+    (``methods``), on the same classes, image lists and labels (``splits_identity``, for runs that saved it)
+    and the same CLIP file, and ``--epochs`` at least its epochs done."""
     last = Path(args.output_dir) / "last.pt"
     state = load_checkpoint(last)
     config = state["config"]
@@ -244,6 +259,11 @@ def check_resumable(args, methods, class_names, clip_file):
     if config.get("class_names") != list(class_names):
         raise ValueError(f"{last}: trained on the classes {config.get('class_names')}, but --dataset "
                          f"{args.dataset} now has {list(class_names)}; a resumed run keeps its classes")
+    if splits_sha256 is not None and config.get("splits_sha256", splits_sha256) != splits_sha256:
+        raise ValueError(f"{last}: trained on other image lists or labels than --dataset {args.dataset} gives now "
+                         f"(--data_root {args.data_root}"
+                         f"{', --val_list ' + str(args.val_list) if getattr(args, 'val_list', None) else ''}); "
+                         f"a resumed run keeps its data")
     check_backbone(config, clip_file, last)
     done = state["epoch"] + 1
     if args.epochs < done:

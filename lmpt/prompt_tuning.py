@@ -90,7 +90,8 @@ def train(args):
     config = {"method": args.training_method, "dataset": dataset.spec.name,
               "class_names": dataset.class_names, **{k: getattr(args, k) for k in PROMPT_KEYS},
               "m_ctx": args.m_ctx, "preprocess": args.preprocess, "score": args.score, "thre": args.thre,
-              "selection_split": select_split.name, **backbone_identity(args.pretrain_clip, start.clip_file)}
+              "selection_split": select_split.name, "splits_sha256": start.splits_sha256,
+              **backbone_identity(args.pretrain_clip, start.clip_file)}
     optimizer = build_optimizer(args.optimizer, model.prompt_learner.parameters(), args.lr)
     scheduler = build_scheduler(optimizer)
     run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)

@@ -1,6 +1,7 @@
 """User errors: one message without a traceback, given before any work, and no run lost to them."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -319,10 +320,23 @@ def test_a_resume_that_does_not_fit_is_refused_before_anything_is_written(traine
     labels.write_text(labels.read_text().replace("boat", "ship"))
     with pytest.raises(ValueError, match="a resumed run keeps its classes"):
         train_script.main(resume + ["--epochs", "6", "--data_root", str(renamed)])
+    relabelled = tmp_path / "relabelled"  # the same classes, one training image's labels changed
+    write_lmpt_dataset(relabelled)
+    train_list = relabelled / "voc" / "voc_lt_train.txt"
+    lines = train_list.read_text().splitlines()
+    lines[0] = lines[0].split()[0] + " 0 1 2"
+    train_list.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=f"trained on other image lists or labels than --dataset voc-lt gives now "
+                                         f"\\(--data_root {relabelled}\\); a resumed run keeps its data"):
+        train_script.main(resume + ["--epochs", "6", "--data_root", str(relabelled)])
     from finetune_clip import fc as fc_script
     with pytest.raises(ValueError, match="a lmpt run; this script continues linear-probe runs"):
         fc_script.main(resume + ["--epochs", "6", "--pretrain_clip_path", str(tiny_vit_checkpoint)])
     assert digests(mine) == before  # args.json included
+    moved = tmp_path / "moved"  # the same data in another folder: resumed
+    shutil.copytree(data, moved)
+    train_script.main(resume + ["--epochs", "5", "--data_root", str(moved)])
+    assert (mine / "results.json").exists()
 
 
 def test_a_bad_args_json_is_named(trained, tmp_path, capsys):
