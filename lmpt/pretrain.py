@@ -13,6 +13,7 @@ the vocabulary rows the corpus uses are trained (copied back into the full table
 Also here: the quick checks the pretraining script prints — zero-shot and linear-probe
 mAP of a tiny CLIP on the synthetic benchmark's test split.
 """
+import hashlib
 import json
 import math
 import time
@@ -245,8 +246,26 @@ def save_tiny_clip(model, out_path, info):
     out_path = Path(out_path)
     metadata_path(out_path).unlink(missing_ok=True)
     clip.save_checkpoint(model, out_path, fmt="torchscript")
-    save_json(metadata_path(out_path), info)
+    save_json(metadata_path(out_path), {**info, "sha256": _sha256(out_path)})
     return out_path
+
+
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _intact(path, sha256):
+    """Whether a cached checkpoint is the file that was saved: its sha256 as recorded, or (a record written
+    before sha256s were) an archive that passes its CRCs and reads as a CLIP state dict."""
+    if sha256 is not None:
+        return _sha256(path) == sha256
+    import clip
+    try:
+        clip.checkpoint.check_archive(path)
+        clip.read_state_dict(path)
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
 
 
 def ensure_tiny_clip(pretrained_dir=None, name=CHECKPOINT_NAME, log=print, **settings):
@@ -269,10 +288,15 @@ def ensure_tiny_clip(pretrained_dir=None, name=CHECKPOINT_NAME, log=print, **set
         cached = (path.is_file() and info.get("settings") == _normalised(wanted)
                   and info.get("generator_version") == GENERATOR_VERSION
                   and info.get("architecture") == architecture_record())
-    except (OSError, ValueError):
-        cached = False
-    if not cached:
+        damaged = cached and not _intact(path, info.get("sha256"))
+    except (OSError, ValueError, AttributeError):
+        cached = damaged = False
+    if damaged:
+        log(f"[pretrain] the cached tiny CLIP {path} is not the file that was saved (its sha256 differs); "
+            f"pretraining it again")
+    elif not cached:
         log(f"[pretrain] no cached tiny CLIP with these settings at {path}; pretraining it")
+    if damaged or not cached:
         pretrain_tiny_clip(path, log=log, **wanted)
     return path
 

@@ -82,7 +82,9 @@ TRAIN_PROFILE = np.array([count for _, count, _ in CLASSES])  # [C] training ima
 SYNONYMS = {name: synonyms for name, _, synonyms in CLASSES}
 # Classes whose label name is a technical word that captions never use: they say the everyday
 # one, as people do (VOC's label "tvmonitor" is rarely what a caption says). The tiny CLIP thus
-# never reads these label names in pretraining, so zero-shot prompts built from them fail,
+# never reads these label names in pretraining (but for drop: the tokenizer splits "teardrop" into
+# tear + drop, the label's token; changing that is a new generator version and new tables),
+# so zero-shot prompts built from them fail,
 # while the images are learnt under the everyday words. Prompt tuning can correct them from
 # the labels, and LMPT also from the captions. Spread over head, medium and tail.
 EVERYDAY_WORD_RATE = 1.0

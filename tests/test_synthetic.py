@@ -330,6 +330,13 @@ def test_demo_fast_runs_every_method_on_the_reduced_checkpoint(tmp_path, monkeyp
     with pytest.raises(SystemExit, match="stop"):
         demo.main(["--fast"])
     assert asked == [dict(name=demo.FAST_CHECKPOINT_NAME, **pretrain.FAST_SETTINGS)]
+    seen = []  # a relative --out_dir is taken from where demo.py is run (the scripts run from the repository)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "run_method", lambda name, argv, out_dir, *a: seen.append(out_dir) or sys.exit())
+    monkeypatch.setattr(demo, "ensure_tiny_clip", lambda **kw: fast_path)
+    with pytest.raises(SystemExit):
+        demo.main(["--out_dir", "mine", "--methods", "CoOp"])
+    assert seen == [tmp_path / "mine"]
 
 
 def test_ensure_tiny_clip_uses_the_cache_when_settings_match(tmp_path, monkeypatch):
@@ -353,6 +360,23 @@ def test_ensure_tiny_clip_uses_the_cache_when_settings_match(tmp_path, monkeypat
     monkeypatch.setattr(pretrain, "TINY_CLIP", dict(pretrain.TINY_CLIP, vision_width=32))
     pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, steps=6)
     assert len(calls) == 3  # another architecture -> pretrained again
+    raw = bytearray(path.read_bytes())  # bytes changed inside the cached file (same size): pretrained again
+    raw[len(raw) // 3] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, steps=6)
+    assert len(calls) == 4
+    path.write_bytes(path.read_bytes()[:1000])  # cut short: pretrained again
+    pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, steps=6)
+    assert len(calls) == 5
+    pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, steps=6)
+    assert len(calls) == 5  # and cached
+    record = pretrain.metadata_path(path)  # a record from before sha256s were kept: the file is read instead
+    record.write_text(json.dumps({k: v for k, v in json.loads(record.read_text()).items() if k != "sha256"}))
+    pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, steps=6)
+    assert len(calls) == 5
+    path.write_bytes(path.read_bytes()[:1000])
+    pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, steps=6)
+    assert len(calls) == 6
     monkeypatch.setenv("LMPT_PRETRAINED_DIR", str(tmp_path / "elsewhere"))
     assert pretrain.ensure_tiny_clip(log=lambda m: None, steps=6).parent == tmp_path / "elsewhere"  # as the scripts
     with pytest.raises(ValueError, match="unknown setting"):

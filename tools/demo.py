@@ -104,7 +104,8 @@ def main(argv=None):
     p.add_argument("--fast", action="store_true",
                    help=f"the tests' reduced tiny CLIP (FAST_SETTINGS, cached as pretrained/{FAST_CHECKPOINT_NAME})")
     args, extra = p.parse_known_args(argv)
-    out_dir = args.out_dir or ROOT / "runs" / ("demo_fast" if args.fast else "demo")
+    # absolute: the scripts run from the repository root, the table is read and written from here
+    out_dir = (args.out_dir or ROOT / "runs" / ("demo_fast" if args.fast else "demo")).resolve()
     t0 = time.time()
     ensure_benchmark(ROOT / "data")
     if args.fast:
