@@ -190,7 +190,8 @@ def test_save_checkpoint_replaces_an_existing_file(tmp_path):
 
 def test_load_model_runs_on_preprocessed_images_and_tokens(vit_file):
     model, preprocess = clip.load(str(vit_file), device=torch.device("cpu"))
-    image = Image.fromarray((torch.rand(50, 40, 3) * 255).to(torch.uint8).numpy())
+    pixels = torch.rand(50, 40, 3, generator=torch.Generator().manual_seed(0))
+    image = Image.fromarray((pixels * 255).to(torch.uint8).numpy())
     with torch.no_grad():
         logits_per_image, logits_per_text = model(preprocess(image)[None], clip.tokenize(["a dog", "a cat"]))
     assert logits_per_image.shape == (1, 2) and logits_per_text.shape == (2, 1)

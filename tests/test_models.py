@@ -36,10 +36,11 @@ def test_word_initialised_prompts_hold_every_context_token_and_the_whole_name(po
 
 
 @pytest.mark.parametrize("position", ["middle", "front"])
-def test_a_name_ending_in_punctuation_keeps_the_end_of_text_where_the_tokenizer_put_it(position):
+@pytest.mark.parametrize("ctx_init", ["a photo of a", "a photo of"])  # an odd context: CoOp's half is n_ctx // 2
+def test_a_name_ending_in_punctuation_keeps_the_end_of_text_where_the_tokenizer_put_it(position, ctx_init):
     # CLIP's BPE joins ')' or '!' with the full stop (').</w>' is one token), so such a name's slice, counted
     # as CoOp counts it, ends with the joined token: the full stop moves with the name, the end of text stays.
-    names, ctx_init = ["bench (park)", "coffee mug!"], "a photo of a"
+    names = ["bench (park)", "coffee mug!"]
     model = make_tiny_clip("vit")
     learner = PromptLearner(names, model, ctx_init=ctx_init, class_token_position=position)
     ctx_ids, half = clip._tokenizer.encode(ctx_init), learner.n_ctx // 2

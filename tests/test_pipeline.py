@@ -101,20 +101,33 @@ def test_n_ctx_is_compared_with_the_context_a_ctx_init_made(given, noted, capsys
                                                f"with {noted} and the prompt learner is rebuilt from it"])
 
 
+def spy(monkeypatch, module, name):
+    """Record the positional arguments of ``module.name`` (the losses a script builds) as it is called."""
+    real, calls = getattr(module, name), []
+    monkeypatch.setattr(module, name, lambda *args, **kwargs: calls.append(args) or real(*args, **kwargs))
+    return calls
+
+
 @pytest.mark.parametrize("loss", CLASSIFICATION_LOSSES)
-def test_every_classification_loss_trains(tmp_path, tiny_data_root, tiny_vit_checkpoint, loss):
+def test_every_classification_loss_trains(tmp_path, tiny_data_root, tiny_vit_checkpoint, loss, monkeypatch):
+    built = spy(monkeypatch, prompt_tuning, "build_classification_loss")
     out = run_train(tmp_path, tiny_data_root, tiny_vit_checkpoint, "--training_method", "coop",
                     "--loss_function", loss, epochs=1)
+    assert [args[0] for args in built] == [loss]  # the flag's loss is the one trained with
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert torch.isfinite(torch.tensor(row["train_loss"]))
-    assert "train_cse_loss" not in row
+    assert "train_cse_loss" not in row and row["train_loss"] == row["train_cls_loss"]  # CoOp: no caption loss
 
 
 @pytest.mark.parametrize("cse", CSE_LOSSES)
-def test_every_cse_loss_trains(tmp_path, tiny_data_root, tiny_vit_checkpoint, cse):
-    out = run_train(tmp_path, tiny_data_root, tiny_vit_checkpoint, "--cseloss", cse, epochs=1)
+def test_every_cse_loss_trains(tmp_path, tiny_data_root, tiny_vit_checkpoint, cse, monkeypatch):
+    built = spy(monkeypatch, prompt_tuning, "build_cse_loss")
+    out = run_train(tmp_path, tiny_data_root, tiny_vit_checkpoint, "--cseloss", cse, "--lam", "0.3", epochs=1)
+    assert [args[0] for args in built] == [cse]
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert row["train_cse_loss"] >= 0 and torch.isfinite(torch.tensor(row["train_loss"]))
+    # L = lam · L_cls + (1 − lam) · L_cse, per step and so in the epoch's means
+    assert row["train_loss"] == pytest.approx(0.3 * row["train_cls_loss"] + 0.7 * row["train_cse_loss"], rel=1e-6)
 
 
 @pytest.mark.parametrize("position", ["end", "middle", "front"])
@@ -216,6 +229,13 @@ def test_trained_batch_norm_statistics_are_saved_and_restored():
     load_trainable_state(fresh, state, "best.pt")
     assert all(torch.equal(fresh.state_dict()[k], state[k]) for k in state)
     assert not any("running" in k for k in trainable_state(probe(False, 0)))
+
+
+def test_zero_shot_logits_are_100_times_the_cosine():
+    features, weights = torch.randn(5, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+    weights = weights / weights.norm(dim=-1, keepdim=True)  # the classifier's rows are unit vectors
+    cosine = torch.tensor([[float(f @ w / f.norm()) for w in weights] for f in features], dtype=torch.float64)
+    torch.testing.assert_close(baselines.zero_shot_logits(features, weights), 100 * cosine)
 
 
 def test_zero_shot_classifier_in_chunks_equals_one_class_at_a_time(tiny_vit_checkpoint):

@@ -229,9 +229,9 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, tiny_vit_checkpo
     rows = lambda d: [{k: v for k, v in json.loads(l).items() if k != "seconds"}
                       for l in (d / "metrics.jsonl").read_text().splitlines()]
     assert rows(out) == rows(full)
-    a = torch.load(out / "last.pt", weights_only=False)["model"]["prompt_learner.ctx"]
-    b = torch.load(full / "last.pt", weights_only=False)["model"]["prompt_learner.ctx"]
-    assert torch.equal(a, b)
+    a, b = (torch.load(d / "last.pt", weights_only=False) for d in (out, full))
+    assert torch.equal(a["model"]["prompt_learner.ctx"], b["model"]["prompt_learner.ctx"])
+    assert a["scheduler"] == b["scheduler"]  # the plateau scheduler's count of epochs without progress too
 
 
 def stop_at_save(monkeypatch, name, nth=1):
@@ -333,14 +333,35 @@ def test_corrupt_feature_cache_is_rebuilt(tmp_path, tiny_vit_checkpoint, capsys)
     train_script.main(train_argv(data_root, tiny_vit_checkpoint, first, cache, epochs=1))
     files = sorted(cache.glob("*.pt"))
     assert len(files) == 2  # train and test features
-    for f in files:
-        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    train_file, test_file = files  # (in either order) one cut short, one whose features changed silently
+    train_file.write_bytes(train_file.read_bytes()[: train_file.stat().st_size // 2])
+    blob = torch.load(test_file, weights_only=True)
+    blob["features"][0, 0, 0] += 1  # the file reads, its checksum no longer fits
+    torch.save(blob, test_file)
     capsys.readouterr()
     second = tmp_path / "b"
     train_script.main(train_argv(data_root, tiny_vit_checkpoint, second, cache, epochs=1))
     assert capsys.readouterr().out.count("corrupt or stale; rebuilding") == 2
     assert comparable(json.loads((first / "results.json").read_text())) == \
         comparable(json.loads((second / "results.json").read_text()))
+
+
+def test_a_write_that_fails_half_way_leaves_the_old_file_whole(tmp_path):
+    from clip.checkpoint import atomic_write
+    path = tmp_path / "results.json"
+    atomic_write(path, lambda f: f.write(b'{"mAP": 1}'))
+
+    def half_then_fail(f):
+        f.write(b'{"mA')
+        f.flush()
+        assert path.read_bytes() == b'{"mAP": 1}'  # a reader meanwhile sees the old file
+        raise OSError("disk full")
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    assert path.read_bytes() == b'{"mAP": 1}' and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C likewise
+        atomic_write(path, lambda f: (f.write(b"x"), (_ for _ in ()).throw(KeyboardInterrupt)))
+    assert path.read_bytes() == b'{"mAP": 1}' and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
 
 
 def test_atomic_writes_give_new_files_the_usual_permissions(tmp_path):
