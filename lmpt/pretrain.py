@@ -292,8 +292,7 @@ def ensure_tiny_clip(pretrained_dir=None, name=CHECKPOINT_NAME, log=print, **set
     except (OSError, ValueError, AttributeError):
         cached = damaged = False
     if damaged:
-        log(f"[pretrain] the cached tiny CLIP {path} is not the file that was saved (its sha256 differs); "
-            f"pretraining it again")
+        log(f"[pretrain] the cached tiny CLIP {path} is damaged (not the file that was saved); pretraining it again")
     elif not cached:
         log(f"[pretrain] no cached tiny CLIP with these settings at {path}; pretraining it")
     if damaged or not cached:
