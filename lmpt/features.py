@@ -89,6 +89,20 @@ def remember_facts(path, stat=None, **facts):
         pass
 
 
+def _sha256_of(f):
+    """sha256 of an open binary file's bytes from where it stands, read in blocks."""
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    return h.hexdigest()
+
+
+def sha256_of_file(path):
+    """sha256 of a file's bytes, read now (not memoised: for checking that a file is still the one saved)."""
+    with open(path, "rb") as f:
+        return _sha256_of(f)
+
+
 def file_fingerprint(path, tries=3):
     """sha256 of a checkpoint file's bytes, memoised on its path and ``_stamp`` in the process and in a side file.
 
@@ -101,15 +115,13 @@ def file_fingerprint(path, tries=3):
     if digest is not None:
         return digest
     for _ in range(tries):
-        h = hashlib.sha256()
         with open(path, "rb") as f:
             read = os.fstat(f.fileno())  # the file read, as it was before its first byte
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+            digest = _sha256_of(f)
         if _stamp(path.stat()) == _stamp(read):  # the same file at the path, not written since
             check_archive(path)
-            remember_facts(path, stat=read, sha256=h.hexdigest())
-            return h.hexdigest()
+            remember_facts(path, stat=read, sha256=digest)
+            return digest
     raise OSError(f"{path}: the file changed while it was read, {tries} times; wait until whatever writes it "
                   f"has finished")
 

@@ -13,7 +13,6 @@ the vocabulary rows the corpus uses are trained (copied back into the full table
 Also here: the quick checks the pretraining script prints — zero-shot and linear-probe
 mAP of a tiny CLIP on the synthetic benchmark's test split.
 """
-import hashlib
 import json
 import math
 import time
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from clip.clip import pretrained_dir as pretrained_folder
 
 from .data import NORMALIZATION
+from .features import sha256_of_file
 from .metrics import SCORE_KINDS, average_precision, log_scores, mean_ap
 
 CHECKPOINT_NAME = "tiny-clip-synth.pt"
@@ -246,19 +246,15 @@ def save_tiny_clip(model, out_path, info):
     out_path = Path(out_path)
     metadata_path(out_path).unlink(missing_ok=True)
     clip.save_checkpoint(model, out_path, fmt="torchscript")
-    save_json(metadata_path(out_path), {**info, "sha256": _sha256(out_path)})
+    save_json(metadata_path(out_path), {**info, "sha256": sha256_of_file(out_path)})
     return out_path
-
-
-def _sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _intact(path, sha256):
     """Whether a cached checkpoint is the file that was saved: its sha256 as recorded, or (a record written
     before sha256s were) an archive that passes its CRCs and reads as a CLIP state dict."""
     if sha256 is not None:
-        return _sha256(path) == sha256
+        return sha256_of_file(path) == sha256
     import clip
     try:
         clip.checkpoint.check_archive(path)
