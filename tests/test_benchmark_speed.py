@@ -167,3 +167,12 @@ def test_work_dir_of_other_files_is_refused_and_kept(tmp_path):
     with pytest.raises(SystemExit, match="did not write"):
         bench.main(["--preset", "toy", "--work_dir", str(tmp_path), "--out", str(tmp_path / "r.json")])
     assert precious.read_text() == "not the benchmark's"
+
+
+def test_the_cpu_is_named_by_its_first_processors_model_and_bf16_features():
+    block = ("processor\t: {n}\nmodel name\t: {name}\nflags\t\t: fpu sse2 avx2 {flags}\n\n")
+    cpuinfo = (block.format(n=0, name="Intel(R) Xeon(R) Processor", flags="avx512f avx512_bf16 amx_bf16")
+               + block.format(n=1, name="Other", flags=""))
+    assert bench.cpu_model(cpuinfo) == "Intel(R) Xeon(R) Processor, AVX-512 BF16, AMX BF16"
+    assert bench.cpu_model(block.format(n=0, name="AMD EPYC 7B13", flags="avx2")) == "AMD EPYC 7B13"
+    assert bench.cpu_model("processor\t: 0\nflags\t\t: avx512_bf16\n") is None  # no model name (e.g. ARM)
