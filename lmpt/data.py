@@ -71,9 +71,28 @@ DATASETS = {
 }
 
 
+def check_dataset_table(datasets):
+    """At import: each ``DATASETS`` key is its spec's name, and no name or alias means two datasets (the
+    first match would hide the other)."""
+    owner = {}
+    for key, spec in datasets.items():
+        if key != spec.name:
+            raise ValueError(f"DATASETS[{key!r}] is named {spec.name!r}; expected the key and the name to agree")
+        for name in dict.fromkeys((spec.name, *spec.aliases)):
+            if owner.setdefault(name, spec.name) != spec.name:
+                raise ValueError(f"DATASETS: {name!r} names both {owner[name]} and {spec.name}; expected each "
+                                 f"name and alias to mean one dataset")
+
+
+check_dataset_table(DATASETS)
+
+
 def dataset_names():
     """The names of ``DATASETS`` with their aliases, as the scripts' help and errors list them."""
-    return ", ".join(f"{s.name} (also {', '.join(a for a in s.aliases if a != s.name)})" for s in DATASETS.values())
+    def listed(spec):
+        aliases = [a for a in spec.aliases if a != spec.name]
+        return f"{spec.name} (also {', '.join(aliases)})" if aliases else spec.name
+    return ", ".join(listed(s) for s in DATASETS.values())
 
 
 def get_dataset_spec(name):
@@ -310,9 +329,9 @@ def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True
     missing = [f for f in required if not (root / f).is_file()]
     if missing:
         where = f"folder {root} does not exist" if not root.is_dir() else f"missing in {root}: {', '.join(missing)}"
-        expected = ", ".join(f"data/{spec.folder}/{f}" for f in required)
-        raise DataError(f"dataset {spec.name}: {where}; expected the published layout ({expected}) under the "
-                        f"data root {data_root}; {spec.source}")
+        expected = ", ".join(str(Path(data_root) / spec.folder / f) for f in required)
+        raise DataError(f"dataset {spec.name}: {where}; expected {expected}" + (f"; {spec.source}" if spec.source
+                                                                                else ""))
     if val_list is not None and not Path(val_list).is_file():
         raise DataError(f"{val_list}: validation list not found; expected a file in the list format "
                         f"'<relative/path.jpg> <id> …', paths relative to {root}")

@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from lmpt.data import (CLIP_MEAN, CLIP_STD, DATASETS, DEFAULT_DATA_ROOT, IMAGENET_MEAN, IMAGENET_STD, REPO_ROOT,
-                       BatchNormalize, DataError, ImageListDataset, build_transform, check_images_exist,
-                       class_frequency, find_missing_images, get_dataset_spec, image_stats, load_class_frequency,
-                       load_dataset, read_captions, read_labels, read_list, seed_worker)
+                       BatchNormalize, DataError, DatasetSpec, ImageListDataset, build_transform,
+                       check_dataset_table, check_images_exist, class_frequency, dataset_names, find_missing_images,
+                       get_dataset_spec, image_stats, load_class_frequency, load_dataset, read_captions, read_labels,
+                       read_list, seed_worker)
 
 DATA = REPO_ROOT / "data"
 REAL = {  # published counts (SPEC §1-§3): train, test, unlabeled test lines, head/medium/tail classes
@@ -27,6 +28,30 @@ REAL = {  # published counts (SPEC §1-§3): train, test, unlabeled test lines, 
 def first_tokens(path):
     """The first space-separated token of every non-blank line, parsed independently of lmpt.data."""
     return [line.split(" ")[0] for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------
+# The table of datasets.
+
+def test_a_dataset_without_source_or_aliases_reads_cleanly_in_help_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setitem(DATASETS, "nus-lt", DatasetSpec("nus-lt", "nus", "nus_lt_train.txt", "nus_lt_test.txt",
+                                                        "nus_lt_captions.txt", "nus_labels.txt"))
+    assert dataset_names().endswith(", nus-lt") and "synth-lt (also SYNTH, synth)" in dataset_names()
+    with pytest.raises(DataError) as err:
+        load_dataset("nus-lt", tmp_path / "elsewhere")
+    assert str(err.value) == (f"dataset nus-lt: folder {tmp_path / 'elsewhere' / 'nus'} does not exist; expected "
+                              + ", ".join(str(tmp_path / "elsewhere" / "nus" / f)
+                                          for f in ("nus_labels.txt", "nus_lt_train.txt", "nus_lt_test.txt",
+                                                    "nus_lt_captions.txt")))
+
+
+def test_a_name_or_alias_of_two_datasets_is_refused():
+    clash = dict(DATASETS, new=DatasetSpec("new", "new", "t.txt", "s.txt", "c.txt", "l.txt", aliases=("COCO",)))
+    with pytest.raises(ValueError, match="'COCO' names both coco-lt and new"):
+        check_dataset_table(clash)
+    with pytest.raises(ValueError, match="DATASETS\\['other'\\] is named 'new'"):
+        check_dataset_table({"other": clash["new"]})
+    check_dataset_table(DATASETS)  # the shipped table
 
 
 # ---------------------------------------------------------------------------
@@ -140,7 +165,7 @@ def test_missing_dataset_folder_says_where_files_go(tmp_path):
     with pytest.raises(DataError) as err:
         load_dataset("voc-lt", tmp_path)
     message = str(err.value)
-    assert str(tmp_path / "voc") in message and "data/voc/voc_lt_train.txt" in message and "VOCdevkit" in message
+    assert str(tmp_path / "voc" / "voc_lt_train.txt") in message and "VOCdevkit" in message
     (tmp_path / "voc").mkdir()
     (tmp_path / "voc" / "voc_labels.txt").write_text("a 0\n")
     with pytest.raises(DataError, match="missing in .*voc_lt_train.txt"):
