@@ -145,7 +145,7 @@ def finetune(args):
     torch.manual_seed(args.seed)
     model = LinearProbe(clip_model.visual, embed_dim, len(dataset.class_names), args.from_scratch).to(device)
     loss_fn = build_classification_loss(args.loss_function, train_freq, dataset.neg_freq,
-                                        dataset=dataset.spec.name).to(device)
+                                        **start.db_params).to(device)  # μ and λ as start_training resolved them
     autocast = use_autocast(device)
     labels = train_split.labels.to(device)
     if args.from_scratch:
@@ -188,6 +188,7 @@ def finetune(args):
 
     config = {"method": method, "dataset": dataset.spec.name,
               "class_names": dataset.class_names, "preprocess": args.preprocess, "splits_sha256": start.splits_sha256,
+              **({"db_params": start.db_params} if start.db_params else {}),
               **backbone_identity(args.pretrain_clip_path, start.clip_file)}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4)
     run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)

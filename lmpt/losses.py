@@ -220,6 +220,23 @@ def resolve_db_params(dataset=None, gamma=None, neg_scale=None):
             float(defaults['neg_scale'] if neg_scale is None else neg_scale))
 
 
+def db_params(name, dataset=None, gamma=None, neg_scale=None):
+    """What a run with ``--loss_function name`` records of the DB loss, and where it came from:
+    ({'gamma': μ, 'neg_scale': λ}, e.g. "voc-lt's defaults") for the Distribution-Balanced family
+    (``resolve_db_params``), ({}, '') for the other losses."""
+    if name not in _RESAMPLE_TABLE:
+        return {}, ''
+    mu, lam = resolve_db_params(dataset, gamma, neg_scale)
+    given = [flag for flag, value in (('--gamma', gamma), ('--neg_scale', neg_scale)) if value is not None]
+    source = (f"{dataset}'s defaults" if dataset in DB_DEFAULTS else
+              f"{DB_FALLBACK_DATASET}'s defaults: {dataset} has no row in losses.DB_DEFAULTS")
+    if len(given) == 2:
+        source = ' and '.join(given)
+    elif given:
+        source = f"{given[0]}; the other from {source}"
+    return {'gamma': mu, 'neg_scale': lam}, source
+
+
 def build_classification_loss(name, class_freq, neg_class_freq, dataset=None, gamma=None, neg_scale=None):
     """The classification loss called ``name`` (one of CLASSIFICATION_LOSSES)."""
     if name == 'bce':

@@ -11,14 +11,26 @@ import clip
 
 from .backbones import check_backbone, resolve_backbone
 from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint
-from .data import DataError, check_images_exist, line_numbers, listing, load_dataset
+from .data import DATASETS, DataError, check_images_exist, line_numbers, listing, load_dataset
 from .engine import seed_everything, select_device, use_autocast
-from .losses import check_negatives
+from .losses import DB_DEFAULTS, check_negatives, db_params
 from .features import (DEFAULT_CACHE_DIR, FeatureJob, decode_pixels, file_fingerprint, remember_resolution,
                        remembered_resolution)
 from .models import freeze
 
 CAPTION_CHARS = 75  # captions are cut to their first 75 characters, as published
+
+
+def check_db_defaults(defaults=DB_DEFAULTS, datasets=DATASETS):
+    """At import: every row of ``losses.DB_DEFAULTS`` is keyed by the name of a dataset (a row under an
+    alias or a typo would never be read, and the dataset would train with the fallback's μ and λ)."""
+    unknown = [key for key in defaults if key not in datasets]
+    if unknown:
+        raise ValueError(f"losses.DB_DEFAULTS: {', '.join(map(repr, unknown))} is not the name of a dataset; "
+                         f"expected one of {', '.join(datasets)}")
+
+
+check_db_defaults()
 
 
 def load_clip_and_features(args, dataset, splits, clip_file, device, names=("train", "test", "val"), beside=None):
@@ -198,6 +210,7 @@ class Training:
     splits: dict  # name -> Split, with cached features (or, for full fine-tuning, decoded pixels)
     clip_model: torch.nn.Module  # frozen, eval mode
     splits_sha256: str = ""  # the splits as listed (``splits_identity``), saved with the run's checkpoints
+    db_params: dict = field(default_factory=dict)  # μ and λ of a DB-family loss (``losses.db_params``), or {}
 
     @property
     def select_split(self):
@@ -229,8 +242,23 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
     dataset, splits = load_splits(args, captions=captions, check_dataset=check_dataset)
     check_negatives(args.loss_function, dataset.neg_freq, dataset.class_names, dataset.root / dataset.spec.train_list)
     identity = splits_identity(splits)
+    loss_params, source = db_params(args.loss_function, dataset.spec.name, getattr(args, "gamma", None),
+                                    getattr(args, "neg_scale", None))
     if args.resume:
-        check_resumable(args, methods, dataset.class_names, clip_file, identity)
+        saved = check_resumable(args, methods, dataset.class_names, clip_file, identity).get("db_params")
+        if saved is not None:  # the run keeps its own, also where a DB_DEFAULTS row changed since
+            if saved != loss_params:
+                source = (f"the run's own, from its last.pt; {source} would now give μ = {loss_params['gamma']:g}, "
+                          f"λ = {loss_params['neg_scale']:g}")
+            else:
+                source = "the run's own, from its last.pt"
+            loss_params = saved
+    if loss_params:
+        print(f"[{tag}] {args.loss_function}: μ = {loss_params['gamma']:g}, λ = {loss_params['neg_scale']:g} "
+              f"({source})")
+    for key, value in loss_params.items():
+        if hasattr(args, key):  # the script's own flags (lmpt/train.py): args.json records the values used
+            setattr(args, key, value)
     if "val" not in splits:
         print(f"[{tag}] no --val_list: selecting the best epoch on the TEST split, as the published code "
               "did; its test mAP is optimistic. Pass --val_list for an honest selection.")
@@ -238,7 +266,7 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
         clip_model = load_clip_and_pixels(args, dataset, splits, clip_file, device)
     else:
         clip_model, _ = load_clip_and_features(args, dataset, splits, clip_file, device)
-    return Training(device, clip_file, dataset, splits, clip_model, identity)
+    return Training(device, clip_file, dataset, splits, clip_model, identity, loss_params)
 
 
 def selection_row(split, results):
@@ -249,7 +277,7 @@ def selection_row(split, results):
 def check_resumable(args, methods, class_names, clip_file, splits_sha256=None):
     """``--resume``, before anything is written: the run's ``last.pt`` must be a run this script continues
     (``methods``), on the same classes, image lists and labels (``splits_identity``, for runs that saved it)
-    and the same CLIP file, and ``--epochs`` at least its epochs done."""
+    and the same CLIP file, and ``--epochs`` at least its epochs done. Returns its saved configuration."""
     last = Path(args.output_dir) / "last.pt"
     state = load_checkpoint(last)
     config = state["config"]
@@ -269,3 +297,4 @@ def check_resumable(args, methods, class_names, clip_file, splits_sha256=None):
     if args.epochs < done:
         raise ValueError(f"--epochs {args.epochs}: the run in {args.output_dir} has trained {done} epochs already; "
                          f"expected --epochs {done} or more")
+    return config

@@ -59,8 +59,8 @@ def train(args):
     torch.manual_seed(args.seed)  # the contexts' initialisation depends on the seed alone
     model = CustomCLIP(dataset.class_names, clip_model, n_ctx=args.n_ctx, ctx_init=args.ctx_init,
                        csc=args.csc, class_token_position=args.class_token_position).to(device)
-    cls_loss = build_classification_loss(args.loss_function, train_freq, dataset.neg_freq, dataset=dataset.spec.name,
-                                         gamma=args.gamma, neg_scale=args.neg_scale).to(device)
+    cls_loss = build_classification_loss(args.loss_function, train_freq, dataset.neg_freq,
+                                         **start.db_params).to(device)  # μ and λ as start_training resolved them
     use_cse = args.training_method == "lmpt"
     if use_cse:
         cse_loss = build_cse_loss(args.cseloss, train_freq, args.cse_margin, args.cse_gamma, args.m_ctx).to(device)
@@ -91,6 +91,7 @@ def train(args):
               "class_names": dataset.class_names, **{k: getattr(args, k) for k in PROMPT_KEYS},
               "m_ctx": args.m_ctx, "preprocess": args.preprocess, "score": args.score, "thre": args.thre,
               "selection_split": select_split.name, "splits_sha256": start.splits_sha256,
+              **({"db_params": start.db_params} if start.db_params else {}),
               **backbone_identity(args.pretrain_clip, start.clip_file)}
     optimizer = build_optimizer(args.optimizer, model.prompt_learner.parameters(), args.lr)
     scheduler = build_scheduler(optimizer)

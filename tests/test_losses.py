@@ -438,3 +438,21 @@ def test_cse_huge_gamma_does_not_overflow(cse_case):
     E, P, y, n = cse_case
     value = build_cse_loss('softmargin', n * 1e6, 0.5, 60.0, 0)(E.float(), P.float(), y.float())
     assert torch.isfinite(value)
+
+
+def test_db_params_say_where_mu_and_lambda_came_from():
+    from lmpt.losses import db_params
+    assert db_params('bce', 'voc-lt') == ({}, '')
+    assert db_params('dbl', 'coco-lt') == ({'gamma': 0.2, 'neg_scale': 2.0}, "coco-lt's defaults")
+    assert db_params('FL', 'nus-lt', gamma=0.1) == (
+        {'gamma': 0.1, 'neg_scale': 5.0}, "--gamma; the other from voc-lt's defaults: nus-lt has no row in "
+                                          "losses.DB_DEFAULTS")
+    assert db_params('CBloss', 'voc-lt', 0.5, 1.5) == ({'gamma': 0.5, 'neg_scale': 1.5}, "--gamma and --neg_scale")
+
+
+def test_a_db_defaults_row_under_an_alias_is_refused():
+    from lmpt.data import DATASETS
+    from lmpt.prepare import check_db_defaults
+    check_db_defaults()  # the shipped table
+    with pytest.raises(ValueError, match="'VOC' is not the name of a dataset; expected one of voc-lt, coco-lt"):
+        check_db_defaults({'VOC': dict(gamma=0.3, neg_scale=5.0)}, DATASETS)

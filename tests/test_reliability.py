@@ -448,6 +448,42 @@ def test_resume_keeps_the_runs_own_settings(tmp_path, tiny_vit_checkpoint, capsy
     assert "no args.json there" in capsys.readouterr().err
 
 
+def test_a_resume_keeps_the_db_loss_of_its_run_when_the_defaults_change(tmp_path, tiny_vit_checkpoint, monkeypatch,
+                                                                        capsys):
+    """μ and λ of the DB loss are saved with the run: a DB_DEFAULTS row edited between a run and its resume
+    (a new dataset's defaults, say) does not change the loss of the resumed epochs."""
+    from lmpt import losses
+    data_root = fresh_data(tmp_path)
+    argv = lambda out, epochs: ["--dataset", "voc-lt", "--data_root", str(data_root), "--pretrain_clip_path",  # noqa
+                                str(tiny_vit_checkpoint), "--batch_size", "8", "--epochs", str(epochs), "--device",
+                                "cpu", "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"), "--output_dir",
+                                str(out)]
+    full, out = tmp_path / "full", tmp_path / "extended"
+    fc_script.main(argv(full, 2))
+    fc_script.main(argv(out, 1))
+    assert "[finetune] dbl: μ = 0.3, λ = 5 (voc-lt's defaults)" in capsys.readouterr().out
+    assert torch.load(out / "last.pt", weights_only=False)["config"]["db_params"] == {"gamma": 0.3, "neg_scale": 5.0}
+
+    monkeypatch.setitem(losses.DB_DEFAULTS, "voc-lt", dict(gamma=1.5, neg_scale=1.0))
+    fc_script.main(["--resume", str(out), "--epochs", "2", "--num_workers", "0"])
+    assert ("[finetune] dbl: μ = 0.3, λ = 5 (the run's own, from its last.pt; voc-lt's defaults would now give "
+            "μ = 1.5, λ = 1)") in capsys.readouterr().out
+    rows = lambda d: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa: E731
+                      for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert rows(out) == rows(full)
+
+
+def test_a_prompt_run_records_the_db_loss_it_trained_with(tmp_path, tiny_vit_checkpoint, capsys):
+    data_root = fresh_data(tmp_path)
+    out = tmp_path / "run"
+    train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache", "--neg_scale", "2",
+                                 epochs=1))
+    assert "[train] dbl: μ = 0.3, λ = 2 (--neg_scale; the other from voc-lt's defaults)" in capsys.readouterr().out
+    saved = json.loads((out / "args.json").read_text())
+    assert (saved["gamma"], saved["neg_scale"]) == (0.3, 2.0)
+    assert torch.load(out / "best.pt", weights_only=False)["config"]["db_params"] == {"gamma": 0.3, "neg_scale": 2.0}
+
+
 def test_finetune_resume_restores_its_settings(tmp_path, tiny_vit_checkpoint):
     from finetune_clip import fc as fc_script
     from lmpt.checkpoint import save_args
