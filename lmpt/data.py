@@ -409,14 +409,10 @@ def check_images_exist(root, lists, show=5):
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PREPROCESS_KINDS = ("lmpt", "clip")
 
-
-def _to_rgb(image):
-    return image.convert("RGB")
-
-
+# Preprocessing kinds: (mean, std) of the normalisation, and the resize steps (``_resize_steps``).
 NORMALIZATION = {"lmpt": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
+PREPROCESS_KINDS = tuple(NORMALIZATION)
 
 
 def _normalization(kind):
@@ -426,20 +422,39 @@ def _normalization(kind):
     return NORMALIZATION[kind]
 
 
+class ToRGB:
+    """PIL image -> RGB (``to_rgb``; a no-op copy for the RGB images ``ImageListDataset`` gives). A class,
+    so that a transform holding it pickles to loader workers and its ``repr`` is the same in every process."""
+
+    def __call__(self, image):
+        return to_rgb(image)
+
+    def __repr__(self):
+        return "ToRGB()"
+
+
+def _resize_steps(kind, resolution):
+    """A PIL image -> a resolution × resolution RGB image. ``lmpt``: squash (the published LMPT
+    transform); ``clip``: bicubic resize of the short side + centre crop (OpenAI's ``preprocess``)."""
+    if kind == "lmpt":
+        return [T.Resize((resolution, resolution)), ToRGB()]
+    if kind == "clip":
+        return [T.Resize(resolution, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(resolution), ToRGB()]
+    raise ValueError(f"preprocessing {kind!r} has no resize steps in lmpt.data._resize_steps; expected one of "
+                     f"lmpt, clip")
+
+
 def build_transform(kind, resolution, normalize=True):
-    """Image -> [3, r, r] tensor. ``lmpt``: squash + ImageNet stats; ``clip``: resize + centre crop + CLIP stats.
+    """PIL image -> [3, r, r] tensor: ``_resize_steps`` + the kind's statistics.
 
     No random flip here: training flips decoded tensors (``lmpt.engine.epoch_plan`` picks each view).
     ``normalize=False`` stops at the uint8 pixels ([3, r, r], a quarter of the bytes to pass between
-    processes); ``BatchNormalize(kind)`` then finishes the job on a batch, on any device.
+    processes); ``BatchNormalize(kind)`` then finishes the job on a batch, on any device. The feature
+    cache keys on the transform's ``repr`` (``lmpt.features.cache_key``), so an edited step misses it.
     """
     stats = _normalization(kind)
-    if kind == "lmpt":
-        steps = [T.Resize((resolution, resolution))]
-    else:
-        steps = [T.Resize(resolution, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(resolution), _to_rgb]
     tail = [T.ToTensor(), T.Normalize(*stats)] if normalize else [T.PILToTensor()]
-    return T.Compose(steps + tail)
+    return T.Compose(_resize_steps(kind, resolution) + tail)
 
 
 class BatchNormalize:

@@ -139,10 +139,12 @@ def remember_resolution(checkpoint, resolution):
 
 
 def cache_key(checkpoint, root, paths, preprocess, resolution, precision, mirrors=True):
-    """Hash of everything that shapes the features (images by path, size and mtime)."""
+    """Hash of everything that shapes the features (images by path, size and mtime; the transform by its
+    steps' ``repr``). Code that no ``repr`` shows (the encoders, decoding) bumps ``CACHE_VERSION`` when it
+    changes what they compute."""
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_VERSION, file_fingerprint(checkpoint), preprocess, resolution,
-                         precision, mirrors, LIBRARIES]).encode())
+                         repr(build_transform(preprocess, resolution)), precision, mirrors, LIBRARIES]).encode())
     for p, st in zip(paths, image_stats(root, paths)):
         h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode() if st else f"{p}\0missing\n".encode())
     return h.hexdigest()[:32]

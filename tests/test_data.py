@@ -444,10 +444,19 @@ def test_lmpt_squashes_and_clip_crops():
     cropped = image.resize((48, 24), Image.BICUBIC).crop((12, 0, 36, 24))
     assert torch.allclose(clip, normalise(cropped, CLIP_MEAN, CLIP_STD), atol=1e-5)
     assert not torch.allclose(normalise(squashed, CLIP_MEAN, CLIP_STD), clip, atol=1e-2)
-    grey = build_transform("clip", 24)(image.convert("L"))  # converted to RGB
-    assert grey.shape == (3, 24, 24)
+    for kind in ("clip", "lmpt"):
+        grey = build_transform(kind, 24)(image.convert("L"))  # converted to RGB
+        assert torch.allclose(grey, build_transform(kind, 24)(image.convert("L").convert("RGB")), atol=1e-6)
     with pytest.raises(ValueError, match="lmpt"):
         build_transform("imagenet", 24)
+    assert "0x" not in repr(build_transform("clip", 24))  # the feature cache's key: no object addresses
+
+
+def test_a_preprocessing_kind_without_resize_steps_is_refused(monkeypatch):
+    import lmpt.data
+    monkeypatch.setitem(lmpt.data.NORMALIZATION, "bicubic-squash", (CLIP_MEAN, CLIP_STD))
+    with pytest.raises(ValueError, match="'bicubic-squash' has no resize steps in lmpt.data._resize_steps"):
+        build_transform("bicubic-squash", 24)
 
 
 def test_uint8_pixels_then_batch_normalize_equal_the_float_transform_bit_for_bit():

@@ -9,6 +9,7 @@ from argparse import Namespace
 
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 import clip
@@ -150,6 +151,11 @@ def test_cache_key_changes_with_everything_that_shapes_the_features(tmp_path, da
     with pytest.MonkeyPatch.context() as patch:  # another torch / torchvision / Pillow release
         patch.setattr(features_module, "LIBRARIES", features_module.LIBRARIES + " (another)")
         keys["library versions"] = job(tiny_vit_checkpoint, data, cache).key
+    with pytest.MonkeyPatch.context() as patch:  # an edited resize step (bicubic squash for lmpt)
+        import lmpt.data
+        patch.setattr(lmpt.data, "_resize_steps", lambda kind, r: [
+            torchvision.transforms.Resize((r, r), interpolation=torchvision.transforms.InterpolationMode.BICUBIC)])
+        keys["transform steps"] = job(tiny_vit_checkpoint, data, cache).key
     image = data.root / data.test_paths[0]
     size = image.stat().st_size
     raw = bytearray(image.read_bytes())  # the same size, other bytes, a new mtime (as make sees a new file)
