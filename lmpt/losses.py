@@ -25,9 +25,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CLASSIFICATION_LOSSES = ('bce', 'mls', 'asl', 'dbl', 'DBloss', 'DBloss-noFocal', 'FL', 'CBloss', 'CBloss-ntr',
-                         'R-BCE-Focal', 'NTR-Focal')
-
 # μ (--gamma) and λ (--neg_scale) of the image-recognition DB loss, per dataset.
 DB_DEFAULTS = {'voc-lt': dict(gamma=0.3, neg_scale=5.0), 'coco-lt': dict(gamma=0.2, neg_scale=2.0)}
 DB_FALLBACK_DATASET = 'voc-lt'
@@ -44,12 +41,15 @@ _RESAMPLE_TABLE = {
     'R-BCE-Focal': dict(reweight='rebalance', ntr=False, balance=0.5, loss_weight=1.0),
     'NTR-Focal': dict(reweight=None, ntr=True, balance=0.5, loss_weight=1.0),
 }
+# The names --loss_function offers: three plain losses (a branch each in build_classification_loss) and the table.
+CLASSIFICATION_LOSSES = ('bce', 'mls', 'asl', *_RESAMPLE_TABLE)
 
 CSE_LOSSES = ('softmargin', 'hinge', 'weighted', 'nn_hinge')
 # Chosen by validation mAP in tools/sweep_cse.py on the embedded benchmark (docs/SWEEP.md), where the
 # grid Δ ∈ {0.2, 0.5, 1} × γ ∈ {0.5, 1, 2} differed by about the seed-to-seed spread.
 DEFAULT_CSE_MARGIN = 0.5  # Δ
 DEFAULT_CSE_GAMMA = 0.5  # γ of the class weights n_c^-γ
+DEFAULT_M_CTX = 2  # m: the token offset between caption and prompt (the published --m_ctx)
 
 
 def _as_freq(values, what, allow_zero=True, counts="a positive count"):
@@ -325,6 +325,28 @@ def caption_prompt_distance(caption_embeddings, prompts, m_ctx, eps=1e-12):
     return 1 - cos_sum / steps
 
 
+def _fixed_margin(n, margin):
+    return torch.full_like(n, margin)  # [C]: Δ
+
+
+def _class_aware_margin(n, margin):
+    return margin * (n.min() / n) ** 0.25  # [C]: Δ (min n / n_c)^{1/4}
+
+
+def _uniform_weights(n, gamma):
+    return torch.full_like(n, 1.0 / n.numel())  # [C]: 1/C
+
+
+def _inverse_frequency_weights(n, gamma):
+    return torch.softmax(-gamma * torch.log(n), dim=0)  # [C]: n^-γ / Σ n^-γ, without overflow
+
+
+# Margins Δ_c and class weights w_c of each CSE kind (nn_hinge uses torch's HingeEmbeddingLoss and neither).
+_MARGINS = {'softmargin': _class_aware_margin, 'weighted': _fixed_margin, 'hinge': _fixed_margin}
+_WEIGHTS = {'softmargin': _inverse_frequency_weights, 'weighted': _inverse_frequency_weights,
+            'hinge': _uniform_weights}
+
+
 class CSELoss(nn.Module):
     """ℓ_ic = d_ic if y_ic = 1 else max(0, Δ_c − d_ic); L = Σ_c w_c · mean_i ℓ_ic.
 
@@ -332,7 +354,8 @@ class CSELoss(nn.Module):
     'hinge' (Δ, 1/C), 'nn_hinge' (torch.nn.HingeEmbeddingLoss on d, mean).
     """
 
-    def __init__(self, kind, class_freq, margin=DEFAULT_CSE_MARGIN, gamma=DEFAULT_CSE_GAMMA, m_ctx=0):
+    def __init__(self, kind, class_freq, margin=DEFAULT_CSE_MARGIN, gamma=DEFAULT_CSE_GAMMA,
+                 m_ctx=DEFAULT_M_CTX):
         super().__init__()
         if kind not in CSE_LOSSES:
             raise ValueError(f"unknown CSE loss {kind!r}; expected one of {', '.join(CSE_LOSSES)}")
@@ -342,23 +365,19 @@ class CSELoss(nn.Module):
             raise ValueError(f"CSE loss: gamma must be finite, got {gamma}")
         if not isinstance(m_ctx, int) or isinstance(m_ctx, bool) or m_ctx < 0:
             raise ValueError(f"CSE loss: m_ctx must be an integer >= 0, got {m_ctx!r}")
-        n = _as_freq(class_freq, 'class_freq', allow_zero=kind in ('hinge', 'nn_hinge'))  # [C]
+        if kind != 'nn_hinge' and (kind not in _MARGINS or kind not in _WEIGHTS):
+            raise ValueError(f"CSE loss {kind!r}: no margins or class weights in lmpt.losses._MARGINS and "
+                             f"_WEIGHTS; expected an entry in each")
+        # a class without training images is fine where neither margin nor weight divides by its count
+        divides = kind != 'nn_hinge' and (_MARGINS[kind], _WEIGHTS[kind]) != (_fixed_margin, _uniform_weights)
+        n = _as_freq(class_freq, 'class_freq', allow_zero=not divides)  # [C]
         self.register_buffer('class_freq', n.float())  # [C]; margins and weights derived in the loss's dtype
         self.kind, self.margin, self.gamma, self.m_ctx = kind, float(margin), float(gamma), m_ctx
 
     def margins_and_weights(self, dtype):
-        """Per-class margins Δ_c and weights w_c, each [C]."""
+        """Per-class margins Δ_c and weights w_c, each [C] (``_MARGINS`` and ``_WEIGHTS`` of the kind)."""
         n = self.class_freq.to(dtype)  # [C]
-        num = n.numel()
-        if self.kind == 'softmargin':
-            margins = self.margin * (n.min() / n) ** 0.25
-        else:
-            margins = torch.full_like(n, self.margin)
-        if self.kind in ('softmargin', 'weighted'):
-            weights = torch.softmax(-self.gamma * torch.log(n), dim=0)  # n^-γ / Σ n^-γ, without overflow
-        else:
-            weights = torch.full_like(n, 1.0 / num)
-        return margins, weights
+        return _MARGINS[self.kind](n, self.margin), _WEIGHTS[self.kind](n, self.gamma)
 
     def forward(self, caption_embeddings, prompts, targets):
         num = self.class_freq.numel()
@@ -376,6 +395,6 @@ class CSELoss(nn.Module):
         return (per_pair * weights[None, :]).sum(dim=1).mean()
 
 
-def build_cse_loss(name, class_freq, margin=DEFAULT_CSE_MARGIN, gamma=DEFAULT_CSE_GAMMA, m_ctx=0):
+def build_cse_loss(name, class_freq, margin=DEFAULT_CSE_MARGIN, gamma=DEFAULT_CSE_GAMMA, m_ctx=DEFAULT_M_CTX):
     """The class-specific embedding loss called ``name`` (one of CSE_LOSSES)."""
     return CSELoss(name, class_freq, margin=margin, gamma=gamma, m_ctx=m_ctx)

@@ -15,7 +15,8 @@ from lmpt.cli import (DATASET_HELP, add_common_args, add_run_args, float_in, fre
                       int_in, positive_float, report_errors, resolve_backbone_arg, resolve_run_dir,
                       restore_run_args, run_resumable, str2bool, unit_float)
 from lmpt.engine import OPTIMIZERS  # noqa: E402
-from lmpt.losses import CLASSIFICATION_LOSSES, CSE_LOSSES, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN  # noqa: E402
+from lmpt.losses import (CLASSIFICATION_LOSSES, CSE_LOSSES, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN,  # noqa: E402
+                         DEFAULT_M_CTX)
 from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH  # noqa: E402
 from lmpt.prompt_tuning import TRAINING_METHODS, train  # noqa: E402
 
@@ -32,7 +33,7 @@ def build_parser():
     p.add_argument("--ctx_init", default="",
                    help="initial context words, '_' for a space ('' = random, --n_ctx vectors)")
     p.add_argument("--n_ctx", type=int_in(1), default=16, help="context vectors when --ctx_init is empty")
-    p.add_argument("--m_ctx", type=int_in(0, CONTEXT_LENGTH - 1), default=2,
+    p.add_argument("--m_ctx", type=int_in(0, CONTEXT_LENGTH - 1), default=DEFAULT_M_CTX,
                    help="token offset between caption and prompt in the embedding loss")
     p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=True,
                    help="class-specific contexts (default on; --csc false or --no-csc for one shared context)")

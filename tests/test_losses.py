@@ -277,6 +277,8 @@ def ref_distance(E, P, m):
 
 
 def ref_cse(kind, d, y, n, margin, gamma):
+    if kind not in ('softmargin', 'weighted', 'hinge', 'nn_hinge'):
+        raise KeyError(f"no reference for the CSE loss {kind!r}; write one here (SPEC §7)")
     B, C = d.shape
     if kind == 'softmargin':
         margins = [margin * (min(n) / n[c]) ** 0.25 for c in range(C)]
@@ -420,6 +422,8 @@ def test_cse_defaults_and_errors(cse_case):
     E, P, y, n = cse_case
     assert build_cse_loss('softmargin', n).margin == DEFAULT_CSE_MARGIN
     assert build_cse_loss('softmargin', n).gamma == DEFAULT_CSE_GAMMA
+    from lmpt.train import build_parser
+    assert build_cse_loss('softmargin', n).m_ctx == build_parser().get_default('m_ctx') == 2  # library = CLI
     with pytest.raises(ValueError) as err:
         build_cse_loss('triplet', n, 0.5, 1.0, 0)
     for name in CSE_LOSSES:
@@ -456,3 +460,18 @@ def test_a_db_defaults_row_under_an_alias_is_refused():
     check_db_defaults()  # the shipped table
     with pytest.raises(ValueError, match="'VOC' is not the name of a dataset; expected one of voc-lt, coco-lt"):
         check_db_defaults({'VOC': dict(gamma=0.3, neg_scale=5.0)}, DATASETS)
+
+
+def test_a_cse_kind_without_margins_or_weights_is_refused(monkeypatch, cse_case):
+    """An embedding loss added to CSE_LOSSES alone would otherwise fall into another kind's margins."""
+    import lmpt.losses as losses
+    E, P, y, n = cse_case
+    monkeypatch.setattr(losses, 'CSE_LOSSES', losses.CSE_LOSSES + ('sqrtmargin',))
+    with pytest.raises(ValueError, match="'sqrtmargin': no margins or class weights in lmpt.losses._MARGINS"):
+        build_cse_loss('sqrtmargin', n)
+    monkeypatch.setitem(losses._MARGINS, 'sqrtmargin', lambda n, margin: margin * (n.min() / n) ** 0.5)
+    monkeypatch.setitem(losses._WEIGHTS, 'sqrtmargin', losses._uniform_weights)
+    margins, weights = build_cse_loss('sqrtmargin', n, 0.5).margins_and_weights(torch.float64)
+    assert torch.allclose(margins, 0.5 * (n.min() / torch.as_tensor(n, dtype=torch.float64)) ** 0.5)
+    assert torch.allclose(weights, torch.full((len(n),), 1 / len(n), dtype=torch.float64))
+
