@@ -22,6 +22,8 @@ from .prepare import (caption_token_embeddings, load_clip_and_features, load_spl
                       start_training)
 
 TRAINING_METHODS = ("coop", "lmpt")
+CAPTION_METHODS = ("lmpt",)  # the methods that read the captions: the class-specific embedding loss
+CAPTION_LOSS_FLAGS = ("cseloss", "cse_margin", "cse_gamma", "m_ctx", "lam")  # what only those methods use
 PROMPT_KEYS = ("n_ctx", "ctx_init", "csc", "class_token_position")
 
 
@@ -50,7 +52,7 @@ def train(args):
     if args.training_method not in TRAINING_METHODS:
         raise ValueError(f"--training_method {args.training_method!r}: implemented methods are {TRAINING_METHODS}")
     start = start_training(args, "train", args.pretrain_clip, (args.training_method,),
-                           captions=args.training_method == "lmpt",  # CoOp needs no captions
+                           captions=args.training_method in CAPTION_METHODS,  # CoOp needs no captions
                            check_dataset=lambda d: check_prompt_length(d.class_names, args.n_ctx, args.ctx_init))
     device, dataset, clip_model = start.device, start.dataset, start.clip_model
     train_split, test_split, select_split = start.splits["train"], start.splits["test"], start.select_split
@@ -61,7 +63,7 @@ def train(args):
                        csc=args.csc, class_token_position=args.class_token_position).to(device)
     cls_loss = build_classification_loss(args.loss_function, train_freq, dataset.neg_freq,
                                          **start.db_params).to(device)  # μ and λ as start_training resolved them
-    use_cse = args.training_method == "lmpt"
+    use_cse = args.training_method in CAPTION_METHODS
     if use_cse:
         cse_loss = build_cse_loss(args.cseloss, train_freq, args.cse_margin, args.cse_gamma, args.m_ctx).to(device)
         kept_captions = [dataset.captions[i] for i in train_split.kept]

@@ -12,13 +12,13 @@ if __package__ in (None, ""):  # run as a script: import the repository's packag
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lmpt.cli import (DATASET_HELP, add_common_args, add_run_args, float_in, freeze_imported_objects,  # noqa: E402
-                      int_in, positive_float, report_errors, resolve_backbone_arg, resolve_run_dir,
+                      given_flags, int_in, positive_float, report_errors, resolve_backbone_arg, resolve_run_dir,
                       restore_run_args, run_resumable, str2bool, unit_float)
 from lmpt.engine import OPTIMIZERS  # noqa: E402
 from lmpt.losses import (CLASSIFICATION_LOSSES, CSE_LOSSES, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN,  # noqa: E402
                          DEFAULT_M_CTX)
 from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH  # noqa: E402
-from lmpt.prompt_tuning import TRAINING_METHODS, train  # noqa: E402
+from lmpt.prompt_tuning import CAPTION_LOSS_FLAGS, CAPTION_METHODS, TRAINING_METHODS, train  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 
@@ -60,6 +60,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.pretrain_clip = resolve_backbone_arg(args.pretrain_clip, SCRIPT_DIR)  # a path: made absolute
     args = restore_run_args(parser, args, argv)
+    if args.training_method not in CAPTION_METHODS:
+        unused = [f"--{key}" for key in CAPTION_LOSS_FLAGS if key in given_flags(parser, argv)]
+        if unused:
+            print(f"[train] note: --training_method {args.training_method} trains without the embedding loss; "
+                  f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect")
     return resolve_run_dir(args, args.training_method, args.pretrain_clip)
 
 

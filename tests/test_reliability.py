@@ -576,3 +576,19 @@ def test_atomic_writes_sync_the_file_then_the_folder_that_names_it(tmp_path, mon
     save_json(tmp_path / "results.json", {"mAP": 1.0})
     assert [stat.S_ISDIR(s.st_mode) for s in synced] == [False, True]
     assert synced[1].st_ino == tmp_path.stat().st_ino and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_caption_methods_table_decides_captions_and_the_embedding_loss(tmp_path, tiny_vit_checkpoint, monkeypatch,
+                                                                          capsys):
+    """A method listed in CAPTION_METHODS reads the captions and trains with the embedding loss (a new
+    caption-based method is one entry there), and the embedding-loss flags of a method without it are noted."""
+    data_root = fresh_data(tmp_path)
+    coop = lambda out, *extra: train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache",  # noqa: E731
+                                          "--training_method", "coop", *extra, epochs=1)
+    train_script.main(coop(tmp_path / "plain", "--lam", "0.25"))
+    assert ("[train] note: --training_method coop trains without the embedding loss; --lam has no effect"
+            in capsys.readouterr().out)
+    assert "train_cse_loss" not in read_metrics(tmp_path / "plain" / "metrics.jsonl")[0]
+    monkeypatch.setattr(prompt_tuning, "CAPTION_METHODS", ("lmpt", "coop"))
+    train_script.main(coop(tmp_path / "with_captions"))
+    assert "train_cse_loss" in read_metrics(tmp_path / "with_captions" / "metrics.jsonl")[0]
