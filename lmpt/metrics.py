@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 HEAD_MIN = 100  # head: at least this many training images
-TAIL_MAX = 20  # tail: fewer than this many training images
+MEDIUM_MIN = 20  # medium: at least this many (and fewer than HEAD_MIN); tail: fewer than this many
 GROUPS = ('head', 'medium', 'tail')
 
 
@@ -131,14 +131,20 @@ def topk_metrics(scores, targets, k=5):
             (('precision', precision), ('recall', recall), ('F1', _f1(precision, recall)))}
 
 
-def class_groups(train_class_freq, head=HEAD_MIN, tail=TAIL_MAX):
-    """Class indices of each group: head ≥ head, medium in [tail, head), tail < tail training images."""
+def class_groups(train_class_freq, head_min=HEAD_MIN, medium_min=MEDIUM_MIN):
+    """Class indices of each group: head ≥ head_min, medium in [medium_min, head_min), tail < medium_min
+    training images."""
     freq = _to_numpy(train_class_freq).astype(np.float64)
     if freq.ndim != 1:
         raise ValueError(f"class_groups: expected train_class_freq of shape [C], got {freq.shape}")
-    return {'head': np.flatnonzero(freq >= head),
-            'medium': np.flatnonzero((freq >= tail) & (freq < head)),
-            'tail': np.flatnonzero(freq < tail)}
+    return {'head': np.flatnonzero(freq >= head_min),
+            'medium': np.flatnonzero((freq >= medium_min) & (freq < head_min)),
+            'tail': np.flatnonzero(freq < medium_min)}
+
+
+def class_group(count):
+    """The group of a class with ``count`` training images: 'head', 'medium' or 'tail'."""
+    return next(name for name, idx in class_groups([count]).items() if len(idx))
 
 
 SCORE_KINDS = ('softmax', 'sigmoid')
@@ -177,7 +183,7 @@ def evaluate_logits(logits, targets, train_class_freq, thre=0.5, score='softmax'
 
 def evaluate(scores, targets, train_class_freq, thre=0.5):
     """All SPEC §4 metrics, in percent: mAP and head/medium/tail mAP, CP/CR/CF1/OP/OR/OF1,
-    per-class AP (None where a class has no positive) and the classes left out of mAP."""
+    per-class AP (None where a class has no positive), the classes left out of mAP and the group bounds."""
     scores, targets = _check_scores_targets(scores, targets, 'evaluate')
     freq = _to_numpy(train_class_freq)
     if freq.shape != (scores.shape[1],):
@@ -189,6 +195,7 @@ def evaluate(scores, targets, train_class_freq, thre=0.5):
     results.update(_threshold_metrics(scores, targets, thre))
     results['per_class_AP'] = [None if math.isnan(v) else 100.0 * float(v) for v in ap]
     results['classes_without_positives'] = [int(i) for i in np.flatnonzero(np.isnan(ap))]
+    results['group_bounds'] = {'head_min': HEAD_MIN, 'medium_min': MEDIUM_MIN}  # training images, as grouped
     return results
 
 

@@ -238,3 +238,11 @@ def test_bad_inputs_are_refused():
         average_precision(np.full_like(scores, np.nan), targets)
     with pytest.raises(ValueError, match='train_class_freq'):
         evaluate(scores, targets, np.ones(3))
+
+
+def test_group_bounds_are_inclusive_below_and_recorded_with_the_results():
+    from lmpt.metrics import HEAD_MIN, MEDIUM_MIN, class_group, evaluate
+    assert [class_group(n) for n in (HEAD_MIN, HEAD_MIN - 1, MEDIUM_MIN, MEDIUM_MIN - 1, 0)] == \
+        ['head', 'medium', 'medium', 'tail', 'tail']
+    scores, targets = np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[1, 0], [0, 1]])
+    assert evaluate(scores, targets, [HEAD_MIN, 3])['group_bounds'] == {'head_min': 100, 'medium_min': 20}

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmpt.checkpoint import save_json, save_text  # noqa: E402
-from lmpt.metrics import HEAD_MIN, TAIL_MAX  # noqa: E402
+from lmpt.metrics import HEAD_MIN, MEDIUM_MIN  # noqa: E402
 from lmpt.pretrain import FAST_SETTINGS, ensure_tiny_clip  # noqa: E402
 from lmpt.synthetic import ensure_benchmark  # noqa: E402
 
@@ -73,9 +73,9 @@ def plot(rows, class_names, train_freq, path):
     freq = np.asarray(train_freq)[order]
     fig, ax = plt.subplots(figsize=(11, 4.8), dpi=130)
     x = np.arange(len(order))
-    bands = ((HEAD_MIN, np.inf, "#dbe9f6", f"head (≥{HEAD_MIN})"),
-             (TAIL_MAX, HEAD_MIN, "#fdf1d6", f"medium ({TAIL_MAX}–{HEAD_MIN - 1})"),
-             (0, TAIL_MAX, "#f9dcdc", f"tail (<{TAIL_MAX})"))
+    bands = ((HEAD_MIN, np.inf, "#dbe9f6", f"head (≥{HEAD_MIN})"),  # the groups of metrics.class_groups
+             (MEDIUM_MIN, HEAD_MIN, "#fdf1d6", f"medium ({MEDIUM_MIN}–{HEAD_MIN - 1})"),
+             (0, MEDIUM_MIN, "#f9dcdc", f"tail (<{MEDIUM_MIN})"))
     for lo, hi, colour, label in bands:
         idx = x[(freq >= lo) & (freq < hi)]
         if len(idx):

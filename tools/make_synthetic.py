@@ -14,12 +14,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lmpt.metrics import HEAD_MIN, TAIL_MAX  # noqa: E402
+from lmpt.metrics import class_group  # noqa: E402
 from lmpt.synthetic import benchmark_is_complete, ensure_benchmark, generate_benchmark, generate_corpus  # noqa: E402
 
 
-def group(count):
-    return "head" if count >= HEAD_MIN else "medium" if count >= TAIL_MAX else "tail"
 
 
 def main(argv=None):
@@ -52,8 +50,8 @@ def main(argv=None):
           f"labels per image {data.train_labels.sum(1).mean():.2f} / {data.test_labels.sum(1).mean():.2f}")
     print(f"{'id':>3} {'class':<12} {'train':>6} {'test':>6}  group")
     for i in sorted(range(data.num_classes), key=lambda i: -train[i]):
-        print(f"{i:>3} {data.class_names[i]:<12} {train[i]:>6} {test[i]:>6}  {group(train[i])}")
-    groups = [group(c) for c in train]
+        print(f"{i:>3} {data.class_names[i]:<12} {train[i]:>6} {test[i]:>6}  {class_group(train[i])}")
+    groups = [class_group(c) for c in train]
     print("classes per group: " + ", ".join(f"{g} {groups.count(g)}" for g in ("head", "medium", "tail")))
 
     if args.corpus:
