@@ -18,6 +18,10 @@ def test_verdict_weighs_the_difference_against_the_seed_spread():
     assert "helps tail classes" in helps
     hurts = sweep_cse.verdict(summary(9.0, 0.3), summary(11.5, 0.2), n_seeds=3)
     assert "hurts tail classes" in hurts
+    named = sweep_cse.verdict(summary(12.3, 1.1), summary(11.5, 0.2), 3, "best setting: Δ 0.5, γ 0.5, λ 0.75",
+                              default=summary(11.4, 0.5))
+    assert "(LMPT, best setting: Δ 0.5, γ 0.5, λ 0.75)" in named
+    assert named.endswith("At the default --lam 0.5, LMPT's tail mAP is 11.40 ± 0.50, -0.10 against CoOp.")
 
 
 def test_finished_runs_are_reused_only_with_the_same_command_line_and_inputs(tmp_path, monkeypatch):
