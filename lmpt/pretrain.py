@@ -30,6 +30,7 @@ from .features import sha256_of_file
 from .metrics import SCORE_KINDS, average_precision, log_scores, mean_ap
 
 CHECKPOINT_NAME = "tiny-clip-synth.pt"
+FAST_CHECKPOINT_NAME = "tiny-clip-synth-fast.pt"  # FAST_SETTINGS: the reduced tiny CLIP of the tests
 
 # The architecture (clip.model.CLIP's arguments) and the training settings.
 TINY_CLIP = dict(embed_dim=128, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=16,

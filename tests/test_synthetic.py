@@ -309,7 +309,7 @@ def test_coop_and_lmpt_learn_and_beat_zero_shot_through_the_user_scripts(tmp_pat
 def test_demo_fast_runs_every_method_on_the_reduced_checkpoint(tmp_path, monkeypatch):
     """``tools/demo.py --fast``: the tests' tiny CLIP (FAST_SETTINGS, its own file) replaces 'tiny' in every
     method's command line, and the table goes to runs/demo_fast unless --out_dir says otherwise."""
-    fast_path = tmp_path / "pretrained" / demo.FAST_CHECKPOINT_NAME
+    fast_path = tmp_path / "pretrained" / pretrain.FAST_CHECKPOINT_NAME
     asked, commands = [], []
     monkeypatch.setattr(demo, "ensure_benchmark", lambda root: None)
     monkeypatch.setattr(demo, "ensure_tiny_clip", lambda folder=None, **kw: asked.append(kw) or fast_path)
@@ -329,7 +329,7 @@ def test_demo_fast_runs_every_method_on_the_reduced_checkpoint(tmp_path, monkeyp
     monkeypatch.setattr(demo, "run_method", lambda *a: (_ for _ in ()).throw(SystemExit("stop")))
     with pytest.raises(SystemExit, match="stop"):
         demo.main(["--fast"])
-    assert asked == [dict(name=demo.FAST_CHECKPOINT_NAME, **pretrain.FAST_SETTINGS)]
+    assert asked == [dict(name=pretrain.FAST_CHECKPOINT_NAME, **pretrain.FAST_SETTINGS)]
     seen = []  # a relative --out_dir is taken from where demo.py is run (the scripts run from the repository)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(demo, "run_method", lambda name, argv, out_dir, *a: seen.append(out_dir) or sys.exit())
@@ -381,3 +381,20 @@ def test_ensure_tiny_clip_uses_the_cache_when_settings_match(tmp_path, monkeypat
     assert pretrain.ensure_tiny_clip(log=lambda m: None, steps=6).parent == tmp_path / "elsewhere"  # as the scripts
     with pytest.raises(ValueError, match="unknown setting"):
         pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, step=6)
+
+
+def test_pretraining_the_fast_tiny_clip_leaves_the_demos_checkpoint_alone(tmp_path, monkeypatch):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import pretrain_tiny_clip as tool
+    monkeypatch.setenv("LMPT_PRETRAINED_DIR", str(tmp_path))
+    written = []
+
+    def stop(path, **kw):
+        written.append(Path(path))
+        raise SystemExit
+    monkeypatch.setattr(tool, "pretrain_tiny_clip", stop)
+    for argv in (["--fast"], [], ["--fast", "--out", str(tmp_path / "mine.pt")]):
+        with pytest.raises(SystemExit):
+            tool.main(argv)
+    assert written == [tmp_path / pretrain.FAST_CHECKPOINT_NAME, tmp_path / pretrain.CHECKPOINT_NAME,
+                       tmp_path / "mine.pt"]

@@ -17,12 +17,11 @@ sys.path.insert(0, str(ROOT))
 
 from lmpt.checkpoint import save_json, save_text  # noqa: E402
 from lmpt.metrics import HEAD_MIN, MEDIUM_MIN  # noqa: E402
-from lmpt.pretrain import FAST_SETTINGS, ensure_tiny_clip  # noqa: E402
+from lmpt.pretrain import FAST_CHECKPOINT_NAME, FAST_SETTINGS, ensure_tiny_clip  # noqa: E402
 from lmpt.synthetic import ensure_benchmark  # noqa: E402
 
 DATASET = "synth-lt"
 BACKBONE = "tiny"
-FAST_CHECKPOINT_NAME = "tiny-clip-synth-fast.pt"  # --fast: the reduced tiny CLIP of the tests
 # The trained methods select epochs on the benchmark's validation split, so the test split stays unseen.
 VAL_LIST = Path("data") / "synth" / "synth_lt_val.txt"
 # Prompt tuning on the embedded benchmark: CoOp's random class-specific contexts (16), Adam. Adam rather

@@ -1,7 +1,7 @@
 """Pretrain the tiny CLIP on the synthetic corpus and report its zero-shot mAP on synth-lt.
 
     .venv/bin/python tools/pretrain_tiny_clip.py            # default: pretrained/tiny-clip-synth.pt
-    .venv/bin/python tools/pretrain_tiny_clip.py --fast     # the reduced setting the tests use
+    .venv/bin/python tools/pretrain_tiny_clip.py --fast     # the tests' reduced setting: tiny-clip-synth-fast.pt
     .venv/bin/python tools/pretrain_tiny_clip.py --eval_only --probe   # evaluate an existing checkpoint
 
 Prints zero-shot mAP (softmax over classes, 'a photo of a {name}.'), chance (the
@@ -16,14 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from clip.clip import pretrained_dir  # noqa: E402
-from lmpt.pretrain import (CHECKPOINT_NAME, DEFAULT_SETTINGS, FAST_SETTINGS, linear_probe_map,  # noqa: E402
-                           pretrain_tiny_clip, zero_shot_map)
+from lmpt.pretrain import (CHECKPOINT_NAME, DEFAULT_SETTINGS, FAST_CHECKPOINT_NAME, FAST_SETTINGS,  # noqa: E402
+                           linear_probe_map, pretrain_tiny_clip, zero_shot_map)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=pretrained_dir() / CHECKPOINT_NAME,
-                   help="checkpoint to write (default: in $LMPT_PRETRAINED_DIR, else pretrained/)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"checkpoint to write (default: {CHECKPOINT_NAME}, with --fast {FAST_CHECKPOINT_NAME}, in "
+                        f"$LMPT_PRETRAINED_DIR, else pretrained/)")
     p.add_argument("--fast", action="store_true", help="the reduced setting (small corpus, few steps)")
     for name in ("steps", "batch_size", "corpus_size", "warmup_steps", "seed"):
         p.add_argument(f"--{name}", type=int, default=None, help=f"default {DEFAULT_SETTINGS[name]}")
@@ -34,6 +35,8 @@ def main(argv=None):
     p.add_argument("--eval_only", action="store_true", help="evaluate --out without pretraining")
     p.add_argument("--probe", action="store_true", help="also report a linear probe on frozen features")
     args = p.parse_args(argv)
+    if args.out is None:  # --fast never replaces the demo's tiny CLIP
+        args.out = pretrained_dir() / (FAST_CHECKPOINT_NAME if args.fast else CHECKPOINT_NAME)
 
     import clip
     from lmpt.data import load_dataset
