@@ -72,7 +72,10 @@ def load_clip_and_features(args, dataset, splits, clip_file, device, names=("tra
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
         pool.submit(file_fingerprint, clip_file)  # memoised for the cache keys and the run's records
         state_dict = clip.read_state_dict(clip_file)
-    actual = clip.infer_config(state_dict)["image_resolution"]
+    try:
+        actual = clip.infer_config(state_dict)["image_resolution"]
+    except ValueError as error:  # a state dict that does not fit CLIP's shapes, named as from_state_dict names it
+        raise type(error)(f"{clip_file}: {error}") from None
     if actual != resolution:
         if jobs is not None:  # a record that does not fit the file: decode again at the right size
             print(f"[features] {clip_file}: resolution {resolution} on record, but the file has {actual}; "
