@@ -138,6 +138,10 @@ def write_metrics(path, rows):
     save_text(path, "".join(json.dumps(_jsonable(r)) + "\n" for r in rows))
 
 
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def read_metrics(path):
     """The epoch rows of ``metrics.jsonl`` ([] when there is none), epochs counted from 1 (the rows of a run
     written before they were, counted from 0, are renumbered); a bad line is named."""
@@ -155,6 +159,8 @@ def read_metrics(path):
                                      ) from None
                 if not isinstance(row, dict) or "epoch" not in row:
                     raise ValueError(f"{path}:{n}: expected an object with the epoch number, got {line.strip()!r}")
+                if not _is_int(row["epoch"]):
+                    raise ValueError(f"{path}:{n}: epoch {row['epoch']!r}: expected an integer, the epoch's number")
                 rows.append(row)
     if rows and rows[0]["epoch"] == 0:  # counted from 0
         rows = [{**r, **{k: r[k] + 1 for k in ("epoch", "best_epoch") if isinstance(r.get(k), int)}} for r in rows]
@@ -162,10 +168,60 @@ def read_metrics(path):
 
 
 CHECKPOINT_KEYS = {"model", "config", "epoch"}  # what every run checkpoint holds (and best, optimizer, scheduler)
+RESUME_KEYS = ("optimizer", "scheduler", "best")  # what last.pt holds beside them, for --resume
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """Load a checkpoint written by :func:`save_torch`; a folder means its ``best.pt``."""
+_TEXT = (lambda v: isinstance(v, str), "a string")
+_INT = (_is_int, "an integer")
+_BOOL = (lambda v: isinstance(v, bool), "true or false")
+_NUMBER = (lambda v: _is_int(v) or isinstance(v, float), "a number")
+_NAMES = (lambda v: isinstance(v, (list, tuple)) and all(isinstance(n, str) for n in v), "a list of class names")
+_DB = (lambda v: isinstance(v, dict) and set(v) == {"gamma", "neg_scale"} and all(map(_NUMBER[0], v.values())),
+       "{'gamma': a number, 'neg_scale': a number}")
+# the settings of a run's configuration (prompt_tuning.train, baselines.finetune) that are read back, and their kinds
+CONFIG_KINDS = {"method": _TEXT, "dataset": _TEXT, "class_names": _NAMES, "backbone": _TEXT, "preprocess": _TEXT,
+                "n_ctx": _INT, "ctx_init": _TEXT, "csc": _BOOL, "class_token_position": _TEXT, "m_ctx": _INT,
+                "score": _TEXT, "thre": _NUMBER}
+OPTIONAL_CONFIG_KINDS = {"backbone_file": _TEXT, "backbone_sha256": _TEXT, "splits_sha256": _TEXT,
+                         "selection_split": _TEXT, "db_params": _DB}  # not in the configurations of older runs
+PROMPT_METHODS = ("coop", "lmpt")  # prompt_tuning.TRAINING_METHODS: lmpt/test.py rebuilds these from CONFIG_KINDS
+
+
+def check_config(config, path):
+    """Refuse a checkpoint's ``config`` that is not a dict of settings of the kinds ``CONFIG_KINDS`` says, or one
+    of a prompt run (``PROMPT_METHODS``) without one of them (what lmpt/test.py rebuilds its prompts from)."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: config: expected a dict of the run's settings, found a {type(config).__name__}")
+    prompts = config.get("method") in PROMPT_METHODS
+    missing = [key for key in (CONFIG_KINDS if prompts else ("method",)) if key not in config]
+    if missing:
+        raise ValueError(f"{path}: config: no {', '.join(missing)}; expected the settings "
+                         f"{'lmpt/train.py' if prompts else 'a training script'} saves with a run")
+    for key, (fits, kind) in {**CONFIG_KINDS, **OPTIONAL_CONFIG_KINDS}.items():
+        if key in config and not fits(config[key]):
+            raise ValueError(f"{path}: config: {key} {config[key]!r}: expected {kind}")
+
+
+def check_resume_state(state, path):
+    """Refuse a ``last.pt`` without what ``--resume`` continues from: the optimizer's and the scheduler's
+    state and the record of the best epoch so far (one of the epochs it holds)."""
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"{path}: no {', '.join(missing)}; expected the last.pt of a run, which holds what "
+                         f"--resume continues from ({', '.join(RESUME_KEYS)})")
+    for key in ("optimizer", "scheduler"):
+        if not isinstance(state[key], dict):
+            raise ValueError(f"{path}: {key}: expected its state dict, found a {type(state[key]).__name__}")
+    best = state["best"]
+    if not (isinstance(best, dict) and _is_int(best.get("epoch")) and 0 <= best["epoch"] <= state["epoch"]
+            and _NUMBER[0](best.get("mAP"))):
+        raise ValueError(f"{path}: best {best!r}: expected the record of the run's best epoch, "
+                         f"{{'epoch': 0 to {state['epoch']}, 'mAP': a number}}")
+
+
+def load_checkpoint(path, map_location="cpu", resume=False):
+    """Load a checkpoint written by :func:`save_torch`; a folder means its ``best.pt``. Its contents are
+    checked (``check_config``; with ``resume``, a ``last.pt`` to continue: ``check_resume_state``)."""
     path = Path(path)
     if path.is_dir():
         path = path / "best.pt"
@@ -190,4 +246,12 @@ def load_checkpoint(path, map_location="cpu"):
         raise ValueError(f"{path}: not a checkpoint of lmpt/train.py or finetune_clip/fc.py (no "
                          f"{', '.join(sorted(missing))}); expected best.pt or last.pt of a run folder "
                          f"(a CLIP backbone goes to --pretrain_clip / --pretrained_dir)")
+    if not _is_int(state["epoch"]) or state["epoch"] < 0:
+        raise ValueError(f"{path}: epoch {state['epoch']!r}: expected an epoch number (an integer from 0)")
+    if not isinstance(state["model"], dict):
+        raise ValueError(f"{path}: model: expected the trained tensors by name, found a "
+                         f"{type(state['model']).__name__}")
+    check_config(state["config"], path)
+    if resume:
+        check_resume_state(state, path)
     return state

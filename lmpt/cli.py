@@ -221,6 +221,21 @@ def _setting(action, value):
     return str(absolute(value)) if action.type is Path else str(value)
 
 
+def _saved_problem(parser, action, value):
+    """What is wrong with ``value``, a flag's value as args.json holds it, before its type checks it (None when
+    nothing): a flag without a value (``--skip_bad_images``) holds true or false, null is only the value of a
+    flag whose default is null, and a flag of no type holds a string."""
+    if action.nargs == 0:
+        typed = any(a.dest == action.dest and a.nargs != 0 for a in parser._actions)  # --no-csc: --csc checks it
+        return None if typed or not isinstance(action.const, bool) or isinstance(value, bool) else \
+            "expected true or false"
+    if value is None:
+        return None if action.default is None else "expected a value, not null"
+    if action.type is None and action.nargs in (None, "?") and not isinstance(value, str):
+        return "expected a string"
+    return None
+
+
 def restore_run_args(parser, args, argv=None):
     """``--resume DIR``: continue the run with the settings in ``DIR/args.json``, not the defaults.
 
@@ -247,6 +262,9 @@ def restore_run_args(parser, args, argv=None):
         if key not in saved or key in _RUN_PLACE:
             continue
         value = saved[key]
+        problem = _saved_problem(parser, action, value)
+        if problem:
+            parser.error(f"{saved_file}: {key} {value!r} is not a valid {action.option_strings[0]} ({problem})")
         if value is not None and action.type is not None:  # checked as if typed: ranges, types, paths
             try:
                 value = action.type(str(value))

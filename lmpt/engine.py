@@ -194,7 +194,7 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
     run_dir = Path(run_dir)
     start, best, rows = 0, {"epoch": None, "mAP": -math.inf}, []
     if resume:
-        ckpt = load_checkpoint(run_dir / "last.pt")
+        ckpt = load_checkpoint(run_dir / "last.pt", resume=True)
         load_trainable_state(model, ckpt["model"], run_dir / "last.pt")
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])

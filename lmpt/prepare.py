@@ -282,7 +282,7 @@ def check_resumable(args, methods, class_names, clip_file, splits_sha256=None):
     (``methods``), on the same classes, image lists and labels (``splits_identity``, for runs that saved it)
     and the same CLIP file, and ``--epochs`` at least its epochs done. Returns its saved configuration."""
     last = Path(args.output_dir) / "last.pt"
-    state = load_checkpoint(last)
+    state = load_checkpoint(last, resume=True)
     config = state["config"]
     if config.get("method") not in methods:
         raise ValueError(f"{last}: a {config.get('method')} run; this script continues {' or '.join(methods)} "

@@ -11,7 +11,7 @@ from conftest import write_lmpt_dataset
 from lmpt import prepare, prompt_tuning
 from lmpt import test as test_script
 from lmpt import train as train_script
-from lmpt.checkpoint import load_checkpoint, read_metrics, save_torch
+from lmpt.checkpoint import PROMPT_METHODS, load_checkpoint, read_metrics, save_torch
 
 
 def train_argv(data_root, checkpoint, out, cache, *extra, epochs=1):
@@ -70,6 +70,73 @@ def edit_checkpoint(path, edit):
     state = torch.load(path, weights_only=True)
     edit(state)
     save_torch(path, state)
+
+
+# ---------------------------------------------------------------- edited run files: contents checked
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("pretrain_clip", None, "pretrain_clip None is not a valid --pretrain_clip (expected a value, not null)"),
+    ("ctx_init", 5, "ctx_init 5 is not a valid --ctx_init (expected a string)"),
+    ("skip_bad_images", "no", "skip_bad_images 'no' is not a valid --skip_bad_images (expected true or false)"),
+    ("lr", None, "lr None is not a valid --lr (expected a value, not null)"),
+    ("device", None, None)])  # --device defaults to None: null is its default
+def test_an_args_json_value_of_the_wrong_type_is_refused(runs, tmp_path, capsys, key, value, expected):
+    _, one, _ = runs
+    run = copy_run(one, tmp_path / "run")
+    edit_json(run / "args.json", **{key: value})
+    if expected is None:
+        assert getattr(train_script.parse_args(["--resume", str(run)]), key) == value
+        return
+    with pytest.raises(SystemExit):
+        train_script.parse_args(["--resume", str(run)])
+    assert f"{run / 'args.json'}: {expected}" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_last_without_what_a_resume_needs_is_refused_before_any_work(runs, tmp_path, no_work):
+    _, one, _ = runs
+    for key, edit, expected in (("optimizer", lambda s: s.pop("optimizer"), "no optimizer"),
+                                ("best", lambda s: s.update(best={"epoch": "1", "mAP": 1.0}),
+                                 "best .*: expected the record of the run's best epoch"),
+                                ("epoch", lambda s: s.update(epoch="0"), "epoch '0': expected an epoch number")):
+        run = copy_run(one, tmp_path / key)
+        edit_checkpoint(run / "last.pt", edit)
+        with pytest.raises(ValueError, match=f"{run / 'last.pt'}: .*{expected}"):
+            resume(run, 1)
+
+
+def test_a_checkpoint_config_of_the_wrong_shape_is_refused(tmp_path):
+    path = tmp_path / "best.pt"
+    for config, expected in (([1, 2], "config: expected a dict of the run's settings, found a list"),
+                             ({"method": "lmpt", "n_ctx": 4},
+                              "config: no dataset, class_names, backbone, preprocess, ctx_init, csc, "),
+                             ({"method": 3}, "config: method 3: expected a string"),
+                             ({"method": "linear-probe", "class_names": "dog"},
+                              "config: class_names 'dog': expected a list of class names"),
+                             ({"method": "linear-probe", "db_params": {"gamma": "0.3", "neg_scale": 5}},
+                              "config: db_params .*: expected \\{'gamma': a number, 'neg_scale': a number\\}")):
+        save_torch(path, {"model": {}, "config": config, "epoch": 0})
+        with pytest.raises(ValueError, match=f"{path}: {expected}"):
+            load_checkpoint(path)
+
+
+def test_the_checkpoints_of_prompts_are_those_of_the_training_methods():
+    assert PROMPT_METHODS == prompt_tuning.TRAINING_METHODS
+
+
+def test_test_refuses_a_checkpoint_whose_config_lacks_a_setting(runs, tmp_path):
+    data, one, _ = runs
+    best = tmp_path / "best.pt"
+    shutil.copyfile(one / "best.pt", best)
+    edit_checkpoint(best, lambda s: s["config"].pop("preprocess"))
+    with pytest.raises(ValueError, match=f"{best}: config: no preprocess; expected"):
+        test_script.main(["--checkpoint", str(best), "--data_root", str(data), "--device", "cpu"])
+
+
+def test_a_metrics_row_without_an_integer_epoch_is_named(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n{"epoch": "2"}\n')
+    with pytest.raises(ValueError, match=f"{path}:2: epoch '2': expected an integer, the epoch's number"):
+        read_metrics(path)
 
 
 # ---------------------------------------------------------------- the CLIP file
