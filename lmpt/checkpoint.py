@@ -142,15 +142,19 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def read_metrics(path):
+def read_metrics(path, epochs=None):
     """The epoch rows of ``metrics.jsonl`` ([] when there is none), epochs counted from 1 (the rows of a run
-    written before they were, counted from 0, are renumbered); a bad line is named."""
+    written before they were, counted from 0, are renumbered); a bad line is named. With ``epochs``, the
+    rows of the first ``epochs`` epochs (a row a line, in order): the lines after them, of epochs that a
+    resumed run's last.pt does not hold (a run stopped between the two writes leaves one), are not read."""
     path = Path(path)
     if not path.exists():
         return []
     rows = []
     with open(path) as f:
         for n, line in enumerate(f, start=1):
+            if epochs is not None and len(rows) >= epochs:
+                break
             if line.strip():
                 try:
                     row = json.loads(line)

@@ -199,7 +199,7 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start, best = ckpt["epoch"] + 1, ckpt["best"]
-        rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["epoch"] <= start]  # counted from 1
+        rows = [r for r in read_metrics(run_dir / "metrics.jsonl", start) if r["epoch"] <= start]  # counted from 1
         write_metrics(run_dir / "metrics.jsonl", rows)  # without the row of an epoch last.pt does not hold
         repair_best(run_dir, ckpt)
         print(f"[train] resuming {run_dir} after epoch {start} (best mAP {best['mAP']:.2f} "

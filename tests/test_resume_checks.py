@@ -139,6 +139,34 @@ def test_a_metrics_row_without_an_integer_epoch_is_named(tmp_path):
         read_metrics(path)
 
 
+# ---------------------------------------------------------------- metrics.jsonl: the rows last.pt holds
+
+def test_only_the_rows_asked_for_are_read(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n\n{"epoch": 2}\n{"epoch": "3", "half\n')
+    assert read_metrics(path, epochs=2) == [{"epoch": 1}, {"epoch": 2}]
+    with pytest.raises(ValueError, match=f"{path}:4: not valid JSON"):
+        read_metrics(path, epochs=3)
+
+
+def test_a_bad_metrics_row_of_an_epoch_last_holds_is_refused_before_any_work(runs, tmp_path, no_work):
+    _, _, two = runs
+    run = copy_run(two, tmp_path / "run")
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text(lines[0] + "\n{\"epoch\": 2,\n")
+    with pytest.raises(ValueError, match=f"{run / 'metrics.jsonl'}:2: not valid JSON"):
+        resume(run, 2)
+
+
+def test_a_bad_metrics_row_after_last_is_dropped(runs, tmp_path):
+    _, one, _ = runs
+    run = copy_run(one, tmp_path / "run")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": "2", "half written\n')
+    resume(run, 1)
+    assert [row["epoch"] for row in read_metrics(run / "metrics.jsonl")] == [1]
+
+
 # ---------------------------------------------------------------- the CLIP file
 
 def test_a_clip_state_dict_of_a_wrong_shape_is_named(runs, tmp_path, tiny_vit_checkpoint):
