@@ -169,12 +169,36 @@ def check_finite(value, what, epoch=None, step=None):
                              f"The last good checkpoint (if any) is kept in the run folder.")
 
 
+def check_best(run_dir, last):
+    """Before a run is resumed: whether its ``best.pt`` holds the best epoch that ``last.pt`` (``last``, as
+    loaded) records. Returns None when it does, or what is wrong with it when that epoch is last.pt's own
+    (``repair_best`` then writes it again from last.pt); refuses a best.pt of an earlier epoch that is missing,
+    unreadable or of another epoch, since nothing else holds that epoch's state."""
+    best_path, last_path = Path(run_dir) / "best.pt", Path(run_dir) / "last.pt"
+    epoch = last["best"]["epoch"]
+    if not best_path.exists():
+        problem = "missing"
+    else:
+        try:
+            found = load_checkpoint(best_path)["epoch"]
+            problem = None if found == epoch else f"holds epoch {found + 1}"
+        except (OSError, ValueError) as error:
+            problem = str(error).removeprefix(f"{best_path}: ")
+    if problem is not None and epoch != last["epoch"]:
+        raise ValueError(f"{best_path}: {problem}, but {last_path} records epoch {epoch + 1} as the run's best "
+                         f"(its last is epoch {last['epoch'] + 1}), which only best.pt holds; put the run's best.pt "
+                         f"back, or train the run again with --overwrite")
+    return problem
+
+
 def repair_best(run_dir, last):
-    """After a run stopped between writing ``last.pt`` and ``best.pt`` of an epoch that improved: that
-    epoch's state is ``last.pt``'s, so ``best.pt`` is written again from it."""
-    best_path = Path(run_dir) / "best.pt"
-    if last["best"]["epoch"] == last["epoch"] and (
-            not best_path.exists() or load_checkpoint(best_path)["epoch"] != last["epoch"]):
+    """After a run stopped between writing ``last.pt`` and ``best.pt`` of an epoch that improved (or a best.pt
+    damaged since): that epoch's state is ``last.pt``'s, so ``best.pt`` is written again from it."""
+    problem = check_best(run_dir, last)
+    if problem is not None:
+        best_path = Path(run_dir) / "best.pt"
+        print(f"[train] {best_path}: {problem}; written again from last.pt, which holds the run's best epoch "
+              f"({last['epoch'] + 1})")
         save_torch(best_path, last)
 
 

@@ -12,7 +12,7 @@ import clip
 from .backbones import check_backbone, resolve_backbone
 from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint, read_metrics
 from .data import DATASETS, DataError, check_images_exist, line_numbers, listing, load_dataset
-from .engine import seed_everything, select_device, use_autocast
+from .engine import check_best, seed_everything, select_device, use_autocast
 from .losses import DB_DEFAULTS, check_negatives, db_params
 from .features import (DEFAULT_CACHE_DIR, FeatureJob, decode_pixels, file_fingerprint, remember_resolution,
                        remembered_resolution)
@@ -281,7 +281,8 @@ def check_resumable(args, methods, class_names, clip_file, splits_sha256=None):
     """``--resume``, before anything is written: the run's ``last.pt`` must be a run this script continues
     (``methods``), on the same classes, image lists and labels (``splits_identity``, for runs that saved it)
     and the same CLIP file, and ``--epochs`` at least its epochs done; the rows of those epochs in
-    ``metrics.jsonl`` must read. Returns its saved configuration."""
+    ``metrics.jsonl`` must read, and ``best.pt`` hold the best epoch (``engine.check_best``). Returns its
+    saved configuration."""
     last = Path(args.output_dir) / "last.pt"
     state = load_checkpoint(last, resume=True)
     config = state["config"]
@@ -302,4 +303,5 @@ def check_resumable(args, methods, class_names, clip_file, splits_sha256=None):
         raise ValueError(f"--epochs {args.epochs}: the run in {args.output_dir} has trained {done} epochs already; "
                          f"expected --epochs {done} or more")
     read_metrics(Path(args.output_dir) / "metrics.jsonl", done)  # the rows the run keeps (fit drops the others)
+    check_best(args.output_dir, state)  # a best.pt of last.pt's epoch that needs it is written again by fit
     return config

@@ -72,6 +72,40 @@ def edit_checkpoint(path, edit):
     save_torch(path, state)
 
 
+# ---------------------------------------------------------------- best.pt, checked with last.pt
+
+def test_a_missing_best_of_an_earlier_epoch_is_refused_before_any_work(runs, tmp_path, no_work):
+    _, _, two = runs
+    run = copy_run(two, tmp_path / "run")
+    (run / "best.pt").unlink()
+    with pytest.raises(ValueError, match=f"{run / 'best.pt'}: missing, but {run / 'last.pt'} records epoch 1 as "
+                                         f"the run's best .its last is epoch 2., which only best.pt holds; put the "
+                                         f"run's best.pt back, or train the run again with --overwrite"):
+        resume(run, 2)
+
+
+def test_a_best_of_another_epoch_is_refused(runs, tmp_path, no_work):
+    _, _, two = runs
+    run = copy_run(two, tmp_path / "run")
+    shutil.copyfile(run / "last.pt", run / "best.pt")
+    with pytest.raises(ValueError, match="best.pt: holds epoch 2, but .*last.pt records epoch 1 as the run's best"):
+        resume(run, 2)
+    (run / "best.pt").write_bytes((run / "last.pt").read_bytes()[:300])
+    with pytest.raises(ValueError, match="best.pt: cannot be read as an LMPT checkpoint; found a zip archive cut "
+                                         "short .*, but .*last.pt records epoch 1"):
+        resume(run, 2)
+
+
+def test_a_damaged_best_of_the_last_epoch_is_written_again_from_last(runs, tmp_path, capsys):
+    _, one, _ = runs
+    run = copy_run(one, tmp_path / "run")
+    (run / "results.json").unlink()
+    (run / "best.pt").write_bytes((run / "best.pt").read_bytes()[:300])
+    resume(run, 1)
+    assert f"[train] {run / 'best.pt'}: cannot be read as an LMPT checkpoint" in capsys.readouterr().out
+    assert load_checkpoint(run / "best.pt")["epoch"] == 0 and (run / "results.json").exists()
+
+
 # ---------------------------------------------------------------- edited run files: contents checked
 
 @pytest.mark.parametrize("key,value,expected", [
