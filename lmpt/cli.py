@@ -243,7 +243,8 @@ def restore_run_args(parser, args, argv=None):
     ``--epochs``, another device, worker count or folder); any other flag written now must equal the
     run's own value, or the run is refused (exit 2) naming the flag, since a resumed run must see
     exactly the batches, losses and prompts an uninterrupted one would. Values are compared as settings: a
-    dataset alias equals its dataset, a relative path the absolute one it names.
+    dataset alias equals its dataset, a relative path the absolute one it names. An args.json without one of
+    the flags, or with a value of the wrong kind (``_saved_problem``), is refused naming it.
     """
     if args.resume is None:
         return args
@@ -281,6 +282,12 @@ def restore_run_args(parser, args, argv=None):
             parser.error(f"--resume {args.resume}: {flag} {getattr(args, key)} differs from the run's own "
                          f"{value} ({saved_file}); a resumed run keeps its settings (only {', '.join(may)} "
                          f"may change)")
+    dests = dict.fromkeys(a.dest for a in parser._actions if a.dest != "help")
+    missing = [key for key in dests if key not in saved and key not in _RUN_PLACE]
+    foreign = set(saved) - set(dests)  # flags this script lacks: another script's run (check_resumable names it)
+    if missing and not foreign:  # a flag's default need not be the run's setting
+        parser.error(f"{saved_file}: no {', '.join(missing)}; expected every setting of the run, as the args.json a "
+                     f"run of this script wrote holds them (add them with the run's values)")
     return args
 
 

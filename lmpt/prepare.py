@@ -277,12 +277,28 @@ def selection_row(split, results):
     return {f"{split.name}_{k}": results[k] for k in ("mAP", "head_mAP", "medium_mAP", "tail_mAP")}
 
 
+# the settings of a run's configuration that its model, features and scores depend on (prompt_tuning.train,
+# baselines.finetune save those of them they use): a resumed run's args.json must still hold them
+RUN_SETTINGS = ("n_ctx", "ctx_init", "csc", "class_token_position", "m_ctx", "preprocess", "score", "thre")
+
+
+def check_settings(args, config, last):
+    """Refuse a run whose args.json (restored in ``args``) has a setting other than its ``last.pt``
+    (``config``, the configuration saved there): an edited args.json would resume on other settings."""
+    for key in RUN_SETTINGS:
+        if key in config and hasattr(args, key) and getattr(args, key) != config[key]:
+            args_file = Path(args.output_dir) / "args.json"
+            raise ValueError(f"{args_file}: {key} {getattr(args, key)!r} differs from {config[key]!r} in {last}, "
+                             f"the run's own; a resumed run keeps its settings (put {config[key]!r} back in "
+                             f"args.json)")
+
+
 def check_resumable(args, methods, class_names, clip_file, splits_sha256=None):
     """``--resume``, before anything is written: the run's ``last.pt`` must be a run this script continues
-    (``methods``), on the same classes, image lists and labels (``splits_identity``, for runs that saved it)
-    and the same CLIP file, and ``--epochs`` at least its epochs done; the rows of those epochs in
-    ``metrics.jsonl`` must read, and ``best.pt`` hold the best epoch (``engine.check_best``). Returns its
-    saved configuration."""
+    (``methods``), on the same classes, image lists and labels (``splits_identity``, for runs that saved it),
+    the same CLIP file and settings (``check_settings``), and ``--epochs`` at least its epochs done; the rows
+    of those epochs in ``metrics.jsonl`` must read, and ``best.pt`` hold the best epoch (``engine.check_best``).
+    Returns its saved configuration."""
     last = Path(args.output_dir) / "last.pt"
     state = load_checkpoint(last, resume=True)
     config = state["config"]
@@ -298,6 +314,7 @@ def check_resumable(args, methods, class_names, clip_file, splits_sha256=None):
                          f"{', --val_list ' + str(args.val_list) if getattr(args, 'val_list', None) else ''}); "
                          f"a resumed run keeps its data")
     check_backbone(config, clip_file, last)
+    check_settings(args, config, last)
     done = state["epoch"] + 1
     if args.epochs < done:
         raise ValueError(f"--epochs {args.epochs}: the run in {args.output_dir} has trained {done} epochs already; "

@@ -2,6 +2,7 @@
 work, and an edited or damaged one is refused with a message that names it, never with a traceback."""
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -104,6 +105,41 @@ def test_a_damaged_best_of_the_last_epoch_is_written_again_from_last(runs, tmp_p
     resume(run, 1)
     assert f"[train] {run / 'best.pt'}: cannot be read as an LMPT checkpoint" in capsys.readouterr().out
     assert load_checkpoint(run / "best.pt")["epoch"] == 0 and (run / "results.json").exists()
+
+
+# ---------------------------------------------------------------- args.json, checked with last.pt
+
+@pytest.mark.parametrize("key,value,saved", [("class_token_position", "front", "'end'"),
+                                             ("preprocess", "clip", "'lmpt'"), ("m_ctx", 5, "2")])
+def test_an_args_json_edited_away_from_last_is_refused(runs, tmp_path, no_work, key, value, saved):
+    _, one, _ = runs
+    run = copy_run(one, tmp_path / "run")
+    edit_json(run / "args.json", **{key: value})
+    with pytest.raises(ValueError, match=f"{run / 'args.json'}: {key} {value!r} differs from {saved} in "
+                                         f"{run / 'last.pt'}, the run's own; a resumed run keeps its settings "
+                                         f"\\(put {saved} back in args.json\\)"):
+        resume(run, 1)
+
+
+def test_an_args_json_without_a_setting_is_refused(runs, tmp_path, capsys):
+    _, one, _ = runs
+    run = copy_run(one, tmp_path / "run")
+    edit_json(run / "args.json", m_ctx=..., csc=...)
+    with pytest.raises(SystemExit) as refused:
+        train_script.parse_args(["--resume", str(run)])
+    assert refused.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"{run / 'args.json'}: no m_ctx, csc; expected every setting of the run, as the args.json a run of "
+            f"this script wrote holds them") in err
+
+
+def test_a_run_is_compared_on_the_settings_its_configuration_holds(tmp_path):
+    probe = {"method": "linear-probe", "preprocess": "lmpt"}  # a fine-tuning run's: no prompt settings
+    args = SimpleNamespace(output_dir=tmp_path, preprocess="lmpt", n_ctx=16, score="sigmoid")
+    prepare.check_settings(args, probe, tmp_path / "last.pt")
+    args.preprocess = "clip"
+    with pytest.raises(ValueError, match="args.json: preprocess 'clip' differs from 'lmpt' in .*last.pt"):
+        prepare.check_settings(args, probe, tmp_path / "last.pt")
 
 
 # ---------------------------------------------------------------- edited run files: contents checked
@@ -211,3 +247,4 @@ def test_a_clip_state_dict_of_a_wrong_shape_is_named(runs, tmp_path, tiny_vit_ch
     torch.save(state_dict, bad)
     with pytest.raises(ValueError, match=f"{bad}: visual.positional_embedding has 14 rows: expected"):
         train_script.main(train_argv(data, bad, tmp_path / "run", tmp_path / "cache"))
+
