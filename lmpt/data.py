@@ -117,8 +117,9 @@ def _read_lines(path):
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(ending.encode()) + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte {data[e.start:e.start + 1]!r} cannot be "
+        body = e.object  # the bytes after any BOM, which "utf-8-sig" skips: e.start counts in these
+        line = body[:e.start].count(ending.encode()) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {body[e.start:e.start + 1]!r} cannot be "
                         f"decoded: {e.reason}); expected a UTF-8 text file") from None
     # split on the line ending only: str.splitlines would also break captions at rare Unicode separators
     return [(n, line.rstrip()) for n, line in enumerate(text.split(ending), start=1)]
