@@ -261,6 +261,28 @@ def _save_pickle_atomically(obj, path):
         warnings.warn(f"{path}: could not save the class frequencies ({e}); using them unsaved")
 
 
+# The globals that a pickled dict of NumPy arrays, NumPy scalars and lists needs (protocols 0-5, written by
+# NumPy 1 or 2): none of them runs code of the file's choosing.
+SAFE_PICKLE_GLOBALS = frozenset(
+    [(f"{core}.multiarray", name) for core in ("numpy.core", "numpy._core") for name in ("_reconstruct", "scalar")]
+    + [("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+       ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")])
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global outside ``SAFE_PICKLE_GLOBALS``; the message is its ``module.name``."""
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists and NumPy arrays, nothing else: any other global (``os.system``, a class whose
+    ``__setstate__`` runs code, …) is refused before it is imported."""
+
+    def find_class(self, module, name):
+        if (module, name) not in SAFE_PICKLE_GLOBALS:
+            raise RefusedGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def load_class_frequency(pkl_path, labels):
     """Load ``class_freq.pkl`` and check it against ``labels``; derive and save it when absent."""
     pkl_path = Path(pkl_path)
@@ -271,7 +293,11 @@ def load_class_frequency(pkl_path, labels):
     advice = f"delete {pkl_path} and it will be derived again from the train list"
     try:
         with open(pkl_path, "rb") as f:
-            loaded = pickle.load(f)
+            loaded = ArrayUnpickler(f).load()
+    except RefusedGlobal as e:
+        raise DataError(f"{pkl_path}: the pickle asks for {e}, which is not loaded (a pickle's globals can run "
+                        f"code); expected a dict of NumPy arrays and lists, as class_freq.pkl holds; "
+                        f"{advice}") from None
     except Exception as e:  # any unpickling failure means the same thing to the user
         raise DataError(f"{pkl_path}: cannot be read as a pickle ({type(e).__name__}: {e}); {advice}") from e
     missing = [k for k in derived if not isinstance(loaded, dict) or k not in loaded]
