@@ -8,6 +8,7 @@ Paths inside list and caption files are relative to the dataset folder
 """
 import os
 import pickle
+import posixpath
 import random
 import re
 import stat
@@ -158,7 +159,8 @@ def read_labels(path):
 def read_list(path, num_classes):
     """``<relative/path.jpg> <id> <id> …`` lines -> (paths, labels [N, C] float32 0/1).
 
-    A line may carry no label (a zero row); blank lines are skipped.
+    A line may carry no label (a zero row); blank lines are skipped. An image listed twice, also under two
+    spellings of its path (compared ``posixpath.normpath``-ed), is refused.
     """
     paths, rows, line_of_path = [], [], {}
     for n, line in _read_lines(path):
@@ -178,10 +180,13 @@ def read_list(path, num_classes):
                 raise DataError(f"{path}:{n}: label {class_id} of {image} is out of range; "
                                 f"expected class ids in 0..{num_classes - 1} ({num_classes} classes)")
             row.append(class_id)
-        if image in line_of_path:
-            raise DataError(f"{path}:{n}: image {image} is listed again (first on line {line_of_path[image]}); "
+        key = posixpath.normpath(image)  # images/a.jpg, ./images/a.jpg and images//a.jpg are one image
+        if key in line_of_path:
+            first_line, first = line_of_path[key]
+            spelled = f" as {first}" if first != image else ""
+            raise DataError(f"{path}:{n}: image {image} is listed again (first on line {first_line}{spelled}); "
                             f"expected each image once")
-        line_of_path[image] = n
+        line_of_path[key] = n, image
         paths.append(image)
         rows.append(row)
     if not paths:

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import write_lmpt_dataset
 from lmpt.checkpoint import save_pickle
-from lmpt.data import REPO_ROOT, DataError, class_frequency, load_class_frequency, read_list
+from lmpt.data import REPO_ROOT, DataError, class_frequency, load_class_frequency, load_dataset, read_list
 
 DATA = REPO_ROOT / "data"
 
@@ -81,3 +82,17 @@ def test_class_freq_pickles_of_every_protocol_load(tmp_path, protocol):
     assert np.array_equal(loaded["condition_prob"], fields["condition_prob"])
     save_pickle(pkl, fields)
     assert np.array_equal(load_class_frequency(pkl, labels)["gt_labels"], fields["gt_labels"])
+
+
+@pytest.mark.parametrize("spelling", ["./images/train_000.jpg", "images/./train_000.jpg", "images//train_000.jpg",
+                                      "images/../images/train_000.jpg"])
+def test_an_image_listed_again_under_another_spelling_is_refused(tmp_path, spelling):
+    base = write_lmpt_dataset(tmp_path, n_train=8, n_test=4)
+    train = base / "voc_lt_train.txt"
+    lines = train.read_text().splitlines()
+    assert lines[0].startswith("images/train_000.jpg ")
+    train.write_text("\n".join(lines[:5] + [f"{spelling} 0"] + lines[5:]) + "\n")
+    with pytest.raises(DataError) as refused:
+        load_dataset("voc-lt", tmp_path)
+    assert str(refused.value) == (f"{train}:6: image {spelling} is listed again (first on line 1 as "
+                                  f"images/train_000.jpg); expected each image once")
