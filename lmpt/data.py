@@ -370,8 +370,22 @@ def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True
 
     class_names = read_labels(root / spec.labels)
     num_classes = len(class_names)
-    train_paths, train_labels = read_list(root / spec.train_list, num_classes)
-    test_paths, test_labels = read_list(root / spec.test_list, num_classes)
+    train_file, test_file = root / spec.train_list, root / spec.test_list
+    train_paths, train_labels = read_list(train_file, num_classes)
+    test_paths, test_labels = read_list(test_file, num_classes)
+    check_disjoint(test_file, test_paths, train_file, train_paths,
+                   "expected the test split to share no image with the train split (a trained-on image would be "
+                   "scored as unseen)")
+    val_paths = val_labels = None
+    if val_list is not None:
+        val_paths, val_labels = read_list(val_list, num_classes)
+        check_disjoint(val_list, val_paths, test_file, test_paths,
+                       "expected a --val_list that shares no image with the test split: an epoch selected on test "
+                       "images makes the test mAP optimistic (leave out --val_list to select on the test split, as "
+                       "published, and be told so)")
+        check_disjoint(val_list, val_paths, train_file, train_paths,
+                       "expected a --val_list that shares no image with the train split: an epoch selected on "
+                       "images it trained on favours overfitting")
     captions = read_captions(root / spec.captions, train_paths) if captions else None
 
     counts = train_labels.sum(axis=0)  # [C]
@@ -381,10 +395,6 @@ def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True
                         f"expected every class to have at least one positive (the DB loss and the class-aware "
                         f"margin divide by its frequency)")
     class_stats = load_class_frequency(root / spec.class_freq, train_labels)
-
-    val_paths = val_labels = None
-    if val_list is not None:
-        val_paths, val_labels = read_list(val_list, num_classes)
     return LTDataset(spec, root, class_names, train_paths, train_labels, test_paths, test_labels,
                      captions, class_stats, val_paths, val_labels)
 
@@ -412,6 +422,22 @@ def find_missing_images(root, paths):
 def line_numbers(list_file):
     """{image path: its line} of a list file (read again only to name lines in an error)."""
     return {line.split()[0]: n for n, line in _read_lines(list_file) if line.strip()}
+
+
+def check_disjoint(first, first_paths, second, second_paths, expected, show=5):
+    """Refuse the images of list file ``first`` that list file ``second`` also holds (``first_paths``,
+    ``second_paths``: their paths, compared ``posixpath.normpath``-ed), each named with its two lines;
+    ``expected`` ends the message."""
+    in_second = {posixpath.normpath(p): p for p in second_paths}
+    shared = [p for p in first_paths if posixpath.normpath(p) in in_second]
+    if not shared:
+        return
+    line_first, line_second = line_numbers(first), line_numbers(second)
+    found = [f"{first}:{line_first.get(p, '?')}: {p} (also {second}:"
+             f"{line_second.get(in_second[posixpath.normpath(p)], '?')})" for p in shared]
+    same = " (the same file)" if Path(first).resolve() == Path(second).resolve() else ""
+    raise DataError(f"{first}: {len(shared)} of its {len(first_paths)} images are also in {second}{same}:\n"
+                    f"{listing(found, show)}\n{expected}")
 
 
 def listing(lines, show):

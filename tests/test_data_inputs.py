@@ -1,13 +1,16 @@
 """Input files that used to be misread: a BOM before bad bytes, a malicious class_freq.pkl, one image under
 two spellings, and splits that share images."""
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import write_lmpt_dataset
+from lmpt import train as train_script
 from lmpt.checkpoint import save_pickle
+from lmpt.cli import report_errors
 from lmpt.data import REPO_ROOT, DataError, class_frequency, load_class_frequency, load_dataset, read_list
 
 DATA = REPO_ROOT / "data"
@@ -96,3 +99,81 @@ def test_an_image_listed_again_under_another_spelling_is_refused(tmp_path, spell
         load_dataset("voc-lt", tmp_path)
     assert str(refused.value) == (f"{train}:6: image {spelling} is listed again (first on line 1 as "
                                   f"images/train_000.jpg); expected each image once")
+
+
+@pytest.mark.parametrize("folder, classes", [("voc", 20), ("coco", 80)])
+def test_the_shipped_train_and_test_lists_share_no_image(folder, classes):
+    """The overlap check passes the real VOC-LT and COCO-LT lists (and the datasets load whole)."""
+    dataset = load_dataset(folder, DATA)
+    assert len(dataset.class_names) == classes
+    assert (len(dataset.train_paths), len(dataset.test_paths)) in ((1142, 4952), (1909, 5000))
+    assert not {p.removeprefix("./") for p in dataset.train_paths} & {p.removeprefix("./") for p in dataset.test_paths}
+
+
+def test_a_test_list_sharing_images_with_the_train_list_is_refused(tmp_path):
+    base = write_lmpt_dataset(tmp_path, n_train=8, n_test=4)
+    train, test = base / "voc_lt_train.txt", base / "voc_lt_test.txt"
+    test.write_text(test.read_text() + "./images/train_003.jpg 3\nimages/train_005.jpg 1\n")
+    with pytest.raises(DataError) as refused:
+        load_dataset("voc-lt", tmp_path, training=False)
+    assert str(refused.value) == (
+        f"{test}: 2 of its 6 images are also in {train}:\n"
+        f"  {test}:5: ./images/train_003.jpg (also {train}:4)\n"
+        f"  {test}:6: images/train_005.jpg (also {train}:6)\n"
+        f"expected the test split to share no image with the train split (a trained-on image would be scored as "
+        f"unseen)")
+
+
+def write_val_list(base, count=4):
+    """A validation list of ``count`` images of its own (copies of test images under images/val_*.jpg)."""
+    lines = []
+    for line in (base / "voc_lt_test.txt").read_text().splitlines()[:count]:
+        image, labels = line.split(" ", 1)
+        shutil.copy(base / image, base / image.replace("test_", "val_"))
+        lines.append(f"{image.replace('test_', 'val_')} {labels}")
+    (base / "val.txt").write_text("\n".join(lines) + "\n")
+    return base / "val.txt"
+
+
+def test_a_val_list_sharing_images_with_the_test_or_train_list_is_refused(tmp_path):
+    base = write_lmpt_dataset(tmp_path, n_train=8, n_test=8)
+    val = write_val_list(base)
+    assert load_dataset("voc-lt", tmp_path, val_list=val).val_paths == [f"images/val_{i:03d}.jpg" for i in range(4)]
+    test, train = base / "voc_lt_test.txt", base / "voc_lt_train.txt"
+    with pytest.raises(DataError) as refused:
+        load_dataset("voc-lt", tmp_path, val_list=test)
+    message = str(refused.value)
+    assert message.startswith(f"{test}: 8 of its 8 images are also in {test} (the same file):\n"
+                              f"  {test}:1: images/test_000.jpg (also {test}:1)\n")
+    assert "\n  … and 3 more\nexpected a --val_list that shares no image with the test split: an epoch selected " \
+           "on test images makes the test mAP optimistic (leave out --val_list to select on the test split, as " \
+           "published, and be told so)" in message
+    val.write_text(val.read_text() + "images/./test_002.jpg 2\n")
+    with pytest.raises(DataError, match=rf"^{val}: 1 of its 5 images are also in {test}:\n  {val}:5: "
+                                        rf"images/\./test_002\.jpg \(also {test}:3\)\n"):
+        load_dataset("voc-lt", tmp_path, val_list=val)
+    val.write_text("\n".join(train.read_text().splitlines()[2:4]) + "\n")
+    with pytest.raises(DataError) as refused:
+        load_dataset("voc-lt", tmp_path, val_list=val)
+    assert str(refused.value) == (
+        f"{val}: 2 of its 2 images are also in {train}:\n"
+        f"  {val}:1: images/train_002.jpg (also {train}:3)\n"
+        f"  {val}:2: images/train_003.jpg (also {train}:4)\n"
+        f"expected a --val_list that shares no image with the train split: an epoch selected on images it "
+        f"trained on favours overfitting")
+
+
+def test_train_py_refuses_the_test_list_as_val_list_before_any_work(tmp_path, capsys, monkeypatch):
+    write_lmpt_dataset(tmp_path / "data", n_train=8, n_test=4)
+    test = tmp_path / "data" / "voc" / "voc_lt_test.txt"
+    (tmp_path / "x.pt").write_bytes(b"")  # found, so the data is read first
+    monkeypatch.delenv("LMPT_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        report_errors(train_script.main, ["--data_root", str(tmp_path / "data"), "--pretrain_clip",
+                                          str(tmp_path / "x.pt"), "--device", "cpu", "--output_dir",
+                                          str(tmp_path / "run"), "--cache_dir", str(tmp_path / "cache"),
+                                          "--val_list", str(test)])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 1 and "Traceback" not in err
+    assert f"error: {test}: 4 of its 4 images are also in {test} (the same file):\n" in err
+    assert not (tmp_path / "run" / "results.json").exists()
