@@ -24,7 +24,7 @@ from .losses import build_classification_loss
 from .metrics import evaluate_logits, format_results, log_scores, topk_metrics
 from .models import full_precision
 from .prepare import load_clip_and_features, load_splits, selection_row, start_training
-from .templates import TEMPLATES
+from .templates import TEMPLATES, check_templates
 
 
 def check_class_count(dataset, nb_classes):
@@ -42,6 +42,7 @@ def zero_shot_classifier(clip_model, class_names, templates, device, chunk=512, 
     encoder stops at a chunk's last end-of-text token, so each chunk runs over about its own prompts' length
     rather than the longest prompt's.
     """
+    check_templates(templates, "zero_shot_classifier's templates")
     texts = [t.format(name.replace("_", " ")) for name in class_names for t in templates]
     tokens = clip.tokenize(texts)  # [C·T, 77]
     order = tokens.argmax(-1).argsort()  # [C·T] by end-of-text position (its id is the vocabulary's largest)

@@ -1,4 +1,5 @@
 """Prompt templates for zero-shot CLIP: the 80 ImageNet templates of the CLIP paper."""
+from string import Formatter
 
 IMAGENET_TEMPLATES = (
     "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.", "a photo of the hard to see {}.",
@@ -24,3 +25,36 @@ IMAGENET_TEMPLATES = (
 )
 SINGLE_TEMPLATE = ("a photo of a {}.",)
 TEMPLATES = {"imagenet80": IMAGENET_TEMPLATES, "single": SINGLE_TEMPLATE}
+
+
+def template_fields(template):
+    """The format fields of a template, as written ('' for ``{}``, 'name' for ``{name}``, '0!r' for ``{0!r}``).
+    Doubled braces are literal and no field; a lone brace raises ValueError."""
+    return [field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            for _, field, spec, conversion in Formatter().parse(template) if field is not None]
+
+
+def check_templates(templates, source):
+    """Refuse (before any work) templates that do not hold exactly one ``{}``, where the class name goes:
+    one without it would give every class the same embedding, and another field fails to format."""
+    if isinstance(templates, str) or not len(templates):
+        raise ValueError(f"{source}: {templates!r}; expected a non-empty sequence of templates such as "
+                         f"{SINGLE_TEMPLATE[0]!r}")
+    for i, template in enumerate(templates):
+        if not isinstance(template, str):
+            raise ValueError(f"{source}[{i}]: {template!r} is not text; expected a template such as "
+                             f"{SINGLE_TEMPLATE[0]!r}")
+        try:
+            fields = template_fields(template)
+        except ValueError as e:
+            raise ValueError(f"{source}[{i}]: cannot read template {template!r} ({e}); expected one '{{}}' "
+                             f"where the class name goes (a literal brace is written '{{{{' or '}}}}')") from None
+        if fields != [""]:
+            found = ("no field" if not fields else ("the field " if len(fields) == 1 else "the fields ")
+                     + ", ".join("{" + f + "}" for f in fields))
+            raise ValueError(f"{source}[{i}]: template {template!r} has {found}; expected exactly one '{{}}' "
+                             f"where the class name goes, such as {SINGLE_TEMPLATE[0]!r}")
+
+
+for _name, _templates in TEMPLATES.items():  # at import: an edited entry is refused before any run
+    check_templates(_templates, f"templates.TEMPLATES[{_name!r}]")

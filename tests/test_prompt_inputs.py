@@ -1,0 +1,68 @@
+"""Prompt inputs refused before any image work: class names too long for zero-shot's templates, templates
+without their one '{}', a --ctx_init that gives no token; lmpt/test.py's prompt flags typed as train.py's;
+and a relative checkpoint path not found named wherever it was looked for."""
+import shutil
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import ROOT, write_lmpt_dataset
+from lmpt import test as test_script
+from lmpt import train as train_script
+from lmpt.baselines import zero_shot_classifier
+from lmpt.models import check_prompt_length
+from lmpt.templates import TEMPLATES
+from zero_shot_clip import test as zero_shot_script
+
+LONG_NAME = " ".join(["very"] * 68 + ["big", "dog"])  # 70 tokens: 75 with 'a photo of a {}.', more with others
+
+
+def zero_shot_argv(data_root, checkpoint, out, cache, *extra):
+    return ["--dataset", "voc-lt", "--data_root", str(data_root), "--pretrain_clip_path", str(checkpoint),
+            "--output_dir", str(out), "--device", "cpu", "--num_workers", "0", "--cache_dir", str(cache), *extra]
+
+
+def data_without_images(tmp_path, names=None):
+    """A dataset whose images are gone: a check that passes only before any image is looked at."""
+    base = write_lmpt_dataset(tmp_path / "data")
+    if names is not None:
+        (base / "voc_labels.txt").write_text("".join(f"{n} {i}\r\n" for i, n in enumerate(names)))
+    shutil.rmtree(base / "images")
+    return tmp_path / "data", base
+
+
+# ---------------------------------------------------------------- zero-shot: class names and templates
+
+@pytest.mark.parametrize("template,found", [
+    ("a photo of a dog.", "has no field"),
+    ("a photo of a {name}.", "has the field {name}"),
+    ("a {} next to a {}.", "has the fields {}, {}"),
+    ("a photo of a {0!r}.", "has the field {0!r}"),
+])
+def test_a_template_without_exactly_one_placeholder_is_refused(template, found):
+    from lmpt.templates import check_templates
+    with pytest.raises(ValueError) as refused:
+        check_templates(("a photo of a {}.", template), "TEMPLATES['mine']")
+    assert str(refused.value) == (f"TEMPLATES['mine'][1]: template {template!r} {found}; expected exactly one '{{}}' "
+                                  f"where the class name goes, such as 'a photo of a {{}}.'")
+    check_templates(("a {{braced}} photo of a {}.",), "TEMPLATES['mine']")  # doubled braces are literal
+
+
+def test_a_lone_brace_in_a_template_is_refused():
+    from lmpt.templates import check_templates
+    with pytest.raises(ValueError, match=r"^T\[0\]: cannot read template 'a \{ photo of a \{\}.' \("):
+        check_templates(("a { photo of a {}.",), "T")
+
+
+def test_an_edited_templates_entry_is_refused_at_import():
+    source = (ROOT / "lmpt" / "templates.py").read_text()
+    edited = source.replace('SINGLE_TEMPLATE = ("a photo of a {}.",)', 'SINGLE_TEMPLATE = ("a photo of a {name}.",)')
+    assert edited != source
+    with pytest.raises(ValueError, match=r"^templates.TEMPLATES\['single'\]\[0\]: template 'a photo of a \{name\}.' "
+                                         r"has the field \{name\}"):
+        exec(compile(edited, "lmpt/templates.py", "exec"), {"__name__": "edited_templates"})
+
+
+def test_the_classifier_refuses_a_template_before_encoding_anything():
+    with pytest.raises(ValueError, match=r"^zero_shot_classifier's templates\[0\]: template 'a photo' has no field"):
+        zero_shot_classifier(None, ["dog", "cat"], ("a photo",), "cpu")  # no model needed to be refused
