@@ -17,12 +17,12 @@ import clip
 
 from .backbones import backbone_identity, resolve_backbone
 from .checkpoint import check_evaluation_dir, load_checkpoint, save_args, save_json, start_run_dir
-from .data import BatchNormalize
+from .data import BatchNormalize, _read_lines
 from .engine import (autocast_on, build_scheduler, check_finite, fit, load_kernels, load_trainable_state,
                      seed_everything, select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss
 from .metrics import evaluate_logits, format_results, log_scores, topk_metrics
-from .models import full_precision
+from .models import CONTEXT_LENGTH, full_precision
 from .prepare import load_clip_and_features, load_splits, selection_row, start_training
 from .templates import TEMPLATES, check_templates
 
@@ -32,6 +32,30 @@ def check_class_count(dataset, nb_classes):
         labels = dataset.root / dataset.spec.labels
         raise ValueError(f"--nb_classes {nb_classes} does not match {labels}, which lists "
                          f"{len(dataset.class_names)} classes")
+
+
+def label_line(labels_file, name):
+    """The line of the labels file that names class ``name`` ('?' if none does), to name it in an error."""
+    return next((n for n, line in _read_lines(labels_file) if " ".join(line.split()[:-1]) == name), "?")
+
+
+def check_template_lengths(dataset, templates, flag):
+    """Refuse (before any image is decoded) a class name whose prompt with some template exceeds CLIP's
+    context: at most CONTEXT_LENGTH - 2 tokens between the start and end of text."""
+    most = CONTEXT_LENGTH - 2
+    too_long = []
+    for name in dataset.class_names:
+        lengths = [(len(clip._tokenizer.encode(t.format(name.replace("_", " ")))), t) for t in templates]
+        tokens, template = max(lengths, key=lambda length: length[0])  # the first longest
+        if tokens > most:
+            too_long.append((name, tokens, template))
+    if too_long:
+        name, tokens, template = too_long[0]
+        labels = dataset.root / dataset.spec.labels
+        more = f" (and {len(too_long) - 1} more class name(s))" if len(too_long) > 1 else ""
+        raise ValueError(f"{labels}:{label_line(labels, name)}: class name {name!r} gives {tokens} tokens with "
+                         f"template {template!r} ({flag}){more}; expected at most {most} (CLIP's {CONTEXT_LENGTH} "
+                         f"less the start and end of text): shorten the name")
 
 
 @torch.no_grad()
@@ -75,8 +99,12 @@ def zero_shot(args):
     device = select_device(args.device)
     clip_file = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)
     run_dir = check_evaluation_dir(args.output_dir)
-    dataset, splits = load_splits(args, need_val=False, training=False,
-                                  check_dataset=lambda d: check_class_count(d, args.nb_classes))
+    templates = TEMPLATES[args.templates]
+
+    def check_dataset(dataset):  # what the flags ask of the dataset, before its images
+        check_class_count(dataset, args.nb_classes)
+        check_template_lengths(dataset, templates, f"--templates {args.templates}")
+    dataset, splits = load_splits(args, need_val=False, training=False, check_dataset=check_dataset)
     if args.topk > len(dataset.class_names):
         print(f"[zero-shot] note: --topk {args.topk} is more than the {len(dataset.class_names)} classes of "
               f"--dataset {args.dataset}: the top-{args.topk} metrics predict every class")
@@ -86,7 +114,7 @@ def zero_shot(args):
     def classifier(model):
         """The classifier (C × 80 prompts: tokenising and the text encoder) and the logits' kernels, in a thread
         while the loader workers decode the test images and the main thread runs the image encoder."""
-        weights = zero_shot_classifier(model, dataset.class_names, TEMPLATES[args.templates], device, progress=False)
+        weights = zero_shot_classifier(model, dataset.class_names, templates, device, progress=False)
         load_kernels(lambda features: zero_shot_logits(features, weights), rows, weights.shape[1], device)
         return weights
     _, weights = load_clip_and_features(args, dataset, splits, clip_file, device, names=("test",),

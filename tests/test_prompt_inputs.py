@@ -33,6 +33,27 @@ def data_without_images(tmp_path, names=None):
 
 # ---------------------------------------------------------------- zero-shot: class names and templates
 
+def test_zero_shot_refuses_a_class_name_too_long_for_a_template_naming_its_line(tmp_path, tiny_vit_checkpoint):
+    data, base = data_without_images(tmp_path, ["dog", LONG_NAME, "cat", "boat"])
+    with pytest.raises(ValueError) as refused:
+        zero_shot_script.main(zero_shot_argv(data, tiny_vit_checkpoint, tmp_path / "zs", tmp_path / "cache"))
+    message = str(refused.value)
+    assert message.startswith(f"{base / 'voc_labels.txt'}:2: class name {LONG_NAME!r} gives 79 tokens with "
+                              f"template 'a jpeg corrupted photo of a {{}}.' (--templates imagenet80)")
+    assert "expected at most 75" in message
+    assert not (tmp_path / "zs").exists()
+
+
+def test_the_length_check_counts_the_templates_used(tmp_path):
+    from lmpt.baselines import check_template_lengths
+    (tmp_path / "labels.txt").write_text(f"dog 0\n{LONG_NAME} 1\n")
+    dataset = SimpleNamespace(class_names=["dog", LONG_NAME], root=tmp_path, spec=SimpleNamespace(labels="labels.txt"))
+    check_template_lengths(dataset, TEMPLATES["single"], "--templates single")  # 75 tokens: it fits
+    with pytest.raises(ValueError, match=r"labels.txt:2: class name .* gives 76 tokens with template "
+                                         r"'a nice photo of a \{\}.' \(--templates x\); expected at most 75"):
+        check_template_lengths(dataset, ("a {}.", "a nice photo of a {}."), "--templates x")
+
+
 @pytest.mark.parametrize("template,found", [
     ("a photo of a dog.", "has no field"),
     ("a photo of a {name}.", "has the field {name}"),
