@@ -62,9 +62,13 @@ def prompt_texts(class_names, n_ctx=16, ctx_init=""):
     """The prompts' text before their context is learned -> (M context tokens, [C] texts): ``ctx_init``'s
     words (M is their count of tokens: 'high-resolution' is three), or M = ``n_ctx`` placeholders 'X',
     then the class name and a full stop."""
-    ctx_init = context_words(ctx_init)
-    if ctx_init:
-        n_ctx, prefix = len(clip._tokenizer.encode(ctx_init)), ctx_init
+    words = context_words(ctx_init)
+    if words:
+        n_ctx, prefix = len(clip._tokenizer.encode(words)), words
+        if n_ctx == 0:  # an HTML entity or control characters only: no context vector would train
+            raise ValueError(f"--ctx_init {ctx_init!r}: CLIP's tokenizer gives no token for it (it drops HTML "
+                             f"entities such as '&nbsp;', control characters and spaces); expected words, or '' "
+                             f"for --n_ctx random context vectors")
     else:
         if n_ctx < 1:
             raise ValueError(f"n_ctx must be at least 1 with an empty ctx_init, got {n_ctx}")

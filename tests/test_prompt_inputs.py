@@ -87,3 +87,23 @@ def test_an_edited_templates_entry_is_refused_at_import():
 def test_the_classifier_refuses_a_template_before_encoding_anything():
     with pytest.raises(ValueError, match=r"^zero_shot_classifier's templates\[0\]: template 'a photo' has no field"):
         zero_shot_classifier(None, ["dog", "cat"], ("a photo",), "cpu")  # no model needed to be refused
+
+
+# ---------------------------------------------------------------- --ctx_init that tokenises to nothing
+
+@pytest.mark.parametrize("ctx_init", ["&nbsp;", "\x07", "&nbsp;_\x1b"])
+def test_a_ctx_init_without_any_token_is_refused(ctx_init):
+    with pytest.raises(ValueError) as refused:
+        check_prompt_length(["dog", "cat"], 16, ctx_init)
+    assert str(refused.value).startswith(f"--ctx_init {ctx_init!r}: CLIP's tokenizer gives no token for it")
+    check_prompt_length(["dog", "cat"], 16, "a &nbsp; photo")  # some words left: fine
+
+
+def test_train_refuses_a_ctx_init_without_any_token_before_any_image(tmp_path, tiny_vit_checkpoint):
+    data, _ = data_without_images(tmp_path)
+    argv = ["--dataset", "voc-lt", "--data_root", str(data), "--pretrain_clip", str(tiny_vit_checkpoint),
+            "--device", "cpu", "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"),
+            "--output_dir", str(tmp_path / "run"), "--ctx_init", "&nbsp;", "--training_method", "coop"]
+    with pytest.raises(ValueError, match=r"^--ctx_init '&nbsp;': CLIP's tokenizer gives no token for it"):
+        train_script.main(argv)
+    assert not (tmp_path / "run").exists()
