@@ -16,8 +16,9 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lmpt.cli import (DATASET_HELP, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
-                      given_flags, report_errors, resolve_backbone_arg, str2bool)
-from lmpt.prompt_tuning import test  # noqa: E402
+                      given_flags, int_in, report_errors, resolve_backbone_arg, str2bool)
+from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
+from lmpt.prompt_tuning import TRAINING_METHODS, test  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 
@@ -27,12 +28,13 @@ def build_parser():
     p.add_argument("--checkpoint", type=Path, default=None, help="a run folder (uses best.pt) or a .pt file")
     p.add_argument("--dataset", default=None, help=DATASET_HELP + "; default: the checkpoint's")
     p.add_argument("--output", type=Path, default=None, help="results file (default: <run>/test_results.json)")
-    # The published test command's flags: accepted, and checked against the checkpoint.
+    # The published test command's flags: accepted (with train.py's types and choices), and checked against the
+    # checkpoint; the prompt flags default to None, which is the checkpoint's value.
     p.add_argument("--pretrain_clip", default="ViT16")
-    p.add_argument("--training_method", default="lmpt")
-    p.add_argument("--class_token_position", default=None)
+    p.add_argument("--training_method", choices=TRAINING_METHODS, default="lmpt")
+    p.add_argument("--class_token_position", choices=CLASS_TOKEN_POSITIONS, default=None)
     p.add_argument("--ctx_init", default=None)
-    p.add_argument("--n_ctx", type=int, default=None)
+    p.add_argument("--n_ctx", type=int_in(1), default=None)
     p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=None)
     p.add_argument("--no-csc", dest="csc", action="store_false")
     add_common_args(p)

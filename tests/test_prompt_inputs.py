@@ -107,3 +107,25 @@ def test_train_refuses_a_ctx_init_without_any_token_before_any_image(tmp_path, t
     with pytest.raises(ValueError, match=r"^--ctx_init '&nbsp;': CLIP's tokenizer gives no token for it"):
         train_script.main(argv)
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- lmpt/test.py's prompt flags
+
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--n_ctx", "0", "argument --n_ctx: expected an integer >= 1, got 0"),
+    ("--class_token_position", "middel", "argument --class_token_position: invalid choice: 'middel'"),
+    ("--training_method", "lmtp", "argument --training_method: invalid choice: 'lmtp'"),
+])
+def test_test_refuses_the_prompt_flags_train_refuses(flag, value, expected, capsys):
+    for script in (train_script, test_script):
+        with pytest.raises(SystemExit) as refused:
+            script.parse_args([flag, value])
+        assert refused.value.code == 2
+        assert expected in capsys.readouterr().err
+
+
+def test_test_prompt_flags_still_default_to_the_checkpoints():
+    args = test_script.parse_args([])
+    assert (args.n_ctx, args.class_token_position, args.ctx_init, args.csc) == (None, None, None, None)
+    args = test_script.parse_args(["--n_ctx", "4", "--class_token_position", "front"])
+    assert (args.n_ctx, args.class_token_position) == (4, "front")
