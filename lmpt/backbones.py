@@ -1,5 +1,6 @@
 """Backbones: the names ``--pretrain_clip`` knows, their checkpoint files, and the identity (name, file,
 sha256) that a run records of the CLIP it was trained on and checks before it is resumed or tested."""
+import sys
 from pathlib import Path
 
 import clip
@@ -51,6 +52,27 @@ def same_backbone(a, b):
 
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")  # a name with one is meant as a file
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# the folders of the scripts that take a checkpoint path: cli.resolve_user_path looks for a relative path from
+# the current folder, then from the script's own folder (the published README wrote '../pretrained/RN50.pt')
+SCRIPT_DIRS = tuple(REPO_ROOT / folder for folder in ("lmpt", "zero_shot_clip", "finetune_clip"))
+
+
+def script_dirs():
+    """The folder of the repository's script run (``sys.argv[0]``), else (the library called from elsewhere) all
+    of :data:`SCRIPT_DIRS`."""
+    running = Path(sys.argv[0] or ".").resolve().parent
+    return (running,) if running in SCRIPT_DIRS else SCRIPT_DIRS
+
+
+def paths_tried(path):
+    """Every file a checkpoint path not found was looked for at, in words: itself when absolute; a relative one
+    from the current folder, then from the script's folder."""
+    if path.is_absolute():
+        return str(path)
+    tried = dict.fromkeys(str(p.resolve()) for p in (path, *(folder / path for folder in script_dirs())))
+    return (f"{' or '.join(tried)} (the scripts look for a relative path from the current folder, then from the "
+            f"script's own folder)")
 
 
 def resolve_backbone(name, pretrained_dir=None):
@@ -70,10 +92,10 @@ def resolve_backbone(name, pretrained_dir=None):
     path = Path(name).expanduser()
     if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
         if not path.is_file():
-            tried = "" if path.is_absolute() else (" (the scripts look for a relative path from the current folder, "
-                                                   "then from the script's own folder)")
-            raise FileNotFoundError(f"backbone {name}: no checkpoint file at {path.resolve()}{tried}; expected a "
-                                    f"CLIP .pt file or one of the names {', '.join(BACKBONES)}")
+            where = "there" if path.is_absolute() else "at one of these paths"
+            raise FileNotFoundError(f"backbone {name}: no checkpoint file at {paths_tried(path)}; put the CLIP .pt "
+                                    f"file {where}, or pass its absolute path or one of the names "
+                                    f"{', '.join(BACKBONES)} (files in --pretrained_dir)")
         return path
     raise ValueError(
         f"backbone {name!r}: not a known backbone ({', '.join(BACKBONES)}; "

@@ -129,3 +129,17 @@ def test_test_prompt_flags_still_default_to_the_checkpoints():
     assert (args.n_ctx, args.class_token_position, args.ctx_init, args.csc) == (None, None, None, None)
     args = test_script.parse_args(["--n_ctx", "4", "--class_token_position", "front"])
     assert (args.n_ctx, args.class_token_position) == (4, "front")
+
+
+# ---------------------------------------------------------------- a relative checkpoint path not found
+
+def test_a_relative_checkpoint_not_found_names_the_path_beside_the_script(tmp_path, monkeypatch):
+    data = write_lmpt_dataset(tmp_path / "data").parent
+    monkeypatch.chdir(ROOT)  # the README's command, run from the repository root
+    with pytest.raises(FileNotFoundError) as missing:
+        zero_shot_script.main(zero_shot_argv(data, "../pretrained/NO-SUCH.pt", tmp_path / "zs", tmp_path / "cache"))
+    message = str(missing.value)
+    from_here, beside_script = ROOT.parent / "pretrained" / "NO-SUCH.pt", ROOT / "pretrained" / "NO-SUCH.pt"
+    assert f"no checkpoint file at {from_here} or {beside_script} (the scripts look for a relative path" in message
+    assert "put the CLIP .pt file at one of these paths" in message
+    assert not (tmp_path / "zs").exists()
