@@ -395,7 +395,9 @@ def test_a_resume_takes_a_setting_however_it_is_spelled(tmp_path, tiny_vit_check
     write_lmpt_dataset(data)
     (tmp_path / "home" / "models").mkdir(parents=True)
     (tmp_path / "home" / "models" / "mine.pt").write_bytes(tiny_vit_checkpoint.read_bytes())
-    (tmp_path / "val.txt").write_text((data / "voc" / "voc_lt_test.txt").read_text())
+    for image in (data / "voc" / "images").glob("test_*.jpg"):  # a validation split of its own images
+        shutil.copy(image, image.with_name(image.name.replace("test_", "val_")))
+    (tmp_path / "val.txt").write_text((data / "voc" / "voc_lt_test.txt").read_text().replace("/test_", "/val_"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     train_script.main(train_argv(data, "~/models/mine.pt", run, cache, "--val_list", "val.txt"))  # as typed
