@@ -391,10 +391,11 @@ RESNET_KEYS = ("visual.layer1.0.conv1.weight", "visual.attnpool.positional_embed
 EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")  # in released archives, not parameters
 
 
-def _square_root(n, what):
-    root = round(n ** 0.5)
-    if root * root != n:
-        raise CheckpointFormatError(f"{what} has {n} rows: expected a square grid plus one (k * k + 1)")
+def _grid_size(rows, what):
+    """k of a positional embedding of ``rows`` = k * k + 1 rows (a k × k grid and the class token)."""
+    root = round(max(rows - 1, 0) ** 0.5)
+    if root * root + 1 != rows:
+        raise CheckpointFormatError(f"{what} has {rows} rows: expected a square grid plus one (k * k + 1)")
     return root
 
 
@@ -412,7 +413,7 @@ def infer_config(state_dict):
         vision_width = state_dict["visual.conv1.weight"].shape[0]
         vision_layers = len([k for k in state_dict if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
         vision_patch_size = state_dict["visual.conv1.weight"].shape[-1]
-        grid_size = _square_root(state_dict["visual.positional_embedding"].shape[0] - 1, "visual.positional_embedding")
+        grid_size = _grid_size(state_dict["visual.positional_embedding"].shape[0], "visual.positional_embedding")
         image_resolution = vision_patch_size * grid_size
         if vision_width < 64:
             raise CheckpointFormatError(
@@ -421,8 +422,8 @@ def infer_config(state_dict):
         vision_layers = tuple(len({k.split(".")[2] for k in state_dict if k.startswith(f"visual.layer{b}.")})
                               for b in (1, 2, 3, 4))
         vision_width = state_dict["visual.layer1.0.conv1.weight"].shape[0]
-        output_width = _square_root(state_dict["visual.attnpool.positional_embedding"].shape[0] - 1,
-                                    "visual.attnpool.positional_embedding")
+        output_width = _grid_size(state_dict["visual.attnpool.positional_embedding"].shape[0],
+                                  "visual.attnpool.positional_embedding")
         vision_patch_size = None
         image_resolution = output_width * 32
         if 0 in vision_layers:

@@ -17,7 +17,7 @@ import clip
 
 from .backbones import backbone_identity, resolve_backbone
 from .checkpoint import check_evaluation_dir, load_checkpoint, save_args, save_json, start_run_dir
-from .data import BatchNormalize, _read_lines
+from .data import BatchNormalize, label_line
 from .engine import (autocast_on, build_scheduler, check_finite, fit, load_kernels, load_trainable_state,
                      seed_everything, select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss
@@ -32,11 +32,6 @@ def check_class_count(dataset, nb_classes):
         labels = dataset.root / dataset.spec.labels
         raise ValueError(f"--nb_classes {nb_classes} does not match {labels}, which lists "
                          f"{len(dataset.class_names)} classes")
-
-
-def label_line(labels_file, name):
-    """The line of the labels file that names class ``name`` ('?' if none does), to name it in an error."""
-    return next((n for n, line in _read_lines(labels_file) if " ".join(line.split()[:-1]) == name), "?")
 
 
 def check_template_lengths(dataset, templates, flag):

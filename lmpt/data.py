@@ -126,6 +126,11 @@ def _read_lines(path):
     return [(n, line.rstrip()) for n, line in enumerate(text.split(ending), start=1)]
 
 
+def label_line(path, name):
+    """The line of a labels file that names class ``name`` ('?' if none does), to name it in an error."""
+    return next((n for n, line in _read_lines(path) if " ".join(line.split()[:-1]) == name), "?")
+
+
 def read_labels(path):
     """Class names ordered by id from ``<class name> <id>`` lines; ids must be 0..C-1, each once."""
     names_by_id, line_of_id, line_of_name = {}, {}, {}

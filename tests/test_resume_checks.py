@@ -245,6 +245,6 @@ def test_a_clip_state_dict_of_a_wrong_shape_is_named(runs, tmp_path, tiny_vit_ch
     state_dict["visual.positional_embedding"] = state_dict["visual.positional_embedding"][:15]
     bad = tmp_path / "bad-clip.pt"
     torch.save(state_dict, bad)
-    with pytest.raises(ValueError, match=f"{bad}: visual.positional_embedding has 14 rows: expected"):
+    with pytest.raises(ValueError, match=f"{bad}: visual.positional_embedding has 15 rows: expected"):
         train_script.main(train_argv(data, bad, tmp_path / "run", tmp_path / "cache"))
 
