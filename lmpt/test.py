@@ -39,6 +39,9 @@ def build_parser():
     p.add_argument("--no-csc", dest="csc", action="store_false")
     add_common_args(p)
     p.set_defaults(thre=None, score=None, preprocess=None)
+    for action in p._actions:
+        if action.dest in ("thre", "score", "preprocess"):
+            action.help = f"{action.help} (default: the training run's value, saved in the checkpoint)"
     return p
 
 

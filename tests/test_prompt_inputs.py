@@ -143,3 +143,11 @@ def test_a_relative_checkpoint_not_found_names_the_path_beside_the_script(tmp_pa
     assert f"no checkpoint file at {from_here} or {beside_script} (the scripts look for a relative path" in message
     assert "put the CLIP .pt file at one of these paths" in message
     assert not (tmp_path / "zs").exists()
+
+
+def test_test_help_says_the_evaluation_settings_default_to_the_training_runs():
+    from lmpt import test as test_script
+    text = " ".join(test_script.build_parser().format_help().split())
+    for flag in ("--thre", "--score", "--preprocess"):
+        assert text.split(f" {flag} ")[-1].split(" --")[0].endswith("(default: the training run's value, saved in "
+                                                                  "the checkpoint)"), flag
