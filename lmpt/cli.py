@@ -119,7 +119,8 @@ def add_common_args(parser):
                         help="lmpt: squash to the input size, ImageNet mean/std (published); "
                              "clip: CLIP's resize + centre crop")
     parser.add_argument("--cache_dir", type=Path, default=None,
-                        help="image-feature cache (default: .cache/features of the repository)")
+                        help="image-feature cache (default: $LMPT_CACHE_DIR, else .cache/features of the "
+                             "repository)")
     parser.add_argument("--skip_bad_images", action="store_true",
                         help="drop unreadable images with a report instead of refusing to run")
     return parser
