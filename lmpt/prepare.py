@@ -70,8 +70,9 @@ def load_clip_and_features(args, dataset, splits, clip_file, device, names=("tra
     resolution = remembered_resolution(clip_file)
     jobs = start_jobs(resolution) if resolution is not None else None  # a CLIP file seen before: decode now
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
-        pool.submit(file_fingerprint, clip_file)  # memoised for the cache keys and the run's records
+        hashed = pool.submit(file_fingerprint, clip_file)  # memoised for the cache keys and the run's records
         state_dict = clip.read_state_dict(clip_file)
+    hashed.result()  # a file that changed while read, or failed its CRC check, is refused here
     try:
         actual = clip.infer_config(state_dict)["image_resolution"]
     except ValueError as error:  # a state dict that does not fit CLIP's shapes, named as from_state_dict names it
@@ -83,13 +84,27 @@ def load_clip_and_features(args, dataset, splits, clip_file, device, names=("tra
         jobs = None  # stops any workers started
         remember_resolution(clip_file, actual)
         jobs = start_jobs(actual)
-    clip_model = freeze(clip.from_state_dict(state_dict, device, fp16=False, source=clip_file))
+    clip_model = check_finite_weights(freeze(clip.from_state_dict(state_dict, device, fp16=False, source=clip_file)),
+                                      clip_file)
     del state_dict
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside-encoding") as pool:
         extra = pool.submit(beside, clip_model) if beside is not None else None
         encoded = {name: job.result(clip_model.visual) for name, job in jobs.items()}
         keep_readable(splits, encoded, "features", args.skip_bad_images, dataset.class_names)
         return clip_model, extra.result() if extra is not None else None
+
+
+def check_finite_weights(model, source):
+    """``model``, or ValueError naming ``source`` and the tensors that hold NaN or Inf (a damaged or diverged
+    checkpoint: every logit would be NaN, found only after the run started). One device sync."""
+    named = [(name, t) for name, t in model.state_dict().items() if t.is_floating_point()]
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist() if named else []  # [T] bools
+    bad = [name for (name, _), ok in zip(named, finite) if not ok]
+    if bad:
+        raise ValueError(f"{source}: NaN or Inf in {len(bad)} weight tensor(s): {', '.join(bad[:5])}"
+                         f"{', …' if len(bad) > 5 else ''}; expected finite weights (a damaged checkpoint, or one "
+                         f"saved after training diverged)")
+    return model
 
 
 def load_clip_and_pixels(args, dataset, splits, clip_file, device):
@@ -100,7 +115,8 @@ def load_clip_and_pixels(args, dataset, splits, clip_file, device):
     JPEGs again. Unreadable images are refused or dropped (``--skip_bad_images``), as for features.
     """
     clip_file = Path(clip_file)
-    clip_model = freeze(clip.from_state_dict(clip.read_state_dict(clip_file), device, fp16=False, source=clip_file))
+    clip_model = check_finite_weights(
+        freeze(clip.from_state_dict(clip.read_state_dict(clip_file), device, fp16=False, source=clip_file)), clip_file)
     resolution = clip_model.visual.input_resolution
     decoded = {name: decode_pixels(dataset.root, split.paths, args.preprocess, resolution, max(args.batch_size, 64),
                                    args.num_workers, device, f"decoding {name} images")

@@ -248,3 +248,24 @@ def test_a_clip_state_dict_of_a_wrong_shape_is_named(runs, tmp_path, tiny_vit_ch
     with pytest.raises(ValueError, match=f"{bad}: visual.positional_embedding has 15 rows: expected"):
         train_script.main(train_argv(data, bad, tmp_path / "run", tmp_path / "cache"))
 
+
+
+def test_a_clip_with_nan_weights_is_refused_before_an_old_run_is_replaced(runs, tmp_path, tiny_vit_checkpoint):
+    """NaN weights make every logit NaN: refused when the model is built, naming the file and tensor, so that
+    --overwrite never removes a good run for one that cannot train, and zero-shot names the file too."""
+    from zero_shot_clip import test as zero_shot_script
+    data, one, _ = runs
+    state_dict = clip.read_state_dict(tiny_vit_checkpoint)
+    state_dict["visual.proj"][0, 0] = float("nan")
+    bad = tmp_path / "nan-clip.pt"
+    torch.save(state_dict, bad)
+    run = copy_run(one, tmp_path / "run")
+    files = sorted(p.name for p in run.iterdir())
+    message = f"{bad}: NaN or Inf in 1 weight tensor\\(s\\): visual.proj; expected finite weights"
+    with pytest.raises(ValueError, match=message):
+        train_script.main(train_argv(data, bad, run, tmp_path / "cache", "--overwrite"))
+    assert sorted(p.name for p in run.iterdir()) == files
+    with pytest.raises(ValueError, match=message):
+        zero_shot_script.main(["--dataset", "voc-lt", "--data_root", str(data), "--pretrain_clip_path", str(bad),
+                               "--device", "cpu", "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"),
+                               "--output_dir", str(tmp_path / "zs")])
