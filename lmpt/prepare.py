@@ -176,6 +176,10 @@ def load_splits(args, need_val=True, training=True, captions=None, check_dataset
     check_writable_dir(args.cache_dir or DEFAULT_CACHE_DIR, "--cache_dir")
     dataset = load_dataset(args.dataset, args.data_root, getattr(args, "val_list", None) if need_val else None,
                            training=training, captions=captions)
+    if len(dataset.class_names) == 1 and getattr(args, "score", None) == "softmax":
+        raise DataError(f"{dataset.root / dataset.spec.labels}: one class; a softmax over one class scores every "
+                        f"image 1, so mAP would be the positive rate whatever the model; expected --score sigmoid "
+                        f"(or two classes or more)")
     if check_dataset is not None:  # what the flags ask of the dataset, before its thousands of images
         check_dataset(dataset)
     check = ("train", "test", "val") if training else ("test",)

@@ -1,5 +1,6 @@
 """Input files that used to be misread: a BOM before bad bytes, a malicious class_freq.pkl, one image under
 two spellings, and splits that share images."""
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -177,3 +178,23 @@ def test_train_py_refuses_the_test_list_as_val_list_before_any_work(tmp_path, ca
     assert stopped.value.code == 1 and "Traceback" not in err
     assert f"error: {test}: 4 of its 4 images are also in {test} (the same file):\n" in err
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_one_class_with_softmax_scores_is_refused_and_with_sigmoid_evaluated(tmp_path, tiny_vit_checkpoint):
+    from zero_shot_clip import test as zero_shot_script
+    root = tmp_path / "data"
+    write_lmpt_dataset(root)
+    labels = root / "voc" / "voc_labels.txt"
+    labels.write_text(labels.read_text().splitlines()[0] + "\n")  # class 0 alone
+    for name in ("voc_lt_train.txt", "voc_lt_test.txt"):  # ids of the other classes dropped
+        lines = [" ".join(t for t in line.split() if not t.isdigit() or t == "0") for line in
+                 (root / "voc" / name).read_text().splitlines()]
+        (root / "voc" / name).write_text("\n".join(lines) + "\n")
+    (root / "voc" / "class_freq.pkl").unlink(missing_ok=True)
+    argv = ["--dataset", "voc-lt", "--data_root", str(root), "--pretrain_clip_path", str(tiny_vit_checkpoint),
+            "--nb_classes", "1", "--device", "cpu", "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"),
+            "--output_dir", str(tmp_path / "zs")]
+    with pytest.raises(ValueError, match=f"{labels}: one class; a softmax over one class scores every image 1"):
+        zero_shot_script.main(argv)
+    zero_shot_script.main(argv + ["--score", "sigmoid"])
+    assert json.loads((tmp_path / "zs" / "results.json").read_text())["mAP"] > 0
