@@ -354,6 +354,17 @@ class LTDataset:
         return self.class_stats["neg_class_freq"]
 
 
+def check_every_class_trained(labels, class_names, list_file, when=""):
+    """Refuse training labels [N, C] (NumPy or torch) with a class of no positive (``when``: what left it so):
+    the DB loss and the class-aware margin divide by its frequency."""
+    counts = np.asarray(labels).sum(axis=0)  # [C]
+    empty = [f"{i} {class_names[i]!r}" for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DataError(f"{list_file}: no training image of class(es) {', '.join(empty)}{when}; expected every "
+                        f"class to have at least one positive (the DB loss and the class-aware margin divide by "
+                        f"its frequency)")
+
+
 def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True, captions=None):
     """Read and validate a dataset's labels, lists, captions and class frequencies. Without ``training``
     (an evaluation) a class without a training image is allowed (it counts as a tail class); the train
@@ -393,12 +404,8 @@ def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True
                        "images it trained on favours overfitting")
     captions = read_captions(root / spec.captions, train_paths) if captions else None
 
-    counts = train_labels.sum(axis=0)  # [C]
-    empty = [f"{i} {class_names[i]!r}" for i in np.flatnonzero(counts == 0)]
-    if empty and training:
-        raise DataError(f"{root / spec.train_list}: no training image of class(es) {', '.join(empty)}; "
-                        f"expected every class to have at least one positive (the DB loss and the class-aware "
-                        f"margin divide by its frequency)")
+    if training:
+        check_every_class_trained(train_labels, class_names, root / spec.train_list)
     class_stats = load_class_frequency(root / spec.class_freq, train_labels)
     return LTDataset(spec, root, class_names, train_paths, train_labels, test_paths, test_labels,
                      captions, class_stats, val_paths, val_labels)

@@ -159,7 +159,9 @@ def _load_cache(path, key):
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if blob["key"] == key and blob["checksum"] == _checksum(blob["features"]):
             return blob
-    except Exception:
+    except (PermissionError, MemoryError):
+        raise  # not the file's content: rebuilding it would not help
+    except Exception:  # cut short, damaged, or of another layout: rebuilt
         pass
     print(f"[features] cache file {path} is corrupt or stale; rebuilding it")
     return None

@@ -1,5 +1,6 @@
-"""Loading what every script needs: the frozen CLIP, the dataset and its cached
-image features, caption token embeddings, and evaluation of logits."""
+"""What every script does before its own work: load and check the dataset's splits (images, labels,
+bad images), the frozen CLIP and the cached image features (or decoded pixels), the caption token
+embeddings; the training scripts' first steps (``start_training``) and the checks of a ``--resume``."""
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -11,7 +12,8 @@ import clip
 
 from .backbones import check_backbone, resolve_backbone
 from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint, read_metrics
-from .data import DATASETS, DataError, check_images_exist, line_numbers, listing, load_dataset
+from .data import (DATASETS, DataError, check_every_class_trained, check_images_exist, line_numbers, listing,
+                   load_dataset)
 from .engine import check_best, seed_everything, select_device, use_autocast
 from .losses import DB_DEFAULTS, check_negatives, db_params
 from .features import (DEFAULT_CACHE_DIR, FeatureJob, decode_pixels, file_fingerprint, remember_resolution,
@@ -207,10 +209,7 @@ def check_usable(split, when="", class_names=None):
     if not split.paths:
         raise DataError(f"{split.list_file}: no image left{when}; expected readable images")
     if split.name == "train" and class_names is not None:
-        empty = [f"{i} {class_names[i]!r}" for i in torch.nonzero(split.labels.sum(0) == 0).flatten().tolist()]
-        if empty:
-            raise DataError(f"{split.list_file}: no training image of class(es) {', '.join(empty)} left{when}; "
-                            f"expected every class to keep a positive")
+        check_every_class_trained(split.labels, class_names, split.list_file, f" left{when}")
     if split.name != "train" and not split.labels.any():
         raise DataError(f"{split.list_file}: none of its {len(split.paths)} images has a label{when}, so mAP is "
                         f"undefined on it; expected '<relative/path.jpg> <id> <id> …' lines with ids")

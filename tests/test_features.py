@@ -373,3 +373,17 @@ def test_a_cached_unreadable_image_that_can_be_read_now_is_encoded_again(tmp_pat
     assert errors == {} and torch.equal(features, good)
     still = job(tiny_vit_checkpoint, data, tmp_path / "cache")
     assert still.cached is not None and still.cached["errors"] == {}  # the new pass is the cached one
+
+
+def test_a_cache_file_that_cannot_be_read_for_permission_is_not_called_corrupt(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "cache.pt"
+    path.write_bytes(b"not a cache")
+    assert features_module._load_cache(path, "key") is None  # damaged: rebuilt
+    assert "corrupt or stale; rebuilding it" in capsys.readouterr().out
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(features_module.torch, "load", refused)
+    with pytest.raises(PermissionError):
+        features_module._load_cache(path, "key")
+    assert "corrupt" not in capsys.readouterr().out
