@@ -125,8 +125,9 @@ class PromptLearner(nn.Module):
         with torch.no_grad():
             token_embeds = embedding(tokenized)  # [C, 77, D]
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)
-        self.register_buffer("token_prefix", token_embeds[:, :1], persistent=False)  # SOS
-        self.register_buffer("token_suffix", token_embeds[:, 1 + n_ctx:], persistent=False)  # name . EOS pad
+        self.register_buffer("token_prefix", token_embeds[:, :1], persistent=False)  # [C, 1, D]: start of text
+        # [C, 77 - 1 - M, D]: the name's tokens (name_lens[c]), '.', end of text, padding
+        self.register_buffer("token_suffix", token_embeds[:, 1 + n_ctx:], persistent=False)
         self.n_cls, self.n_ctx, self.csc = n_cls, n_ctx, csc
         self.class_token_position = class_token_position
 
