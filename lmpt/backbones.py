@@ -7,10 +7,12 @@ import clip
 from clip.clip import PRETRAINED_DIR_ENV
 
 from .features import file_fingerprint
-from .pretrain import CHECKPOINT_NAME as TINY_CHECKPOINT
+
+TINY_CHECKPOINT = "tiny-clip-synth.pt"  # the embedded default, pretrained by tools/pretrain_tiny_clip.py
+CHECKPOINT_SUFFIXES = (".pt", ".pth")  # a name with one is meant as a file
 
 # --pretrain_clip short names (the published ones first) -> OpenAI's model names, whose files clip.model_file
-# names; "tiny" is the embedded default, pretrained by tools/pretrain_tiny_clip.py.
+# names, or a file name in the pretrained folder (a checkpoint of your own: one entry here).
 BACKBONES = {
     "RN50": "RN50",
     "RN101": "RN101",
@@ -21,7 +23,7 @@ BACKBONES = {
     "ViT16": "ViT-B/16",
     "ViT14": "ViT-L/14",
     "ViT14@336": "ViT-L/14@336px",
-    "tiny": "tiny",
+    "tiny": TINY_CHECKPOINT,
 }
 
 
@@ -31,9 +33,10 @@ def is_backbone_name(name):
 
 
 def backbone_file(name):
-    """A backbone name's checkpoint file in the pretrained folder: ``ViT16`` and ``ViT-B/16`` -> ``ViT-B-16.pt``."""
-    name = BACKBONES.get(name, name)
-    return TINY_CHECKPOINT if name == "tiny" else clip.model_file(name)
+    """A backbone name's checkpoint file in the pretrained folder: ``ViT16`` and ``ViT-B/16`` -> ``ViT-B-16.pt``,
+    ``tiny`` -> ``tiny-clip-synth.pt``."""
+    target = BACKBONES.get(name, name)
+    return target if target.endswith(CHECKPOINT_SUFFIXES) else clip.model_file(target)
 
 
 def backbone_tag(backbone):
@@ -51,7 +54,6 @@ def same_backbone(a, b):
     return a == b or (is_backbone_name(a) and is_backbone_name(b) and backbone_tag(a) == backbone_tag(b))
 
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth")  # a name with one is meant as a file
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # the folders of the scripts that take a checkpoint path: cli.resolve_user_path looks for a relative path from
 # the current folder, then from the script's own folder (the published README wrote '../pretrained/RN50.pt')
@@ -83,8 +85,12 @@ def resolve_backbone(name, pretrained_dir=None):
         file = backbone_file(name)
         path = clip.pretrained_dir(pretrained_dir) / file
         if not path.is_file():
-            how = ("build it with `python tools/pretrain_tiny_clip.py` (bash tools/demo.sh does)" if name == "tiny"
-                   else f"place OpenAI's released {file} there (nothing is downloaded)")
+            if name == "tiny":
+                how = "build it with `python tools/pretrain_tiny_clip.py` (bash tools/demo.sh does)"
+            elif BACKBONES.get(name, name) in clip.available_models():
+                how = f"place OpenAI's released {file} there (nothing is downloaded)"
+            else:  # a checkpoint of the user's own, named in BACKBONES
+                how = f"place {file} there"
             raise FileNotFoundError(f"backbone {name}: checkpoint {path} not found; {how}, or pass "
                                     f"--pretrained_dir (or set ${PRETRAINED_DIR_ENV}) to the folder "
                                     f"holding it")

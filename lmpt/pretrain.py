@@ -25,11 +25,11 @@ import torch.nn.functional as F
 
 from clip.clip import pretrained_dir as pretrained_folder
 
+from .backbones import TINY_CHECKPOINT as CHECKPOINT_NAME  # the file --pretrain_clip tiny names
 from .data import NORMALIZATION
 from .features import sha256_of_file
 from .metrics import SCORE_KINDS, average_precision, log_scores, mean_ap
 
-CHECKPOINT_NAME = "tiny-clip-synth.pt"
 FAST_CHECKPOINT_NAME = "tiny-clip-synth-fast.pt"  # FAST_SETTINGS: the reduced tiny CLIP of the tests
 
 # The architecture (clip.model.CLIP's arguments) and the training settings.

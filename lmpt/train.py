@@ -14,6 +14,7 @@ if __package__ in (None, ""):  # run as a script: import the repository's packag
 from lmpt.cli import (DATASET_HELP, add_common_args, add_run_args, float_in, freeze_imported_objects,  # noqa: E402
                       given_flags, int_in, positive_float, report_errors, resolve_backbone_arg, resolve_run_dir,
                       restore_run_args, run_resumable, str2bool, unit_float)
+from lmpt.backbones import BACKBONES  # noqa: E402
 from lmpt.engine import OPTIMIZERS  # noqa: E402
 from lmpt.losses import (CLASSIFICATION_LOSSES, CSE_LOSSES, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN,  # noqa: E402
                          DEFAULT_M_CTX)
@@ -27,7 +28,7 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="voc-lt", help=DATASET_HELP)
     p.add_argument("--pretrain_clip", default="ViT16",
-                   help="RN50, RN101, ViT16, ViT32, … (files in --pretrained_dir), tiny, or a path to a .pt")
+                   help=f"{', '.join(BACKBONES)} (files in --pretrained_dir), or a path to a .pt")
     p.add_argument("--epochs", type=int_in(1), default=50)
     p.add_argument("--class_token_position", choices=CLASS_TOKEN_POSITIONS, default="end")
     p.add_argument("--ctx_init", default="",

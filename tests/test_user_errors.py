@@ -478,3 +478,19 @@ def test_report_errors_on_ctrl_c_and_a_traceback_switched_off(capsys, monkeypatc
     monkeypatch.setenv("LMPT_TRACEBACK", "0")
     with pytest.raises(SystemExit):
         report_errors(lambda argv: select_device("gpu"))
+
+
+def test_a_checkpoint_of_ones_own_is_one_backbones_entry(tmp_path, tiny_vit_checkpoint, monkeypatch):
+    """A short name for a local file is one BACKBONES entry (its file name): resolved in --pretrained_dir,
+    offered in --help, and named with where to put it when missing; OpenAI's names stay OpenAI's."""
+    from lmpt import backbones
+    monkeypatch.setitem(backbones.BACKBONES, "mine", "my-clip.pt")
+    with pytest.raises(FileNotFoundError, match=f"backbone mine: checkpoint {tmp_path / 'my-clip.pt'} not found; "
+                                                f"place my-clip.pt there, or pass --pretrained_dir"):
+        backbones.resolve_backbone("mine", tmp_path)
+    shutil.copy(tiny_vit_checkpoint, tmp_path / "my-clip.pt")
+    assert backbones.resolve_backbone("mine", tmp_path) == tmp_path / "my-clip.pt"
+    assert backbones.backbone_file("tiny") == "tiny-clip-synth.pt" and backbones.backbone_file("ViT16") == "ViT-B-16.pt"
+    import clip
+    assert "mine" not in clip.available_models()
+    assert "mine (files in --pretrained_dir)" in " ".join(train_script.build_parser().format_help().split())
