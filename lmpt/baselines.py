@@ -18,8 +18,9 @@ import clip
 from .backbones import backbone_identity, resolve_backbone
 from .checkpoint import check_evaluation_dir, load_checkpoint, save_args, save_json, start_run_dir
 from .data import BatchNormalize, label_line
-from .engine import (autocast_on, build_scheduler, check_finite, fit, load_kernels, load_trainable_state,
-                     seed_everything, select_device, sigterm_as_interrupt, use_autocast)
+from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite, fit, load_kernels,
+                     load_trainable_state, run_results, seed_everything, select_device, sigterm_as_interrupt,
+                     use_autocast)
 from .losses import build_classification_loss
 from .metrics import evaluate_logits, format_results, log_scores, topk_metrics
 from .models import CONTEXT_LENGTH, full_precision
@@ -214,7 +215,7 @@ def finetune(args):
               "class_names": dataset.class_names, "preprocess": args.preprocess, "splits_sha256": start.splits_sha256,
               **({"db_params": start.db_params} if start.db_params else {}),
               **backbone_identity(args.pretrain_clip_path, start.clip_file)}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4)
+    optimizer = build_optimizer("adamw", [p for p in model.parameters() if p.requires_grad], args.lr)
     run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)
     with sigterm_as_interrupt():
         best = fit(model, batch_loss, evaluate, optimizer, build_scheduler(optimizer), run_dir, args.epochs,
@@ -225,8 +226,8 @@ def finetune(args):
     model.eval()
     with torch.no_grad():
         results = evaluate_logits(split_logits(test_split), test_split.labels, train_freq, args.thre, args.score)
-    results.update({"method": config["method"], "selected_epoch": best["epoch"] + 1,
-                    "selection_split": select_split.name, "thre": args.thre, "score": args.score})
+    results = run_results({**results, "thre": args.thre, "score": args.score}, config, best, select_split.name,
+                          run_dir / "best.pt", state["epoch"] + 1)
     save_json(run_dir / "results.json", results)
     print(format_results(results, dataset.class_names, train_freq))
     print(f"[finetune] run folder: {run_dir}")

@@ -202,6 +202,18 @@ def repair_best(run_dir, last):
         save_torch(best_path, last)
 
 
+RUN_IDENTITY = ("method", "backbone", "backbone_file", "backbone_sha256")  # of a run's configuration
+
+
+def run_results(results, config, best, selection_split, checkpoint_path, checkpoint_epoch):
+    """A training run's ``results.json``: the test metrics of its best checkpoint (``results``) with what
+    names the run (its method and CLIP, from ``config``), how the epoch was selected (``best``, as ``fit``
+    returns it, on ``selection_split``) and the checkpoint evaluated (epochs counted from 1)."""
+    return {**results, **{key: config[key] for key in RUN_IDENTITY if key in config},
+            "selected_epoch": best["epoch"] + 1, "selection_split": selection_split, "selection_mAP": best["mAP"],
+            "checkpoint": str(checkpoint_path), "checkpoint_epoch": checkpoint_epoch}
+
+
 def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batch_size, n_train, seed,
         config, resume=False, on_epoch_end=None, desc="train"):
     """Train ``model`` for ``epochs`` epochs; return the best epoch's record ``{"epoch", "mAP"}``.

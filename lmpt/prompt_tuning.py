@@ -14,7 +14,7 @@ import torch
 from .backbones import backbone_identity, check_backbone, find_backbone, same_backbone
 from .checkpoint import check_results_file, load_checkpoint, save_json, start_run_dir
 from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite, fit, load_kernels,
-                     load_trainable_state, select_device, sigterm_as_interrupt, use_autocast)
+                     load_trainable_state, run_results, select_device, sigterm_as_interrupt, use_autocast)
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import evaluate_logits, format_results
 from .models import CustomCLIP, check_prompt_length, context_words, prompt_texts
@@ -103,8 +103,7 @@ def train(args):
                    len(train_split.paths), args.seed, config, resume=args.resume, desc=args.training_method)
 
     results = final_evaluation(model, run_dir / "best.pt", test_split, train_freq, args.thre, args.score, device)
-    results.update({"selected_epoch": best["epoch"] + 1, "selection_split": select_split.name,
-                    "selection_mAP": best["mAP"]})
+    results = run_results(results, config, best, select_split.name, results["checkpoint"], results["checkpoint_epoch"])
     save_json(run_dir / "results.json", results)
     print(format_results(results, dataset.class_names, train_freq))
     print(f"[train] run folder: {run_dir}")

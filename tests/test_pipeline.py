@@ -320,3 +320,22 @@ def test_default_run_folders_name_a_backbone_by_its_short_name_and_a_file_by_its
         assert zero_shot.name == f"voc-lt_zero-shot_{tag}_seed0", backbone
     assert fc_script.parse_args([]).output_dir.name == "voc-lt_linear-probe_ViT16_seed0"
     assert fc_script.parse_args(["--from_scratch"]).output_dir.name == "voc-lt_finetune-full_ViT16_seed0"
+
+
+def test_every_training_run_writes_one_results_schema(tmp_path, tiny_data_root, tiny_vit_checkpoint):
+    """LMPT, CoOp and the fine-tuning baseline name the run (method, CLIP) and its selection (epoch, split,
+    its mAP, the checkpoint evaluated) with the same keys (tools/sweep_cse.py reads selection_mAP of any)."""
+    from finetune_clip import fc as fc_script
+    lmpt_run = read_json(run_train(tmp_path, tiny_data_root, tiny_vit_checkpoint, "--training_method", "lmpt")
+                         / "results.json")
+    fc_run = tmp_path / "probe"
+    fc_script.main(["--dataset", "voc-lt", "--data_root", str(tiny_data_root), "--pretrain_clip_path",
+                    str(tiny_vit_checkpoint), "--batch_size", "8", "--epochs", "2", "--device", "cpu",
+                    "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(fc_run)])
+    probe = read_json(fc_run / "results.json")
+    run_keys = {"method", "backbone", "backbone_file", "backbone_sha256", "selected_epoch", "selection_split",
+                "selection_mAP", "checkpoint", "checkpoint_epoch", "thre", "score"}
+    assert run_keys <= set(lmpt_run) and run_keys <= set(probe)
+    assert (lmpt_run["method"], probe["method"]) == ("lmpt", "linear-probe")
+    assert probe["checkpoint"] == str(fc_run / "best.pt") and probe["checkpoint_epoch"] == probe["selected_epoch"]
+    assert lmpt_run["backbone_sha256"] == probe["backbone_sha256"]
