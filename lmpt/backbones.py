@@ -6,7 +6,7 @@ from pathlib import Path
 import clip
 from clip.clip import PRETRAINED_DIR_ENV
 
-from .features import file_fingerprint
+from .fileid import file_fingerprint
 
 TINY_CHECKPOINT = "tiny-clip-synth.pt"  # the embedded default, pretrained by tools/pretrain_tiny_clip.py
 CHECKPOINT_SUFFIXES = (".pt", ".pth")  # a name with one is meant as a file

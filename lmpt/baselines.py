@@ -18,9 +18,9 @@ import clip
 from .backbones import backbone_identity, resolve_backbone
 from .checkpoint import check_evaluation_dir, load_checkpoint, save_args, save_json, start_run_dir
 from .data import BatchNormalize, label_line
-from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite, fit, load_kernels,
-                     load_trainable_state, run_results, seed_everything, select_device, sigterm_as_interrupt,
-                     use_autocast)
+from .device import autocast_on, load_kernels, select_device, use_autocast
+from .engine import (build_optimizer, build_scheduler, check_finite, fit, load_trainable_state, run_results,
+                     seed_everything, sigterm_as_interrupt)
 from .losses import build_classification_loss
 from .metrics import evaluate_logits, format_results, log_scores, topk_metrics
 from .models import CONTEXT_LENGTH, full_precision

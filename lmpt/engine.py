@@ -35,56 +35,6 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def select_device(name=None):
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name}: not a device this code runs on; expected cpu, cuda or cuda:<index>")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    return device
-
-
-def use_autocast(device):
-    """bf16 autocast on a CUDA device with native bf16 (Ampere and newer); fp32 elsewhere: on older
-    GPUs bf16 would only be emulated (slower than fp32), and on the CPU."""
-    if torch.device(device).type != "cuda":
-        return False
-    try:
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # torch < 2.4 counts native bf16 only
-        return torch.cuda.is_bf16_supported()
-
-
-def autocast_on(device, enabled=None):
-    """The encoders' precision context on ``device``: bf16 autocast where ``use_autocast`` says
-    (``enabled`` overrides it, for callers that decided once), else a no-op."""
-    device = torch.device(device)
-    enabled = use_autocast(device) if enabled is None else enabled
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-@torch.no_grad()
-def load_kernels(fn, rows, dim, device):
-    """On CUDA, run ``fn(zeros [rows, dim])`` once and discard it; elsewhere nothing.
-
-    CUDA loads a kernel on its first use (lazy module loading): in a cProfile of ``lmpt/test.py`` on an
-    H200, the first fp32 logits GEMM after the image encoding was one of the larger costs left after it
-    (docs/SPEED.md). The evaluation scripts call this with their logits function, at the evaluation's
-    shape, in the thread beside the image encoding, so that the loading overlaps with the decoding
-    instead of following it.
-    """
-    if torch.device(device).type == "cuda":
-        fn(torch.zeros(rows, dim, device=device))  # loaded when launched: no need to wait for the result
-
-
 @contextmanager
 def sigterm_as_interrupt():
     """Within the block, SIGTERM raises :class:`Interrupted` like Ctrl-C raises KeyboardInterrupt."""

@@ -32,98 +32,16 @@ import torchvision
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from clip.checkpoint import check_archive
-
-from .checkpoint import save_text, save_torch
+from .checkpoint import save_torch
 from .data import (BatchNormalize, ImageListDataset, available_cores, build_transform, image_stats,
                    seed_worker)
-from .engine import autocast_on, use_autocast
+from .device import autocast_on, use_autocast
+from .fileid import file_fingerprint, known_facts, remember_facts
 
 CACHE_VERSION = 3  # 2: fp32 weights on CUDA too (1 rounded them to fp16); 3: 16-bit/float greyscale scaled
 # The libraries that decode, resize and encode: another version may round differently, so it misses the cache.
 LIBRARIES = f"torch {torch.__version__}, torchvision {torchvision.__version__}, pillow {PIL.__version__}"
 DEFAULT_CACHE_DIR = Path(os.environ.get("LMPT_CACHE_DIR", Path(__file__).resolve().parents[1] / ".cache" / "features"))
-
-
-_FACTS = {}  # (resolved path, _stamp) -> {"sha256": ..., "image_resolution": ...}, for this process
-
-
-def _stamp(stat):
-    """What tells a file's bytes apart without reading them: its size, mtime and change time, inode and
-    device. Tools set mtimes (tar, zip, ``cp -p``, ``touch -d``) and ext4 reuses a freed inode at once, but no
-    tool sets the change time: every write, ``utime`` or ``chmod`` renews it."""
-    return f"{stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns} {stat.st_ino} {stat.st_dev}"
-
-
-def _facts_key(path, stat=None):
-    """(side file, key) under which what we know of a file is remembered: valid while its ``_stamp`` holds
-    (of ``stat`` if given, else of the file now)."""
-    stamp = _stamp(path.stat() if stat is None else stat)
-    return path.with_name(f".{path.name}.lmpt.json"), (str(path.resolve()), stamp)
-
-
-def known_facts(path, stat=None):
-    """What this process or the file's side file ``.<name>.lmpt.json`` knows of a file (its sha256, for a
-    checkpoint its input resolution), for its current ``_stamp`` (or that of ``stat``); {} if nothing."""
-    path = Path(path)
-    side, key = _facts_key(path, stat)
-    if key not in _FACTS:
-        try:
-            saved = json.loads(side.read_text())
-            facts = saved["facts"] if saved.get("stamp") == key[1] and isinstance(saved.get("facts"), dict) else {}
-        except (OSError, ValueError, AttributeError, KeyError):
-            facts = {}
-        _FACTS[key] = facts
-    return dict(_FACTS[key])
-
-
-def remember_facts(path, stat=None, **facts):
-    """Add to what is known of a file (as ``stat`` found it, by default as it is now), in this process and
-    in its side file (skipped where the folder is read-only, as a shared pretrained/ may be)."""
-    path = Path(path)
-    side, key = _facts_key(path, stat)
-    _FACTS[key] = {**known_facts(path, stat), **facts}
-    try:
-        save_text(side, json.dumps({"stamp": key[1], "facts": _FACTS[key]}) + "\n")
-    except OSError:
-        pass
-
-
-def _sha256_of(f):
-    """sha256 of an open binary file's bytes from where it stands, read in blocks."""
-    h = hashlib.sha256()
-    for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-    return h.hexdigest()
-
-
-def sha256_of_file(path):
-    """sha256 of a file's bytes, read now (not memoised: for checking that a file is still the one saved)."""
-    with open(path, "rb") as f:
-        return _sha256_of(f)
-
-
-def file_fingerprint(path, tries=3):
-    """sha256 of a checkpoint file's bytes, memoised on its path and ``_stamp`` in the process and in a side file.
-
-    Remembered only for the file that was read, unchanged: one replaced (``mv``) or still written while it
-    was hashed is hashed again, up to ``tries`` times (its old bytes' sha256 must never stand for the new).
-    A file seen for the first time is checked as well (``clip.checkpoint.check_archive``: a damaged zip
-    archive is refused, which ``torch.load`` would read), before its sha256 vouches for it."""
-    path = Path(path)
-    digest = known_facts(path).get("sha256")
-    if digest is not None:
-        return digest
-    for _ in range(tries):
-        with open(path, "rb") as f:
-            read = os.fstat(f.fileno())  # the file read, as it was before its first byte
-            digest = _sha256_of(f)
-        if _stamp(path.stat()) == _stamp(read):  # the same file at the path, not written since
-            check_archive(path)
-            remember_facts(path, stat=read, sha256=digest)
-            return digest
-    raise OSError(f"{path}: the file changed while it was read, {tries} times; wait until whatever writes it "
-                  f"has finished")
 
 
 def remembered_resolution(checkpoint):

@@ -14,10 +14,11 @@ from .backbones import check_backbone, resolve_backbone
 from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint, read_metrics
 from .data import (DATASETS, DataError, check_every_class_trained, check_images_exist, line_numbers, listing,
                    load_dataset)
-from .engine import check_best, seed_everything, select_device, use_autocast
+from .device import select_device, use_autocast
+from .engine import check_best, seed_everything
 from .losses import DB_DEFAULTS, check_negatives, db_params
-from .features import (DEFAULT_CACHE_DIR, FeatureJob, decode_pixels, file_fingerprint, remember_resolution,
-                       remembered_resolution)
+from .features import DEFAULT_CACHE_DIR, FeatureJob, decode_pixels, remember_resolution, remembered_resolution
+from .fileid import file_fingerprint
 from .models import freeze
 
 CAPTION_CHARS = 75  # captions are cut to their first 75 characters, as published

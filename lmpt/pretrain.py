@@ -27,7 +27,7 @@ from clip.clip import pretrained_dir as pretrained_folder
 
 from .backbones import TINY_CHECKPOINT as CHECKPOINT_NAME  # the file --pretrain_clip tiny names
 from .data import NORMALIZATION
-from .features import sha256_of_file
+from .fileid import sha256_of_file
 from .metrics import SCORE_KINDS, average_precision, log_scores, mean_ap
 
 FAST_CHECKPOINT_NAME = "tiny-clip-synth-fast.pt"  # FAST_SETTINGS: the reduced tiny CLIP of the tests

@@ -13,8 +13,9 @@ import torch
 
 from .backbones import backbone_identity, check_backbone, find_backbone, same_backbone
 from .checkpoint import check_results_file, load_checkpoint, save_json, start_run_dir
-from .engine import (autocast_on, build_optimizer, build_scheduler, check_finite, fit, load_kernels,
-                     load_trainable_state, run_results, select_device, sigterm_as_interrupt, use_autocast)
+from .device import autocast_on, load_kernels, select_device, use_autocast
+from .engine import (build_optimizer, build_scheduler, check_finite, fit, load_trainable_state, run_results,
+                     sigterm_as_interrupt)
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import evaluate_logits, format_results
 from .models import CustomCLIP, check_prompt_length, context_words, prompt_texts

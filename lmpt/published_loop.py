@@ -29,7 +29,8 @@ import clip
 from .backbones import resolve_backbone
 from .checkpoint import save_torch
 from .data import ImageListDataset, build_transform
-from .engine import build_optimizer, build_scheduler, epoch_plan, seed_everything, select_device, trainable_state
+from .device import select_device
+from .engine import build_optimizer, build_scheduler, epoch_plan, seed_everything, trainable_state
 from .losses import build_classification_loss
 from .metrics import evaluate_logits
 from .models import CustomCLIP, TextEncoder, freeze

@@ -15,10 +15,12 @@ from PIL import Image
 import clip
 from conftest import write_lmpt_dataset
 from lmpt import features as features_module
+from lmpt import fileid as fileid_module
 from lmpt import prepare
 from lmpt.data import build_transform, load_dataset
-from lmpt.engine import load_kernels, use_autocast
-from lmpt.features import FeatureJob, file_fingerprint
+from lmpt.device import load_kernels, use_autocast
+from lmpt.features import FeatureJob
+from lmpt.fileid import file_fingerprint
 
 
 @pytest.fixture()
@@ -178,14 +180,14 @@ def test_fingerprint_is_the_sha256_and_is_hashed_once_per_process(tmp_path, monk
     assert file_fingerprint(path) == hashlib.sha256(b"changed").hexdigest()
     opened = []
     real_open = open
-    monkeypatch.setattr(features_module, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k),
+    monkeypatch.setattr(fileid_module, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k),
                         raising=False)
     side = path.with_name(f".{path.name}.lmpt.json")
     saved = json.loads(side.read_text())
     side.unlink()  # no side file (a read-only folder): the process remembers
     assert file_fingerprint(path) == hashlib.sha256(b"changed").hexdigest()
     assert opened == []
-    monkeypatch.setattr(features_module, "_FACTS", {})  # a new process: the side file remembers
+    monkeypatch.setattr(fileid_module, "_FACTS", {})  # a new process: the side file remembers
     side.write_text(json.dumps(saved))
     assert file_fingerprint(path) == hashlib.sha256(b"changed").hexdigest() and opened == []
     os.utime(path, ns=(1, 1))  # touched: the side file no longer vouches for the bytes
@@ -224,10 +226,10 @@ def test_a_file_replaced_while_it_is_hashed_is_remembered_as_the_new_file(tmp_pa
             fresh.write_bytes(replacements.pop())
             fresh.replace(path)  # atomically, as mv or an atomic save does
         return handle
-    monkeypatch.setattr(features_module, "open", open_and_replace, raising=False)
+    monkeypatch.setattr(fileid_module, "open", open_and_replace, raising=False)
     assert file_fingerprint(path) == hashlib.sha256(b"new checkpoint").hexdigest()
-    monkeypatch.setattr(features_module, "_FACTS", {})  # a later run: the side file speaks for the new file
-    monkeypatch.setattr(features_module, "open", None, raising=False)  # and nothing is read
+    monkeypatch.setattr(fileid_module, "_FACTS", {})  # a later run: the side file speaks for the new file
+    monkeypatch.setattr(fileid_module, "open", None, raising=False)  # and nothing is read
     assert file_fingerprint(path) == hashlib.sha256(b"new checkpoint").hexdigest()
 
     class Growing:  # a copy that never finishes: the file grows while it is read
@@ -251,7 +253,7 @@ def test_a_file_replaced_while_it_is_hashed_is_remembered_as_the_new_file(tmp_pa
             return self.handle.read(size)
     open_and_append = lambda *args, **kwargs: Growing(real_open(*args, **kwargs))  # noqa: E731
     path.write_bytes(b"growing")
-    monkeypatch.setattr(features_module, "open", open_and_append, raising=False)
+    monkeypatch.setattr(fileid_module, "open", open_and_append, raising=False)
     with pytest.raises(OSError, match="weights.pt: the file changed while it was read, 3 times"):
         file_fingerprint(path)
 
@@ -307,7 +309,7 @@ def test_decoding_starts_before_the_model_is_built(tmp_path, data, tiny_vit_chec
     facts = json.loads(side.read_text())["facts"]  # on record beside the checkpoint, for any cache folder
     assert facts == {"sha256": file_fingerprint(checkpoint), "image_resolution": resolution}
     # Seen before (another cache folder, resolution on record): decoding starts before the checkpoint is read.
-    monkeypatch.setattr(features_module, "_FACTS", {})  # a new process
+    monkeypatch.setattr(fileid_module, "_FACTS", {})  # a new process
     args.cache_dir = tmp_path / "other_cache"
     _, _, again = load()
     assert events[:3] == [train, ("read",), ("build",)]

@@ -18,7 +18,7 @@ from lmpt import train as train_script
 from lmpt.checkpoint import save_torch
 from lmpt.cli import report_errors, run_resumable
 from lmpt.data import DataError, ImageListDataset, read_captions, read_list
-from lmpt.engine import select_device
+from lmpt.device import select_device
 from zero_shot_clip import test as zero_shot_script
 
 
