@@ -212,7 +212,8 @@ def finetune(args):
         return results["mAP"], selection_row(select_split, results)
 
     config = {"method": method, "dataset": dataset.spec.name,
-              "class_names": dataset.class_names, "preprocess": args.preprocess, "splits_sha256": start.splits_sha256,
+              "class_names": dataset.class_names, "preprocess": args.preprocess, "score": args.score, "thre": args.thre,
+              "loss_function": args.loss_function, "splits_sha256": start.splits_sha256,
               **({"db_params": start.db_params} if start.db_params else {}),
               **backbone_identity(args.pretrain_clip_path, start.clip_file)}
     optimizer = build_optimizer("adamw", [p for p in model.parameters() if p.requires_grad], args.lr)

@@ -186,8 +186,9 @@ _DB = (lambda v: isinstance(v, dict) and set(v) == {"gamma", "neg_scale"} and al
 CONFIG_KINDS = {"method": _TEXT, "dataset": _TEXT, "class_names": _NAMES, "backbone": _TEXT, "preprocess": _TEXT,
                 "n_ctx": _INT, "ctx_init": _TEXT, "csc": _BOOL, "class_token_position": _TEXT, "m_ctx": _INT,
                 "score": _TEXT, "thre": _NUMBER}
+# not in the configurations of older runs
 OPTIONAL_CONFIG_KINDS = {"backbone_file": _TEXT, "backbone_sha256": _TEXT, "splits_sha256": _TEXT,
-                         "selection_split": _TEXT, "db_params": _DB}  # not in the configurations of older runs
+                         "selection_split": _TEXT, "db_params": _DB, "loss_function": _TEXT}
 PROMPT_METHODS = ("coop", "lmpt")  # prompt_tuning.TRAINING_METHODS: lmpt/test.py rebuilds these from CONFIG_KINDS
 
 
@@ -233,12 +234,17 @@ def load_checkpoint(path, map_location="cpu", resume=False):
         raise FileNotFoundError(
             f"{path}: no checkpoint here; expected a run folder written by lmpt/train.py "
             f"(holding best.pt and last.pt) or the path of one of those files")
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if any(name.endswith("/constants.pkl") for name in archive.namelist()):
-                raise ValueError(f"{path}: a TorchScript archive (a CLIP backbone?), not a run checkpoint; "
-                                 f"expected best.pt or last.pt of a run folder (a CLIP backbone goes to "
-                                 f"--pretrain_clip / --pretrained_dir)")
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        else:
+            names = []
+    except zipfile.BadZipFile as e:  # the end record intact, the directory damaged
+        raise ValueError(f"{path}: cannot be read as an LMPT checkpoint; a damaged zip archive ({e})") from None
+    if any(name.endswith("/constants.pkl") for name in names):
+        raise ValueError(f"{path}: a TorchScript archive (a CLIP backbone?), not a run checkpoint; expected best.pt "
+                         f"or last.pt of a run folder (a CLIP backbone goes to --pretrain_clip / --pretrained_dir)")
     try:  # weights_only: plain containers and tensors, as written here; a file is never run as code
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated or foreign file

@@ -244,8 +244,9 @@ def restore_run_args(parser, args, argv=None):
     ``--epochs``, another device, worker count or folder); any other flag written now must equal the
     run's own value, or the run is refused (exit 2) naming the flag, since a resumed run must see
     exactly the batches, losses and prompts an uninterrupted one would. Values are compared as settings: a
-    dataset alias equals its dataset, a relative path the absolute one it names. An args.json without one of
-    the flags, or with a value of the wrong kind (``_saved_problem``), is refused naming it.
+    dataset alias equals its dataset, a relative path the absolute one it names. A value of the wrong kind
+    (``_saved_problem``) is refused naming it; a flag args.json lacks (a run of an earlier version) takes its
+    default, with a note (``prepare.check_settings`` then compares the settings last.pt holds).
     """
     if args.resume is None:
         return args
@@ -284,11 +285,12 @@ def restore_run_args(parser, args, argv=None):
                          f"{value} ({saved_file}); a resumed run keeps its settings (only {', '.join(may)} "
                          f"may change)")
     dests = dict.fromkeys(a.dest for a in parser._actions if a.dest != "help")
-    missing = [key for key in dests if key not in saved and key not in _RUN_PLACE]
+    missing = [key for key in dests if key not in saved and key not in _RUN_PLACE + RESUME_MAY_CHANGE]
     foreign = set(saved) - set(dests)  # flags this script lacks: another script's run (check_resumable names it)
-    if missing and not foreign:  # a flag's default need not be the run's setting
-        parser.error(f"{saved_file}: no {', '.join(missing)}; expected every setting of the run, as the args.json a "
-                     f"run of this script wrote holds them (add them with the run's values)")
+    if missing and not foreign:  # a run written before a flag existed: its default, said (last.pt checks its own)
+        print(f"[resume] note: {saved_file} has no {', '.join(missing)} (a run of an earlier version?); "
+              f"{'it takes its default' if len(missing) == 1 else 'they take their defaults'}: "
+              f"{', '.join(f'{key} {getattr(args, key)!r}' for key in missing)}", file=sys.stderr)
     return args
 
 

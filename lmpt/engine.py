@@ -131,7 +131,9 @@ def check_best(run_dir, last):
     else:
         try:
             found = load_checkpoint(best_path)["epoch"]
-            problem = None if found == epoch else f"holds epoch {found + 1}"
+            # found > last's epoch: code before ade04c2 wrote best.pt before last.pt, and the resumed epoch
+            # writes it again
+            problem = None if found == epoch or found > last["epoch"] else f"holds epoch {found + 1}"
         except (OSError, ValueError) as error:
             problem = str(error).removeprefix(f"{best_path}: ")
     if problem is not None and epoch != last["epoch"]:
@@ -147,7 +149,7 @@ def repair_best(run_dir, last):
     problem = check_best(run_dir, last)
     if problem is not None:
         best_path = Path(run_dir) / "best.pt"
-        print(f"[train] {best_path}: {problem}; written again from last.pt, which holds the run's best epoch "
+        print(f"[resume] {best_path}: {problem}; written again from last.pt, which holds the run's best epoch "
               f"({last['epoch'] + 1})")
         save_torch(best_path, last)
 
@@ -188,7 +190,7 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
         rows = [r for r in read_metrics(run_dir / "metrics.jsonl", start) if r["epoch"] <= start]  # counted from 1
         write_metrics(run_dir / "metrics.jsonl", rows)  # without the row of an epoch last.pt does not hold
         repair_best(run_dir, ckpt)
-        print(f"[train] resuming {run_dir} after epoch {start} (best mAP {best['mAP']:.2f} "
+        print(f"[resume] resuming {run_dir} after epoch {start} (best mAP {best['mAP']:.2f} "
               f"at epoch {best['epoch'] + 1})")
     for epoch in range(start, epochs):
         t0 = time.time()

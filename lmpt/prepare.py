@@ -269,7 +269,7 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
                                     getattr(args, "neg_scale", None))
     if args.resume:
         saved = check_resumable(args, methods, dataset.class_names, clip_file, identity).get("db_params")
-        if saved is not None:  # the run keeps its own, also where a DB_DEFAULTS row changed since
+        if saved is not None and loss_params:  # the run keeps its own, also where a DB_DEFAULTS row changed since
             if saved != loss_params:
                 source = (f"the run's own, from its last.pt; {source} would now give μ = {loss_params['gamma']:g}, "
                           f"λ = {loss_params['neg_scale']:g}")
@@ -299,7 +299,8 @@ def selection_row(split, results):
 
 # the settings of a run's configuration that its model, features and scores depend on (prompt_tuning.train,
 # baselines.finetune save those of them they use): a resumed run's args.json must still hold them
-RUN_SETTINGS = ("n_ctx", "ctx_init", "csc", "class_token_position", "m_ctx", "preprocess", "score", "thre")
+RUN_SETTINGS = ("n_ctx", "ctx_init", "csc", "class_token_position", "m_ctx", "preprocess", "score", "thre",
+                "loss_function")
 
 
 def check_settings(args, config, last):

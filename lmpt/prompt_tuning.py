@@ -93,6 +93,7 @@ def train(args):
     config = {"method": args.training_method, "dataset": dataset.spec.name,
               "class_names": dataset.class_names, **{k: getattr(args, k) for k in PROMPT_KEYS},
               "m_ctx": args.m_ctx, "preprocess": args.preprocess, "score": args.score, "thre": args.thre,
+              "loss_function": args.loss_function,
               "selection_split": select_split.name, "splits_sha256": start.splits_sha256,
               **({"db_params": start.db_params} if start.db_params else {}),
               **backbone_identity(args.pretrain_clip, start.clip_file)}

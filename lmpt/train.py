@@ -62,7 +62,8 @@ def parse_args(argv=None):
     args.pretrain_clip = resolve_backbone_arg(args.pretrain_clip, SCRIPT_DIR)  # a path: made absolute
     args = restore_run_args(parser, args, argv)
     if args.training_method not in CAPTION_METHODS:
-        unused = [f"--{key}" for key in CAPTION_LOSS_FLAGS if key in given_flags(parser, argv)]
+        given = given_flags(parser, argv)
+        unused = [f"--{key}" for key in CAPTION_LOSS_FLAGS if key in given]
         if unused:
             print(f"[train] note: --training_method {args.training_method} trains without the embedding loss; "
                   f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect")

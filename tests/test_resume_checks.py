@@ -103,7 +103,7 @@ def test_a_damaged_best_of_the_last_epoch_is_written_again_from_last(runs, tmp_p
     (run / "results.json").unlink()
     (run / "best.pt").write_bytes((run / "best.pt").read_bytes()[:300])
     resume(run, 1)
-    assert f"[train] {run / 'best.pt'}: cannot be read as an LMPT checkpoint" in capsys.readouterr().out
+    assert f"[resume] {run / 'best.pt'}: cannot be read as an LMPT checkpoint" in capsys.readouterr().out
     assert load_checkpoint(run / "best.pt")["epoch"] == 0 and (run / "results.json").exists()
 
 
@@ -121,16 +121,19 @@ def test_an_args_json_edited_away_from_last_is_refused(runs, tmp_path, no_work, 
         resume(run, 1)
 
 
-def test_an_args_json_without_a_setting_is_refused(runs, tmp_path, capsys):
+def test_an_args_json_without_a_setting_takes_its_default_with_a_note(runs, tmp_path, capsys):
     _, one, _ = runs
     run = copy_run(one, tmp_path / "run")
-    edit_json(run / "args.json", m_ctx=..., csc=...)
-    with pytest.raises(SystemExit) as refused:
-        train_script.parse_args(["--resume", str(run)])
-    assert refused.value.code == 2
+    edit_json(run / "args.json", m_ctx=..., csc=..., lr=...)
+    args = train_script.parse_args(["--resume", str(run)])
+    assert (args.m_ctx, args.csc, args.lr) == (2, True, 5e-4)  # the defaults, said
     err = " ".join(capsys.readouterr().err.split())
-    assert (f"{run / 'args.json'}: no m_ctx, csc; expected every setting of the run, as the args.json a run of "
-            f"this script wrote holds them") in err
+    assert (f"[resume] note: {run / 'args.json'} has no m_ctx, csc, lr (a run of an earlier version?); they take "
+            f"their defaults: m_ctx 2, csc True, lr 0.0005") in err
+    edit_json(run / "args.json", m_ctx=...)
+    edit_checkpoint(run / "last.pt", lambda state: state["config"].update(m_ctx=4))
+    with pytest.raises(ValueError, match="m_ctx 2 differs from 4 in .*last.pt, the run's own"):
+        resume(run, 1)  # a default that is not the run's setting, where last.pt holds it
 
 
 def test_a_run_is_compared_on_the_settings_its_configuration_holds(tmp_path):
@@ -269,3 +272,26 @@ def test_a_clip_with_nan_weights_is_refused_before_an_old_run_is_replaced(runs, 
         zero_shot_script.main(["--dataset", "voc-lt", "--data_root", str(data), "--pretrain_clip_path", str(bad),
                                "--device", "cpu", "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"),
                                "--output_dir", str(tmp_path / "zs")])
+
+
+def test_a_best_ahead_of_last_written_by_older_code_is_resumed(runs, tmp_path, capsys):
+    """Code before ade04c2 wrote best.pt before last.pt: a run stopped between the two has a best.pt one
+    epoch ahead of last.pt, which the resumed epoch writes again."""
+    from lmpt.engine import check_best
+    _, _, two = runs
+    run = copy_run(two, tmp_path / "run")
+    last = load_checkpoint(run / "last.pt")
+    ahead = {**last, "epoch": last["epoch"] + 1}
+    save_torch(run / "best.pt", ahead)
+    assert check_best(run, last) is None
+
+
+def test_a_checkpoint_with_a_damaged_zip_directory_is_named(runs, tmp_path):
+    _, one, _ = runs
+    raw = bytearray((one / "best.pt").read_bytes())
+    directory = raw.rfind(b"PK\x01\x02")  # the last central-directory entry: its signature broken
+    raw[directory:directory + 4] = b"XX\x01\x02"
+    bad = tmp_path / "best.pt"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=f"{bad}: cannot be read as an LMPT checkpoint"):
+        load_checkpoint(bad)

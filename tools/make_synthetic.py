@@ -18,8 +18,6 @@ from lmpt.metrics import class_group  # noqa: E402
 from lmpt.synthetic import benchmark_is_complete, ensure_benchmark, generate_benchmark, generate_corpus  # noqa: E402
 
 
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_root", type=Path, default=ROOT / "data", help="the benchmark goes to <data_root>/synth")

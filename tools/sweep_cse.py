@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from lmpt import train as train_script  # noqa: E402
 from lmpt.checkpoint import save_json, save_text  # noqa: E402
-from lmpt.features import file_fingerprint  # noqa: E402
+from lmpt.fileid import file_fingerprint  # noqa: E402
 from lmpt.pretrain import ensure_tiny_clip  # noqa: E402
 from lmpt.synthetic import STAMP_NAME, ensure_benchmark  # noqa: E402
 
