@@ -746,7 +746,8 @@ def device_name(device, threads=None):
         model = cpu_model(Path("/proc/cpuinfo").read_text())
     except OSError:  # not Linux
         model = None
-    return f"CPU{' ' + model if model else ''} ({os.cpu_count()} cores, torch threads {threads or torch.get_num_threads()})"
+    threads = threads or torch.get_num_threads()
+    return f"CPU{' ' + model if model else ''} ({os.cpu_count()} cores, torch threads {threads})"
 
 
 # CPU features that change the speed and the rounding of bf16 autocast (README, "The tiny CLIP")

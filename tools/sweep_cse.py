@@ -155,7 +155,8 @@ def main(argv=None):
     s_coop, s_best = summary[coop], summary[best_lam_run]
     default_run = run_name("lmpt", best_margin, best_gamma, DEFAULT_LAM)
     conclusion = verdict(s_best, s_coop, len(args.seeds),
-                         f"best setting: Δ {best_margin:g}, γ {best_gamma:g}, λ {best_lam:g}", summary.get(default_run))
+                         f"best setting: Δ {best_margin:g}, γ {best_gamma:g}, λ {best_lam:g}",
+                         summary.get(default_run))
     doc = [
         "# Sweep of the class-specific embedding loss (embedded benchmark)",
         "",
