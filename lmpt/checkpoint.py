@@ -224,9 +224,10 @@ def check_resume_state(state, path):
                          f"{{'epoch': 0 to {state['epoch']}, 'mAP': a number}}")
 
 
-def load_checkpoint(path, map_location="cpu", resume=False):
+def load_checkpoint(path, map_location="cpu", resume=False, mmap=False):
     """Load a checkpoint written by :func:`save_torch`; a folder means its ``best.pt``. Its contents are
-    checked (``check_config``; with ``resume``, a ``last.pt`` to continue: ``check_resume_state``)."""
+    checked (``check_config``; with ``resume``, a ``last.pt`` to continue: ``check_resume_state``). ``mmap``:
+    its tensors stay in the file until used (for a look at its epoch or configuration: no copy in memory)."""
     path = Path(path)
     if path.is_dir():
         path = path / "best.pt"
@@ -246,7 +247,7 @@ def load_checkpoint(path, map_location="cpu", resume=False):
         raise ValueError(f"{path}: a TorchScript archive (a CLIP backbone?), not a run checkpoint; expected best.pt "
                          f"or last.pt of a run folder (a CLIP backbone goes to --pretrain_clip / --pretrained_dir)")
     try:  # weights_only: plain containers and tensors, as written here; a file is never run as code
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # a truncated or foreign file
         problem = archive_problem(path)
         raise ValueError(f"{path}: cannot be read as an LMPT checkpoint; "

@@ -130,7 +130,7 @@ def check_best(run_dir, last):
         problem = "missing"
     else:
         try:
-            found = load_checkpoint(best_path)["epoch"]
+            found = load_checkpoint(best_path, mmap=True)["epoch"]  # its epoch: no copy of its tensors
             # found > last's epoch: code before ade04c2 wrote best.pt before last.pt, and the resumed epoch
             # writes it again
             problem = None if found == epoch or found > last["epoch"] else f"holds epoch {found + 1}"

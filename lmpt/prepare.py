@@ -321,7 +321,7 @@ def check_resumable(args, methods, class_names, clip_file, splits_sha256=None):
     of those epochs in ``metrics.jsonl`` must read, and ``best.pt`` hold the best epoch (``engine.check_best``).
     Returns its saved configuration."""
     last = Path(args.output_dir) / "last.pt"
-    state = load_checkpoint(last, resume=True)
+    state = load_checkpoint(last, resume=True, mmap=True)  # checked here, read into memory by fit
     config = state["config"]
     if config.get("method") not in methods:
         raise ValueError(f"{last}: a {config.get('method')} run; this script continues {' or '.join(methods)} "

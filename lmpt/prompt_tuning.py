@@ -14,8 +14,8 @@ import torch
 from .backbones import backbone_identity, check_backbone, find_backbone, same_backbone
 from .checkpoint import check_results_file, load_checkpoint, save_json, start_run_dir
 from .device import autocast_on, load_kernels, select_device, use_autocast
-from .engine import (build_optimizer, build_scheduler, check_finite, fit, load_trainable_state, run_results,
-                     sigterm_as_interrupt)
+from .engine import (RUN_IDENTITY, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
+                     run_results, sigterm_as_interrupt)
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import evaluate_logits, format_results
 from .models import CustomCLIP, check_prompt_length, context_words, prompt_texts
@@ -185,6 +185,7 @@ def test(args):
                                               beside=restore)
     results = final_evaluation(model, checkpoint_path, splits["test"], dataset.train_freq,
                                args.thre, args.score, device, restored=(state, text))
+    results.update({key: config[key] for key in RUN_IDENTITY if key in config})  # the run evaluated, by name
     print(format_results(results, dataset.class_names, dataset.train_freq))
     save_json(out, results)
     print(f"[test] results written to {out}")

@@ -64,7 +64,7 @@ def test_lmpt_train_then_test_reproduces(tmp_path, tiny_data_root, tiny_vit_chec
                       "--pretrained_dir", str(tiny_vit_checkpoint.parent), "--training_method", "coop",
                       "--pretrain_clip", "ViT16"])
     tested = read_json(out / "test_results.json")
-    for key in RESULT_KEYS:
+    for key in RESULT_KEYS | {"method", "backbone", "backbone_file", "backbone_sha256", "checkpoint_epoch"}:
         assert tested[key] == results[key], key
     assert_loads_the_evaluation_logits(kernel_loads, tiny_data_root)
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[test] note:")]
