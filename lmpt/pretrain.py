@@ -309,7 +309,7 @@ def _normalised(settings):
 
 
 # ---------------------------------------------------------------------------
-# Quick checks on the synthetic benchmark (zero-shot and linear probe).
+# Quick checks on the synthetic benchmark (zero-shot and a BCE probe).
 
 @torch.no_grad()
 def encode_images(model, root, paths, normalisation=0, batch_size=256):
@@ -323,8 +323,8 @@ def encode_images(model, root, paths, normalisation=0, batch_size=256):
     return torch.cat(features)  # [N, E]
 
 
-def mean_average_precision(labels, scores):
-    """mAP (a fraction) over the classes with a positive; labels, scores [N, C] (``lmpt.metrics``' AP)."""
+def mean_average_precision(scores, labels):
+    """mAP (a fraction) over the classes with a positive; scores, labels [N, C] (``lmpt.metrics``' AP)."""
     return mean_ap(average_precision(scores, labels))
 
 
@@ -338,16 +338,17 @@ def zero_shot_map(model, dataset, image_features=None):
     text_features = zero_shot_classifier(model, dataset.class_names, TEMPLATES["single"], "cpu",
                                          progress=False)  # [C, E]
     logits = 100 * image_features @ text_features.t()  # [N, C]
-    return mean_average_precision(dataset.test_labels, log_scores(logits))
+    return mean_average_precision(log_scores(logits), dataset.test_labels)
 
 
-def linear_probe_map(model, dataset, epochs=300, lr=1e-2, weight_decay=1e-4, seed=0, score="softmax"):
-    """mAP of a logistic-regression probe (BCE, full-batch Adam) on frozen features, trained on the train split.
+def bce_probe_map(model, dataset, epochs=300, lr=1e-2, weight_decay=1e-4, seed=0, score="softmax"):
+    """mAP of a logistic-regression probe (BCE, full-batch Adam) on frozen features, trained on the train split:
+    a quick check of the features, not ``finetune_clip/fc.py``'s linear probe (DB loss, AdamW, epochs).
 
     ``score``: 'softmax' (over classes, as the zero-shot scores and the published scripts) or 'sigmoid'.
     """
     if score not in SCORE_KINDS:  # before the work, not after
-        raise ValueError(f"linear_probe_map: score={score!r}, expected one of {', '.join(SCORE_KINDS)}")
+        raise ValueError(f"bce_probe_map: score={score!r}, expected one of {', '.join(SCORE_KINDS)}")
     train_x = encode_images(model, dataset.root, dataset.train_paths)  # [N_train, E]
     test_x = encode_images(model, dataset.root, dataset.test_paths)  # [N_test, E]
     train_y = torch.as_tensor(dataset.train_labels)  # [N_train, C]
@@ -361,4 +362,4 @@ def linear_probe_map(model, dataset, epochs=300, lr=1e-2, weight_decay=1e-4, see
         optimizer.step()
     with torch.no_grad():
         logits = probe(test_x * 10)  # [N_test, C]
-    return mean_average_precision(dataset.test_labels, log_scores(logits, score))
+    return mean_average_precision(log_scores(logits, score), dataset.test_labels)

@@ -260,7 +260,7 @@ def test_fast_pretraining_round_trips_through_clip_load_and_beats_chance(default
     features = pretrain.encode_images(loaded, data.root, data.test_paths)
     zero_shot = pretrain.zero_shot_map(loaded, data, features)
     rng = np.random.default_rng(0)
-    chance = max(pretrain.mean_average_precision(data.test_labels, rng.random(data.test_labels.shape))
+    chance = max(pretrain.mean_average_precision(rng.random(data.test_labels.shape), data.test_labels)
                  for _ in range(5))  # the best of five random rankings
     assert zero_shot > max(chance, untrained) + 0.01, (zero_shot, chance, untrained)
 

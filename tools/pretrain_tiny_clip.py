@@ -5,7 +5,8 @@
     .venv/bin/python tools/pretrain_tiny_clip.py --eval_only --probe   # evaluate an existing checkpoint
 
 Prints zero-shot mAP (softmax over classes, 'a photo of a {name}.'), chance (the
-positive rate of the test split) and, with --probe, a linear probe on frozen features.
+positive rate of the test split) and, with --probe, a BCE logistic probe on frozen features (a quick
+check, not finetune_clip/fc.py's linear probe).
 """
 import argparse
 import sys
@@ -17,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from clip.clip import pretrained_dir  # noqa: E402
 from lmpt.pretrain import (CHECKPOINT_NAME, DEFAULT_SETTINGS, FAST_CHECKPOINT_NAME, FAST_SETTINGS,  # noqa: E402
-                           linear_probe_map, pretrain_tiny_clip, zero_shot_map)
+                           bce_probe_map, pretrain_tiny_clip, zero_shot_map)
 
 
 def main(argv=None):
@@ -33,7 +34,7 @@ def main(argv=None):
     p.add_argument("--no_bf16", action="store_true", help="train in fp32 (bf16 autocast is the default)")
     p.add_argument("--data_root", type=Path, default=ROOT / "data", help="where synth/ is (generated if absent)")
     p.add_argument("--eval_only", action="store_true", help="evaluate --out without pretraining")
-    p.add_argument("--probe", action="store_true", help="also report a linear probe on frozen features")
+    p.add_argument("--probe", action="store_true", help="also report a BCE logistic probe on frozen features")
     args = p.parse_args(argv)
     if args.out is None:  # --fast never replaces the demo's tiny CLIP
         args.out = pretrained_dir() / (FAST_CHECKPOINT_NAME if args.fast else CHECKPOINT_NAME)
@@ -62,7 +63,7 @@ def main(argv=None):
     print(f"[eval] chance mAP (positive rate) {100 * chance:.2f}")
     print(f"[eval] zero-shot mAP {100 * zero_shot_map(model, dataset):.2f}")
     if args.probe:
-        print(f"[eval] linear-probe mAP {100 * linear_probe_map(model, dataset):.2f}")
+        print(f"[eval] BCE-probe mAP {100 * bce_probe_map(model, dataset):.2f}")
 
 
 if __name__ == "__main__":
