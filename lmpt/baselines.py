@@ -23,7 +23,7 @@ from .engine import (build_optimizer, build_scheduler, check_finite, fit, load_t
                      seed_everything, sigterm_as_interrupt)
 from .losses import build_classification_loss
 from .metrics import evaluate_logits, format_results, log_scores, topk_metrics
-from .models import CONTEXT_LENGTH, full_precision
+from .models import CONTEXT_LENGTH, full_precision, prompt_tokens
 from .prepare import load_clip_and_features, load_splits, selection_row, start_training
 from .templates import TEMPLATES, check_templates
 
@@ -37,21 +37,20 @@ def check_class_count(dataset, nb_classes):
 
 def check_template_lengths(dataset, templates, flag):
     """Refuse (before any image is decoded) a class name whose prompt with some template exceeds CLIP's
-    context: at most CONTEXT_LENGTH - 2 tokens between the start and end of text."""
-    most = CONTEXT_LENGTH - 2
+    context of CONTEXT_LENGTH tokens (``models.prompt_tokens``: the start and end of text included)."""
     too_long = []
     for name in dataset.class_names:
-        lengths = [(len(clip._tokenizer.encode(t.format(name.replace("_", " ")))), t) for t in templates]
+        lengths = [(prompt_tokens(t.format(name.replace("_", " "))), t) for t in templates]
         tokens, template = max(lengths, key=lambda length: length[0])  # the first longest
-        if tokens > most:
+        if tokens > CONTEXT_LENGTH:
             too_long.append((name, tokens, template))
     if too_long:
         name, tokens, template = too_long[0]
         labels = dataset.root / dataset.spec.labels
         more = f" (and {len(too_long) - 1} more class name(s))" if len(too_long) > 1 else ""
         raise ValueError(f"{labels}:{label_line(labels, name)}: class name {name!r} gives {tokens} tokens with "
-                         f"template {template!r} ({flag}){more}; expected at most {most} (CLIP's {CONTEXT_LENGTH} "
-                         f"less the start and end of text): shorten the name")
+                         f"template {template!r} ({flag}){more}, the start and end of text included; expected at most "
+                         f"CLIP's {CONTEXT_LENGTH}: shorten the name")
 
 
 @torch.no_grad()

@@ -76,10 +76,15 @@ def prompt_texts(class_names, n_ctx=16, ctx_init=""):
     return n_ctx, [f"{prefix} {name.replace('_', ' ')}." for name in class_names]
 
 
+def prompt_tokens(text):
+    """The tokens a prompt's text takes of CLIP's context: its BPE tokens and the start and end of text."""
+    return len(clip._tokenizer.encode(text)) + 2
+
+
 def check_prompt_length(class_names, n_ctx=16, ctx_init=""):
     """Refuse (before any work) a context so long that a class's prompt exceeds CLIP's 77 tokens."""
     _, texts = prompt_texts(class_names, n_ctx, ctx_init)
-    lengths = [len(clip._tokenizer.encode(text)) + 2 for text in texts]  # + start and end of text
+    lengths = [prompt_tokens(text) for text in texts]
     longest = max(range(len(texts)), key=lengths.__getitem__)
     if lengths[longest] > CONTEXT_LENGTH:
         flag = f"--ctx_init {ctx_init!r}" if context_words(ctx_init) else f"--n_ctx {n_ctx}"

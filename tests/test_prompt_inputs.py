@@ -38,9 +38,9 @@ def test_zero_shot_refuses_a_class_name_too_long_for_a_template_naming_its_line(
     with pytest.raises(ValueError) as refused:
         zero_shot_script.main(zero_shot_argv(data, tiny_vit_checkpoint, tmp_path / "zs", tmp_path / "cache"))
     message = str(refused.value)
-    assert message.startswith(f"{base / 'voc_labels.txt'}:2: class name {LONG_NAME!r} gives 79 tokens with "
+    assert message.startswith(f"{base / 'voc_labels.txt'}:2: class name {LONG_NAME!r} gives 81 tokens with "
                               f"template 'a jpeg corrupted photo of a {{}}.' (--templates imagenet80)")
-    assert "expected at most 75" in message
+    assert "the start and end of text included; expected at most CLIP's 77: shorten the name" in message
     assert not (tmp_path / "zs").exists()
 
 
@@ -49,8 +49,8 @@ def test_the_length_check_counts_the_templates_used(tmp_path):
     (tmp_path / "labels.txt").write_text(f"dog 0\n{LONG_NAME} 1\n")
     dataset = SimpleNamespace(class_names=["dog", LONG_NAME], root=tmp_path, spec=SimpleNamespace(labels="labels.txt"))
     check_template_lengths(dataset, TEMPLATES["single"], "--templates single")  # 75 tokens: it fits
-    with pytest.raises(ValueError, match=r"labels.txt:2: class name .* gives 76 tokens with template "
-                                         r"'a nice photo of a \{\}.' \(--templates x\); expected at most 75"):
+    with pytest.raises(ValueError, match=r"labels.txt:2: class name .* gives 78 tokens with template "
+                                         r"'a nice photo of a \{\}.' \(--templates x\), the start and end of text included; expected at most CLIP's 77"):
         check_template_lengths(dataset, ("a {}.", "a nice photo of a {}."), "--templates x")
 
 
