@@ -25,6 +25,7 @@ IMAGENET_TEMPLATES = (
 )
 SINGLE_TEMPLATE = ("a photo of a {}.",)
 TEMPLATES = {"imagenet80": IMAGENET_TEMPLATES, "single": SINGLE_TEMPLATE}
+DEFAULT_TEMPLATES = "imagenet80"  # zero_shot_clip/test.py's --templates
 
 
 def template_fields(template):

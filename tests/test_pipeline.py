@@ -306,6 +306,8 @@ def test_default_run_folders_name_a_dataset_alias_as_its_dataset():
     tested = test_script.parse_args(["--dataset", "voc-lt"]).checkpoint
     assert trained == tested == default_run_dir("voc-lt", "lmpt", "ViT16", 0)
     assert zero_shot_script.parse_args(["--dataset", "COCO"]).output_dir.name == "coco-lt_zero-shot_RN50_seed0"
+    assert zero_shot_script.parse_args(["--templates", "single"]).output_dir.name == \
+        "voc-lt_zero-shot-single_RN50_seed0"  # the other templates' results beside, not over, the default's
 
 
 def test_default_run_folders_name_a_backbone_by_its_short_name_and_a_file_by_its_stem(tmp_path):

@@ -12,7 +12,7 @@ if __package__ in (None, ""):
 from lmpt.baselines import ZERO_SHOT, zero_shot  # noqa: E402
 from lmpt.cli import (add_baseline_args, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
                       int_in, report_errors, resolve_backbone_arg)
-from lmpt.templates import TEMPLATES  # noqa: E402
+from lmpt.templates import DEFAULT_TEMPLATES, TEMPLATES  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 
@@ -20,11 +20,12 @@ SCRIPT_DIR = Path(__file__).resolve().parent
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_baseline_args(p, "RN50")
-    p.add_argument("--templates", choices=sorted(TEMPLATES), default="imagenet80",
+    p.add_argument("--templates", choices=sorted(TEMPLATES), default=DEFAULT_TEMPLATES,
                    help="the CLIP paper's 80 ImageNet templates, or 'a photo of a {}.'")
     p.add_argument("--topk", type=int_in(1), default=5, help="k of the top-k precision/recall/F1")
     p.add_argument("--output_dir", type=Path, default=None,
-                   help="run folder (default: runs/<dataset>_zero-shot_<backbone>_seed<seed>)")
+                   help="run folder (default: runs/<dataset>_zero-shot_<backbone>_seed<seed>; with other --templates, "
+                        "zero-shot-<templates>)")
     add_common_args(p)
     return p
 
@@ -33,7 +34,8 @@ def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     args.pretrain_clip_path = resolve_backbone_arg(args.pretrain_clip_path, SCRIPT_DIR)
     if args.output_dir is None:
-        args.output_dir = default_run_dir(args.dataset, ZERO_SHOT, args.pretrain_clip_path, args.seed)
+        method = ZERO_SHOT if args.templates == DEFAULT_TEMPLATES else f"{ZERO_SHOT}-{args.templates}"  # own folder
+        args.output_dir = default_run_dir(args.dataset, method, args.pretrain_clip_path, args.seed)
     return args
 
 
