@@ -189,7 +189,8 @@ CONFIG_KINDS = {"method": _TEXT, "dataset": _TEXT, "class_names": _NAMES, "backb
 # not in the configurations of older runs
 OPTIONAL_CONFIG_KINDS = {"backbone_file": _TEXT, "backbone_sha256": _TEXT, "splits_sha256": _TEXT,
                          "selection_split": _TEXT, "db_params": _DB, "loss_function": _TEXT}
-PROMPT_METHODS = ("coop", "lmpt")  # prompt_tuning.TRAINING_METHODS: lmpt/test.py rebuilds these from CONFIG_KINDS
+PROMPT_METHODS = ("coop", "lmpt")  # prompt_tuning.TRAINING_METHODS (this list): lmpt/test.py rebuilds them from
+# CONFIG_KINDS
 
 
 def check_config(config, path):

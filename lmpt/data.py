@@ -493,11 +493,12 @@ def _normalization(kind):
 
 
 class ToRGB:
-    """PIL image -> RGB (``to_rgb``; a no-op copy for the RGB images ``ImageListDataset`` gives). A class,
-    so that a transform holding it pickles to loader workers and its ``repr`` is the same in every process."""
+    """PIL image -> RGB (``to_rgb``); an RGB image, as ``ImageListDataset`` gives every image, is passed on
+    as it is (no copy per decoded image). A class, so that a transform holding it pickles to loader workers
+    and its ``repr`` is the same in every process."""
 
     def __call__(self, image):
-        return to_rgb(image)
+        return image if image.mode == "RGB" else to_rgb(image)
 
     def __repr__(self):
         return "ToRGB()"

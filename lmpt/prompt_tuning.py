@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .backbones import backbone_identity, check_backbone, find_backbone, same_backbone
-from .checkpoint import check_results_file, load_checkpoint, save_json, start_run_dir
+from .checkpoint import PROMPT_METHODS, check_results_file, load_checkpoint, save_json, start_run_dir
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (RUN_IDENTITY, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
                      run_results, sigterm_as_interrupt)
@@ -22,7 +22,7 @@ from .models import CustomCLIP, check_prompt_length, context_words, prompt_texts
 from .prepare import (caption_token_embeddings, load_clip_and_features, load_splits, selection_row,
                       start_training)
 
-TRAINING_METHODS = ("coop", "lmpt")
+TRAINING_METHODS = PROMPT_METHODS  # ("coop", "lmpt"): defined in lmpt.checkpoint, which checks their configurations
 CAPTION_METHODS = ("lmpt",)  # the methods that read the captions: the class-specific embedding loss
 CAPTION_LOSS_FLAGS = ("cseloss", "cse_margin", "cse_gamma", "m_ctx", "lam")  # what only those methods use
 PROMPT_KEYS = ("n_ctx", "ctx_init", "csc", "class_token_position")
