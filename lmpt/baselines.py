@@ -210,11 +210,7 @@ def finetune(args):
         results = evaluate_logits(split_logits(select_split), select_split.labels, train_freq, args.thre, args.score)
         return results["mAP"], selection_row(select_split, results)
 
-    config = {"method": method, "dataset": dataset.spec.name,
-              "class_names": dataset.class_names, "preprocess": args.preprocess, "score": args.score, "thre": args.thre,
-              "loss_function": args.loss_function, "splits_sha256": start.splits_sha256,
-              **({"db_params": start.db_params} if start.db_params else {}),
-              **backbone_identity(args.pretrain_clip_path, start.clip_file)}
+    config = start.run_config(args, method, args.pretrain_clip_path)
     optimizer = build_optimizer("adamw", [p for p in model.parameters() if p.requires_grad], args.lr)
     run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)
     with sigterm_as_interrupt():

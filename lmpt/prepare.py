@@ -10,7 +10,7 @@ import torch
 
 import clip
 
-from .backbones import check_backbone, resolve_backbone
+from .backbones import backbone_identity, check_backbone, resolve_backbone
 from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint, read_metrics
 from .data import (DATASETS, DataError, check_every_class_trained, check_images_exist, line_numbers, listing,
                    load_dataset)
@@ -234,6 +234,15 @@ class Training:
     clip_model: torch.nn.Module  # frozen, eval mode
     splits_sha256: str = ""  # the splits as listed (``splits_identity``), saved with the run's checkpoints
     db_params: dict = field(default_factory=dict)  # μ and λ of a DB-family loss (``losses.db_params``), or {}
+
+    def run_config(self, args, method, backbone, **settings):
+        """The configuration a training run saves with its checkpoints: what names it (method, dataset,
+        classes, CLIP), how its features, loss and scores were made, and the method's own ``settings``."""
+        return {"method": method, "dataset": self.dataset.spec.name, "class_names": self.dataset.class_names,
+                **settings, "preprocess": args.preprocess, "score": args.score, "thre": args.thre,
+                "loss_function": args.loss_function, "splits_sha256": self.splits_sha256,
+                **({"db_params": self.db_params} if self.db_params else {}),
+                **backbone_identity(backbone, self.clip_file)}
 
     @property
     def select_split(self):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .backbones import backbone_identity, check_backbone, find_backbone, same_backbone
+from .backbones import check_backbone, find_backbone, same_backbone
 from .checkpoint import PROMPT_METHODS, check_results_file, load_checkpoint, save_json, start_run_dir
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (RUN_IDENTITY, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
@@ -90,13 +90,9 @@ def train(args):
         results, _ = evaluate_prompts(model, select_split, train_freq, args.thre, args.score, device)
         return results["mAP"], selection_row(select_split, results)
 
-    config = {"method": args.training_method, "dataset": dataset.spec.name,
-              "class_names": dataset.class_names, **{k: getattr(args, k) for k in PROMPT_KEYS},
-              "m_ctx": args.m_ctx, "preprocess": args.preprocess, "score": args.score, "thre": args.thre,
-              "loss_function": args.loss_function,
-              "selection_split": select_split.name, "splits_sha256": start.splits_sha256,
-              **({"db_params": start.db_params} if start.db_params else {}),
-              **backbone_identity(args.pretrain_clip, start.clip_file)}
+    config = start.run_config(args, args.training_method, args.pretrain_clip,
+                              **{k: getattr(args, k) for k in PROMPT_KEYS}, m_ctx=args.m_ctx,
+                              selection_split=select_split.name)
     optimizer = build_optimizer(args.optimizer, model.prompt_learner.parameters(), args.lr)
     scheduler = build_scheduler(optimizer)
     run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)
