@@ -188,7 +188,9 @@ CONFIG_KINDS = {"method": _TEXT, "dataset": _TEXT, "class_names": _NAMES, "backb
                 "score": _TEXT, "thre": _NUMBER}
 # not in the configurations of older runs
 OPTIONAL_CONFIG_KINDS = {"backbone_file": _TEXT, "backbone_sha256": _TEXT, "splits_sha256": _TEXT,
-                         "selection_split": _TEXT, "db_params": _DB, "loss_function": _TEXT}
+                         "selection_split": _TEXT, "db_params": _DB, "loss_function": _TEXT, "seed": _INT,
+                         "batch_size": _INT, "optimizer": _TEXT, "lr": _NUMBER, "lam": _NUMBER, "cseloss": _TEXT,
+                         "cse_margin": _NUMBER, "cse_gamma": _NUMBER, "from_scratch": _BOOL}
 PROMPT_METHODS = ("coop", "lmpt")  # prompt_tuning.TRAINING_METHODS (this list): lmpt/test.py rebuilds them from
 # CONFIG_KINDS
 

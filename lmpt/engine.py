@@ -119,23 +119,35 @@ def check_finite(value, what, epoch=None, step=None):
                              f"The last good checkpoint (if any) is kept in the run folder.")
 
 
-def check_best(run_dir, last):
+def best_epoch_held(run_dir):
+    """The epoch (0-based) of a run's ``best.pt``, read without a copy of its tensors."""
+    return load_checkpoint(Path(run_dir) / "best.pt", mmap=True)["epoch"]
+
+
+def check_best(run_dir, last, epochs):
     """Before a run is resumed: whether its ``best.pt`` holds the best epoch that ``last.pt`` (``last``, as
     loaded) records. Returns None when it does, or what is wrong with it when that epoch is last.pt's own
     (``repair_best`` then writes it again from last.pt); refuses a best.pt of an earlier epoch that is missing,
-    unreadable or of another epoch, since nothing else holds that epoch's state."""
+    unreadable or of another epoch, since nothing else holds that epoch's state.
+
+    One exception, for runs of code before ade04c2, which wrote best.pt before last.pt: a best.pt of the epoch
+    after last.pt's (of an attempt stopped between the two) is accepted when the run's ``epochs`` train that
+    epoch again, which writes it again (``fit`` refuses to go on when it does not)."""
     best_path, last_path = Path(run_dir) / "best.pt", Path(run_dir) / "last.pt"
     epoch = last["best"]["epoch"]
     if not best_path.exists():
         problem = "missing"
     else:
         try:
-            found = load_checkpoint(best_path, mmap=True)["epoch"]  # its epoch: no copy of its tensors
-            # found > last's epoch: code before ade04c2 wrote best.pt before last.pt, and the resumed epoch
-            # writes it again
-            problem = None if found == epoch or found > last["epoch"] else f"holds epoch {found + 1}"
+            found = best_epoch_held(run_dir)
+            ahead = found == last["epoch"] + 1 and epoch < last["epoch"]  # (at last.pt's own, it is rewritten)
+            problem = None if found == epoch or ahead else f"holds epoch {found + 1}"
         except (OSError, ValueError) as error:
             problem = str(error).removeprefix(f"{best_path}: ")
+        if problem is None and found != epoch and epochs <= found:
+            raise ValueError(f"{best_path}: holds epoch {found + 1}, after {last_path}'s (written before it by code "
+                             f"before commit ade04c2), which --epochs {epochs} does not train again; resume with "
+                             f"--epochs {found + 1} or more")
     if problem is not None and epoch != last["epoch"]:
         raise ValueError(f"{best_path}: {problem}, but {last_path} records epoch {epoch + 1} as the run's best "
                          f"(its last is epoch {last['epoch'] + 1}), which only best.pt holds; put the run's best.pt "
@@ -143,10 +155,10 @@ def check_best(run_dir, last):
     return problem
 
 
-def repair_best(run_dir, last):
+def repair_best(run_dir, last, epochs):
     """After a run stopped between writing ``last.pt`` and ``best.pt`` of an epoch that improved (or a best.pt
     damaged since): that epoch's state is ``last.pt``'s, so ``best.pt`` is written again from it."""
-    problem = check_best(run_dir, last)
+    problem = check_best(run_dir, last, epochs)
     if problem is not None:
         best_path = Path(run_dir) / "best.pt"
         print(f"[resume] {best_path}: {problem}; written again from last.pt, which holds the run's best epoch "
@@ -178,9 +190,10 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
       raises (``check_finite`` of its logits) is given the epoch and step
     - ``config``: saved with every checkpoint (what ``test.py`` needs to rebuild the model)
     - ``resume``: continue from ``run_dir/last.pt``
+    - ``on_epoch_end(epoch)``: called after each epoch's files are written
     """
     run_dir = Path(run_dir)
-    start, best, rows = 0, {"epoch": None, "mAP": -math.inf}, []
+    start, best, rows, ahead = 0, {"epoch": None, "mAP": -math.inf}, [], False
     if resume:
         ckpt = load_checkpoint(run_dir / "last.pt", resume=True)
         load_trainable_state(model, ckpt["model"], run_dir / "last.pt")
@@ -189,7 +202,8 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
         start, best = ckpt["epoch"] + 1, ckpt["best"]
         rows = [r for r in read_metrics(run_dir / "metrics.jsonl", start) if r["epoch"] <= start]  # counted from 1
         write_metrics(run_dir / "metrics.jsonl", rows)  # without the row of an epoch last.pt does not hold
-        repair_best(run_dir, ckpt)
+        repair_best(run_dir, ckpt, epochs)
+        ahead = best_epoch_held(run_dir) == start  # check_best's exception: the first epoch must write it again
         print(f"[resume] resuming {run_dir} after epoch {start} (best mAP {best['mAP']:.2f} "
               f"at epoch {best['epoch'] + 1})")
     for epoch in range(start, epochs):
@@ -235,6 +249,13 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
             save_torch(run_dir / "best.pt", state)
         print(f"[{desc}] epoch {epoch + 1}/{epochs} loss {row.get('train_loss', float('nan')):.4f} "
               f"mAP {selection_map:.2f} (best {best['mAP']:.2f} @ {best['epoch'] + 1}) {row['seconds']:.1f}s")
-        if on_epoch_end is not None:
+        if ahead and not improved:
+            raise ValueError(f"{run_dir / 'best.pt'}: holds epoch {epoch + 1} of the attempt that was stopped "
+                             f"(written before its last.pt, by code before commit ade04c2), which this attempt did "
+                             f"not select again (mAP {selection_map:.2f}; best {best['mAP']:.2f} at epoch "
+                             f"{best['epoch'] + 1}, whose state nothing holds any more); train the run again with "
+                             f"--overwrite")
+        ahead = False
+        if on_epoch_end is not None:  # a hook for tests (a stop at an epoch's end)
             on_epoch_end(epoch)
     return best

@@ -237,12 +237,14 @@ class Training:
 
     def run_config(self, args, method, backbone, **settings):
         """The configuration a training run saves with its checkpoints: what names it (method, dataset,
-        classes, CLIP), how its features, loss and scores were made, and the method's own ``settings``."""
+        classes, CLIP), how its features, loss and scores were made, how it trained (``TRAINING_SETTINGS``:
+        those of the script's flags), the split that selects its best epoch, and the method's own ``settings``."""
         return {"method": method, "dataset": self.dataset.spec.name, "class_names": self.dataset.class_names,
                 **settings, "preprocess": args.preprocess, "score": args.score, "thre": args.thre,
                 "loss_function": args.loss_function, "splits_sha256": self.splits_sha256,
                 **({"db_params": self.db_params} if self.db_params else {}),
-                **backbone_identity(backbone, self.clip_file)}
+                **{key: getattr(args, key) for key in TRAINING_SETTINGS if hasattr(args, key)},
+                "selection_split": self.select_split.name, **backbone_identity(backbone, self.clip_file)}
 
     @property
     def select_split(self):
@@ -306,10 +308,14 @@ def selection_row(split, results):
     return {f"{split.name}_{k}": results[k] for k in ("mAP", "head_mAP", "medium_mAP", "tail_mAP")}
 
 
-# the settings of a run's configuration that its model, features and scores depend on (prompt_tuning.train,
-# baselines.finetune save those of them they use): a resumed run's args.json must still hold them
+# the flags of how a run trains (its batches, loss and steps), saved in its configuration by Training.run_config
+TRAINING_SETTINGS = ("seed", "batch_size", "optimizer", "lr", "lam", "cseloss", "cse_margin", "cse_gamma",
+                     "from_scratch")
+# the settings of a run's configuration that its model, features, training and scores depend on
+# (prompt_tuning.train and baselines.finetune save those of them they use): a resumed run's args.json must not
+# contradict them (a flag it lacks takes its default, which check_settings compares too)
 RUN_SETTINGS = ("n_ctx", "ctx_init", "csc", "class_token_position", "m_ctx", "preprocess", "score", "thre",
-                "loss_function")
+                "loss_function", *TRAINING_SETTINGS)
 
 
 def check_settings(args, config, last):
@@ -350,5 +356,5 @@ def check_resumable(args, methods, class_names, clip_file, splits_sha256=None):
         raise ValueError(f"--epochs {args.epochs}: the run in {args.output_dir} has trained {done} epochs already; "
                          f"expected --epochs {done} or more")
     read_metrics(Path(args.output_dir) / "metrics.jsonl", done)  # the rows the run keeps (fit drops the others)
-    check_best(args.output_dir, state)  # a best.pt of last.pt's epoch that needs it is written again by fit
+    check_best(args.output_dir, state, args.epochs)  # best.pt of last.pt's epoch: fit rewrites it
     return config

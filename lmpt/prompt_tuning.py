@@ -91,8 +91,7 @@ def train(args):
         return results["mAP"], selection_row(select_split, results)
 
     config = start.run_config(args, args.training_method, args.pretrain_clip,
-                              **{k: getattr(args, k) for k in PROMPT_KEYS}, m_ctx=args.m_ctx,
-                              selection_split=select_split.name)
+                              **{k: getattr(args, k) for k in PROMPT_KEYS}, m_ctx=args.m_ctx)
     optimizer = build_optimizer(args.optimizer, model.prompt_learner.parameters(), args.lr)
     scheduler = build_scheduler(optimizer)
     run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)

@@ -10,6 +10,7 @@ from conftest import write_lmpt_dataset
 from lmpt import baselines, prompt_tuning
 from lmpt import train as train_script
 from lmpt import test as test_script
+from lmpt.checkpoint import load_checkpoint
 from lmpt.data import load_dataset
 from lmpt.losses import CLASSIFICATION_LOSSES, CSE_LOSSES
 from zero_shot_clip import test as zero_shot_script
@@ -341,3 +342,6 @@ def test_every_training_run_writes_one_results_schema(tmp_path, tiny_data_root, 
     assert (lmpt_run["method"], probe["method"]) == ("lmpt", "linear-probe")
     assert probe["checkpoint"] == str(fc_run / "best.pt") and probe["checkpoint_epoch"] == probe["selected_epoch"]
     assert lmpt_run["backbone_sha256"] == probe["backbone_sha256"]
+    config = load_checkpoint(fc_run / "last.pt")["config"]  # how it trained, which a resume compares
+    assert {k: config[k] for k in ("selection_split", "seed", "batch_size", "lr", "from_scratch")} == {
+        "selection_split": "test", "seed": 0, "batch_size": 8, "lr": 1e-4, "from_scratch": False}

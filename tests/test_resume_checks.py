@@ -13,6 +13,7 @@ from lmpt import prepare, prompt_tuning
 from lmpt import test as test_script
 from lmpt import train as train_script
 from lmpt.checkpoint import PROMPT_METHODS, load_checkpoint, read_metrics, save_torch
+from lmpt.losses import DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN
 
 
 def train_argv(data_root, checkpoint, out, cache, *extra, epochs=1):
@@ -109,8 +110,19 @@ def test_a_damaged_best_of_the_last_epoch_is_written_again_from_last(runs, tmp_p
 
 # ---------------------------------------------------------------- args.json, checked with last.pt
 
-@pytest.mark.parametrize("key,value,saved", [("class_token_position", "front", "'end'"),
-                                             ("preprocess", "clip", "'lmpt'"), ("m_ctx", 5, "2")])
+EDITED_SETTINGS = [("n_ctx", 6, "4"), ("ctx_init", "a photo of a", "''"), ("csc", False, "True"),
+                   ("class_token_position", "front", "'end'"), ("m_ctx", 5, "2"), ("preprocess", "clip", "'lmpt'"),
+                   ("score", "sigmoid", "'softmax'"), ("thre", 0.7, "0.5"), ("loss_function", "bce", "'dbl'"),
+                   ("seed", 1, "0"), ("batch_size", 4, "8"), ("optimizer", "sgd", "'adam'"), ("lr", 0.02, "0.01"),
+                   ("lam", 0.25, "0.5"), ("cseloss", "hinge", "'softmargin'"),
+                   ("cse_margin", 0.25, repr(DEFAULT_CSE_MARGIN)), ("cse_gamma", 2.0, repr(DEFAULT_CSE_GAMMA))]
+
+
+def test_every_setting_a_resume_compares_is_tried_edited():
+    assert {key for key, _, _ in EDITED_SETTINGS} == set(prepare.RUN_SETTINGS) - {"from_scratch"}  # fc.py's own
+
+
+@pytest.mark.parametrize("key,value,saved", EDITED_SETTINGS)
 def test_an_args_json_edited_away_from_last_is_refused(runs, tmp_path, no_work, key, value, saved):
     _, one, _ = runs
     run = copy_run(one, tmp_path / "run")
@@ -274,16 +286,65 @@ def test_a_clip_with_nan_weights_is_refused_before_an_old_run_is_replaced(runs, 
                                "--output_dir", str(tmp_path / "zs")])
 
 
-def test_a_best_ahead_of_last_written_by_older_code_is_resumed(runs, tmp_path, capsys):
-    """Code before ade04c2 wrote best.pt before last.pt: a run stopped between the two has a best.pt one
-    epoch ahead of last.pt, which the resumed epoch writes again."""
-    from lmpt.engine import check_best
+def best_ahead_of_last(run):
+    """The run as code before ade04c2 left it when stopped between an improved epoch's best.pt and last.pt
+    (written in that order then): best.pt one epoch ahead of last.pt."""
+    last = load_checkpoint(run / "last.pt")
+    save_torch(run / "best.pt", {**last, "epoch": last["epoch"] + 1})
+    return last["epoch"] + 1
+
+
+def selection_map_of(monkeypatch, value):
+    """The resumed epochs' selection mAP made ``value``."""
+    evaluate = prompt_tuning.evaluate_prompts
+    monkeypatch.setattr(prompt_tuning, "evaluate_prompts",
+                        lambda *args, **kwargs: ({**evaluate(*args, **kwargs)[0], "mAP": value}, None))
+
+
+def test_a_best_ahead_of_last_written_by_older_code_is_written_again_by_the_resumed_epoch(runs, tmp_path,
+                                                                                          monkeypatch):
+    _, _, two = runs  # best epoch 1 (mAP 99), last epoch 2
+    run = copy_run(two, tmp_path / "run")
+    ahead = best_ahead_of_last(run)
+    selection_map_of(monkeypatch, 99.5)  # the epoch improves again, as a deterministic run does
+    resume(run, 3)
+    results = json.loads((run / "results.json").read_text())
+    assert load_checkpoint(run / "best.pt")["epoch"] == ahead
+    assert results["selected_epoch"] == results["checkpoint_epoch"] == ahead + 1
+
+
+def test_a_best_ahead_of_last_that_the_resumed_epoch_does_not_select_again_is_refused(runs, tmp_path,
+                                                                                      monkeypatch):
     _, _, two = runs
     run = copy_run(two, tmp_path / "run")
-    last = load_checkpoint(run / "last.pt")
-    ahead = {**last, "epoch": last["epoch"] + 1}
-    save_torch(run / "best.pt", ahead)
-    assert check_best(run, last) is None
+    best_ahead_of_last(run)
+    selection_map_of(monkeypatch, 50.0)  # a nondeterministic run's epoch may not improve again
+    with pytest.raises(ValueError, match=f"{run / 'best.pt'}: holds epoch 3 of the attempt that was stopped .* "
+                                         f"did not select again \\(mAP 50.00; best 99.00 at epoch 1, whose state "
+                                         f"nothing holds any more\\); train the run again with --overwrite"):
+        resume(run, 3)
+    assert not (run / "results.json").exists() or json.loads((run / "results.json").read_text())[
+        "checkpoint_epoch"] == 1  # the old results (of epoch 1) were removed, none written for best.pt's epoch 3
+    with pytest.raises(ValueError, match=f"{run / 'best.pt'}: holds epoch 3, but .*last.pt records epoch 1"):
+        resume(run, 4)  # and stays refused
+
+
+def test_a_best_ahead_of_last_needs_its_epoch_trained_again(runs, tmp_path, no_work):
+    _, _, two = runs
+    run = copy_run(two, tmp_path / "run")
+    best_ahead_of_last(run)
+    with pytest.raises(ValueError, match=f"{run / 'best.pt'}: holds epoch 3, after .*last.pt's .* which --epochs 2 "
+                                         f"does not train again; resume with --epochs 3 or more"):
+        resume(run, 2)
+
+
+def test_a_best_ahead_of_a_last_that_is_the_best_is_written_again_from_last(runs, tmp_path, capsys):
+    _, one, _ = runs  # best = last = epoch 1
+    run = copy_run(one, tmp_path / "run")
+    best_ahead_of_last(run)
+    resume(run, 1)
+    assert f"[resume] {run / 'best.pt'}: holds epoch 2; written again from last.pt" in capsys.readouterr().out
+    assert load_checkpoint(run / "best.pt")["epoch"] == 0
 
 
 def test_a_checkpoint_with_a_damaged_zip_directory_is_named(runs, tmp_path):
