@@ -107,8 +107,9 @@ def zero_shot(args):
     rows = len(test_split.paths)
 
     def classifier(model):
-        """The classifier (C × 80 prompts: tokenising and the text encoder) and the logits' kernels, in a thread
-        while the loader workers decode the test images and the main thread runs the image encoder."""
+        """The classifier (C × T prompts for T templates: tokenising and the text encoder) and the logits'
+        kernels, in a thread while the loader workers decode the test images and the main thread runs the
+        image encoder."""
         weights = zero_shot_classifier(model, dataset.class_names, templates, device, progress=False)
         load_kernels(lambda features: zero_shot_logits(features, weights), rows, weights.shape[1], device)
         return weights

@@ -1,9 +1,9 @@
 """Run folders and atomic writes: nothing half-written survives a crash.
 
 A run folder holds plain files: ``args.json``, ``metrics.jsonl`` (one line per
-epoch), ``results.json``, ``last.pt`` and ``best.pt``. Every file is written to
-a temporary name in the same folder and renamed into place, so a reader (or a
-resumed run) only ever sees a complete file.
+epoch), ``results.json``, ``test_results.json`` (``lmpt/test.py``'s), ``last.pt``
+and ``best.pt``. Every file is written to a temporary name in the same folder and
+renamed into place, so a reader (or a resumed run) only ever sees a complete file.
 """
 import json
 import math

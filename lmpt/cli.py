@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
 
-from .backbones import backbone_tag, is_backbone_name
+from .backbones import BACKBONES, backbone_tag, is_backbone_name
 from .data import (DEFAULT_DATA_ROOT, PREPROCESS_KINDS, REPO_ROOT, DataError, available_cores, dataset_names,
                    get_dataset_spec)
 from .engine import NonFiniteError, sigterm_as_interrupt
@@ -17,6 +17,11 @@ from .metrics import SCORE_KINDS
 
 
 DATASET_HELP = dataset_names()
+
+
+def backbone_help():
+    """``--pretrain_clip``'s help: the names of ``BACKBONES`` as they are when a parser is built."""
+    return f"{', '.join(BACKBONES)} (files in --pretrained_dir), or a path to a .pt"
 
 
 def str2bool(value):

@@ -23,7 +23,7 @@ from torchvision import transforms as T
 
 from clip.clip import CLIP_MEAN, CLIP_STD
 
-from .checkpoint import save_pickle
+from .checkpoint import save_pickle, save_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO_ROOT / "data"
@@ -54,13 +54,13 @@ class DatasetSpec:
 DATASETS = {
     "voc-lt": DatasetSpec(
         "voc-lt", "voc", "voc_lt_train.txt", "voc_lt_test.txt", "voc_lt_captions.txt", "voc_labels.txt",
-        aliases=("VOC", "voc", "voc-lt", "VOC-LT"),
+        aliases=("VOC", "voc", "VOC-LT"),
         source="the list, caption and label files ship in this repository's data/voc/ (as in the published "
                "LMPT repository); the images are PASCAL VOC 2007 and 2012, unpacked as data/voc/VOCdevkit/"
                "VOC2007/JPEGImages/ and data/voc/VOCdevkit/VOC2012/JPEGImages/"),
     "coco-lt": DatasetSpec(
         "coco-lt", "coco", "coco_lt_train.txt", "coco_lt_test.txt", "coco_lt_captions.txt", "coco_labels.txt",
-        aliases=("COCO", "coco", "coco-lt", "COCO-LT"),
+        aliases=("COCO", "coco", "COCO-LT"),
         source="the list, caption and label files ship in this repository's data/coco/ (as in the published "
                "LMPT repository); the images are MS-COCO 2017, unpacked as data/coco/train2017/ and "
                "data/coco/val2017/"),
@@ -260,6 +260,24 @@ def class_frequency(labels):
         "neg_class_freq": neg_class_freq,
         "condition_prob": condition_prob,
     }
+
+
+def write_dataset(folder, spec, class_names, lists, captions):
+    """Write a dataset in the format :func:`load_dataset` reads, each file atomically, into ``folder``: the
+    image lists ``lists`` ({file name: [(image path, [class ids])]}, among them ``spec.train_list``), the
+    captions of ``spec.captions`` ([(image path, caption)]), ``spec.labels`` (``<name> <id>`` per class) and
+    the train list's ``class_freq.pkl``. Returns ``folder`` (a Path)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in lists.items():
+        save_text(folder / name, "".join(path + "".join(f" {c}" for c in ids) + "\n" for path, ids in rows))
+    save_text(folder / spec.captions, "".join(f"{path} {caption}\n" for path, caption in captions))
+    save_text(folder / spec.labels, "".join(f"{name} {i}\n" for i, name in enumerate(class_names)))
+    labels = np.zeros((len(lists[spec.train_list]), len(class_names)), dtype=np.float32)  # [N, C]
+    for i, (_, ids) in enumerate(lists[spec.train_list]):
+        labels[i, list(ids)] = 1
+    save_pickle(folder / "class_freq.pkl", class_frequency(labels))
+    return folder
 
 
 def _save_pickle_atomically(obj, path):

@@ -2,7 +2,10 @@
 natively, and CUDA kernels loaded ahead of their first use."""
 import torch
 
+
 def select_device(name=None):
+    """``--device`` -> a torch device: cuda when available for none (or ``auto``), else the one named, which must
+    exist here (ValueError naming the devices there are otherwise)."""
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -207,10 +207,10 @@ def check_negatives(name, neg_class_freq, class_names, train_list):
         return
     full = [f"{i} {class_names[i]!r}" for i in np.flatnonzero(np.asarray(neg_class_freq) == 0)]
     if full:
-        plain = [n for n, kw in _RESAMPLE_TABLE.items() if not kw['ntr']]
+        plain = [n for n in CLASSIFICATION_LOSSES if not _RESAMPLE_TABLE.get(n, {}).get('ntr')]
         raise ValueError(f"{train_list}: class(es) {', '.join(full)} in every training image; --loss_function "
                          f"{name}'s negative-tolerant regularisation needs a training image without each class. "
-                         f"Use a loss without it ({', '.join(['bce', 'asl'] + plain)}) or add such images")
+                         f"Use a loss without it ({', '.join(plain)}) or add such images")
 
 
 def resolve_db_params(dataset=None, gamma=None, neg_scale=None):

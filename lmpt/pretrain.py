@@ -10,7 +10,7 @@ Two cost cuts leave the model unchanged (docs/EMBEDDED.md): a text batch is cut 
 longest caption (the text tower is causal and pooled at the end-of-text token), and only
 the vocabulary rows the corpus uses are trained (copied back into the full table at the end).
 
-Also here: the quick checks the pretraining script prints — zero-shot and linear-probe
+Also here: the quick checks the pretraining script prints — zero-shot and BCE-probe
 mAP of a tiny CLIP on the synthetic benchmark's test split.
 """
 import json
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from clip.clip import pretrained_dir as pretrained_folder
 
-from .backbones import TINY_CHECKPOINT as CHECKPOINT_NAME  # the file --pretrain_clip tiny names
+from .backbones import TINY_CHECKPOINT  # the file --pretrain_clip tiny names
 from .data import NORMALIZATION
 from .fileid import sha256_of_file
 from .metrics import SCORE_KINDS, average_precision, log_scores, mean_ap
@@ -37,7 +37,8 @@ TINY_CLIP = dict(embed_dim=128, image_resolution=64, vision_layers=(1, 1, 1, 1),
                  vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=128,
                  transformer_heads=2, transformer_layers=2)
 # Width 16 rather than 32, and 3,000 steps of 64: chosen so the whole demo (after the package install) fits in
-# 10 minutes on 2 cores (README, "The tiny CLIP"); `tools/pretrain_tiny_clip.py --probe` prints a checkpoint's figures.
+# 10 minutes on 2 cores (README, "The tiny CLIP"); `tools/pretrain_tiny_clip.py --eval_only --probe`
+# prints a checkpoint's figures.
 DEFAULT_SETTINGS = dict(steps=3000, batch_size=64, corpus_size=16000, lr=5e-4, weight_decay=0.1,
                         warmup_steps=150, seed=0, bf16=True)
 # The reduced setting of the learning test (`tools/demo.py --fast` prints its table). Its features are
@@ -265,7 +266,7 @@ def _intact(path, sha256):
     return True
 
 
-def ensure_tiny_clip(pretrained_dir=None, name=CHECKPOINT_NAME, log=print, **settings):
+def ensure_tiny_clip(pretrained_dir=None, name=TINY_CHECKPOINT, log=print, **settings):
     """Path of the tiny CLIP in ``pretrained_dir`` (default: ``$LMPT_PRETRAINED_DIR``, else the repository's
     ``pretrained/``, where ``--pretrain_clip tiny`` looks), pretrained first unless cached with the same settings,
     generator version and architecture.

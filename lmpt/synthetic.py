@@ -433,8 +433,9 @@ def _check_sizes(**sizes):
 
 
 def _write_split(out_dir, split, label_sets, seed, jpeg_quality=90):
-    """Render and save one split; returns list lines and the rendered objects per image."""
-    lines, all_objects = [], []
+    """Render and save one split; returns its list's rows (image path, class ids) and the rendered objects
+    per image."""
+    rows, all_objects = [], []
     folder = out_dir / "images" / split
     folder.mkdir(parents=True, exist_ok=True)
     for index, labels in enumerate(label_sets):
@@ -442,9 +443,9 @@ def _write_split(out_dir, split, label_sets, seed, jpeg_quality=90):
         image, objects = render_image(_objects_for(labels, rng), rng)
         relative = f"images/{split}/{split}_{index:05d}.jpg"
         image.save(out_dir / relative, quality=jpeg_quality)
-        lines.append(relative + "".join(f" {c}" for c in labels))
+        rows.append((relative, labels))
         all_objects.append((relative, objects, rng))
-    return lines, all_objects
+    return rows, all_objects
 
 
 def _stamp(seed, n_train, n_test):
@@ -463,8 +464,8 @@ def generate_benchmark(out_dir, seed=0, n_train=None, n_test=None):
     random stream) is for choosing epochs and settings (``--val_list``), so the test split
     stays unseen.
     """
-    from .checkpoint import save_pickle, save_text  # here: drawing images needs only PIL and NumPy (and
-    from .data import class_frequency  # make_corpus's worker processes import this module alone)
+    from .checkpoint import save_text  # here: drawing images needs only PIL and NumPy (and make_corpus's
+    from .data import DATASETS, write_dataset  # worker processes import this module alone)
 
     n_train = REFERENCE_TRAIN if n_train is None else n_train
     n_test = DEFAULT_TEST if n_test is None else n_test
@@ -483,20 +484,13 @@ def generate_benchmark(out_dir, seed=0, n_train=None, n_test=None):
     val_counts = np.minimum(test_profile(n_val), n_val)
     val_sets = sample_label_sets(val_counts, n_val, _stream(seed, _BENCHMARK_STREAM, "labels-val", 0))
 
-    train_lines, train_objects = _write_split(out_dir, "train", train_sets, seed)
-    test_lines, _ = _write_split(out_dir, "test", test_sets, seed)
-    val_lines, _ = _write_split(out_dir, "val", val_sets, seed)
-    captions = [f"{path} {make_caption(objects, rng)}" for path, objects, rng in train_objects]
-
-    save_text(out_dir / "synth_lt_train.txt", "\n".join(train_lines) + "\n")
-    save_text(out_dir / "synth_lt_test.txt", "\n".join(test_lines) + "\n")
-    save_text(out_dir / "synth_lt_val.txt", "\n".join(val_lines) + "\n")
-    save_text(out_dir / "synth_lt_captions.txt", "\n".join(captions) + "\n")
-    save_text(out_dir / "synth_labels.txt", "".join(f"{n} {i}\n" for i, n in enumerate(CLASS_NAMES)))
-    labels = np.zeros((n_train, len(CLASS_NAMES)), dtype=np.float32)  # [N, C]
-    for i, s in enumerate(train_sets):
-        labels[i, s] = 1
-    save_pickle(out_dir / "class_freq.pkl", class_frequency(labels))
+    train_rows, train_objects = _write_split(out_dir, "train", train_sets, seed)
+    test_rows, _ = _write_split(out_dir, "test", test_sets, seed)
+    val_rows, _ = _write_split(out_dir, "val", val_sets, seed)
+    captions = [(path, make_caption(objects, rng)) for path, objects, rng in train_objects]
+    spec = DATASETS["synth-lt"]
+    write_dataset(out_dir, spec, CLASS_NAMES, {spec.train_list: train_rows, spec.test_list: test_rows,
+                                               "synth_lt_val.txt": val_rows}, captions)
     save_text(out_dir / STAMP_NAME, json.dumps(_stamp(seed, n_train, n_test), indent=1) + "\n")
     return out_dir
 

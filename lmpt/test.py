@@ -15,8 +15,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.cli import (DATASET_HELP, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
-                      given_flags, int_in, report_errors, resolve_backbone_arg, str2bool)
+from lmpt.cli import (DATASET_HELP, add_common_args, backbone_help, default_run_dir,  # noqa: E402
+                      freeze_imported_objects, given_flags, int_in, report_errors, resolve_backbone_arg, str2bool)
 from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
 from lmpt.prompt_tuning import TRAINING_METHODS, test  # noqa: E402
 
@@ -30,7 +30,9 @@ def build_parser():
     p.add_argument("--output", type=Path, default=None, help="results file (default: <run>/test_results.json)")
     # The published test command's flags: accepted (with train.py's types and choices), and checked against the
     # checkpoint; the prompt flags default to None, which is the checkpoint's value.
-    p.add_argument("--pretrain_clip", default="ViT16")
+    p.add_argument("--pretrain_clip", default="ViT16",
+                   help=f"{backbone_help()}: the training run's, which names its default folder (the checkpoint "
+                        f"holds the CLIP file)")
     p.add_argument("--training_method", choices=TRAINING_METHODS, default="lmpt")
     p.add_argument("--class_token_position", choices=CLASS_TOKEN_POSITIONS, default=None)
     p.add_argument("--ctx_init", default=None)

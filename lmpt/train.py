@@ -11,10 +11,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: import the repository's packages, not this folder's files
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.cli import (DATASET_HELP, add_common_args, add_run_args, float_in, freeze_imported_objects,  # noqa: E402
-                      given_flags, int_in, positive_float, report_errors, resolve_backbone_arg, resolve_run_dir,
-                      restore_run_args, run_resumable, str2bool, unit_float)
-from lmpt.backbones import BACKBONES  # noqa: E402
+from lmpt.cli import (DATASET_HELP, add_common_args, add_run_args, backbone_help, float_in,  # noqa: E402
+                      freeze_imported_objects, given_flags, int_in, positive_float, report_errors,
+                      resolve_backbone_arg, resolve_run_dir, restore_run_args, run_resumable, str2bool, unit_float)
 from lmpt.engine import OPTIMIZERS  # noqa: E402
 from lmpt.losses import (CLASSIFICATION_LOSSES, CSE_LOSSES, DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN,  # noqa: E402
                          DEFAULT_M_CTX)
@@ -27,8 +26,7 @@ SCRIPT_DIR = Path(__file__).resolve().parent
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="voc-lt", help=DATASET_HELP)
-    p.add_argument("--pretrain_clip", default="ViT16",
-                   help=f"{', '.join(BACKBONES)} (files in --pretrained_dir), or a path to a .pt")
+    p.add_argument("--pretrain_clip", default="ViT16", help=backbone_help())
     p.add_argument("--epochs", type=int_in(1), default=50)
     p.add_argument("--class_token_position", choices=CLASS_TOKEN_POSITIONS, default="end")
     p.add_argument("--ctx_init", default="",

@@ -64,3 +64,29 @@ def test_each_seed_of_a_configuration_counts_once(tmp_path, monkeypatch):
     summary = json.loads((tmp_path / "sweep.json").read_text())["summary"]
     assert summary["lmpt_m0.5_g0.5_l0.5"]["mAP"] == [11.5, 1.0]  # seeds 0, 1, 2: mean 11.5, std 1
     assert "trained 9 runs" in (tmp_path / "SWEEP.md").read_text()  # coop, the grid point and lam 0.75
+
+
+def test_the_runs_read_the_validation_list_and_tiny_clip_the_stamp_names_from_any_folder(tmp_path, monkeypatch):
+    from lmpt import pretrain
+    from lmpt.backbones import TINY_CHECKPOINT
+    from lmpt.fileid import file_fingerprint
+    shared = tmp_path / "shared"  # the folder --pretrain_clip tiny reads when $LMPT_PRETRAINED_DIR names it
+    shared.mkdir()
+    (shared / TINY_CHECKPOINT).write_bytes(b"the tiny CLIP the runs load")
+    monkeypatch.setenv("LMPT_PRETRAINED_DIR", str(shared))
+    monkeypatch.setattr(sweep_cse, "ensure_tiny_clip",  # found where ensure_tiny_clip looks, not pretrained again
+                        lambda pretrained_dir=None: pretrain.pretrained_folder(pretrained_dir) / TINY_CHECKPOINT)
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / sweep_cse.STAMP_NAME).write_text('{"version": 7}')
+    monkeypatch.setattr(sweep_cse, "ensure_benchmark", lambda root: tmp_path / "bench")
+    assert sweep_cse.inputs_stamp() == {"tiny_clip_sha256": file_fingerprint(shared / TINY_CHECKPOINT),
+                                        "benchmark": {"version": 7}}
+    calls = []
+    monkeypatch.setattr(sweep_cse.train_script, "main", lambda argv: calls.append(argv) or
+                        (Path(argv[argv.index("--output_dir") + 1]) / "results.json").write_text(
+                            json.dumps({"selection_split": "val", "selection_mAP": 1.0})))
+    monkeypatch.chdir(tmp_path)  # not the repository root
+    (tmp_path / "out" / "coop" / "seed0").mkdir(parents=True)
+    sweep_cse.run(tmp_path / "out", 0, {}, "coop")
+    val_list = Path(calls[0][calls[0].index("--val_list") + 1])
+    assert val_list == sweep_cse.ROOT / "data" / "synth" / "synth_lt_val.txt" and val_list.is_absolute()

@@ -384,7 +384,8 @@ def test_ensure_tiny_clip_uses_the_cache_when_settings_match(tmp_path, monkeypat
 
 
 def test_pretraining_the_fast_tiny_clip_leaves_the_demos_checkpoint_alone(tmp_path, monkeypatch):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from lmpt.backbones import TINY_CHECKPOINT
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
     import pretrain_tiny_clip as tool
     monkeypatch.setenv("LMPT_PRETRAINED_DIR", str(tmp_path))
     written = []
@@ -396,5 +397,5 @@ def test_pretraining_the_fast_tiny_clip_leaves_the_demos_checkpoint_alone(tmp_pa
     for argv in (["--fast"], [], ["--fast", "--out", str(tmp_path / "mine.pt")]):
         with pytest.raises(SystemExit):
             tool.main(argv)
-    assert written == [tmp_path / pretrain.FAST_CHECKPOINT_NAME, tmp_path / pretrain.CHECKPOINT_NAME,
+    assert written == [tmp_path / pretrain.FAST_CHECKPOINT_NAME, tmp_path / TINY_CHECKPOINT,
                        tmp_path / "mine.pt"]

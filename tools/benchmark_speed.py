@@ -30,7 +30,6 @@ import json
 import math
 import multiprocessing
 import os
-import pickle
 import resource
 import shutil
 import subprocess
@@ -131,7 +130,7 @@ def make_benchmark_data(data_root, num_classes, n_train, n_test, image_size=(640
     Class names are COCO's (the first ``num_classes`` of data/coco/coco_labels.txt); labels are long-tailed
     and every class has a training positive. Returns the dataset folder.
     """
-    from lmpt.data import class_frequency, read_labels
+    from lmpt.data import DATASETS, read_labels, write_dataset
     names = read_labels(COCO_LABELS)
     if not 1 <= num_classes <= len(names):
         raise ValueError(f"num_classes {num_classes}: expected 1..{len(names)} (the classes of {COCO_LABELS})")
@@ -163,19 +162,10 @@ def make_benchmark_data(data_root, num_classes, n_train, n_test, image_size=(640
         objects = " and ".join(f"a {names[c]}" for c in row)
         return f"a photo of {objects} seen from the side in picture number {i}"
 
-    paths, rows = lines["train"]
-    (base / "coco_lt_train.txt").write_text("".join(f"{p} {' '.join(map(str, r))}\n" for p, r in zip(paths, rows)))
-    (base / "coco_lt_captions.txt").write_text("".join(f"{p} {caption(r, i)}\n"
-                                                       for i, (p, r) in enumerate(zip(paths, rows))))
-    labels = np.zeros((len(rows), num_classes), dtype=np.float32)  # [N, C]
-    for i, r in enumerate(rows):
-        labels[i, r] = 1
-    with open(base / "class_freq.pkl", "wb") as f:
-        pickle.dump(class_frequency(labels), f)
-    paths, rows = lines["test"]
-    (base / "coco_lt_test.txt").write_text("".join(f"{p} {' '.join(map(str, r))}\n" for p, r in zip(paths, rows)))
-    (base / "coco_labels.txt").write_text("".join(f"{n} {i}\n" for i, n in enumerate(names)))
-    return base
+    spec = DATASETS["coco-lt"]
+    train = list(zip(*lines["train"]))  # [(path, class ids)]
+    return write_dataset(base, spec, names, {spec.train_list: train, spec.test_list: list(zip(*lines["test"]))},
+                         [(path, caption(ids, i)) for i, (path, ids) in enumerate(train)])
 
 
 def write_random_clip(path, config, seed=0):

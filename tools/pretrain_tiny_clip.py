@@ -17,14 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from clip.clip import pretrained_dir  # noqa: E402
-from lmpt.pretrain import (CHECKPOINT_NAME, DEFAULT_SETTINGS, FAST_CHECKPOINT_NAME, FAST_SETTINGS,  # noqa: E402
+from lmpt.backbones import TINY_CHECKPOINT  # noqa: E402
+from lmpt.pretrain import (DEFAULT_SETTINGS, FAST_CHECKPOINT_NAME, FAST_SETTINGS,  # noqa: E402
                            bce_probe_map, pretrain_tiny_clip, zero_shot_map)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=None,
-                   help=f"checkpoint to write (default: {CHECKPOINT_NAME}, with --fast {FAST_CHECKPOINT_NAME}, in "
+                   help=f"checkpoint to write (default: {TINY_CHECKPOINT}, with --fast {FAST_CHECKPOINT_NAME}, in "
                         f"$LMPT_PRETRAINED_DIR, else pretrained/)")
     p.add_argument("--fast", action="store_true", help="the reduced setting (small corpus, few steps)")
     for name in ("steps", "batch_size", "corpus_size", "warmup_steps", "seed"):
@@ -37,7 +38,7 @@ def main(argv=None):
     p.add_argument("--probe", action="store_true", help="also report a BCE logistic probe on frozen features")
     args = p.parse_args(argv)
     if args.out is None:  # --fast never replaces the demo's tiny CLIP
-        args.out = pretrained_dir() / (FAST_CHECKPOINT_NAME if args.fast else CHECKPOINT_NAME)
+        args.out = pretrained_dir() / (FAST_CHECKPOINT_NAME if args.fast else TINY_CHECKPOINT)
 
     import clip
     from lmpt.data import load_dataset

@@ -49,7 +49,8 @@ def inputs_stamp():
     """What the runs are trained on besides their command line: the tiny CLIP's bytes and the benchmark's
     generator stamp (a pretrained-again CLIP or a regenerated benchmark trains every run again)."""
     benchmark = ensure_benchmark(ROOT / "data")
-    return {"tiny_clip_sha256": file_fingerprint(ensure_tiny_clip(ROOT / "pretrained")),
+    # the file --pretrain_clip tiny reads: in $LMPT_PRETRAINED_DIR when set, else in the repository's pretrained/
+    return {"tiny_clip_sha256": file_fingerprint(ensure_tiny_clip()),
             "benchmark": json.loads((benchmark / STAMP_NAME).read_text())}
 
 
@@ -60,7 +61,7 @@ def run(out_dir, seed, inputs, method, margin=None, gamma=None, lam=None):
     run_dir = (Path(out_dir) / name / f"seed{seed}").resolve()  # one spelling of the folder in the stamp
     argv = ["--dataset", DATASET, "--pretrain_clip", "tiny", "--seed", str(seed), "--training_method", method,
             "--output_dir", str(run_dir), "--overwrite",
-            "--num_workers", "0", "--val_list", str(VAL_LIST), *PROMPT_ARGS]
+            "--num_workers", "0", "--val_list", str(ROOT / VAL_LIST), *PROMPT_ARGS]  # from any folder
     if method == "lmpt":
         argv += ["--cse_margin", str(margin), "--cse_gamma", str(gamma), "--lam", str(lam)]
     stamp, wanted = run_dir / SWEEP_STAMP, {"argv": argv, **inputs}
