@@ -6,6 +6,7 @@ encoder: image features come from the cache (see ``lmpt.features``), caption
 token embeddings are computed once, and evaluation encodes the class prompts
 once per pass.
 """
+import json
 import operator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 from .backbones import check_backbone, find_backbone, same_backbone
 from .checkpoint import PROMPT_METHODS, check_results_file, load_checkpoint, save_json, start_run_dir
+from .data import DEFAULT_DATA_ROOT
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (RUN_IDENTITY, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
                      run_results, sigterm_as_interrupt)
@@ -125,10 +127,25 @@ def final_evaluation(model, checkpoint_path, split, train_freq, thre, score, dev
             "thre": thre, "score": score}
 
 
+def training_data_root(run_dir):
+    """The ``--data_root`` of the training run in ``run_dir`` (its ``args.json``, said), else the default
+    ``data/`` of the repository: a run trained on a dataset of one's own is tested on it."""
+    args_file = Path(run_dir) / "args.json"
+    try:
+        saved = json.loads(args_file.read_text(encoding="utf-8")).get("data_root")
+    except (OSError, ValueError, AttributeError):  # no args.json (a checkpoint copied alone), or not a run's
+        saved = None
+    if not isinstance(saved, str) or not saved:
+        return DEFAULT_DATA_ROOT
+    if Path(saved) != DEFAULT_DATA_ROOT:
+        print(f"[test] --data_root {saved}: the training run's ({args_file}); pass --data_root to test elsewhere")
+    return Path(saved)
+
+
 def apply_checkpoint_config(args, config, checkpoint_path):
     """``lmpt/test.py``'s flags against the checkpoint's configuration: the prompt layout and the backbone
-    come from the checkpoint (a flag that differs is noted and ignored); the dataset, preprocessing, score
-    and threshold default to the training run's."""
+    come from the checkpoint (a flag that differs is noted and ignored); the dataset, its data root,
+    preprocessing, score and threshold default to the training run's."""
     if config.get("method") not in TRAINING_METHODS:
         raise ValueError(f"{checkpoint_path}: a {config.get('method')} checkpoint (finetune_clip/fc.py); "
                          f"lmpt/test.py evaluates the prompts of lmpt/train.py ({', '.join(TRAINING_METHODS)})")
@@ -146,6 +163,8 @@ def apply_checkpoint_config(args, config, checkpoint_path):
         if flag in getattr(args, "given", ()) and saved is not None and not same.get(flag, operator.eq)(given, saved):
             print(f"[test] note: --{flag} {given!r} ignored; the checkpoint was trained with {saved!r}")
     args.dataset = args.dataset or config["dataset"]
+    if getattr(args, "data_root", None) is None:
+        args.data_root = training_data_root(Path(checkpoint_path).parent)
     args.preprocess = args.preprocess or config["preprocess"]
     args.score = args.score or config["score"]
     args.thre = config["thre"] if args.thre is None else args.thre

@@ -40,10 +40,13 @@ def build_parser():
     p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=None)
     p.add_argument("--no-csc", dest="csc", action="store_false")
     add_common_args(p)
-    p.set_defaults(thre=None, score=None, preprocess=None)
+    p.set_defaults(thre=None, score=None, preprocess=None, data_root=None)
     for action in p._actions:
         if action.dest in ("thre", "score", "preprocess"):
             action.help = f"{action.help} (default: the training run's value, saved in the checkpoint)"
+        if action.dest == "data_root":
+            action.help = ("folder holding voc/, coco/, synth/ (default: the training run's, from the args.json "
+                           "beside the checkpoint; else data/ of the repository)")
     return p
 
 
@@ -60,7 +63,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     freeze_imported_objects()
-    test(parse_args(argv))
+    return test(parse_args(argv))
 
 
 if __name__ == "__main__":

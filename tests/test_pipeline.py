@@ -345,3 +345,20 @@ def test_every_training_run_writes_one_results_schema(tmp_path, tiny_data_root, 
     config = load_checkpoint(fc_run / "last.pt")["config"]  # how it trained, which a resume compares
     assert {k: config[k] for k in ("selection_split", "seed", "batch_size", "lr", "from_scratch")} == {
         "selection_split": "test", "seed": 0, "batch_size": 8, "lr": 1e-4, "from_scratch": False}
+
+
+def test_the_test_split_is_the_training_runs_own_by_default(tmp_path, tiny_data_root, tiny_vit_checkpoint, capsys):
+    """lmpt/test.py on a run trained with its own --data_root tests that data, not the repository's data/, and
+    says so; --data_root written tests elsewhere."""
+    run = run_train(tmp_path, tiny_data_root, tiny_vit_checkpoint)
+    trained = json.loads((run / "results.json").read_text())
+    argv = ["--checkpoint", str(run), "--device", "cpu", "--num_workers", "0", "--cache_dir", str(tmp_path / "c")]
+    results = test_script.main(argv + ["--output", str(tmp_path / "own.json")])
+    assert results["mAP"] == pytest.approx(trained["mAP"], abs=1e-3)
+    assert f"[test] --data_root {tiny_data_root}: the training run's ({run / 'args.json'})" in capsys.readouterr().out
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data_root, other)
+    test_list = other / "voc" / "voc_lt_test.txt"
+    test_list.write_text("".join(test_list.read_text().splitlines(keepends=True)[:-4]))  # a shorter test split
+    elsewhere = test_script.main(argv + ["--data_root", str(other), "--output", str(tmp_path / "other.json")])
+    assert elsewhere["mAP"] != trained["mAP"] and "the training run's" not in capsys.readouterr().out
