@@ -311,12 +311,17 @@ class ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def load_class_frequency(pkl_path, labels):
-    """Load ``class_freq.pkl`` and check it against ``labels``; derive and save it when absent."""
+DERIVED_KEY = "derived_by_lmpt"  # in a class_freq.pkl this code derived (and may derive again), beside the four
+
+
+def load_class_frequency(pkl_path, labels, train_list=None):
+    """Load ``class_freq.pkl`` and check it against ``labels`` (of ``train_list``, as messages name it); derive
+    and save it when absent. One that this code derived (``DERIVED_KEY``) is derived again, said, when the train
+    list has changed since; any other (the published one, a file of one's own) is refused when it disagrees."""
     pkl_path = Path(pkl_path)
     derived = class_frequency(labels)
     if not pkl_path.exists():
-        _save_pickle_atomically(derived, pkl_path)
+        _save_pickle_atomically({**derived, DERIVED_KEY: True}, pkl_path)
         return derived
     advice = f"delete {pkl_path} and it will be derived again from the train list"
     try:
@@ -335,6 +340,11 @@ def load_class_frequency(pkl_path, labels):
     for key in ("class_freq", "neg_class_freq"):
         value = np.asarray(loaded[key])
         if value.shape != derived[key].shape or not np.array_equal(value, derived[key]):
+            if loaded.get(DERIVED_KEY) is True:
+                print(f"[data] {pkl_path}: derived earlier from other labels than {train_list or 'the train list'} "
+                      f"has now; derived again")
+                _save_pickle_atomically({**derived, DERIVED_KEY: True}, pkl_path)
+                return derived
             raise DataError(f"{pkl_path}: {key} {value.tolist()} does not match the train labels, which give "
                             f"{derived[key].tolist()} (a file from another split or dataset?); {advice}")
     return loaded
@@ -424,7 +434,7 @@ def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True
 
     if training:
         check_every_class_trained(train_labels, class_names, root / spec.train_list)
-    class_stats = load_class_frequency(root / spec.class_freq, train_labels)
+    class_stats = load_class_frequency(root / spec.class_freq, train_labels, root / spec.train_list)
     return LTDataset(spec, root, class_names, train_paths, train_labels, test_paths, test_labels,
                      captions, class_stats, val_paths, val_labels)
 

@@ -309,7 +309,7 @@ def test_class_freq_mismatch_suggests_deleting(tmp_path):
     assert load_dataset("synth-lt", tmp_path).train_freq.tolist() == [3, 2, 1]
 
 
-def test_load_class_frequency_writes_then_loads(tmp_path):
+def test_load_class_frequency_writes_then_loads(tmp_path, capsys):
     rng = np.random.default_rng(0)
     labels = (rng.random((30, 5)) < 0.3).astype(np.float32)  # [N, C]
     labels[:, 4] = 0  # a class without positives must not divide by zero
@@ -336,7 +336,15 @@ def test_load_class_frequency_writes_then_loads(tmp_path):
     saved["marker"] = "loaded from disk"
     path.write_bytes(pickle.dumps(saved))
     assert load_class_frequency(path, labels)["marker"] == "loaded from disk"
+    # the train list edited: the file derived here is derived again, said; one of another origin is refused
     labels[0, 0] = 1 - labels[0, 0]
+    again = load_class_frequency(path, labels, "train.txt")
+    assert f"[data] {path}: derived earlier from other labels than train.txt has now; derived again" in \
+        capsys.readouterr().out
+    assert again["class_freq"].tolist() == labels.sum(0).astype(int).tolist() and "marker" not in again
+    assert pickle.loads(path.read_bytes())["class_freq"].tolist() == again["class_freq"].tolist()
+    labels[0, 0] = 1 - labels[0, 0]
+    path.write_bytes(pickle.dumps(class_frequency(labels[1:])))  # a file of one's own (no DERIVED_KEY)
     with pytest.raises(DataError, match="class_freq .* does not match"):
         load_class_frequency(path, labels)
 
