@@ -81,6 +81,10 @@ def check_run_dir(args):
         if not (run_dir / "last.pt").exists():
             raise FileNotFoundError(f"--resume {run_dir}: no last.pt there, nothing to resume")
     elif (run_dir / "last.pt").exists() and not args.overwrite:
+        if (run_dir / "results.json").exists():  # a finished run: --resume only extends it
+            raise FileExistsError(
+                f"{run_dir} already holds a finished run (results.json). Extend it with --resume {run_dir} and "
+                f"more --epochs than it trained, choose another --output_dir, or pass --overwrite to replace it.")
         raise FileExistsError(
             f"{run_dir} already holds a run. Continue it with --resume {run_dir}, choose another "
             f"--output_dir, or pass --overwrite to replace it.")

@@ -204,8 +204,12 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
         write_metrics(run_dir / "metrics.jsonl", rows)  # without the row of an epoch last.pt does not hold
         repair_best(run_dir, ckpt, epochs)
         ahead = best_epoch_held(run_dir) == start  # check_best's exception: the first epoch must write it again
-        print(f"[resume] resuming {run_dir} after epoch {start} (best mAP {best['mAP']:.2f} "
-              f"at epoch {best['epoch'] + 1})")
+        if start < epochs:
+            print(f"[resume] resuming {run_dir} after epoch {start} (best mAP {best['mAP']:.2f} "
+                  f"at epoch {best['epoch'] + 1})")
+        else:
+            print(f"[resume] {run_dir} has trained its {start} epoch{'s' * (start != 1)}: nothing to train, its best epoch "
+                  f"({best['epoch'] + 1}, mAP {best['mAP']:.2f}) is evaluated again (a larger --epochs extends it)")
     for epoch in range(start, epochs):
         t0 = time.time()
         model.train()

@@ -494,3 +494,15 @@ def test_seed_worker_follows_torch_seed():
 def test_default_workers_leave_the_main_process_a_core_on_larger_machines():
     from lmpt.cli import default_workers
     assert [default_workers(cores) for cores in (1, 2, 4, 5, 8, 16, 17, 64)] == [1, 2, 4, 4, 7, 15, 16, 16]
+
+
+def test_a_validation_list_not_found_points_to_one_in_the_dataset_folder(tmp_path, monkeypatch):
+    from conftest import write_lmpt_dataset
+    base = write_lmpt_dataset(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"voc_lt_val.txt: validation list not found; expected a file in the list "
+                                        r"format '<relative/path.jpg> <id> …', paths relative to .*voc$"):
+        load_dataset("voc-lt", tmp_path / "data", tmp_path / "voc_lt_val.txt")
+    shutil.copy(base / "voc_lt_test.txt", base / "voc_lt_val.txt")  # where the published tree keeps it
+    with pytest.raises(DataError, match=f"the dataset folder has {base / 'voc_lt_val.txt'}: pass that path"):
+        load_dataset("voc-lt", tmp_path / "data", tmp_path / "voc_lt_val.txt")

@@ -356,3 +356,19 @@ def test_a_checkpoint_with_a_damaged_zip_directory_is_named(runs, tmp_path):
     bad.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match=f"{bad}: cannot be read as an LMPT checkpoint"):
         load_checkpoint(bad)
+
+
+def test_a_finished_run_is_named_finished_when_run_again_and_when_resumed(runs, tmp_path, capsys):
+    data, one, _ = runs
+    run = copy_run(one, tmp_path / "run")
+    args = SimpleNamespace(output_dir=run, resume=False, overwrite=False)
+    with pytest.raises(FileExistsError, match=f"{run} already holds a finished run \\(results.json\\). Extend it with "
+                                              f"--resume {run} and more --epochs than it trained"):
+        prepare.check_run_dir(args)
+    (run / "results.json").unlink()  # stopped before its results: continued
+    with pytest.raises(FileExistsError, match=f"{run} already holds a run. Continue it with --resume {run},"):
+        prepare.check_run_dir(args)
+    resume(run, 1)
+    assert (f"[resume] {run} has trained its 1 epoch: nothing to train, its best epoch (1, mAP "
+            in capsys.readouterr().out)
+    assert (run / "results.json").exists()
