@@ -179,11 +179,13 @@ def test(args):
     out = check_results_file(args.output or checkpoint_path.parent / "test_results.json")
     config = state["config"]
     apply_checkpoint_config(args, config, checkpoint_path)
-    dataset, splits = load_splits(args, need_val=False, training=False)
-    if dataset.class_names != config["class_names"]:
-        raise ValueError(f"{checkpoint_path}: trained on classes {config['class_names'][:5]}… "
-                         f"({len(config['class_names'])}), but --dataset {args.dataset} has "
-                         f"{dataset.class_names[:5]}… ({len(dataset.class_names)})")
+
+    def same_classes(dataset):  # before the images are looked for: another dataset's are not 'missing'
+        if dataset.class_names != config["class_names"]:
+            raise ValueError(f"{checkpoint_path}: trained on classes {config['class_names'][:5]}… "
+                             f"({len(config['class_names'])}), but --dataset {args.dataset} has "
+                             f"{dataset.class_names[:5]}… ({len(dataset.class_names)})")
+    dataset, splits = load_splits(args, need_val=False, training=False, check_dataset=same_classes)
     clip_file = find_backbone(config["backbone"], args.pretrained_dir, config.get("backbone_file"))
     check_backbone(config, clip_file, checkpoint_path)
 
