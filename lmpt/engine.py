@@ -178,6 +178,28 @@ def run_results(results, config, best, selection_split, checkpoint_path, checkpo
             "checkpoint": str(checkpoint_path), "checkpoint_epoch": checkpoint_epoch}
 
 
+def resume_state(run_dir, model, optimizer, scheduler, epochs):
+    """``fit``'s state after the epochs of ``run_dir/last.pt``, restored into ``model``, ``optimizer`` and
+    ``scheduler``; ``metrics.jsonl`` rewritten with their rows alone and ``best.pt`` repaired (``repair_best``).
+    Returns (the next epoch, the best epoch's record, the metrics rows, whether best.pt is ahead of last.pt:
+    ``check_best``'s exception, which the next epoch must write again)."""
+    ckpt = load_checkpoint(run_dir / "last.pt", resume=True)
+    load_trainable_state(model, ckpt["model"], run_dir / "last.pt")
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    start, best = ckpt["epoch"] + 1, ckpt["best"]
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl", start) if r["epoch"] <= start]  # counted from 1
+    write_metrics(run_dir / "metrics.jsonl", rows)  # without the row of an epoch last.pt does not hold
+    repair_best(run_dir, ckpt, epochs)
+    if start < epochs:
+        print(f"[resume] resuming {run_dir} after epoch {start} (best mAP {best['mAP']:.2f} "
+              f"at epoch {best['epoch'] + 1})")
+    else:
+        print(f"[resume] {run_dir} has trained its {start} epoch{'s' * (start != 1)}: nothing to train, its best epoch "
+              f"({best['epoch'] + 1}, mAP {best['mAP']:.2f}) is evaluated again (a larger --epochs extends it)")
+    return start, best, rows, best_epoch_held(run_dir) == start
+
+
 def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batch_size, n_train, seed,
         config, resume=False, on_epoch_end=None, desc="train"):
     """Train ``model`` for ``epochs`` epochs; return the best epoch's record ``{"epoch", "mAP"}``.
@@ -195,21 +217,7 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
     run_dir = Path(run_dir)
     start, best, rows, ahead = 0, {"epoch": None, "mAP": -math.inf}, [], False
     if resume:
-        ckpt = load_checkpoint(run_dir / "last.pt", resume=True)
-        load_trainable_state(model, ckpt["model"], run_dir / "last.pt")
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start, best = ckpt["epoch"] + 1, ckpt["best"]
-        rows = [r for r in read_metrics(run_dir / "metrics.jsonl", start) if r["epoch"] <= start]  # counted from 1
-        write_metrics(run_dir / "metrics.jsonl", rows)  # without the row of an epoch last.pt does not hold
-        repair_best(run_dir, ckpt, epochs)
-        ahead = best_epoch_held(run_dir) == start  # check_best's exception: the first epoch must write it again
-        if start < epochs:
-            print(f"[resume] resuming {run_dir} after epoch {start} (best mAP {best['mAP']:.2f} "
-                  f"at epoch {best['epoch'] + 1})")
-        else:
-            print(f"[resume] {run_dir} has trained its {start} epoch{'s' * (start != 1)}: nothing to train, its best epoch "
-                  f"({best['epoch'] + 1}, mAP {best['mAP']:.2f}) is evaluated again (a larger --epochs extends it)")
+        start, best, rows, ahead = resume_state(run_dir, model, optimizer, scheduler, epochs)
     for epoch in range(start, epochs):
         t0 = time.time()
         model.train()
