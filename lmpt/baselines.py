@@ -158,6 +158,43 @@ class LinearProbe(nn.Module):
         return self.forward(self.visual(images))
 
 
+def feature_inputs(model, train_split, device):
+    """The linear probe's inputs, the cached features: (logits of training images ``index`` [B], each
+    flipped or not as ``flips`` [B] says -> [B, C]; logits of a split's unflipped images -> [N, C])."""
+    features = train_split.features.to(device)  # [N, 2, E]: unflipped, flipped
+
+    def train_logits(index, flips):
+        return model(features[index.to(device), flips.to(device)])
+
+    def split_logits(split):
+        return model(split.features[:, 0].to(device))
+    return train_logits, split_logits
+
+
+def pixel_inputs(model, train_split, preprocess, batch_size, device, autocast):
+    """Full fine-tuning's inputs, the decoded images (the encoder trains): the same two functions as
+    ``feature_inputs``, over ``split.pixels`` (uint8, normalised on the device by ``BatchNormalize``)."""
+    normalize = BatchNormalize(preprocess)  # the decoded uint8 pixels -> the encoder's input, on the device
+
+    def images(split, index):
+        """The images ``index`` of a split, ready for the encoder: [B, 3, r, r] float32 on the device."""
+        return normalize(split.pixels[index].to(device, non_blocking=True))
+
+    def train_logits(index, flips):
+        x = images(train_split, index)
+        x = torch.where(flips.to(device).view(-1, 1, 1, 1).bool(), x.flip(-1), x)
+        return model.forward_images(x)
+
+    def split_logits(split):
+        out = []
+        for index in tqdm(torch.arange(len(split.paths)).split(batch_size), desc=f"evaluating {split.name}",
+                          leave=False):
+            with autocast_on(device, autocast):
+                out.append(model.forward_images(images(split, index)).float())
+        return torch.cat(out)
+    return train_logits, split_logits
+
+
 def finetune(args):
     method = finetune_method(args.from_scratch)
     start = start_training(args, "finetune", args.pretrain_clip_path, (method,),
@@ -173,36 +210,17 @@ def finetune(args):
                                         **start.db_params).to(device)  # μ and λ as start_training resolved them
     autocast = use_autocast(device)
     labels = train_split.labels.to(device)
-    if args.from_scratch:
-        normalize = BatchNormalize(args.preprocess)  # the decoded uint8 pixels -> the encoder's input, on the device
-    else:
-        features = train_split.features.to(device)  # [N, 2, E]
-
-    def images(split, index):
-        """The images ``index`` of a split, ready for the encoder: [B, 3, r, r] float32 on the device."""
-        return normalize(split.pixels[index].to(device, non_blocking=True))
+    train_logits, logits_of = (pixel_inputs(model, train_split, args.preprocess, args.batch_size, device, autocast)
+                               if args.from_scratch else feature_inputs(model, train_split, device))
 
     def batch_loss(index, flips, epoch, step):
         with autocast_on(device, autocast):
-            if args.from_scratch:
-                x = images(train_split, index)
-                x = torch.where(flips.to(device).view(-1, 1, 1, 1).bool(), x.flip(-1), x)
-                logits = model.forward_images(x)
-            else:
-                logits = model(features[index.to(device), flips.to(device)])
+            logits = train_logits(index, flips)
         loss = loss_fn(logits, labels[index.to(device)])  # fp32 logits (LinearProbe.forward)
         return loss, {}
 
     def split_logits(split):
-        if not args.from_scratch:
-            logits = model(split.features[:, 0].to(device))
-        else:
-            out = []
-            for index in tqdm(torch.arange(len(split.paths)).split(args.batch_size),
-                              desc=f"evaluating {split.name}", leave=False):
-                with autocast_on(device, autocast):
-                    out.append(model.forward_images(images(split, index)).float())
-            logits = torch.cat(out)
+        logits = logits_of(split)
         check_finite(logits, f"the logits on the {split.name} split")
         return logits  # [N, C]
 
