@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmpt.checkpoint import save_json, save_text  # noqa: E402
-from lmpt.metrics import HEAD_MIN, MEDIUM_MIN  # noqa: E402
+from lmpt.metrics import HEAD_MIN, MEDIUM_MIN, class_groups  # noqa: E402
 from lmpt.pretrain import FAST_CHECKPOINT_NAME, FAST_SETTINGS, ensure_tiny_clip  # noqa: E402
 from lmpt.synthetic import ensure_benchmark  # noqa: E402
 
@@ -72,11 +72,12 @@ def plot(rows, class_names, train_freq, path):
     freq = np.asarray(train_freq)[order]
     fig, ax = plt.subplots(figsize=(11, 4.8), dpi=130)
     x = np.arange(len(order))
-    bands = ((HEAD_MIN, np.inf, "#dbe9f6", f"head (≥{HEAD_MIN})"),  # the groups of metrics.class_groups
-             (MEDIUM_MIN, HEAD_MIN, "#fdf1d6", f"medium ({MEDIUM_MIN}–{HEAD_MIN - 1})"),
-             (0, MEDIUM_MIN, "#f9dcdc", f"tail (<{MEDIUM_MIN})"))
-    for lo, hi, colour, label in bands:
-        idx = x[(freq >= lo) & (freq < hi)]
+    bands = {"head": ("#dbe9f6", f"head (≥{HEAD_MIN})"),
+             "medium": ("#fdf1d6", f"medium ({MEDIUM_MIN}–{HEAD_MIN - 1})"),
+             "tail": ("#f9dcdc", f"tail (<{MEDIUM_MIN})")}
+    for group, members in class_groups(freq).items():  # positions in the sorted order: contiguous
+        colour, label = bands[group]
+        idx = x[members]
         if len(idx):
             ax.axvspan(idx.min() - 0.5, idx.max() + 0.5, color=colour, zorder=0)
             ax.text(idx.mean(), 101, label, ha="center", va="bottom", fontsize=9)
