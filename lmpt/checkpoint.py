@@ -242,12 +242,15 @@ def load_checkpoint(path, map_location="cpu", resume=False, mmap=False):
         raise FileNotFoundError(
             f"{path}: no checkpoint here; expected a run folder written by lmpt/train.py "
             f"(holding best.pt and last.pt) or the path of one of those files")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive: anything else is another file
+        problem = archive_problem(path)
+        if problem:
+            raise ValueError(f"{path}: cannot be read as an LMPT checkpoint; found {problem}")
+        raise ValueError(f"{path}: not a run checkpoint (not a torch.save archive); expected best.pt or last.pt of "
+                         f"a run folder")
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        else:
-            names = []
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
     except zipfile.BadZipFile as e:  # the end record intact, the directory damaged
         raise ValueError(f"{path}: cannot be read as an LMPT checkpoint; a damaged zip archive ({e})") from None
     if any(name.endswith("/constants.pkl") for name in names):

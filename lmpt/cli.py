@@ -251,14 +251,20 @@ def restore_run_args(parser, args, argv=None):
     exactly the batches, losses and prompts an uninterrupted one would. Values are compared as settings: a
     dataset alias equals its dataset, a relative path the absolute one it names. A value of the wrong kind
     (``_saved_problem``) is refused naming it; a flag args.json lacks (a run of an earlier version) takes its
-    default, with a note (``prepare.check_settings`` then compares the settings last.pt holds).
+    default, with a note (``prepare.check_settings`` then compares the settings last.pt holds). A file as
+    ``DIR`` (its last.pt), and ``--overwrite`` with it, are refused (exit 2).
     """
     if args.resume is None:
         return args
+    if getattr(args, "overwrite", False):
+        parser.error(f"--resume {args.resume} with --overwrite: --overwrite replaces a run, --resume continues it; "
+                     f"pass one")
+    if Path(args.resume).is_file():
+        parser.error(f"--resume {args.resume}: a file; --resume takes the run folder ({Path(args.resume).parent})")
     saved_file = Path(args.resume) / "args.json"
     try:
         saved = json.loads(saved_file.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: a path below a file
         parser.error(f"--resume {args.resume}: no args.json there; expected the folder of an interrupted run")
     except ValueError as e:
         parser.error(f"{saved_file}: not valid JSON ({e}); expected the args.json a run wrote")
@@ -301,7 +307,8 @@ def restore_run_args(parser, args, argv=None):
 
 def resolve_run_dir(args, method, backbone):
     """Set ``args.output_dir`` (``--resume DIR`` wins, then ``--output_dir``, then the default), turn
-    ``args.resume`` into a bool, and make ``--val_list`` absolute (args.json then names it from any folder)."""
+    ``args.resume`` into a bool, and make ``--val_list`` and the run folder absolute (args.json and
+    results.json then name them from any folder, for a resumed run too)."""
     if getattr(args, "val_list", None) is not None:
         args.val_list = absolute(args.val_list)
     if args.resume is not None:
@@ -310,6 +317,7 @@ def resolve_run_dir(args, method, backbone):
         args.resume = False
     if args.output_dir is None:
         args.output_dir = default_run_dir(args.dataset, method, backbone, args.seed)
+    args.output_dir = absolute(args.output_dir)
     return args
 
 
