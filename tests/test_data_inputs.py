@@ -185,7 +185,10 @@ def test_train_py_refuses_the_test_list_as_val_list_before_any_work(tmp_path, ca
     assert not (tmp_path / "run" / "results.json").exists()
 
 
-def test_one_class_with_softmax_scores_is_refused_and_with_sigmoid_evaluated(tmp_path, tiny_vit_checkpoint):
+def test_one_class_with_softmax_scores_is_refused_and_with_sigmoid_evaluated(tmp_path, tiny_vit_checkpoint,
+                                                                           monkeypatch):
+    from sklearn.metrics import average_precision_score
+    from lmpt import baselines
     from zero_shot_clip import test as zero_shot_script
     root = tmp_path / "data"
     write_lmpt_dataset(root)
@@ -201,5 +204,15 @@ def test_one_class_with_softmax_scores_is_refused_and_with_sigmoid_evaluated(tmp
             "--output_dir", str(tmp_path / "zs")]
     with pytest.raises(ValueError, match=f"{labels}: one class; a softmax over one class scores every image 1"):
         zero_shot_script.main(argv)
+    evaluate_logits, seen = baselines.evaluate_logits, {}
+
+    def keep_logits(logits, targets, *args, **kwargs):
+        seen.update(logits=np.asarray(logits, dtype=np.float64), targets=np.asarray(targets))
+        return evaluate_logits(logits, targets, *args, **kwargs)
+    monkeypatch.setattr(baselines, "evaluate_logits", keep_logits)
     zero_shot_script.main(argv + ["--score", "sigmoid"])
-    assert json.loads((tmp_path / "zs" / "results.json").read_text())["mAP"] > 0
+    logits, targets = seen["logits"][:, 0], seen["targets"][:, 0]  # [N]: the one class
+    assert np.unique(logits).size > 1 and 0 < targets.sum() < targets.size  # a ranking, of both kinds of image
+    expected = 100 * average_precision_score(targets, 1 / (1 + np.exp(-logits)))  # sigmoid: logits' ranking
+    assert expected != pytest.approx(100 * targets.mean())  # what constant scores (a softmax over one class) get
+    assert json.loads((tmp_path / "zs" / "results.json").read_text())["mAP"] == pytest.approx(expected)

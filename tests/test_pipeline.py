@@ -329,8 +329,8 @@ def test_every_training_run_writes_one_results_schema(tmp_path, tiny_data_root, 
     """LMPT, CoOp and the fine-tuning baseline name the run (method, CLIP) and its selection (epoch, split,
     its mAP, the checkpoint evaluated) with the same keys (tools/sweep_cse.py reads selection_mAP of any)."""
     from finetune_clip import fc as fc_script
-    lmpt_run = read_json(run_train(tmp_path, tiny_data_root, tiny_vit_checkpoint, "--training_method", "lmpt")
-                         / "results.json")
+    lmpt_dir = run_train(tmp_path, tiny_data_root, tiny_vit_checkpoint, "--training_method", "lmpt")
+    lmpt_run = read_json(lmpt_dir / "results.json")
     fc_run = tmp_path / "probe"
     fc_script.main(["--dataset", "voc-lt", "--data_root", str(tiny_data_root), "--pretrain_clip_path",
                     str(tiny_vit_checkpoint), "--batch_size", "8", "--epochs", "2", "--device", "cpu",
@@ -342,6 +342,11 @@ def test_every_training_run_writes_one_results_schema(tmp_path, tiny_data_root, 
     assert (lmpt_run["method"], probe["method"]) == ("lmpt", "linear-probe")
     assert probe["checkpoint"] == str(fc_run / "best.pt") and probe["checkpoint_epoch"] == probe["selected_epoch"]
     assert lmpt_run["backbone_sha256"] == probe["backbone_sha256"]
+    for run_dir, results in ((lmpt_dir, lmpt_run), (fc_run, probe)):  # the selection is the one metrics.jsonl logs
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        selected = rows[results["selected_epoch"] - 1]
+        assert selected["epoch"] == results["selected_epoch"] == selected["best_epoch"] == rows[-1]["best_epoch"]
+        assert results["selection_mAP"] == selected["selection_mAP"] == max(r["selection_mAP"] for r in rows)
     config = load_checkpoint(fc_run / "last.pt")["config"]  # how it trained, which a resume compares
     assert {k: config[k] for k in ("selection_split", "seed", "batch_size", "lr", "from_scratch")} == {
         "selection_split": "test", "seed": 0, "batch_size": 8, "lr": 1e-4, "from_scratch": False}

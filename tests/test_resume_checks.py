@@ -12,7 +12,7 @@ from conftest import write_lmpt_dataset
 from lmpt import prepare, prompt_tuning
 from lmpt import test as test_script
 from lmpt import train as train_script
-from lmpt.checkpoint import PROMPT_METHODS, load_checkpoint, read_metrics, save_torch
+from lmpt.checkpoint import load_checkpoint, read_metrics, save_torch
 from lmpt.losses import DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN
 
 
@@ -202,10 +202,6 @@ def test_a_checkpoint_config_of_the_wrong_shape_is_refused(tmp_path):
         save_torch(path, {"model": {}, "config": config, "epoch": 0})
         with pytest.raises(ValueError, match=f"{path}: {expected}"):
             load_checkpoint(path)
-
-
-def test_the_checkpoints_of_prompts_are_those_of_the_training_methods():
-    assert PROMPT_METHODS == prompt_tuning.TRAINING_METHODS
 
 
 def test_test_refuses_a_checkpoint_whose_config_lacks_a_setting(runs, tmp_path):
