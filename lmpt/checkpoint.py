@@ -72,6 +72,18 @@ def check_writable_dir(path, flag):
     return path
 
 
+def run_finished(run_dir):
+    """Whether the run in ``run_dir`` has trained the ``--epochs`` of its args.json (its last.pt's epoch) and
+    written its results; a folder whose files do not say is taken as finished when it holds results.json."""
+    run_dir = Path(run_dir)
+    results = (run_dir / "results.json").exists()
+    try:
+        epochs = json.loads((run_dir / "args.json").read_text())["epochs"]
+        return results and load_checkpoint(run_dir / "last.pt", mmap=True)["epoch"] + 1 >= epochs
+    except (OSError, ValueError, KeyError, TypeError):
+        return results
+
+
 def check_run_dir(args):
     """Before any work: the run folder of a training script. ``--resume`` needs its ``last.pt``; else a
     folder holding a run is refused unless ``--overwrite`` (its files are only removed by ``start_run_dir``,
@@ -81,7 +93,7 @@ def check_run_dir(args):
         if not (run_dir / "last.pt").exists():
             raise FileNotFoundError(f"--resume {run_dir}: no last.pt there, nothing to resume")
     elif (run_dir / "last.pt").exists() and not args.overwrite:
-        if (run_dir / "results.json").exists():  # a finished run: --resume only extends it
+        if run_finished(run_dir):  # --resume only extends it
             raise FileExistsError(
                 f"{run_dir} already holds a finished run (results.json). Extend it with --resume {run_dir} and "
                 f"more --epochs than it trained, choose another --output_dir, or pass --overwrite to replace it.")

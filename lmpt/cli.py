@@ -307,10 +307,11 @@ def restore_run_args(parser, args, argv=None):
 
 def resolve_run_dir(args, method, backbone):
     """Set ``args.output_dir`` (``--resume DIR`` wins, then ``--output_dir``, then the default), turn
-    ``args.resume`` into a bool, and make ``--val_list`` and the run folder absolute (args.json and
-    results.json then name them from any folder, for a resumed run too)."""
+    ``args.resume`` into a bool, and make ``--val_list``, ``--data_root`` and the run folder absolute (args.json
+    and results.json then name them from any folder, for a resumed run too)."""
     if getattr(args, "val_list", None) is not None:
         args.val_list = absolute(args.val_list)
+    args.data_root = absolute(args.data_root)  # lmpt/test.py reads it from args.json, from any folder
     if args.resume is not None:
         args.output_dir, args.resume = args.resume, True
     else:

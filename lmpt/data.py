@@ -342,11 +342,12 @@ def load_class_frequency(pkl_path, labels, train_list=None):
         if value.shape != derived[key].shape or not np.array_equal(value, derived[key]):
             if loaded.get(DERIVED_KEY) is True:
                 print(f"[data] {pkl_path}: derived earlier from other labels than {train_list or 'the train list'} "
-                      f"has now; derived again")
+                      f"holds now; derived again")
                 _save_pickle_atomically({**derived, DERIVED_KEY: True}, pkl_path)
                 return derived
             raise DataError(f"{pkl_path}: {key} {value.tolist()} does not match the train labels, which give "
                             f"{derived[key].tolist()} (a file from another split or dataset?); {advice}")
+    loaded.pop(DERIVED_KEY, None)  # the statistics alone, as a derivation returns them
     return loaded
 
 

@@ -262,6 +262,8 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
         print(f"[{desc}] epoch {epoch + 1}/{epochs} loss {row.get('train_loss', float('nan')):.4f} "
               f"mAP {selection_map:.2f} (best {best['mAP']:.2f} @ {best['epoch'] + 1}) {row['seconds']:.1f}s")
         if ahead and not improved:
+            for name in RESULT_FILES:  # they described the best epoch, whose state nothing holds any more
+                (run_dir / name).unlink(missing_ok=True)
             raise ValueError(f"{run_dir / 'best.pt'}: holds epoch {epoch + 1} of the attempt that was stopped "
                              f"(written before its last.pt, by code before commit ade04c2), which this attempt did "
                              f"not select again (mAP {selection_map:.2f}; best {best['mAP']:.2f} at epoch "

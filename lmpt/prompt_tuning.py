@@ -128,17 +128,20 @@ def final_evaluation(model, checkpoint_path, split, train_freq, thre, score, dev
 
 
 def training_data_root(run_dir):
-    """The ``--data_root`` of the training run in ``run_dir`` (its ``args.json``, said), else the default
-    ``data/`` of the repository: a run trained on a dataset of one's own is tested on it."""
+    """The ``--data_root`` of the training run in ``run_dir`` (its ``args.json``, said) when that folder is here,
+    else the default ``data/`` of the repository: a run trained on a dataset of one's own is tested on it."""
     args_file = Path(run_dir) / "args.json"
     try:
         saved = json.loads(args_file.read_text(encoding="utf-8")).get("data_root")
     except (OSError, ValueError, AttributeError):  # no args.json (a checkpoint copied alone), or not a run's
         saved = None
-    if not isinstance(saved, str) or not saved:
+    if not isinstance(saved, str) or not saved or Path(saved) == DEFAULT_DATA_ROOT:
         return DEFAULT_DATA_ROOT
-    if Path(saved) != DEFAULT_DATA_ROOT:
-        print(f"[test] --data_root {saved}: the training run's ({args_file}); pass --data_root to test elsewhere")
+    if not Path(saved).is_dir():  # a run copied from another machine or clone
+        print(f"[test] the training run's --data_root {saved} ({args_file}) is not here; testing on "
+              f"{DEFAULT_DATA_ROOT} (pass --data_root to test elsewhere)")
+        return DEFAULT_DATA_ROOT
+    print(f"[test] --data_root {saved}: the training run's ({args_file}); pass --data_root to test elsewhere")
     return Path(saved)
 
 

@@ -62,7 +62,7 @@ def published_cse_loss(caption_embeddings, prompts, targets, class_freq, margin,
 
     Δ_c = Δ (min n / n_c)^{1/4}, w_c = n_c^-γ / Σ n^-γ, ℓ_ic = d_ic (y=1) or max(0, Δ_c − d_ic) (y=0),
     L = mean_i Σ_c w_c ℓ_ic — the formula of ``lmpt.losses.CSELoss('softmargin')``, written out again here:
-    the benchmark's same-prompts check compares the two implementations, so (a) does not call ours.
+    the benchmark's same-prompts check compares the two implementations, so this loop does not call ours.
     """
     d = published_caption_distance(caption_embeddings, prompts, m_ctx)  # [B, C]
     n = torch.as_tensor(class_freq, dtype=d.dtype, device=d.device)  # [C]

@@ -339,7 +339,7 @@ def test_load_class_frequency_writes_then_loads(tmp_path, capsys):
     # the train list edited: the file derived here is derived again, said; one of another origin is refused
     labels[0, 0] = 1 - labels[0, 0]
     again = load_class_frequency(path, labels, "train.txt")
-    assert f"[data] {path}: derived earlier from other labels than train.txt has now; derived again" in \
+    assert f"[data] {path}: derived earlier from other labels than train.txt holds now; derived again" in \
         capsys.readouterr().out
     assert again["class_freq"].tolist() == labels.sum(0).astype(int).tolist() and "marker" not in again
     assert pickle.loads(path.read_bytes())["class_freq"].tolist() == again["class_freq"].tolist()

@@ -367,3 +367,22 @@ def test_the_test_split_is_the_training_runs_own_by_default(tmp_path, tiny_data_
     test_list.write_text("".join(test_list.read_text().splitlines(keepends=True)[:-4]))  # a shorter test split
     elsewhere = test_script.main(argv + ["--data_root", str(other), "--output", str(tmp_path / "other.json")])
     assert elsewhere["mAP"] != trained["mAP"] and "the training run's" not in capsys.readouterr().out
+
+
+def test_a_training_runs_data_root_is_recorded_absolute_and_read_where_it_is(tmp_path, monkeypatch, capsys):
+    from lmpt.data import DEFAULT_DATA_ROOT
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mydata").mkdir()
+    args = train_script.parse_args(["--data_root", "mydata", "--output_dir", "run"])
+    assert args.data_root == tmp_path / "mydata" and args.output_dir == tmp_path / "run"
+    run = tmp_path / "run"
+    run.mkdir()
+    for saved, expected in ((str(tmp_path / "mydata"), tmp_path / "mydata"),
+                            (str(DEFAULT_DATA_ROOT), DEFAULT_DATA_ROOT),
+                            (str(tmp_path / "moved"), DEFAULT_DATA_ROOT)):  # a run copied from elsewhere
+        (run / "args.json").write_text(json.dumps({"data_root": saved}))
+        assert prompt_tuning.training_data_root(run) == expected
+    assert (f"[test] the training run's --data_root {tmp_path / 'moved'} ({run / 'args.json'}) is not here; "
+            f"testing on {DEFAULT_DATA_ROOT}") in capsys.readouterr().out
+    (run / "args.json").unlink()  # a checkpoint copied alone
+    assert prompt_tuning.training_data_root(run) == DEFAULT_DATA_ROOT

@@ -319,8 +319,7 @@ def test_a_best_ahead_of_last_that_the_resumed_epoch_does_not_select_again_is_re
                                          f"did not select again \\(mAP 50.00; best 99.00 at epoch 1, whose state "
                                          f"nothing holds any more\\); train the run again with --overwrite"):
         resume(run, 3)
-    assert not (run / "results.json").exists() or json.loads((run / "results.json").read_text())[
-        "checkpoint_epoch"] == 1  # the old results (of epoch 1) were removed, none written for best.pt's epoch 3
+    assert not (run / "results.json").exists()  # it described epoch 1, whose state is gone
     with pytest.raises(ValueError, match=f"{run / 'best.pt'}: holds epoch 3, but .*last.pt records epoch 1"):
         resume(run, 4)  # and stays refused
 
@@ -368,3 +367,12 @@ def test_a_finished_run_is_named_finished_when_run_again_and_when_resumed(runs, 
     assert (f"[resume] {run} has trained its 1 epoch: nothing to train, its best epoch (1, mAP "
             in capsys.readouterr().out)
     assert (run / "results.json").exists()
+
+
+def test_an_extended_run_stopped_before_its_new_epochs_is_not_called_finished(runs, tmp_path):
+    _, one, _ = runs
+    run = copy_run(one, tmp_path / "run")
+    edit_json(run / "args.json", epochs=3)  # extended to 3 epochs, stopped before the second ended
+    args = SimpleNamespace(output_dir=run, resume=False, overwrite=False)
+    with pytest.raises(FileExistsError, match=f"{run} already holds a run. Continue it with --resume {run},"):
+        prepare.check_run_dir(args)
