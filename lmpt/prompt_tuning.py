@@ -22,7 +22,7 @@ from .losses import build_classification_loss, build_cse_loss
 from .metrics import evaluate_logits, format_results
 from .models import CustomCLIP, check_prompt_length, context_words, prompt_texts
 from .prepare import (caption_token_embeddings, load_clip_and_features, load_splits, selection_row,
-                      start_training)
+                      splits_identity, start_training)
 
 TRAINING_METHODS = PROMPT_METHODS  # ("coop", "lmpt"): defined in lmpt.checkpoint, which checks their configurations
 CAPTION_METHODS = ("lmpt",)  # the methods that read the captions: the class-specific embedding loss
@@ -173,6 +173,17 @@ def apply_checkpoint_config(args, config, checkpoint_path):
     args.thre = config["thre"] if args.thre is None else args.thre
 
 
+def note_other_lists(config, splits, args):
+    """Say when the train and test lists read now are not those the run trained with (their
+    ``splits_identity``; a run selected on a --val_list saved it with that list, which is not read here): the
+    head/medium/tail groups follow the train list read now."""
+    if "splits_sha256" in config and config.get("selection_split") != "val" and \
+            splits_identity({name: splits[name] for name in ("train", "test")}) != config["splits_sha256"]:
+        print(f"[test] note: the train or test list of --dataset {args.dataset} in --data_root {args.data_root} is "
+              f"not the one the run trained with (their sha256 differs): the test split and the head/medium/tail "
+              f"groups are those of the lists read now")
+
+
 def test(args):
     """Rebuild the prompt learner from a checkpoint's saved configuration and evaluate it on the test split."""
     device = select_device(args.device)
@@ -189,6 +200,7 @@ def test(args):
                              f"({len(config['class_names'])}), but --dataset {args.dataset} has "
                              f"{dataset.class_names[:5]}… ({len(dataset.class_names)})")
     dataset, splits = load_splits(args, need_val=False, training=False, check_dataset=same_classes)
+    note_other_lists(config, splits, args)
     clip_file = find_backbone(config["backbone"], args.pretrained_dir, config.get("backbone_file"))
     check_backbone(config, clip_file, checkpoint_path)
 

@@ -360,13 +360,18 @@ def test_the_test_split_is_the_training_runs_own_by_default(tmp_path, tiny_data_
     argv = ["--checkpoint", str(run), "--device", "cpu", "--num_workers", "0", "--cache_dir", str(tmp_path / "c")]
     results = test_script.main(argv + ["--output", str(tmp_path / "own.json")])
     assert results["mAP"] == pytest.approx(trained["mAP"], abs=1e-3)
-    assert f"[test] --data_root {tiny_data_root}: the training run's ({run / 'args.json'})" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"[test] --data_root {tiny_data_root}: the training run's ({run / 'args.json'})" in out
+    assert "not the one the run trained with" not in out
     other = tmp_path / "other"
     shutil.copytree(tiny_data_root, other)
     test_list = other / "voc" / "voc_lt_test.txt"
     test_list.write_text("".join(test_list.read_text().splitlines(keepends=True)[:-4]))  # a shorter test split
     elsewhere = test_script.main(argv + ["--data_root", str(other), "--output", str(tmp_path / "other.json")])
-    assert elsewhere["mAP"] != trained["mAP"] and "the training run's" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert elsewhere["mAP"] != trained["mAP"] and "the training run's" not in out
+    assert (f"[test] note: the train or test list of --dataset voc-lt in --data_root {other} is not the one the run "
+            f"trained with") in out
 
 
 def test_a_training_runs_data_root_is_recorded_absolute_and_read_where_it_is(tmp_path, monkeypatch, capsys):
