@@ -198,6 +198,8 @@ _NUMBER = (lambda v: _is_int(v) or isinstance(v, float), "a number")
 _NAMES = (lambda v: isinstance(v, (list, tuple)) and all(isinstance(n, str) for n in v), "a list of class names")
 _DB = (lambda v: isinstance(v, dict) and set(v) == {"gamma", "neg_scale"} and all(map(_NUMBER[0], v.values())),
        "{'gamma': a number, 'neg_scale': a number}")
+_HASHES = (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(h, str) for k, h in v.items()),
+           "{split name: a sha256}")
 # the settings of a run's configuration (prompt_tuning.train, baselines.finetune) that are read back, and their kinds
 CONFIG_KINDS = {"method": _TEXT, "dataset": _TEXT, "class_names": _NAMES, "backbone": _TEXT, "preprocess": _TEXT,
                 "n_ctx": _INT, "ctx_init": _TEXT, "csc": _BOOL, "class_token_position": _TEXT, "m_ctx": _INT,
@@ -206,7 +208,8 @@ CONFIG_KINDS = {"method": _TEXT, "dataset": _TEXT, "class_names": _NAMES, "backb
 OPTIONAL_CONFIG_KINDS = {"backbone_file": _TEXT, "backbone_sha256": _TEXT, "splits_sha256": _TEXT,
                          "selection_split": _TEXT, "db_params": _DB, "loss_function": _TEXT, "seed": _INT,
                          "batch_size": _INT, "optimizer": _TEXT, "lr": _NUMBER, "lam": _NUMBER, "cseloss": _TEXT,
-                         "cse_margin": _NUMBER, "cse_gamma": _NUMBER, "from_scratch": _BOOL}
+                         "cse_margin": _NUMBER, "cse_gamma": _NUMBER, "from_scratch": _BOOL, "images_sha256": _TEXT,
+                         "split_sha256": _HASHES}
 PROMPT_METHODS = ("coop", "lmpt")  # prompt_tuning.TRAINING_METHODS (this list): lmpt/test.py rebuilds them from
 # CONFIG_KINDS
 

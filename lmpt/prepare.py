@@ -12,8 +12,8 @@ import clip
 
 from .backbones import backbone_identity, check_backbone, resolve_backbone
 from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint, read_metrics
-from .data import (DATASETS, DataError, check_every_class_trained, check_images_exist, line_numbers, listing,
-                   load_dataset)
+from .data import (DATASETS, DataError, check_every_class_trained, check_images_exist, image_stats, line_numbers,
+                   listing, load_dataset)
 from .device import select_device, use_autocast
 from .engine import check_best, seed_everything
 from .losses import DB_DEFAULTS, check_negatives, db_params
@@ -232,7 +232,7 @@ class Training:
     dataset: object  # lmpt.data.LTDataset
     splits: dict  # name -> Split, with cached features (or, for full fine-tuning, decoded pixels)
     clip_model: torch.nn.Module  # frozen, eval mode
-    splits_sha256: str = ""  # the splits as listed (``splits_identity``), saved with the run's checkpoints
+    identity: dict = field(default_factory=dict)  # the data as listed and stored (``data_identity``), saved
     db_params: dict = field(default_factory=dict)  # μ and λ of a DB-family loss (``losses.db_params``), or {}
 
     def run_config(self, args, method, backbone, **settings):
@@ -241,7 +241,7 @@ class Training:
         those of the script's flags), the split that selects its best epoch, and the method's own ``settings``."""
         return {"method": method, "dataset": self.dataset.spec.name, "class_names": self.dataset.class_names,
                 **settings, "preprocess": args.preprocess, "score": args.score, "thre": args.thre,
-                "loss_function": args.loss_function, "splits_sha256": self.splits_sha256,
+                "loss_function": args.loss_function, **self.identity,
                 **({"db_params": self.db_params} if self.db_params else {}),
                 **{key: getattr(args, key) for key in TRAINING_SETTINGS if hasattr(args, key)},
                 "selection_split": self.select_split.name, **backbone_identity(backbone, self.clip_file)}
@@ -263,6 +263,25 @@ def splits_identity(splits):
     return h.hexdigest()
 
 
+def images_identity(root, splits):
+    """sha256 of the splits' image files by path and size (a copy in another --data_root keeps it; other
+    images under the same names almost never do)."""
+    h = hashlib.sha256()
+    for name in sorted(splits):
+        for path, st in zip(splits[name].paths, image_stats(root, splits[name].paths)):
+            h.update(f"{name}\0{path}\0{st.st_size if st else -1}\n".encode())
+    return h.hexdigest()
+
+
+def data_identity(root, splits):
+    """What a training run records of its data: the splits as listed together (``splits_sha256``, which a
+    resume compares) and one by one (``split_sha256``, which lmpt/test.py compares for train and test), and
+    the image files (``images_sha256``, which a resume compares)."""
+    return {"splits_sha256": splits_identity(splits),
+            "split_sha256": {name: splits_identity({name: split}) for name, split in splits.items()},
+            "images_sha256": images_identity(root, splits)}
+
+
 def start_training(args, tag, backbone, methods, captions=False, check_dataset=None, pixels=False):
     """Every training script's first steps, in order, before anything is written: seed, device, the CLIP
     file, the run folder check, the splits (``check_dataset(dataset)`` before their images), the
@@ -275,7 +294,7 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
     check_run_dir(args)
     dataset, splits = load_splits(args, captions=captions, check_dataset=check_dataset)
     check_negatives(args.loss_function, dataset.neg_freq, dataset.class_names, dataset.root / dataset.spec.train_list)
-    identity = splits_identity(splits)
+    identity = data_identity(dataset.root, splits)
     loss_params, source = db_params(args.loss_function, dataset.spec.name, getattr(args, "gamma", None),
                                     getattr(args, "neg_scale", None))
     if args.resume:
@@ -329,9 +348,10 @@ def check_settings(args, config, last):
                              f"args.json)")
 
 
-def check_resumable(args, methods, class_names, clip_file, splits_sha256=None):
+def check_resumable(args, methods, class_names, clip_file, identity=None):
     """``--resume``, before anything is written: the run's ``last.pt`` must be a run this script continues
-    (``methods``), on the same classes, image lists and labels (``splits_identity``, for runs that saved it),
+    (``methods``), on the same classes, image lists and labels, and image files (``data_identity``, for runs
+    that saved it),
     the same CLIP file and settings (``check_settings``), and ``--epochs`` at least its epochs done; the rows
     of those epochs in ``metrics.jsonl`` must read, and ``best.pt`` hold the best epoch (``engine.check_best``).
     Returns its saved configuration."""
@@ -344,11 +364,17 @@ def check_resumable(args, methods, class_names, clip_file, splits_sha256=None):
     if config.get("class_names") != list(class_names):
         raise ValueError(f"{last}: trained on the classes {config.get('class_names')}, but --dataset "
                          f"{args.dataset} now has {list(class_names)}; a resumed run keeps its classes")
+    identity = identity or {}
+    splits_sha256, images_sha256 = identity.get("splits_sha256"), identity.get("images_sha256")
     if splits_sha256 is not None and config.get("splits_sha256", splits_sha256) != splits_sha256:
         raise ValueError(f"{last}: trained on other image lists or labels than --dataset {args.dataset} gives now "
                          f"(--data_root {args.data_root}"
                          f"{', --val_list ' + str(args.val_list) if getattr(args, 'val_list', None) else ''}); "
                          f"a resumed run keeps its data")
+    if images_sha256 is not None and config.get("images_sha256", images_sha256) != images_sha256:
+        raise ValueError(f"{last}: trained on other image files (by size) under the same names than --data_root "
+                         f"{args.data_root} holds now; a resumed run keeps its images (pass the --data_root it "
+                         f"trained on, or a copy of it)")
     check_backbone(config, clip_file, last)
     check_settings(args, config, last)
     done = state["epoch"] + 1

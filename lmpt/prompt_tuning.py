@@ -174,11 +174,17 @@ def apply_checkpoint_config(args, config, checkpoint_path):
 
 
 def note_other_lists(config, splits, args):
-    """Say when the train and test lists read now are not those the run trained with (their
-    ``splits_identity``; a run selected on a --val_list saved it with that list, which is not read here): the
-    head/medium/tail groups follow the train list read now."""
-    if "splits_sha256" in config and config.get("selection_split") != "val" and \
-            splits_identity({name: splits[name] for name in ("train", "test")}) != config["splits_sha256"]:
+    """Say when the train and test lists read now are not those the run trained with (each one's
+    ``splits_identity``; a checkpoint of an earlier version has them together, with the val list's when it
+    had one, which is not read here): the head/medium/tail groups follow the train list read now."""
+    saved = config.get("split_sha256")
+    if saved is not None:
+        other = any(name in saved and splits_identity({name: splits[name]}) != saved[name]
+                    for name in ("train", "test"))
+    else:
+        other = "splits_sha256" in config and config.get("selection_split") != "val" and \
+            splits_identity({name: splits[name] for name in ("train", "test")}) != config["splits_sha256"]
+    if other:
         print(f"[test] note: the train or test list of --dataset {args.dataset} in --data_root {args.data_root} is "
               f"not the one the run trained with (their sha256 differs): the test split and the head/medium/tail "
               f"groups are those of the lists read now")

@@ -376,3 +376,41 @@ def test_an_extended_run_stopped_before_its_new_epochs_is_not_called_finished(ru
     args = SimpleNamespace(output_dir=run, resume=False, overwrite=False)
     with pytest.raises(FileExistsError, match=f"{run} already holds a run. Continue it with --resume {run},"):
         prepare.check_run_dir(args)
+
+
+def test_a_resume_on_other_images_under_the_same_names_is_refused(runs, tmp_path, no_work):
+    """Another --data_root may hold the run's data (a copy resumes), not other images under its list's names."""
+    from PIL import Image
+    data, one, _ = runs
+    run = copy_run(one, tmp_path / "run")
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    first = (other / "voc" / "voc_lt_train.txt").read_text().split()[0]
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(other / "voc" / first)  # another image, another size
+    with pytest.raises(ValueError, match=f"{run / 'last.pt'}: trained on other image files \\(by size\\) under the "
+                                         f"same names than --data_root {other} holds now"):
+        train_script.main(["--resume", str(run), "--epochs", "1", "--num_workers", "0", "--data_root", str(other)])
+
+
+def test_a_resume_on_a_copy_of_the_data_is_accepted(runs, tmp_path, capsys):
+    data, one, _ = runs
+    run = copy_run(one, tmp_path / "run")
+    shutil.copytree(data, tmp_path / "copy")
+    train_script.main(["--resume", str(run), "--epochs", "1", "--num_workers", "0", "--data_root",
+                       str(tmp_path / "copy")])
+    assert "has trained its 1 epoch: nothing to train" in capsys.readouterr().out
+
+
+def test_lmpt_test_notes_a_train_or_test_list_other_than_the_runs_with_a_val_list_too(tmp_path, capsys):
+    def split(name, paths, labels):
+        return prepare.Split(name, tmp_path / f"{name}.txt", paths, torch.tensor(labels, dtype=torch.float32))
+    splits = {"train": split("train", ["a.jpg", "b.jpg"], [[1, 0], [0, 1]]),
+              "val": split("val", ["c.jpg"], [[1, 1]]), "test": split("test", ["d.jpg"], [[0, 1]])}
+    config = {**prepare.data_identity(tmp_path, splits), "selection_split": "val"}
+    args = SimpleNamespace(dataset="voc-lt", data_root=tmp_path)
+    read = {name: splits[name] for name in ("train", "test")}  # lmpt/test.py reads no val list
+    prompt_tuning.note_other_lists(config, read, args)
+    assert "not the one the run trained with" not in capsys.readouterr().out
+    read["train"] = split("train", ["a.jpg", "b.jpg"], [[1, 0], [1, 1]])  # one label edited
+    prompt_tuning.note_other_lists(config, read, args)
+    assert "[test] note: the train or test list of --dataset voc-lt" in capsys.readouterr().out
