@@ -8,6 +8,9 @@
   also unfreezes the visual encoder, and trains and evaluates on images decoded once, kept in memory as
   uint8 and normalised on the device at each use, rather than on frozen features.
 """
+import json
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -89,6 +92,27 @@ def finetune_method(from_scratch):
     return "finetune-full" if from_scratch else "linear-probe"
 
 
+REPLACED_KEYS = ("backbone_sha256", "templates", "preprocess", "score", "thre")  # what a zero-shot result depends on
+
+
+def note_replaced(run_dir, results, args):
+    """Say when an evaluation replaces earlier results in its folder, with the mAP they held and what differs
+    (the CLIP file, templates, preprocessing, scores, threshold, data root)."""
+    try:
+        old = json.loads((run_dir / "results.json").read_text())
+        old_root = json.loads((run_dir / "args.json").read_text()).get("data_root")
+    except (OSError, ValueError):
+        return
+    if not isinstance(old, dict):
+        return
+    differ = [key for key in REPLACED_KEYS if key in old and old[key] != results.get(key)]
+    if isinstance(old_root, str) and Path(old_root).resolve() != Path(args.data_root).resolve():
+        differ.append("data_root")
+    mAP = f"mAP {old['mAP']:.2f}" if isinstance(old.get("mAP"), (int, float)) else "no mAP"
+    print(f"[zero-shot] replacing {run_dir / 'results.json'} of an earlier evaluation ({mAP}"
+          f"{'; other ' + ', '.join(differ) if differ else ''})")
+
+
 def zero_shot(args):
     seed_everything(args.seed)
     device = select_device(args.device)
@@ -122,8 +146,9 @@ def zero_shot(args):
     results.update({f"top{args.topk}_{k}": v for k, v in
                     topk_metrics(scores, test_split.labels.numpy(), k=args.topk).items()})
     results.update({"method": ZERO_SHOT, "templates": args.templates, "score": args.score, "thre": args.thre,
-                    **backbone_identity(args.pretrain_clip_path, clip_file)})
+                    "preprocess": args.preprocess, **backbone_identity(args.pretrain_clip_path, clip_file)})
     run_dir.mkdir(parents=True, exist_ok=True)
+    note_replaced(run_dir, results, args)
     save_args(run_dir, args)
     save_json(run_dir / "results.json", results)
     print(format_results(results, dataset.class_names, train_freq))

@@ -173,7 +173,7 @@ def run_results(results, config, best, selection_split, checkpoint_path, checkpo
     """A training run's ``results.json``: the test metrics of its best checkpoint (``results``) with what
     names the run (its method and CLIP, from ``config``), how the epoch was selected (``best``, as ``fit``
     returns it, on ``selection_split``) and the checkpoint evaluated (epochs counted from 1)."""
-    return {**results, **{key: config[key] for key in RUN_IDENTITY if key in config},
+    return {**results, **{key: config[key] for key in (*RUN_IDENTITY, "preprocess") if key in config},
             "selected_epoch": best["epoch"] + 1, "selection_split": selection_split, "selection_mAP": best["mAP"],
             "checkpoint": str(checkpoint_path), "checkpoint_epoch": checkpoint_epoch}
 

@@ -2,6 +2,7 @@
 bad images), the frozen CLIP and the cached image features (or decoded pixels), the caption token
 embeddings; the training scripts' first steps (``start_training``) and the checks of a ``--resume``."""
 import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,7 +177,8 @@ def load_splits(args, need_val=True, training=True, captions=None, check_dataset
     files of the splits used (all when ``training``, else the test split alone) are checked to exist, and
     the feature cache's folder to be writable, before any work starts. ``captions``: read the captions
     (default: when ``training``)."""
-    check_writable_dir(args.cache_dir or DEFAULT_CACHE_DIR, "--cache_dir")
+    check_writable_dir(args.cache_dir or DEFAULT_CACHE_DIR,
+                       "--cache_dir" if args.cache_dir or "LMPT_CACHE_DIR" not in os.environ else "$LMPT_CACHE_DIR")
     dataset = load_dataset(args.dataset, args.data_root, getattr(args, "val_list", None) if need_val else None,
                            training=training, captions=captions)
     if len(dataset.class_names) == 1 and getattr(args, "score", None) == "softmax":

@@ -165,6 +165,9 @@ def apply_checkpoint_config(args, config, checkpoint_path):
         given = getattr(args, flag, None)  # these find the default run folder; written with --checkpoint, compared
         if flag in getattr(args, "given", ()) and saved is not None and not same.get(flag, operator.eq)(given, saved):
             print(f"[test] note: --{flag} {given!r} ignored; the checkpoint was trained with {saved!r}")
+    if args.preprocess is not None and args.preprocess != config["preprocess"]:
+        print(f"[test] note: --preprocess {args.preprocess}: the run trained on {config['preprocess']!r} features; "
+              f"its prompts are evaluated on features of another preprocessing")
     args.dataset = args.dataset or config["dataset"]
     if getattr(args, "data_root", None) is None:
         args.data_root = training_data_root(Path(checkpoint_path).parent)
@@ -223,6 +226,7 @@ def test(args):
     results = final_evaluation(model, checkpoint_path, splits["test"], dataset.train_freq,
                                args.thre, args.score, device, restored=(state, text))
     results.update({key: config[key] for key in RUN_IDENTITY if key in config})  # the run evaluated, by name
+    results["preprocess"] = args.preprocess
     print(format_results(results, dataset.class_names, dataset.train_freq))
     save_json(out, results)
     print(f"[test] results written to {out}")

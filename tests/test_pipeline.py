@@ -149,15 +149,21 @@ def test_prompt_variants_train_and_reload(tmp_path, tiny_data_root, tiny_rn_chec
     assert tested["mAP"] == results["mAP"]
 
 
-def test_zero_shot_writes_results(tmp_path, tiny_data_root, tiny_vit_checkpoint, monkeypatch):
+def test_zero_shot_writes_results(tmp_path, tiny_data_root, tiny_vit_checkpoint, monkeypatch, capsys):
     out = tmp_path / "zs"
     kernel_loads = record_kernel_loads(monkeypatch, baselines)
-    zero_shot_script.main(["--dataset", "VOC", "--nb_classes", "4", "--data_root", str(tiny_data_root),
-                           "--pretrain_clip_path", str(tiny_vit_checkpoint), "--device", "cpu", "--num_workers", "0",
-                           "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(out), "--templates", "single"])
+    argv = ["--dataset", "VOC", "--nb_classes", "4", "--data_root", str(tiny_data_root), "--pretrain_clip_path",
+            str(tiny_vit_checkpoint), "--device", "cpu", "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"),
+            "--output_dir", str(out), "--templates", "single"]
+    zero_shot_script.main(argv)
     results = read_json(out / "results.json")
     assert RESULT_KEYS <= set(results) and "top5_precision" in results and results["method"] == "zero-shot"
+    assert (results["templates"], results["preprocess"], results["score"]) == ("single", "lmpt", "softmax")
     assert_loads_the_evaluation_logits(kernel_loads, tiny_data_root)
+    assert "replacing" not in capsys.readouterr().out
+    zero_shot_script.main(argv + ["--thre", "0.3", "--score", "sigmoid"])  # the same folder: its results replaced
+    assert (f"[zero-shot] replacing {out / 'results.json'} of an earlier evaluation (mAP {results['mAP']:.2f}; "
+            f"other score, thre)") in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("script", [zero_shot_script, fc_script], ids=["zero-shot", "fine-tune"])
@@ -337,7 +343,7 @@ def test_every_training_run_writes_one_results_schema(tmp_path, tiny_data_root, 
                     "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(fc_run)])
     probe = read_json(fc_run / "results.json")
     run_keys = {"method", "backbone", "backbone_file", "backbone_sha256", "selected_epoch", "selection_split",
-                "selection_mAP", "checkpoint", "checkpoint_epoch", "thre", "score"}
+                "selection_mAP", "checkpoint", "checkpoint_epoch", "thre", "score", "preprocess"}
     assert run_keys <= set(lmpt_run) and run_keys <= set(probe)
     assert (lmpt_run["method"], probe["method"]) == ("lmpt", "linear-probe")
     assert probe["checkpoint"] == str(fc_run / "best.pt") and probe["checkpoint_epoch"] == probe["selected_epoch"]
@@ -360,6 +366,7 @@ def test_the_test_split_is_the_training_runs_own_by_default(tmp_path, tiny_data_
     argv = ["--checkpoint", str(run), "--device", "cpu", "--num_workers", "0", "--cache_dir", str(tmp_path / "c")]
     results = test_script.main(argv + ["--output", str(tmp_path / "own.json")])
     assert results["mAP"] == pytest.approx(trained["mAP"], abs=1e-3)
+    assert results["preprocess"] == trained["preprocess"] == "lmpt"
     out = capsys.readouterr().out
     assert f"[test] --data_root {tiny_data_root}: the training run's ({run / 'args.json'})" in out
     assert "not the one the run trained with" not in out
@@ -372,6 +379,9 @@ def test_the_test_split_is_the_training_runs_own_by_default(tmp_path, tiny_data_
     assert elsewhere["mAP"] != trained["mAP"] and "the training run's" not in out
     assert (f"[test] note: the train or test list of --dataset voc-lt in --data_root {other} is not the one the run "
             f"trained with") in out
+    clip_features = test_script.main(argv + ["--preprocess", "clip", "--output", str(tmp_path / "clip.json")])
+    assert "[test] note: --preprocess clip: the run trained on 'lmpt' features" in capsys.readouterr().out
+    assert clip_features["preprocess"] == "clip"
 
 
 def test_a_training_runs_data_root_is_recorded_absolute_and_read_where_it_is(tmp_path, monkeypatch, capsys):

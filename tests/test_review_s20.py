@@ -1,5 +1,6 @@
 """Review findings: --resume given a file or with --overwrite, a checkpoint that is no torch.save archive, the run
-folder of a resumed run recorded absolute, and the DB loss's μ trained with (not only printed)."""
+folder of a resumed run recorded absolute, the DB loss's μ trained with (not only printed), and $LMPT_CACHE_DIR
+named as itself."""
 import json
 import shutil
 
@@ -91,3 +92,15 @@ def test_the_db_loss_trains_with_the_mu_it_is_given(trained, tiny_vit_checkpoint
     first = train_losses(trained / "run")
     assert train_losses(trained / "other") != first  # another μ, another loss
     assert train_losses(trained / "same") == first  # the same μ, the same loss
+
+
+def test_an_unusable_lmpt_cache_dir_is_named_as_the_variable_not_the_flag(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+    from lmpt import prepare
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("LMPT_CACHE_DIR", str(tmp_path / "a_file"))
+    monkeypatch.setattr(prepare, "DEFAULT_CACHE_DIR", tmp_path / "a_file")  # as read at import from the variable
+    with pytest.raises(FileExistsError, match=r"^\$LMPT_CACHE_DIR .*a_file: a file is there"):
+        prepare.load_splits(SimpleNamespace(cache_dir=None))
+    with pytest.raises(FileExistsError, match=r"^--cache_dir .*a_file: a file is there"):
+        prepare.load_splits(SimpleNamespace(cache_dir=tmp_path / "a_file"))
