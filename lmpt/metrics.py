@@ -183,7 +183,8 @@ def evaluate_logits(logits, targets, train_class_freq, thre=0.5, score='softmax'
 
 def evaluate(scores, targets, train_class_freq, thre=0.5):
     """All SPEC §4 metrics, in percent: mAP and head/medium/tail mAP, CP/CR/CF1/OP/OR/OF1,
-    per-class AP (None where a class has no positive), the classes left out of mAP and the group bounds."""
+    per-class AP (None where a class has no positive), the classes left out of mAP, the group bounds and the
+    number of images scored (fewer than the list's after --skip_bad_images)."""
     scores, targets = _check_scores_targets(scores, targets, 'evaluate')
     freq = _to_numpy(train_class_freq)
     if freq.shape != (scores.shape[1],):
@@ -196,6 +197,7 @@ def evaluate(scores, targets, train_class_freq, thre=0.5):
     results['per_class_AP'] = [None if math.isnan(v) else 100.0 * float(v) for v in ap]
     results['classes_without_positives'] = [int(i) for i in np.flatnonzero(np.isnan(ap))]
     results['group_bounds'] = {'head_min': HEAD_MIN, 'medium_min': MEDIUM_MIN}  # training images, as grouped
+    results['images'] = int(scores.shape[0])
     return results
 
 

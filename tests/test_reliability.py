@@ -101,11 +101,13 @@ def test_missing_images_are_reported_together(tmp_path, tiny_vit_checkpoint):
 def test_skip_bad_images_drops_them_and_trains(tmp_path, tiny_vit_checkpoint, capsys):
     data_root = fresh_data(tmp_path)
     (data_root / "voc" / "images/train_003.jpg").write_bytes(b"garbage")
+    (data_root / "voc" / "images/test_005.jpg").write_bytes(b"garbage")
     out = tmp_path / "run"
     train_script.main(train_argv(data_root, tiny_vit_checkpoint, out, tmp_path / "cache", "--skip_bad_images",
                                  epochs=1))
     assert "train_003.jpg" in capsys.readouterr().out
-    assert (out / "results.json").exists()
+    tested = len((data_root / "voc" / "voc_lt_test.txt").read_text().splitlines()) - 1
+    assert json.loads((out / "results.json").read_text())["images"] == tested  # the images scored, said
 
 
 def test_full_finetuning_refuses_or_drops_unreadable_images(tmp_path, tiny_vit_checkpoint, capsys):
