@@ -20,6 +20,7 @@ import clip
 
 from .backbones import backbone_identity, resolve_backbone
 from .checkpoint import check_evaluation_dir, load_checkpoint, save_args, save_json, start_run_dir
+from .cli import dataset_name
 from .data import BatchNormalize, label_line
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (build_optimizer, build_scheduler, check_finite, fit, load_trainable_state, run_results,
@@ -97,17 +98,21 @@ REPLACED_KEYS = ("backbone_sha256", "templates", "preprocess", "score", "thre") 
 
 def note_replaced(run_dir, results, args):
     """Say when an evaluation replaces earlier results in its folder, with the mAP they held and what differs
-    (the CLIP file, templates, preprocessing, scores, threshold, data root)."""
-    try:
-        old = json.loads((run_dir / "results.json").read_text())
-        old_root = json.loads((run_dir / "args.json").read_text()).get("data_root")
-    except (OSError, ValueError):
-        return
-    if not isinstance(old, dict):
+    (the CLIP file, templates, preprocessing, scores, threshold; the dataset and data root of its args.json)."""
+    def read(name):
+        try:
+            saved = json.loads((run_dir / name).read_text())
+        except (OSError, ValueError):
+            return None
+        return saved if isinstance(saved, dict) else None
+    old, old_args = read("results.json"), read("args.json") or {}
+    if old is None:
         return
     differ = [key for key in REPLACED_KEYS if key in old and old[key] != results.get(key)]
-    if isinstance(old_root, str) and Path(old_root).resolve() != Path(args.data_root).resolve():
-        differ.append("data_root")
+    if "dataset" in old_args and dataset_name(old_args["dataset"]) != dataset_name(args.dataset):
+        differ.append("dataset")
+    if isinstance(old_args.get("data_root"), str) and Path(old_args["data_root"]) != Path(args.data_root):
+        differ.append("data_root")  # both absolute (zero_shot_clip/test.py records it so)
     mAP = f"mAP {old['mAP']:.2f}" if isinstance(old.get("mAP"), (int, float)) else "no mAP"
     print(f"[zero-shot] replacing {run_dir / 'results.json'} of an earlier evaluation ({mAP}"
           f"{'; other ' + ', '.join(differ) if differ else ''})")

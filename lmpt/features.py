@@ -41,7 +41,8 @@ from .fileid import file_fingerprint, known_facts, remember_facts
 CACHE_VERSION = 3  # 2: fp32 weights on CUDA too (1 rounded them to fp16); 3: 16-bit/float greyscale scaled
 # The libraries that decode, resize and encode: another version may round differently, so it misses the cache.
 LIBRARIES = f"torch {torch.__version__}, torchvision {torchvision.__version__}, pillow {PIL.__version__}"
-DEFAULT_CACHE_DIR = Path(os.environ.get("LMPT_CACHE_DIR", Path(__file__).resolve().parents[1] / ".cache" / "features"))
+# $LMPT_CACHE_DIR when set (an empty value is unset: not the current folder), else the repository's .cache/features
+DEFAULT_CACHE_DIR = Path(os.environ.get("LMPT_CACHE_DIR") or Path(__file__).resolve().parents[1] / ".cache/features")
 
 
 def remembered_resolution(checkpoint):

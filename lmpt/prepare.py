@@ -178,7 +178,7 @@ def load_splits(args, need_val=True, training=True, captions=None, check_dataset
     the feature cache's folder to be writable, before any work starts. ``captions``: read the captions
     (default: when ``training``)."""
     check_writable_dir(args.cache_dir or DEFAULT_CACHE_DIR,
-                       "--cache_dir" if args.cache_dir or "LMPT_CACHE_DIR" not in os.environ else "$LMPT_CACHE_DIR")
+                       "--cache_dir" if args.cache_dir or not os.environ.get("LMPT_CACHE_DIR") else "$LMPT_CACHE_DIR")
     dataset = load_dataset(args.dataset, args.data_root, getattr(args, "val_list", None) if need_val else None,
                            training=training, captions=captions)
     if len(dataset.class_names) == 1 and getattr(args, "score", None) == "softmax":
@@ -375,8 +375,9 @@ def check_resumable(args, methods, class_names, clip_file, identity=None):
                          f"a resumed run keeps its data")
     if images_sha256 is not None and config.get("images_sha256", images_sha256) != images_sha256:
         raise ValueError(f"{last}: trained on other image files (by size) under the same names than --data_root "
-                         f"{args.data_root} holds now; a resumed run keeps its images (pass the --data_root it "
-                         f"trained on, or a copy of it)")
+                         f"{args.data_root} holds now (another folder, or files changed since); a resumed run keeps "
+                         f"its images: pass the --data_root it trained on (or a copy of it), or train again with "
+                         f"--overwrite")
     check_backbone(config, clip_file, last)
     check_settings(args, config, last)
     done = state["epoch"] + 1

@@ -164,6 +164,17 @@ def test_zero_shot_writes_results(tmp_path, tiny_data_root, tiny_vit_checkpoint,
     zero_shot_script.main(argv + ["--thre", "0.3", "--score", "sigmoid"])  # the same folder: its results replaced
     assert (f"[zero-shot] replacing {out / 'results.json'} of an earlier evaluation (mAP {results['mAP']:.2f}; "
             f"other score, thre)") in capsys.readouterr().out
+    (out / "args.json").unlink()  # the results alone still say what they were
+    zero_shot_script.main(argv)
+    assert "earlier evaluation (mAP" in capsys.readouterr().out.split("other score, thre)")[0]
+    monkeypatch.chdir(tiny_data_root.parent)  # the same data root written relatively: not another one
+    relative = [tiny_data_root.name if a == str(tiny_data_root) else a for a in argv]
+    zero_shot_script.main(relative)
+    assert read_json(out / "args.json")["data_root"] == str(tiny_data_root)  # recorded absolute
+    assert "earlier evaluation (mAP" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)
+    zero_shot_script.main(argv)
+    assert f"(mAP {results['mAP']:.2f})" in capsys.readouterr().out  # nothing differs
 
 
 @pytest.mark.parametrize("script", [zero_shot_script, fc_script], ids=["zero-shot", "fine-tune"])

@@ -414,3 +414,26 @@ def test_lmpt_test_notes_a_train_or_test_list_other_than_the_runs_with_a_val_lis
     read["train"] = split("train", ["a.jpg", "b.jpg"], [[1, 0], [1, 1]])  # one label edited
     prompt_tuning.note_other_lists(config, read, args)
     assert "[test] note: the train or test list of --dataset voc-lt" in capsys.readouterr().out
+
+
+def test_a_run_of_the_previous_version_without_the_data_hashes_resumes_and_is_tested(runs, tmp_path, capsys):
+    """A last.pt written before images_sha256 and split_sha256 were saved: resumed on the hashes it holds, and
+    lmpt/test.py compares its lists together (splits_sha256) as before."""
+    data, _, two = runs
+    run = copy_run(two, tmp_path / "run")
+    for name in ("last.pt", "best.pt"):
+        edit_checkpoint(run / name, lambda state: [state["config"].pop(key) for key in ("images_sha256",
+                                                                                        "split_sha256")])
+    resume(run, 3)
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2 and "images_sha256" in load_checkpoint(run / "last.pt")[
+        "config"]  # the resumed epochs save them
+    config = {key: value for key, value in load_checkpoint(run / "best.pt")["config"].items()
+              if key not in ("images_sha256", "split_sha256")}
+    args = SimpleNamespace(dataset="voc-lt", data_root=data)
+    _, splits = prepare.load_splits(SimpleNamespace(dataset="voc-lt", data_root=data, cache_dir=tmp_path / "c",
+                                                    score="softmax"), need_val=False, training=False)
+    prompt_tuning.note_other_lists(config, splits, args)
+    assert "not the one the run trained with" not in capsys.readouterr().out
+    splits["test"].labels[0] = 1 - splits["test"].labels[0]
+    prompt_tuning.note_other_lists(config, splits, args)
+    assert "[test] note: the train or test list of --dataset voc-lt" in capsys.readouterr().out

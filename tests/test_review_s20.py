@@ -104,3 +104,16 @@ def test_an_unusable_lmpt_cache_dir_is_named_as_the_variable_not_the_flag(tmp_pa
         prepare.load_splits(SimpleNamespace(cache_dir=None))
     with pytest.raises(FileExistsError, match=r"^--cache_dir .*a_file: a file is there"):
         prepare.load_splits(SimpleNamespace(cache_dir=tmp_path / "a_file"))
+
+
+def test_an_empty_lmpt_cache_dir_is_unset_not_the_current_folder(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    code = "from lmpt.features import DEFAULT_CACHE_DIR; print(DEFAULT_CACHE_DIR)"
+    env = {**os.environ, "LMPT_CACHE_DIR": "", "PYTHONPATH": str(root)}
+    shown = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert shown == str(root / ".cache" / "features")

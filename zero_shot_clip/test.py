@@ -10,7 +10,7 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lmpt.baselines import ZERO_SHOT, zero_shot  # noqa: E402
-from lmpt.cli import (add_baseline_args, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
+from lmpt.cli import (absolute, add_baseline_args, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
                       int_in, report_errors, resolve_backbone_arg)
 from lmpt.templates import DEFAULT_TEMPLATES, TEMPLATES  # noqa: E402
 
@@ -33,6 +33,7 @@ def build_parser():
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     args.pretrain_clip_path = resolve_backbone_arg(args.pretrain_clip_path, SCRIPT_DIR)
+    args.data_root = absolute(args.data_root)  # args.json names it from any folder
     if args.output_dir is None:
         method = ZERO_SHOT if args.templates == DEFAULT_TEMPLATES else f"{ZERO_SHOT}-{args.templates}"  # own folder
         args.output_dir = default_run_dir(args.dataset, method, args.pretrain_clip_path, args.seed)
