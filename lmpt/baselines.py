@@ -8,7 +8,6 @@
   also unfreezes the visual encoder, and trains and evaluates on images decoded once, kept in memory as
   uint8 and normalised on the device at each use, rather than on frozen features.
 """
-import json
 from pathlib import Path
 
 import torch
@@ -19,7 +18,8 @@ from tqdm import tqdm
 import clip
 
 from .backbones import backbone_identity, resolve_backbone
-from .checkpoint import check_evaluation_dir, load_checkpoint, save_args, save_json, start_run_dir
+from .checkpoint import (check_evaluation_dir, load_checkpoint, read_saved_json, save_args, save_json,
+                         start_run_dir)
 from .cli import dataset_name
 from .data import BatchNormalize, label_line
 from .device import autocast_on, load_kernels, select_device, use_autocast
@@ -99,13 +99,7 @@ REPLACED_KEYS = ("backbone_sha256", "templates", "preprocess", "score", "thre") 
 def note_replaced(run_dir, results, args):
     """Say when an evaluation replaces earlier results in its folder, with the mAP they held and what differs
     (the CLIP file, templates, preprocessing, scores, threshold; the dataset and data root of its args.json)."""
-    def read(name):
-        try:
-            saved = json.loads((run_dir / name).read_text())
-        except (OSError, ValueError):
-            return None
-        return saved if isinstance(saved, dict) else None
-    old, old_args = read("results.json"), read("args.json") or {}
+    old, old_args = read_saved_json(run_dir / "results.json"), read_saved_json(run_dir / "args.json") or {}
     if old is None:
         return
     differ = [key for key in REPLACED_KEYS if key in old and old[key] != results.get(key)]

@@ -72,15 +72,25 @@ def check_writable_dir(path, flag):
     return path
 
 
+def read_saved_json(path):
+    """A JSON object a run saved (args.json, results.json), or None where the file is missing, unreadable or holds
+    no object: for notes and messages, which go on without it."""
+    try:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def run_finished(run_dir):
     """Whether the run in ``run_dir`` has trained the ``--epochs`` of its args.json (its last.pt's epoch) and
     written its results; a folder whose files do not say is taken as finished when it holds results.json."""
     run_dir = Path(run_dir)
     results = (run_dir / "results.json").exists()
+    epochs = (read_saved_json(run_dir / "args.json") or {}).get("epochs")
     try:
-        epochs = json.loads((run_dir / "args.json").read_text())["epochs"]
         return results and load_checkpoint(run_dir / "last.pt", mmap=True)["epoch"] + 1 >= epochs
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, TypeError):  # no epochs to compare, or a last.pt that does not say
         return results
 
 

@@ -353,9 +353,9 @@ def check_settings(args, config, last):
 def check_resumable(args, methods, class_names, clip_file, identity=None):
     """``--resume``, before anything is written: the run's ``last.pt`` must be a run this script continues
     (``methods``), on the same classes, image lists and labels, and image files (``data_identity``, for runs
-    that saved it),
-    the same CLIP file and settings (``check_settings``), and ``--epochs`` at least its epochs done; the rows
-    of those epochs in ``metrics.jsonl`` must read, and ``best.pt`` hold the best epoch (``engine.check_best``).
+    that saved it), the same CLIP file and settings (``check_settings``), and ``--epochs`` at least its epochs
+    done; the rows of those epochs in ``metrics.jsonl`` must read, and ``best.pt`` hold the best epoch
+    (``engine.check_best``).
     Returns its saved configuration."""
     last = Path(args.output_dir) / "last.pt"
     state = load_checkpoint(last, resume=True, mmap=True)  # checked here, read into memory by fit

@@ -6,14 +6,14 @@ encoder: image features come from the cache (see ``lmpt.features``), caption
 token embeddings are computed once, and evaluation encodes the class prompts
 once per pass.
 """
-import json
 import operator
 from pathlib import Path
 
 import torch
 
 from .backbones import check_backbone, find_backbone, same_backbone
-from .checkpoint import PROMPT_METHODS, check_results_file, load_checkpoint, save_json, start_run_dir
+from .checkpoint import (PROMPT_METHODS, check_results_file, load_checkpoint, read_saved_json, save_json,
+                         start_run_dir)
 from .data import DEFAULT_DATA_ROOT
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (RUN_IDENTITY, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
@@ -131,10 +131,7 @@ def training_data_root(run_dir):
     """The ``--data_root`` of the training run in ``run_dir`` (its ``args.json``, said) when that folder is here,
     else the default ``data/`` of the repository: a run trained on a dataset of one's own is tested on it."""
     args_file = Path(run_dir) / "args.json"
-    try:
-        saved = json.loads(args_file.read_text(encoding="utf-8")).get("data_root")
-    except (OSError, ValueError, AttributeError):  # no args.json (a checkpoint copied alone), or not a run's
-        saved = None
+    saved = (read_saved_json(args_file) or {}).get("data_root")  # none: a checkpoint copied alone
     if not isinstance(saved, str) or not saved or Path(saved) == DEFAULT_DATA_ROOT:
         return DEFAULT_DATA_ROOT
     if not Path(saved).is_dir():  # a run copied from another machine or clone
