@@ -18,8 +18,8 @@ from tqdm import tqdm
 import clip
 
 from .backbones import backbone_identity, resolve_backbone
-from .checkpoint import (check_evaluation_dir, load_checkpoint, read_saved_json, save_args, save_json,
-                         start_run_dir)
+from .checkpoint import (FINETUNE_METHODS, check_evaluation_dir, load_checkpoint, read_saved_json, save_args,
+                         save_json, start_run_dir)
 from .cli import dataset_name
 from .data import BatchNormalize, label_line
 from .device import autocast_on, load_kernels, select_device, use_autocast
@@ -28,7 +28,7 @@ from .engine import (build_optimizer, build_scheduler, check_finite, fit, load_t
 from .losses import build_classification_loss
 from .metrics import evaluate_logits, format_results, log_scores, topk_metrics
 from .models import CONTEXT_LENGTH, full_precision, prompt_tokens
-from .prepare import load_clip_and_features, load_splits, selection_row, start_training
+from .prepare import load_clip_and_features, load_clip_and_pixels, load_splits, selection_row, start_training
 from .templates import TEMPLATES, check_templates
 
 
@@ -90,7 +90,8 @@ ZERO_SHOT = "zero-shot"  # the method's name in results.json and in default run 
 
 def finetune_method(from_scratch):
     """The fine-tuning baseline's name in checkpoints, results and default run folders."""
-    return "finetune-full" if from_scratch else "linear-probe"
+    linear_probe, full = FINETUNE_METHODS
+    return full if from_scratch else linear_probe
 
 
 REPLACED_KEYS = ("backbone_sha256", "templates", "preprocess", "score", "thre")  # what a zero-shot result depends on
@@ -190,9 +191,12 @@ def feature_inputs(model, train_split, device):
     def train_logits(index, flips):
         return model(features[index.to(device), flips.to(device)])
 
-    def split_logits(split):
-        return model(split.features[:, 0].to(device))
-    return train_logits, split_logits
+    return train_logits, lambda split: unflipped_logits(model, split, device)
+
+
+def unflipped_logits(model, split, device):
+    """The linear probe's logits [N, C] of a split's cached unflipped features."""
+    return model(split.features[:, 0].to(device))
 
 
 def pixel_inputs(model, train_split, preprocess, batch_size, device, autocast):
@@ -217,6 +221,35 @@ def pixel_inputs(model, train_split, preprocess, batch_size, device, autocast):
                 out.append(model.forward_images(images(split, index)).float())
         return torch.cat(out)
     return train_logits, split_logits
+
+
+def finetuned_logits(args, state, checkpoint_path, dataset, splits, clip_file, device):
+    """``lmpt/test.py`` on a checkpoint of ``finetune_clip/fc.py``: the logits [N, C] of its classifier on the
+    test split of ``splits``, from the cached features (the linear probe: the encoder is CLIP's own) or, for
+    full fine-tuning, from the images decoded once and its trained encoder (whose features are not cached)."""
+    config, test_split = state["config"], splits["test"]
+    num_classes = len(config["class_names"])
+    if config["method"] == finetune_method(from_scratch=True):
+        clip_model = load_clip_and_pixels(args, dataset, {"test": test_split}, clip_file, device)
+        model = LinearProbe(clip_model.visual, clip_model.visual.output_dim, num_classes, train_encoder=True)
+        load_trainable_state(model.to(device), state["model"], checkpoint_path)
+        _, logits_of = pixel_inputs(model.eval(), test_split, args.preprocess, args.batch_size, device,
+                                    use_autocast(device))
+    else:
+        def restore(clip_model):  # in a thread, while the test images are decoded and encoded
+            model = LinearProbe(clip_model.visual, clip_model.visual.output_dim, num_classes)
+            model.fc.to(device)  # the encoder is on the device already, and in use meanwhile
+            load_trainable_state(model, state["model"], checkpoint_path)
+            load_kernels(model, len(test_split.paths), model.fc.in_features, device)
+            return model.eval()
+        _, model = load_clip_and_features(args, dataset, splits, clip_file, device, names=("test",), beside=restore)
+
+        def logits_of(split):
+            return unflipped_logits(model, split, device)
+    with torch.no_grad():
+        logits = logits_of(test_split)  # [N, C]
+    check_finite(logits, f"the logits on the {test_split.name} split")
+    return logits
 
 
 def finetune(args):

@@ -222,18 +222,24 @@ OPTIONAL_CONFIG_KINDS = {"backbone_file": _TEXT, "backbone_sha256": _TEXT, "spli
                          "split_sha256": _HASHES}
 PROMPT_METHODS = ("coop", "lmpt")  # prompt_tuning.TRAINING_METHODS (this list): lmpt/test.py rebuilds them from
 # CONFIG_KINDS
+FINETUNE_METHODS = ("linear-probe", "finetune-full")  # finetune_clip/fc.py's, without and with --from_scratch
+# what lmpt/test.py needs of a fine-tuning run's configuration to evaluate its classifier (no prompts)
+FINETUNE_CONFIG_KEYS = ("method", "dataset", "class_names", "backbone", "preprocess", "score", "thre")
 
 
 def check_config(config, path):
     """Refuse a checkpoint's ``config`` that is not a dict of settings of the kinds ``CONFIG_KINDS`` says, or one
-    of a prompt run (``PROMPT_METHODS``) without one of them (what lmpt/test.py rebuilds its prompts from)."""
+    of a prompt run (``PROMPT_METHODS``) without one of them (what lmpt/test.py rebuilds its prompts from), or
+    of a fine-tuning run (``FINETUNE_METHODS``) without one of ``FINETUNE_CONFIG_KEYS``."""
     if not isinstance(config, dict):
         raise ValueError(f"{path}: config: expected a dict of the run's settings, found a {type(config).__name__}")
-    prompts = config.get("method") in PROMPT_METHODS
-    missing = [key for key in (CONFIG_KINDS if prompts else ("method",)) if key not in config]
+    method = config.get("method")
+    script, required = (("lmpt/train.py", CONFIG_KINDS) if method in PROMPT_METHODS else
+                        ("finetune_clip/fc.py", FINETUNE_CONFIG_KEYS) if method in FINETUNE_METHODS else
+                        ("a training script", ("method",)))
+    missing = [key for key in required if key not in config]
     if missing:
-        raise ValueError(f"{path}: config: no {', '.join(missing)}; expected the settings "
-                         f"{'lmpt/train.py' if prompts else 'a training script'} saves with a run")
+        raise ValueError(f"{path}: config: no {', '.join(missing)}; expected the settings {script} saves with a run")
     for key, (fits, kind) in {**CONFIG_KINDS, **OPTIONAL_CONFIG_KINDS}.items():
         if key in config and not fits(config[key]):
             raise ValueError(f"{path}: config: {key} {config[key]!r}: expected {kind}")

@@ -1,7 +1,8 @@
 """LMPT and CoOp: train class-specific prompts on a frozen CLIP, and test them.
 
 ``train(args)`` and ``test(args)`` are what ``lmpt/train.py`` and
-``lmpt/test.py`` run. Training runs only the prompt learner and the text
+``lmpt/test.py`` run (``test`` also evaluates the runs of ``finetune_clip/fc.py``,
+through ``baselines.finetuned_logits``). Training runs only the prompt learner and the text
 encoder: image features come from the cache (see ``lmpt.features``), caption
 token embeddings are computed once, and evaluation encodes the class prompts
 once per pass.
@@ -12,12 +13,13 @@ from pathlib import Path
 import torch
 
 from .backbones import check_backbone, find_backbone, same_backbone
-from .checkpoint import (PROMPT_METHODS, check_results_file, load_checkpoint, read_saved_json, save_json,
-                         start_run_dir)
+from .checkpoint import (FINETUNE_METHODS, PROMPT_METHODS, check_results_file, load_checkpoint, read_saved_json,
+                         save_json, start_run_dir)
 from .data import DEFAULT_DATA_ROOT
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (RUN_IDENTITY, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
                      run_results, sigterm_as_interrupt)
+from .baselines import finetuned_logits
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import evaluate_logits, format_results
 from .models import CustomCLIP, check_prompt_length, context_words, prompt_texts
@@ -123,6 +125,11 @@ def final_evaluation(model, checkpoint_path, split, train_freq, thre, score, dev
         restored = state, restore_prompts(model, state, checkpoint_path, device)
     state, text = restored
     results, _ = evaluate_prompts(model, split, train_freq, thre, score, device, text)
+    return checkpoint_results(results, checkpoint_path, state, thre, score)
+
+
+def checkpoint_results(results, checkpoint_path, state, thre, score):
+    """An evaluation's metrics with the checkpoint it evaluated, that checkpoint's epoch, threshold and score."""
     return {**results, "checkpoint": str(checkpoint_path), "checkpoint_epoch": state["epoch"] + 1,
             "thre": thre, "score": score}
 
@@ -144,20 +151,27 @@ def training_data_root(run_dir):
 
 def apply_checkpoint_config(args, config, checkpoint_path):
     """``lmpt/test.py``'s flags against the checkpoint's configuration: the prompt layout and the backbone
-    come from the checkpoint (a flag that differs is noted and ignored); the dataset, its data root,
-    preprocessing, score and threshold default to the training run's."""
-    if config.get("method") not in TRAINING_METHODS:
-        raise ValueError(f"{checkpoint_path}: a {config.get('method')} checkpoint (finetune_clip/fc.py); "
-                         f"lmpt/test.py evaluates the prompts of lmpt/train.py ({', '.join(TRAINING_METHODS)})")
-    trained = dict(config)  # with --ctx_init, the context vectors are its words' tokens, whatever --n_ctx said
-    trained["n_ctx"] = prompt_texts([], config["n_ctx"], config["ctx_init"])[0]
+    come from the checkpoint (a flag that differs is noted and ignored; a fine-tuning run has no prompts);
+    the dataset, its data root, preprocessing, score and threshold default to the training run's."""
+    method = config.get("method")
+    if method not in TRAINING_METHODS + FINETUNE_METHODS:
+        raise ValueError(f"{checkpoint_path}: a {method} checkpoint; lmpt/test.py evaluates the runs of "
+                         f"lmpt/train.py ({', '.join(TRAINING_METHODS)}) and finetune_clip/fc.py "
+                         f"({', '.join(FINETUNE_METHODS)})")
     same = {"ctx_init": lambda a, b: context_words(a) == context_words(b),  # 'a_photo' is 'a photo'
             "pretrain_clip": same_backbone}  # 'ViT-B/16' is 'ViT16'
-    for key in PROMPT_KEYS:  # the seed's test command passes flags that the checkpoint already fixes
-        given = getattr(args, key, None)
-        if given is not None and not same.get(key, operator.eq)(given, trained[key]):
-            print(f"[test] note: --{key} {given!r} ignored; the checkpoint was trained with {trained[key]!r} "
-                  f"and the prompt learner is rebuilt from it")
+    if method in FINETUNE_METHODS:
+        ignored = [f"--{key}" for key in PROMPT_KEYS if getattr(args, key, None) is not None]
+        if ignored:
+            print(f"[test] note: {', '.join(ignored)} ignored; a {method} run (finetune_clip/fc.py) has no prompts")
+    else:
+        trained = dict(config)  # with --ctx_init, the context vectors are its words' tokens, whatever --n_ctx said
+        trained["n_ctx"] = prompt_texts([], config["n_ctx"], config["ctx_init"])[0]
+        for key in PROMPT_KEYS:  # the seed's test command passes flags that the checkpoint already fixes
+            given = getattr(args, key, None)
+            if given is not None and not same.get(key, operator.eq)(given, trained[key]):
+                print(f"[test] note: --{key} {given!r} ignored; the checkpoint was trained with {trained[key]!r} "
+                      f"and the prompt learner is rebuilt from it")
     for flag, saved in (("pretrain_clip", config.get("backbone")), ("training_method", config.get("method"))):
         given = getattr(args, flag, None)  # these find the default run folder; written with --checkpoint, compared
         if flag in getattr(args, "given", ()) and saved is not None and not same.get(flag, operator.eq)(given, saved):
@@ -190,8 +204,25 @@ def note_other_lists(config, splits, args):
               f"groups are those of the lists read now")
 
 
+def evaluate_checkpoint_prompts(args, state, checkpoint_path, dataset, splits, clip_file, device):
+    """``final_evaluation`` of a checkpoint's prompts on the test split, restored while its images are encoded."""
+    config, rows = state["config"], len(splits["test"].paths)
+
+    def restore(clip_model):  # in a thread, while the test images are decoded and encoded
+        # built on clip_model's device already; no .to(): it would touch the image encoder in use meanwhile
+        model = CustomCLIP(config["class_names"], clip_model, **{k: config[k] for k in PROMPT_KEYS})
+        text = restore_prompts(model, state, checkpoint_path, device)
+        load_kernels(lambda features: prompt_logits(model, features, text, device), rows, text.shape[1], device)
+        return model, text
+    _, (model, text) = load_clip_and_features(args, dataset, splits, clip_file, device, names=("test",),
+                                              beside=restore)
+    return final_evaluation(model, checkpoint_path, splits["test"], dataset.train_freq,
+                            args.thre, args.score, device, restored=(state, text))
+
+
 def test(args):
-    """Rebuild the prompt learner from a checkpoint's saved configuration and evaluate it on the test split."""
+    """Rebuild a run's model from its checkpoint's saved configuration and evaluate it on the test split: the
+    prompt learner of lmpt/train.py, or the classifier (and trained encoder) of finetune_clip/fc.py."""
     device = select_device(args.device)
     state = load_checkpoint(args.checkpoint)
     source = Path(args.checkpoint)
@@ -210,18 +241,12 @@ def test(args):
     clip_file = find_backbone(config["backbone"], args.pretrained_dir, config.get("backbone_file"))
     check_backbone(config, clip_file, checkpoint_path)
 
-    rows = len(splits["test"].paths)
-
-    def restore(clip_model):  # in a thread, while the test images are decoded and encoded
-        # built on clip_model's device already; no .to(): it would touch the image encoder in use meanwhile
-        model = CustomCLIP(config["class_names"], clip_model, **{k: config[k] for k in PROMPT_KEYS})
-        text = restore_prompts(model, state, checkpoint_path, device)
-        load_kernels(lambda features: prompt_logits(model, features, text, device), rows, text.shape[1], device)
-        return model, text
-    _, (model, text) = load_clip_and_features(args, dataset, splits, clip_file, device, names=("test",),
-                                              beside=restore)
-    results = final_evaluation(model, checkpoint_path, splits["test"], dataset.train_freq,
-                               args.thre, args.score, device, restored=(state, text))
+    if config["method"] in FINETUNE_METHODS:
+        logits = finetuned_logits(args, state, checkpoint_path, dataset, splits, clip_file, device)
+        results = checkpoint_results(evaluate_logits(logits, splits["test"].labels, dataset.train_freq, args.thre,
+                                                     args.score), checkpoint_path, state, args.thre, args.score)
+    else:
+        results = evaluate_checkpoint_prompts(args, state, checkpoint_path, dataset, splits, clip_file, device)
     results.update({key: config[key] for key in RUN_IDENTITY if key in config})  # the run evaluated, by name
     results["preprocess"] = args.preprocess
     print(format_results(results, dataset.class_names, dataset.train_freq))

@@ -1,6 +1,7 @@
-"""Evaluate trained LMPT/CoOp prompts on the test split.
+"""Evaluate trained LMPT/CoOp prompts, or a classifier of finetune_clip/fc.py, on the test split.
 
     python lmpt/test.py --checkpoint runs/voc-lt_lmpt_ViT16_seed0 --thre 0.3
+    python lmpt/test.py --checkpoint runs/voc-lt_linear-probe_ViT16_seed0 --thre 0.3
 
 Without --checkpoint the run folder that lmpt/train.py would have written for the
 same --dataset/--training_method/--pretrain_clip/--seed is used, so the published

@@ -161,14 +161,6 @@ def test_test_refuses_to_write_over_a_runs_own_files_or_a_folder(trained, tmp_pa
     assert json.loads(out.read_text())["thre"] == 0.2
 
 
-def test_test_refuses_a_fine_tuning_checkpoint_by_name(trained, tmp_path):
-    data, _, _ = trained
-    probe = tmp_path / "best.pt"
-    save_torch(probe, {"model": {}, "epoch": 1, "config": {"method": "linear-probe"}})
-    with pytest.raises(ValueError, match="a linear-probe checkpoint .finetune_clip/fc.py.; lmpt/test.py evaluates"):
-        test_script.main(["--checkpoint", str(probe), "--data_root", str(data), "--device", "cpu"])
-
-
 def test_interrupting_an_overwrite_before_it_started_leaves_the_old_run(tmp_path, capsys):
     from lmpt.checkpoint import start_run_dir
     (tmp_path / "last.pt").write_bytes(b"")  # the old run's
