@@ -5,12 +5,19 @@ epoch), ``results.json``, ``test_results.json`` (``lmpt/test.py``'s), ``last.pt`
 and ``best.pt``. Every file is written to a temporary name in the same folder and
 renamed into place, so a reader (or a resumed run) only ever sees a complete file.
 """
+import glob
 import json
 import math
 import os
 import pickle
+import socket
 import zipfile
 from pathlib import Path
+
+try:
+    import fcntl  # POSIX: a run folder is claimed by a lock (claim_run_dir); elsewhere it is not
+except ImportError:
+    fcntl = None
 
 import torch
 
@@ -33,12 +40,30 @@ def _jsonable(value):
     return value
 
 
+def _write(path, write):
+    """``clip.checkpoint.atomic_write``, where a write that fails (a full disk, a file size limit) is an OSError
+    that names ``path``: the OSError of a write says no file, and ``torch.save`` turns it into a RuntimeError
+    of its archive writer ("[enforce fail at inline_container.cc…] unexpected pos …")."""
+    try:
+        return _atomic_write(path, write)
+    except OSError as error:
+        if error.filename is not None or str(path) in str(error):
+            raise
+        message = f"{path}: could not be written: {error.strerror or error}"
+        raise (OSError(error.errno, message) if error.errno else OSError(message)) from error
+    except RuntimeError as error:
+        if "inline_container" not in str(error) and "PytorchStreamWriter" not in str(error):
+            raise
+        raise OSError(f"{path}: could not be written (torch.save: {str(error).splitlines()[0]}); is the disk "
+                      f"full, or a file size limit reached?") from error
+
+
 def save_text(path, text):
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    _write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def save_pickle(path, obj):
-    _atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL))
+    _write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def save_json(path, obj):
@@ -94,11 +119,64 @@ def run_finished(run_dir):
         return results
 
 
+LOCK_FILE = ".lock"  # in a run folder: held by the process that trains there (claim_run_dir)
+_CLAIMED = {}  # resolved run folder -> (its open lock file, whether this process made the folder)
+
+
+def claim_run_dir(run_dir):
+    """Hold ``<run_dir>/.lock`` (an advisory ``flock``, let go by ``release_run_dir`` or when the process
+    ends, however it ends) for a training run, so that a second process training, resuming or overwriting
+    in the same folder meanwhile is refused rather than mix its files with this run's. The temporary files
+    of a run killed while it wrote (``atomic_write``'s) are removed: no other process writes there now.
+    A folder this process claims again is already its own; a file system without locks is not refused."""
+    run_dir = Path(run_dir)
+    key = run_dir.resolve()
+    if fcntl is None or key in _CLAIMED:
+        return
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()
+        lock.close()
+        raise FileExistsError(f"{run_dir}: another process ({holder or 'see ' + str(run_dir / LOCK_FILE)}) is "
+                              f"training in this folder now; wait until it has finished, or choose another "
+                              f"--output_dir") from None
+    except OSError:  # no locks on this file system
+        lock.close()
+        return
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    lock.flush()
+    _CLAIMED[key] = (lock, created)
+    for name in ("args.json", *TRAINING_FILES, "results.json"):  # not test_results.json: lmpt/test.py's
+        for tmp in glob.glob(os.path.join(glob.escape(str(run_dir)), f".{glob.escape(name)}.*.tmp")):
+            Path(tmp).unlink(missing_ok=True)
+
+
+def release_run_dir(run_dir):
+    """Let go of a run folder ``claim_run_dir`` claimed; one it made and that holds nothing else is removed."""
+    run_dir = Path(run_dir)
+    lock, created = _CLAIMED.pop(run_dir.resolve(), (None, False))
+    if lock is None:
+        return
+    lock.close()  # lets go of the lock
+    if created and os.listdir(run_dir) == [LOCK_FILE]:  # a run refused or stopped before it wrote anything
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        run_dir.rmdir()
+
+
 def check_run_dir(args):
-    """Before any work: the run folder of a training script. ``--resume`` needs its ``last.pt``; else a
-    folder holding a run is refused unless ``--overwrite`` (its files are only removed by ``start_run_dir``,
-    once the new run has everything it needs); and the folder must be writable."""
-    run_dir = Path(args.output_dir)
+    """Before any work: the run folder of a training script. It must be writable, and is claimed for this
+    process (``claim_run_dir``: another one training there is refused). ``--resume`` needs its ``last.pt``;
+    else a folder holding a run is refused unless ``--overwrite`` (its files are only removed by
+    ``start_run_dir``, once the new run has everything it needs)."""
+    run_dir = check_writable_dir(args.output_dir, "--output_dir")
+    claim_run_dir(run_dir)
     if args.resume:
         if not (run_dir / "last.pt").exists():
             raise FileNotFoundError(f"--resume {run_dir}: no last.pt there, nothing to resume")
@@ -113,7 +191,7 @@ def check_run_dir(args):
     elif (run_dir / "results.json").exists() and not args.overwrite:
         raise FileExistsError(f"{run_dir} already holds results (results.json). Choose another --output_dir, "
                               f"or pass --overwrite to replace them.")
-    return check_writable_dir(run_dir, "--output_dir")
+    return run_dir
 
 
 def start_run_dir(args):
@@ -155,7 +233,7 @@ def check_results_file(path):
 
 
 def save_torch(path, obj):
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    _write(path, lambda f: torch.save(obj, f))
 
 
 def write_metrics(path, rows):

@@ -10,6 +10,7 @@ from pathlib import Path
 from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
 
 from .backbones import BACKBONES, backbone_tag, is_backbone_name
+from .checkpoint import release_run_dir
 from .data import (DEFAULT_DATA_ROOT, PREPROCESS_KINDS, REPO_ROOT, DataError, available_cores, dataset_names,
                    get_dataset_spec)
 from .engine import NonFiniteError, sigterm_as_interrupt
@@ -323,11 +324,19 @@ def resolve_run_dir(args, method, backbone):
 
 
 def run_resumable(fn, args, tag):
-    """``fn(args)``; on Ctrl-C or SIGTERM (from the start: decoding too) say whether and how to resume,
-    and exit with status 130."""
+    """``fn(args)``, a training run in ``args.output_dir``, which it claims (``checkpoint.claim_run_dir``) and
+    is let go here. On Ctrl-C or SIGTERM (from the start: decoding too) say whether and how to resume, and exit
+    with status 130; on a file that could not be written (a full disk, say) once the run has saved an epoch,
+    say that it resumes."""
     try:
         with sigterm_as_interrupt():
             return fn(args)
+    except OSError:
+        last = Path(args.output_dir) / "last.pt"
+        if getattr(args, "run_started", False) and last.exists():
+            print(f"[{tag}] the last completed epoch is saved in {last}; once the cause below is fixed, continue "
+                  f"with --resume {args.output_dir}", file=sys.stderr)
+        raise
     except KeyboardInterrupt:
         last = Path(args.output_dir) / "last.pt"
         started = getattr(args, "run_started", False)  # set by checkpoint.start_run_dir
@@ -341,6 +350,8 @@ def run_resumable(fn, args, tag):
             print(f"\n[{tag}] interrupted before the first epoch ended: nothing to resume; run the same "
                   f"command again (the features of splits already encoded are cached)", file=sys.stderr)
         sys.exit(130)
+    finally:
+        release_run_dir(args.output_dir)
 
 
 USER_ERRORS = (ValueError, OSError, NonFiniteError)  # bad data, flags, files, devices, a diverged run

@@ -58,14 +58,16 @@ def remember_resolution(checkpoint, resolution):
 
 
 def cache_key(checkpoint, root, paths, preprocess, resolution, precision, mirrors=True):
-    """Hash of everything that shapes the features (images by path, size and mtime; the transform by its
-    steps' ``repr``). Code that no ``repr`` shows (the encoders, decoding) bumps ``CACHE_VERSION`` when it
-    changes what they compute."""
+    """Hash of everything that shapes the features (images by path, size, modification and change time:
+    no tool sets the change time, every write renews it, so an image rewritten under the same size and mtime
+    is not the cached one; the transform by its steps' ``repr``). Code that no ``repr`` shows (the encoders,
+    decoding) bumps ``CACHE_VERSION`` when it changes what they compute."""
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_VERSION, file_fingerprint(checkpoint), preprocess, resolution,
                          repr(build_transform(preprocess, resolution)), precision, mirrors, LIBRARIES]).encode())
     for p, st in zip(paths, image_stats(root, paths)):
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode() if st else f"{p}\0missing\n".encode())
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode() if st else
+                 f"{p}\0missing\n".encode())
     return h.hexdigest()[:32]
 
 
@@ -154,8 +156,9 @@ def decode_pixels(root, paths, preprocess, resolution, batch_size, num_workers, 
 
 
 def readable_now(root, paths, indices):
-    """The paths among ``paths[indices]`` that can be read now. A cached pass keeps its unreadable images
-    by the files' size and mtime, which a permission fixed with chmod leaves as they were."""
+    """The paths among ``paths[indices]`` that can be read now. A cached pass keeps its unreadable images by
+    the files' size and times (``cache_key``), which a cause outside the file leaves as they were: its folder's
+    permissions, a network file system's error."""
     subset = [paths[i] for i in indices]
     dataset = ImageListDataset(root, subset, torchvision.transforms.PILToTensor(), tolerate_errors=True)
     return [path for i, path in enumerate(subset) if not dataset[i][2]]  # [2]: the error message, "" if none
@@ -215,8 +218,11 @@ class FeatureJob:
         if self.num_workers > 0:
             close_in_background(self.batches)
         self.batches = None
-        save_torch(self.path, {"key": self.key, "features": features, "errors": errors,
-                               "checksum": _checksum(features)})
+        try:
+            save_torch(self.path, {"key": self.key, "features": features, "errors": errors,
+                                   "checksum": _checksum(features)})
+        except OSError as error:  # a cache saves time only: the features in hand are as good
+            print(f"[features] not cached ({error}); going on: the next run encodes these images again")
         return features, errors
 
 

@@ -353,20 +353,24 @@ def test_kernels_are_loaded_by_one_run_on_zeros_on_cuda_only(monkeypatch):
     assert len(calls) == 1 and torch.equal(calls[0], zeros(5, 3))
 
 
-def test_a_cached_unreadable_image_that_can_be_read_now_is_encoded_again(tmp_path, data, tiny_vit_checkpoint, capsys):
-    """A permission fixed with chmod keeps the file's size and mtime (the cache key): here, as root, the
-    same by restoring the image's bytes under the broken file's mtime."""
+def test_a_cached_unreadable_image_that_can_be_read_now_is_encoded_again(tmp_path, data, tiny_vit_checkpoint, capsys,
+                                                                       monkeypatch):
+    """An image unreadable for a cause outside its file (its folder's permissions, a network file system's
+    error) is the same file, under the same cache key, once it can be read: here, an open that failed once."""
     model, _ = clip.load(str(tiny_vit_checkpoint), device="cpu")
     good, _ = job(tiny_vit_checkpoint, data, tmp_path / "good").result(model.visual)
     image = data.root / data.test_paths[2]
-    content = image.read_bytes()
-    image.write_bytes(b"\0" * len(content))  # unreadable, same size
-    broken = image.stat()
-    first = job(tiny_vit_checkpoint, data, tmp_path / "cache")
-    features, errors = first.result(model.visual)
+    open_image = features_module.ImageListDataset._open
+
+    def failing_open(self, path):
+        if path == image:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open_image(self, path)
+    with monkeypatch.context() as patch:
+        patch.setattr(features_module.ImageListDataset, "_open", failing_open)
+        first = job(tiny_vit_checkpoint, data, tmp_path / "cache")
+        features, errors = first.result(model.visual)
     assert list(errors) == [2] and not features[2].any()
-    image.write_bytes(content)
-    os.utime(image, ns=(broken.st_atime_ns, broken.st_mtime_ns))
     again = job(tiny_vit_checkpoint, data, tmp_path / "cache")
     assert again.key == first.key  # the same cache entry...
     assert again.cached is None  # ...not reused: its unreadable image can be read now

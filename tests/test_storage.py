@@ -1,0 +1,159 @@
+"""Storage: a run folder belongs to one training process at a time, a write that fails names its file, a
+feature cache that cannot be written does not end the run, and an image rewritten under the same size and
+mtime is not the cached one."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import clip
+from conftest import write_lmpt_dataset
+from lmpt import features as features_module
+from lmpt.checkpoint import LOCK_FILE, check_run_dir, claim_run_dir, release_run_dir
+from lmpt.cli import run_resumable
+from lmpt.data import load_dataset
+from lmpt.features import FeatureJob
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_args(run_dir, **flags):
+    return SimpleNamespace(**{"output_dir": run_dir, "resume": False, "overwrite": False, **flags})
+
+
+def hold_lock(run_dir):
+    """Another process that claims ``run_dir`` and waits: (the process, its pid)."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from lmpt.checkpoint import claim_run_dir
+        claim_run_dir({str(run_dir)!r})
+        print("claimed", flush=True)
+        time.sleep(60)
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "claimed"
+    return holder
+
+
+def test_a_run_folder_another_process_trains_in_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = hold_lock(run_dir)
+    try:
+        with pytest.raises(FileExistsError, match=f"{run_dir}: another process .pid {holder.pid} on .*. is training "
+                                                  f"in this folder now"):
+            check_run_dir(run_args(run_dir))
+        with pytest.raises(FileExistsError, match="another process"):  # --resume and --overwrite as well
+            check_run_dir(run_args(run_dir, overwrite=True))
+    finally:
+        holder.kill()
+        holder.wait()
+    check_run_dir(run_args(run_dir))  # its lock went with it
+    release_run_dir(run_dir)
+
+
+def test_a_run_folder_is_let_go_and_removed_when_the_run_wrote_nothing(tmp_path):
+    run_dir = tmp_path / "new"
+
+    def refused(args):
+        check_run_dir(args)
+        assert (run_dir / LOCK_FILE).read_text().startswith(f"pid {os.getpid()} on ")
+        raise ValueError("a bad list")
+    with pytest.raises(ValueError):
+        run_resumable(refused, run_args(run_dir), "train")
+    assert not run_dir.exists()  # made for the lock, removed with it
+
+    def wrote(args):
+        check_run_dir(args)
+        (run_dir / "args.json").write_text("{}")
+    run_resumable(wrote, run_args(run_dir), "train")
+    holder = hold_lock(run_dir)  # let go: another process claims it
+    holder.kill()
+    holder.wait()
+    assert sorted(os.listdir(run_dir)) == [LOCK_FILE, "args.json"]
+
+
+def test_claiming_a_run_folder_removes_temporary_files_of_a_killed_write(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    left = [run_dir / ".last.pt.k2j4.tmp", run_dir / ".metrics.jsonl.x8.tmp"]
+    kept = [run_dir / ".test_results.json.a1.tmp", run_dir / "notes.tmp"]  # lmpt/test.py's; a user's file
+    for path in left + kept:
+        path.write_bytes(b"partial")
+    claim_run_dir(run_dir)
+    release_run_dir(run_dir)
+    assert [p.exists() for p in left + kept] == [False, False, True, True]
+
+
+def test_an_oserror_after_an_epoch_was_saved_says_how_to_resume(tmp_path, capsys):
+    def disk_full(args):
+        args.run_started = True
+        (tmp_path / "last.pt").write_bytes(b"")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError):
+        run_resumable(disk_full, run_args(tmp_path), "train")
+    assert f"continue with --resume {tmp_path}" in capsys.readouterr().err
+
+
+def test_a_torch_save_that_cannot_write_names_its_file(tmp_path):
+    """A file size limit (as a full disk) makes torch.save fail in its archive writer with a RuntimeError that
+    names no file; save_torch says which, as an OSError (a user error: one line), and leaves nothing behind."""
+    path = tmp_path / "last.pt"
+    code = textwrap.dedent(f"""
+        import resource, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        import torch
+        from lmpt.checkpoint import save_torch
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        try:
+            save_torch({str(path)!r}, {{"model": torch.zeros(1 << 16)}})
+        except OSError as error:
+            print("OSError:", error)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert f"OSError: {path}: could not be written" in out.stdout, out.stdout + out.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture()
+def data(tmp_path):
+    write_lmpt_dataset(tmp_path / "data", n_train=8, n_test=6)
+    return load_dataset("voc-lt", tmp_path / "data")
+
+
+def feature_job(checkpoint, data, cache):
+    resolution = clip.load(str(checkpoint), device="cpu")[0].visual.input_resolution
+    return FeatureJob(checkpoint, data.root, data.test_paths, resolution, "lmpt", "cpu", batch_size=4,
+                      num_workers=0, cache_dir=cache)
+
+
+def test_an_image_rewritten_under_the_same_size_and_mtime_is_not_the_cached_one(tmp_path, data, tiny_vit_checkpoint):
+    image = data.root / data.test_paths[1]
+    before = feature_job(tiny_vit_checkpoint, data, tmp_path / "cache").key
+    stat = image.stat()
+    raw = bytearray(image.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    image.write_bytes(bytes(raw))
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # touch -r: the size and mtime as they were
+    assert (image.stat().st_size, image.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert feature_job(tiny_vit_checkpoint, data, tmp_path / "cache").key != before
+
+
+def test_a_feature_cache_that_cannot_be_written_does_not_end_the_run(tmp_path, data, tiny_vit_checkpoint, capsys,
+                                                                     monkeypatch):
+    model, _ = clip.load(str(tiny_vit_checkpoint), device="cpu")
+    good, _ = feature_job(tiny_vit_checkpoint, data, tmp_path / "good").result(model.visual)
+
+    def disk_full(path, obj):
+        raise OSError(28, f"{path}: could not be written: No space left on device")
+    monkeypatch.setattr(features_module, "save_torch", disk_full)
+    features, errors = feature_job(tiny_vit_checkpoint, data, tmp_path / "cache").result(model.visual)
+    assert torch.equal(features, good) and errors == {}
+    assert "could not be written: No space left on device); going on: the next run encodes these images again" \
+        in capsys.readouterr().out
