@@ -138,11 +138,12 @@ def _get_tokenizer() -> SimpleTokenizer:
     return _tokenizer_instance
 
 
-def tokenize(texts: Union[str, List[str]], context_length: int = 77, truncate: bool = False) -> torch.LongTensor:
-    """Token ids [N, context_length] (int64, zero padded) of a string or a list of strings.
+def tokenize(texts: Union[str, List[str]], context_length: int = 77, truncate: bool = False) -> torch.IntTensor:
+    """Token ids [N, context_length] (int32, zero padded) of a string or a list of strings.
 
     Each row is ``<|startoftext|> tokens <|endoftext|>``. Too long a text raises
     RuntimeError unless ``truncate=True``, which cuts it and keeps ``<|endoftext|>`` last.
+    The dtype is OpenAI's on torch >= 1.8 (torch.int); embedding lookups and indexing take it as it is.
     """
     if isinstance(texts, str):
         texts = [texts]
@@ -150,7 +151,7 @@ def tokenize(texts: Union[str, List[str]], context_length: int = 77, truncate: b
     sot_token = tokenizer.encoder[SOT_TOKEN]
     eot_token = tokenizer.encoder[EOT_TOKEN]
     all_tokens = [[sot_token] + tokenizer.encode(text) + [eot_token] for text in texts]
-    result = torch.zeros(len(all_tokens), context_length, dtype=torch.long)  # [N, context_length]
+    result = torch.zeros(len(all_tokens), context_length, dtype=torch.int)  # [N, context_length]
     for i, tokens in enumerate(all_tokens):
         if len(tokens) > context_length:
             if not truncate:
