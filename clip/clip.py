@@ -39,6 +39,11 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+class CheckpointNotFoundError(FileNotFoundError, RuntimeError):
+    """No checkpoint file for a model name or path. A FileNotFoundError, and a RuntimeError
+    as OpenAI's ``clip.load`` raises for an unknown model, so code written for either catches it."""
+
+
 def available_models() -> List[str]:
     """Names of OpenAI's released CLIP models."""
     return list(_MODELS)
@@ -61,12 +66,12 @@ def pretrained_dir(download_root=None) -> Path:
 
 
 def checkpoint_path(name: str, download_root=None) -> Path:
-    """Path of the checkpoint for a model name or an existing file; FileNotFoundError if absent."""
+    """Path of the checkpoint for a model name or an existing file; CheckpointNotFoundError if absent."""
     if name in _MODELS:
         path = pretrained_dir(download_root) / _MODELS[name]
         if path.is_file():
             return path
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"CLIP checkpoint for {name} not found at {path}: expected the file {_MODELS[name]} there. "
             f"The checkpoints are OpenAI's released CLIP weights (https://github.com/openai/CLIP); "
             f"nothing is downloaded, so place {_MODELS[name]} in {path.parent}/ yourself "
@@ -74,7 +79,7 @@ def checkpoint_path(name: str, download_root=None) -> Path:
     path = Path(name).expanduser()
     if path.is_file():
         return path
-    raise FileNotFoundError(
+    raise CheckpointNotFoundError(
         f"CLIP checkpoint {name!r} not found: tried the path {path.resolve()}, which is no file, and it is not "
         f"one of the known model names ({', '.join(_MODELS)}; expected files "
         f"{', '.join(_MODELS.values())} in {pretrained_dir(download_root)}/). The checkpoints are OpenAI's "
