@@ -86,6 +86,25 @@ def checkpoint_path(name: str, download_root=None) -> Path:
         f"released CLIP weights, to be placed there by the user; nothing is downloaded.")
 
 
+def _download(url: str, root: str = None) -> str:
+    """Path (str) of the local file for a released model, for code written against OpenAI's
+    ``clip._download(clip._MODELS[name])``: ``url`` is one of OpenAI's download URLs, its
+    basename, or a file name of ``_MODELS`` (``ViT-B-16.pt``); ``root`` picks the folder as
+    ``load``'s ``download_root`` does. Nothing is downloaded: a file that is not there raises
+    CheckpointNotFoundError saying where to put it.
+    """
+    if url in _MODELS:
+        return str(checkpoint_path(url, root))
+    file_name = str(url).split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    names = {file: name for name, file in _MODELS.items()}
+    if file_name not in names:
+        raise CheckpointNotFoundError(
+            f"clip._download({url!r}): not one of OpenAI's released CLIP checkpoints (files "
+            f"{', '.join(_MODELS.values())}), and nothing is downloaded; place the file in "
+            f"{pretrained_dir(root)}/ and pass its path to clip.load instead.")
+    return str(checkpoint_path(names[file_name], root))
+
+
 def _convert_image_to_rgb(image):
     return image.convert("RGB")
 

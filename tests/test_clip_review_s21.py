@@ -56,3 +56,42 @@ def test_missing_checkpoint_is_caught_as_runtime_error_and_as_file_not_found(nam
     assert all(isinstance(e, clip.CheckpointNotFoundError) for e in caught)
     expected = str(tmp_path / "ViT-B-16.pt") if name == "ViT-B/16" else name  # the messages name what was tried
     assert all(expected in str(e) and "nothing is downloaded" in str(e) for e in caught)
+
+
+# ---------------------------------------------------------------------------
+# F3: clip._download for CoOp-style ``torch.jit.load(clip._download(clip._MODELS[name]))``.
+
+def test_download_maps_url_basename_and_models_entry_to_the_local_file(tmp_path, monkeypatch, no_network):
+    path = write_tiny_clip(tmp_path / "ViT-B-16.pt", arch="vit")
+    for url in (VIT_B_16_URL, "ViT-B-16.pt", clip_module._MODELS["ViT-B/16"], "ViT-B/16"):
+        found = clip_module._download(url, str(tmp_path))
+        assert isinstance(found, str) and Path(found) == path, url
+    monkeypatch.setenv("LMPT_PRETRAINED_DIR", str(tmp_path))  # root=None: the folder clip.load uses
+    model_path = clip_module._download(clip_module._MODELS["ViT-B/16"])
+    assert Path(model_path) == path
+    # the CoOp load_clip_to_cpu path: the TorchScript archive, then build_model on its state dict
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        archive = torch.jit.load(model_path, map_location="cpu").eval()
+    model = clip.build_model(archive.state_dict())
+    assert same_weights(model.float(), make_tiny_clip("vit").half())
+
+
+@pytest.mark.parametrize("url", [clip_module._MODELS["RN50"], "https://openaipublic.azureedge.net/clip/models/x/RN50.pt"],
+                         ids=["models-entry", "url"])
+def test_download_of_a_missing_file_downloads_nothing_and_says_where_to_put_it(url, tmp_path, no_network):
+    with pytest.raises(RuntimeError) as info:
+        clip_module._download(url, str(tmp_path))
+    assert isinstance(info.value, FileNotFoundError)
+    message = str(info.value)
+    assert "nothing is downloaded" in message
+    assert str(tmp_path / "RN50.pt") in message and str(tmp_path) in message
+    assert not (tmp_path / "RN50.pt").exists()
+
+
+def test_download_of_an_unknown_file_downloads_nothing(tmp_path, no_network):
+    (tmp_path / "other.pt").write_bytes(b"")
+    with pytest.raises(clip.CheckpointNotFoundError) as info:
+        clip_module._download("https://example.com/models/other.pt", str(tmp_path))
+    message = str(info.value)
+    assert "other.pt" in message and "nothing is downloaded" in message and "ViT-B-16.pt" in message
