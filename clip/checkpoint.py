@@ -72,6 +72,22 @@ def check_archive(path):
                                     f"changed inside the file); copy or download it again")
 
 
+def is_torchscript_archive(path):
+    """Whether a zip archive has TorchScript's layout: ``<name>/code/`` or ``<name>/constants.pkl``
+    (``torch.save`` writes neither)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
+    return any(len(parts) > 1 and parts[1] in ("code", "constants.pkl") for parts in (n.split("/") for n in names))
+
+
+def _first_line(error):
+    """The first line of an exception's message, without terminal colour codes, at most 300 characters."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().split("\n")[0][:300]
+
+
 def read_state_dict(path):
     """State dict of a CLIP checkpoint file (tensors on the CPU); CheckpointFormatError if it is none."""
     path = Path(path)
@@ -79,14 +95,17 @@ def read_state_dict(path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still the released format
             obj = torch.jit.load(str(path), map_location="cpu").state_dict()  # the graph is never run
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError) as jit_error:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as error:  # unpickling errors have many types
+            if is_torchscript_archive(path):  # torch.load's refusal and its advice say nothing about such a file
+                raise CheckpointFormatError(
+                    f"{path}: a damaged TorchScript archive: torch.jit.load fails ({type(jit_error).__name__}: "
+                    f"{_first_line(jit_error)}); copy or download it again") from None
             if zipfile.is_zipfile(path):  # a torch.save archive holding more than tensors and plain containers
-                first_line = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().split("\n")[0][:300]
                 detail = (f"a zip archive that torch.load(weights_only=True) refuses "
-                          f"({type(error).__name__}: {first_line})")
+                          f"({type(error).__name__}: {_first_line(error)})")
             else:
                 detail = archive_problem(path) or (f"a file that is not a zip archive, while TorchScript and "
                                                    f"torch.save write zip archives ({type(error).__name__})")

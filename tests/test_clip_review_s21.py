@@ -3,6 +3,7 @@ vocabulary check, and parity tests for paths the tiny models do not reach."""
 import socket
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,23 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def write_openai_style_archive(path, model=None):
+    """Write ``model`` as OpenAI's released files are: the traced CLIP (encode_image, encode_text) in fp16,
+    with ``input_resolution``, ``context_length`` and ``vocab_size`` tensors -> Path."""
+    model = make_tiny_clip("vit") if model is None else model
+    resolution = model.visual.input_resolution
+    del model.context_length, model.vocab_size  # ints on the Python model, tensors in the archive
+    model.register_buffer("input_resolution", torch.tensor(resolution))
+    model.register_buffer("context_length", torch.tensor(77))
+    model.register_buffer("vocab_size", torch.tensor(49408))
+    inputs = {"encode_image": torch.randn(1, 3, resolution, resolution), "encode_text": clip.tokenize(["a dog"])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings (encode_text cuts at the end-of-text token)
+        traced = torch.jit.trace_module(model, inputs, check_trace=False).half()
+        torch.jit.save(traced, str(path))
+    return Path(path)
 
 
 def same_weights(model, reference):
@@ -95,3 +113,28 @@ def test_download_of_an_unknown_file_downloads_nothing(tmp_path, no_network):
         clip_module._download("https://example.com/models/other.pt", str(tmp_path))
     message = str(info.value)
     assert "other.pt" in message and "nothing is downloaded" in message and "ViT-B-16.pt" in message
+
+
+# ---------------------------------------------------------------------------
+# F4: a damaged TorchScript archive reports torch.jit.load's error.
+
+def test_damaged_torchscript_archive_reports_the_jit_error(tmp_path):
+    whole = write_openai_style_archive(tmp_path / "whole.pt", make_tiny_clip("vit"))
+    damaged = tmp_path / "ViT-B-16.pt"
+    with zipfile.ZipFile(whole) as source, zipfile.ZipFile(damaged, "w") as target:
+        for info in source.infolist():
+            if not info.filename.endswith("/constants.pkl"):
+                target.writestr(info, source.read(info))
+    with pytest.raises(clip.CheckpointFormatError) as info:
+        clip.load("ViT-B/16", device="cpu", download_root=str(tmp_path))
+    message = str(info.value)
+    assert message.startswith(f"{damaged}: a damaged TorchScript archive: torch.jit.load fails")
+    assert "constants.pkl" in message  # torch.jit.load's reason
+    assert "weights_only" not in message and "two options" not in message  # not torch.load's advice
+
+
+def test_torch_save_archive_of_other_objects_still_reports_torch_load(tmp_path):
+    path = tmp_path / "pickled.pt"
+    torch.save({"model": make_tiny_clip("vit").state_dict(), "optimizer": torch.optim.SGD}, path)
+    with pytest.raises(clip.CheckpointFormatError, match="torch.load\\(weights_only=True\\) refuses"):
+        clip.load(str(path), device="cpu")
