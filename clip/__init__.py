@@ -8,12 +8,12 @@ from .checkpoint import read_state_dict, save_checkpoint
 from .clip import (CLIP_MEAN, CLIP_STD, CheckpointNotFoundError, _transform, available_models, checkpoint_path,
                    from_state_dict, load, model_file, pretrained_dir, tokenize)
 from .model import CLIP, CheckpointFormatError, build_model, convert_weights, infer_config
-from .simple_tokenizer import SimpleTokenizer, VocabularyNotFoundError
+from .simple_tokenizer import SimpleTokenizer, VocabularyFormatError, VocabularyNotFoundError
 
 __all__ = ["available_models", "model_file", "load", "tokenize", "save_checkpoint", "read_state_dict",
            "from_state_dict", "build_model", "convert_weights", "infer_config", "CLIP", "CLIP_MEAN", "CLIP_STD",
            "SimpleTokenizer", "CheckpointFormatError", "CheckpointNotFoundError", "VocabularyNotFoundError",
-           "checkpoint_path", "pretrained_dir"]
+           "VocabularyFormatError", "checkpoint_path", "pretrained_dir"]
 
 
 def __getattr__(name):

@@ -15,12 +15,17 @@ import ftfy
 import regex as re
 
 VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
+VOCAB_SIZE = 49408  # OpenAI's: 512 byte symbols, 48,894 merges, start and end of text
 SOT_TOKEN = "<|startoftext|>"
 EOT_TOKEN = "<|endoftext|>"
 
 
 class VocabularyNotFoundError(FileNotFoundError):
     """The BPE vocabulary file is nowhere to be found."""
+
+
+class VocabularyFormatError(ValueError):
+    """The default BPE vocabulary file does not give OpenAI's 49,408 tokens."""
 
 
 def _vocab_candidates():
@@ -50,6 +55,15 @@ def default_bpe():
         f"CLIP's BPE vocabulary {VOCAB_NAME} was not found (tried: {', '.join(tried)}). "
         f"Install open_clip_torch (pip install open_clip_torch), which ships it, or copy "
         f"OpenAI's {VOCAB_NAME} into {Path(__file__).resolve().parent}/.")
+
+
+def _bad_vocabulary(path, problem):
+    """The message for a default vocabulary file that is not OpenAI's: its path, what is wrong, what to do."""
+    remedy = f"replace it with OpenAI's {VOCAB_NAME} (open_clip_torch ships it)"
+    if Path(path).resolve().parent == Path(__file__).resolve().parent:
+        remedy += " or remove it, so that the copy open_clip_torch ships is read"
+    return (f"{path}: CLIP's BPE vocabulary {problem}, expected OpenAI's {VOCAB_SIZE:,} tokens "
+            f"(a truncated or different file); {remedy}")
 
 
 @lru_cache()
@@ -90,17 +104,28 @@ class SimpleTokenizer:
     """OpenAI's CLIP tokenizer: ``encode(text) -> list[int]``, ``decode(ids) -> str``."""
 
     def __init__(self, bpe_path=None):
+        """``bpe_path``: the vocabulary file; by default ``default_bpe()``'s, which must give OpenAI's
+        49,408 tokens (VocabularyFormatError otherwise). A file given here is read as it is."""
+        check = not bpe_path
         bpe_path = bpe_path or default_bpe()
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {v: k for k, v in self.byte_encoder.items()}
-        with gzip.open(bpe_path) as f:
-            merges = f.read().decode("utf-8").split("\n")
+        try:
+            with gzip.open(bpe_path) as f:
+                merges = f.read().decode("utf-8").split("\n")
+        except (OSError, EOFError, UnicodeDecodeError) as error:
+            if not check:
+                raise
+            raise VocabularyFormatError(_bad_vocabulary(bpe_path, f"cannot be read ({type(error).__name__}: "
+                                                                  f"{error})")) from None
         merges = [tuple(m.split()) for m in merges[1:49152 - 256 - 2 + 1]]
         vocab = list(self.byte_encoder.values())
         vocab = vocab + [v + "</w>" for v in vocab]
         vocab.extend("".join(m) for m in merges)
         vocab.extend([SOT_TOKEN, EOT_TOKEN])
         self.encoder = dict(zip(vocab, range(len(vocab))))
+        if check and len(self.encoder) != VOCAB_SIZE:
+            raise VocabularyFormatError(_bad_vocabulary(bpe_path, f"gives {len(self.encoder):,} distinct tokens"))
         self.decoder = {v: k for k, v in self.encoder.items()}
         self.bpe_ranks = dict(zip(merges, range(len(merges))))
         self.cache = {SOT_TOKEN: SOT_TOKEN, EOT_TOKEN: EOT_TOKEN}  # byte-encoded word -> BPE symbols

@@ -176,3 +176,41 @@ def test_basic_clean_fast_path_equals_ftfy_on_printable_ascii():
         checked += 1
     assert checked > 2000
     assert basic_clean("caf\u00c3\u00a9 &amp; co") == "café & co"  # the slow path still fixes mojibake and entities
+
+
+def shortened_vocabulary(path, lines=1000):
+    """A gzip copy of the first ``lines`` lines of the real vocabulary at ``path`` (a truncated file) -> path."""
+    import gzip
+
+    with gzip.open(simple_tokenizer.default_bpe()) as f:
+        head = f.read().decode("utf-8").split("\n")[:lines]
+    with gzip.open(path, "wb") as f:
+        f.write("\n".join(head).encode("utf-8"))
+    return path
+
+
+def test_default_vocabulary_of_the_wrong_size_is_refused(monkeypatch, tmp_path):
+    short = shortened_vocabulary(tmp_path / simple_tokenizer.VOCAB_NAME)
+    monkeypatch.setattr(simple_tokenizer, "_vocab_candidates", lambda: iter([short]))
+    with pytest.raises(ValueError) as info:
+        simple_tokenizer.SimpleTokenizer()
+    assert isinstance(info.value, clip.VocabularyFormatError)
+    message = str(info.value)
+    assert message.startswith(f"{short}: ")
+    assert "49,408" in message and f"{512 + 999 + 2:,}" in message  # what was expected, what the file gives
+
+
+def test_default_vocabulary_cut_short_is_refused(monkeypatch, tmp_path):
+    short = shortened_vocabulary(tmp_path / simple_tokenizer.VOCAB_NAME)
+    short.write_bytes(short.read_bytes()[:200])  # cut short, as by a copy that did not finish
+    monkeypatch.setattr(simple_tokenizer, "_vocab_candidates", lambda: iter([short]))
+    with pytest.raises(clip.VocabularyFormatError, match="49,408") as info:
+        simple_tokenizer.SimpleTokenizer()
+    assert str(info.value).startswith(f"{short}: ")
+
+
+def test_explicit_vocabulary_path_is_read_as_it_is(tmp_path):
+    short = shortened_vocabulary(tmp_path / "my_vocab.txt.gz")
+    tokenizer = simple_tokenizer.SimpleTokenizer(bpe_path=str(short))
+    assert len(tokenizer.encoder) == 512 + 999 + 2
+    assert tokenizer.encoder["<|endoftext|>"] == len(tokenizer.encoder) - 1
