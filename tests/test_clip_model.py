@@ -120,6 +120,32 @@ def test_dense_features_agree_with_pooled_and_with_open_clip(loaded):
     assert (dense - ref_dense).abs().max() <= TOL
 
 
+def test_deeper_resnet_and_multi_head_text_tower_match_open_clip():
+    """Paths the tiny models miss: layer1 of two Bottlenecks (the second one without downsample; the tiny
+    ResNet's single blocks all have one) and a text tower of 2 heads (the tiny one has 1), through
+    clip.build_model from the state dict as a released checkpoint is read."""
+    source = make_tiny_clip("resnet", seed=5, vision_layers=(2, 1, 1, 1), transformer_width=128,
+                            transformer_heads=2, transformer_layers=2)
+    state = source.state_dict()
+    model = build_model(state, fp16=False)
+    reference = open_clip_reference(state)
+    first, second = model.visual.layer1[0], model.visual.layer1[1]
+    assert len(model.visual.layer1) == 2 and first.downsample is not None and second.downsample is None
+    assert model.transformer.resblocks[0].attn.num_heads == 2 and len(model.transformer.resblocks) == 2
+    generator = torch.Generator().manual_seed(2)
+    images = torch.randn(3, 3, 64, 64, generator=generator)  # [B, 3, R, R]
+    text = clip.tokenize(CAPTIONS)  # [N, 77]
+    with torch.no_grad():
+        image_features, text_features = model.encode_image(images), model.encode_text(text)  # [B, E], [N, E]
+        logits_per_image, _ = model(images, text)  # [B, N]
+        ref_image, ref_text = reference.encode_image(images), reference.encode_text(text)
+        ref_image_n, ref_text_n, ref_scale = reference(images, text)
+    assert image_features.abs().max() > 1e-3 and text_features.abs().max() > 1e-3  # not a trivial agreement
+    assert (image_features - ref_image).abs().max() <= TOL
+    assert (text_features - ref_text).abs().max() <= TOL
+    assert (logits_per_image - ref_scale * ref_image_n @ ref_text_n.t()).abs().max() <= TOL
+
+
 def test_resnet_dense_features_average_to_pooled_under_uniform_attention():
     # Zero query/key projections and positions make the attention uniform over the
     # mean token and the HW locations; the pooled output is then the mean of the dense map.

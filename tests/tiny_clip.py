@@ -33,10 +33,11 @@ def tiny_clip_config(arch):
     raise ValueError(f"tiny_clip_config: arch={arch!r}, expected one of {ARCHS}")
 
 
-def make_tiny_clip(arch, seed=0):
-    """A random fp32 CLIP in eval mode. Batch norms get random affine parameters and
-    running statistics (OpenAI's init zeroes bn3, which would hide the residual branches)."""
-    config = tiny_clip_config(arch)
+def make_tiny_clip(arch, seed=0, **overrides):
+    """A random fp32 CLIP in eval mode (``overrides`` replace entries of ``tiny_clip_config(arch)``).
+    Batch norms get random affine parameters and running statistics (OpenAI's init zeroes bn3,
+    which would hide the residual branches)."""
+    config = {**tiny_clip_config(arch), **overrides}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CLIP(**config)
