@@ -138,3 +138,22 @@ def test_torch_save_archive_of_other_objects_still_reports_torch_load(tmp_path):
     torch.save({"model": make_tiny_clip("vit").state_dict(), "optimizer": torch.optim.SGD}, path)
     with pytest.raises(clip.CheckpointFormatError, match="torch.load\\(weights_only=True\\) refuses"):
         clip.load(str(path), device="cpu")
+
+
+# ---------------------------------------------------------------------------
+# F6: OpenAI's released layout, a traced CLIP in fp16 with three extra tensors.
+
+def test_openai_style_traced_archive_loads_as_fp32_with_the_fp16_rounded_weights(tmp_path):
+    original = make_tiny_clip("vit", seed=6)
+    expected = {k: v.half().float() if v.is_floating_point() else v for k, v in original.state_dict().items()}
+    write_openai_style_archive(tmp_path / "ViT-B-16.pt", make_tiny_clip("vit", seed=6))
+    model, preprocess = clip.load("ViT-B/16", device="cpu", jit=False, download_root=str(tmp_path))
+    assert isinstance(model, clip.CLIP) and not model.training
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values() if v.is_floating_point())
+    state = model.state_dict()
+    assert set(state) == set(expected)  # the archive's input_resolution, context_length, vocab_size are no weights
+    for key, value in expected.items():
+        assert torch.equal(state[key], value), key
+    assert model.visual.input_resolution == original.visual.input_resolution
+    assert model.context_length == 77 and model.vocab_size == 49408
+    assert preprocess.transforms[1].size == (original.visual.input_resolution,) * 2  # the centre crop
