@@ -214,3 +214,13 @@ def test_explicit_vocabulary_path_is_read_as_it_is(tmp_path):
     tokenizer = simple_tokenizer.SimpleTokenizer(bpe_path=str(short))
     assert len(tokenizer.encoder) == 512 + 999 + 2
     assert tokenizer.encoder["<|endoftext|>"] == len(tokenizer.encoder) - 1
+
+
+def test_special_token_strings_inside_a_text_are_the_special_ids():
+    """As OpenAI's pattern (its first alternatives) does: a literal ``<|endoftext|>`` or ``<|startoftext|>`` in a
+    text is that token, not BPE pieces of the string (open_clip 3.3 splits it, so it cannot be the reference)."""
+    encoder = clip._tokenizer.encoder
+    sot, eot = encoder["<|startoftext|>"], encoder["<|endoftext|>"]
+    assert clip.tokenize("<|endoftext|> x")[0, :5].tolist() == [sot, eot, encoder["x</w>"], eot, 0]
+    ids = clip.tokenize("a <|startoftext|>dog <|ENDOFTEXT|>")[0, :6].tolist()  # case-insensitive, as OpenAI's
+    assert ids == [sot, encoder["a</w>"], sot, encoder["dog</w>"], eot, eot]
