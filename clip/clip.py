@@ -126,12 +126,15 @@ def load(name: str, device: Union[str, torch.device] = "cuda" if torch.cuda.is_a
 
     ``name``: one of ``available_models()`` (a file in the pretrained folder) or a path.
     Reads OpenAI's TorchScript archives (their weights only) and torch.save'd state dicts.
-    On CUDA the weights are fp16 (as OpenAI's), elsewhere fp32. ``jit=True`` is not
-    supported (the archive's graph is never run) and falls back to ``jit=False``.
+    The weights are fp16 on CUDA only, fp32 on any other device: OpenAI's ``load`` keeps fp16
+    on every device but the CPU (``mps`` too). ``jit=True`` is not supported (the archive's
+    graph is never run) and falls back to ``jit=False``, with a warning: the Python model has
+    no top-level ``input_resolution`` tensor, ``model.visual.input_resolution`` (an int) gives it.
     """
     if jit:
         warnings.warn("clip.load: jit=True is not supported (the TorchScript graph is never run); "
-                      "loading the weights into the Python model instead, as with jit=False", stacklevel=2)
+                      "loading the weights into the Python model instead, as with jit=False. It has no "
+                      "model.input_resolution tensor: use model.visual.input_resolution (an int)", stacklevel=2)
     path = checkpoint_path(name, download_root)
     model = from_state_dict(read_state_dict(path), device, source=path)
     return model, _transform(model.visual.input_resolution)

@@ -337,8 +337,10 @@ class CLIP(nn.Module):
     def encode_text(self, text):
         """Token ids [N, L] (L <= context_length, end-of-text = largest id) -> embedding [N, E].
 
-        Attention is causal and the output is read at the end-of-text token, so the
-        positions after the longest sequence's end-of-text cannot change it: they are cut.
+        The sequence is cut after the longest end-of-text position of the batch. That is exact:
+        attention is causal and the output is read at the end-of-text token, so later positions
+        cannot change it. Finding the cut costs one device-to-host sync per call, and a traced
+        ``encode_text`` would keep the length of its example input.
         """
         if text.shape[0]:  # an empty batch keeps its columns: [0, E] out, as OpenAI's
             text = text[:, :int(text.argmax(dim=-1).max()) + 1]

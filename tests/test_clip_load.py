@@ -132,9 +132,11 @@ def test_nested_and_prefixed_state_dicts_load(wrap, tmp_path):
 
 
 def test_jit_true_warns_and_loads_the_python_model(vit_file):
-    with pytest.warns(UserWarning, match="jit=True"):
+    with pytest.warns(UserWarning, match="jit=True") as record:
         model, _ = clip.load(str(vit_file), device="cpu", jit=True)
     assert isinstance(model, clip.CLIP) and not model.training
+    assert "model.visual.input_resolution" in str(record[0].message)  # what jit-era code should read instead
+    assert model.visual.input_resolution == tiny_clip_config("vit")["image_resolution"]
 
 
 def test_preprocess_matches_open_clip_openai_transform(vit_file):
