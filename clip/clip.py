@@ -89,8 +89,9 @@ def checkpoint_path(name: str, download_root=None) -> Path:
 def _download(url: str, root: str = None) -> str:
     """Path (str) of the local file for a released model, for code written against OpenAI's
     ``clip._download(clip._MODELS[name])``: ``url`` is one of OpenAI's download URLs, its
-    basename, or a file name of ``_MODELS`` (``ViT-B-16.pt``); ``root`` picks the folder as
-    ``load``'s ``download_root`` does. Nothing is downloaded: a file that is not there raises
+    basename, or a file name of ``_MODELS`` (``ViT-B-16.pt``), matched by its file name alone (a
+    folder in it is not read); ``root`` picks the folder as ``load``'s ``download_root`` does.
+    Nothing is downloaded: a file that is not there raises
     CheckpointNotFoundError saying where to put it.
     """
     if url in _MODELS:

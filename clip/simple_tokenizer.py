@@ -25,7 +25,7 @@ class VocabularyNotFoundError(FileNotFoundError):
 
 
 class VocabularyFormatError(ValueError):
-    """The default BPE vocabulary file does not give OpenAI's 49,408 tokens."""
+    """The default BPE vocabulary file cannot be read, or does not give OpenAI's 49,408 tokens."""
 
 
 def _vocab_candidates():

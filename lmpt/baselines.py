@@ -223,6 +223,11 @@ def pixel_inputs(model, train_split, preprocess, batch_size, device, autocast):
     return train_logits, split_logits
 
 
+# what lmpt/test.py reads of a fine-tuning run's configuration to evaluate its classifier (every run of
+# finetune_clip/fc.py saves them, with more: prepare.Training.run_config)
+FINETUNE_TEST_KEYS = ("dataset", "class_names", "backbone", "preprocess", "score", "thre")
+
+
 def finetuned_logits(args, state, checkpoint_path, dataset, splits, clip_file, device):
     """``lmpt/test.py`` on a checkpoint of ``finetune_clip/fc.py``: the logits [N, C] of its classifier on the
     test split of ``splits``, from the cached features (the linear probe: the encoder is CLIP's own) or, for
@@ -232,23 +237,33 @@ def finetuned_logits(args, state, checkpoint_path, dataset, splits, clip_file, d
     if config["method"] == finetune_method(from_scratch=True):
         clip_model = load_clip_and_pixels(args, dataset, {"test": test_split}, clip_file, device)
         model = LinearProbe(clip_model.visual, clip_model.visual.output_dim, num_classes, train_encoder=True)
-        load_trainable_state(model.to(device), state["model"], checkpoint_path)
-        _, logits_of = pixel_inputs(model.eval(), test_split, args.preprocess, args.batch_size, device,
-                                    use_autocast(device))
+        restore_probe(model.to(device), state, checkpoint_path)
+        _, logits_of = pixel_inputs(model, test_split, args.preprocess, args.batch_size, device, use_autocast(device))
     else:
         def restore(clip_model):  # in a thread, while the test images are decoded and encoded
             model = LinearProbe(clip_model.visual, clip_model.visual.output_dim, num_classes)
             model.fc.to(device)  # the encoder is on the device already, and in use meanwhile
-            load_trainable_state(model, state["model"], checkpoint_path)
+            restore_probe(model, state, checkpoint_path)
             load_kernels(model, len(test_split.paths), model.fc.in_features, device)
-            return model.eval()
+            return model
         _, model = load_clip_and_features(args, dataset, splits, clip_file, device, names=("test",), beside=restore)
 
         def logits_of(split):
             return unflipped_logits(model, split, device)
+    return checked_logits(logits_of, test_split)
+
+
+def restore_probe(model, state, checkpoint_path):
+    """A ``LinearProbe`` holding a checkpoint's trained tensors, in eval mode."""
+    load_trainable_state(model, state["model"], checkpoint_path)
+    return model.eval()
+
+
+def checked_logits(logits_of, split):
+    """``logits_of(split)`` [N, C], without gradient, refused where not finite (naming the split)."""
     with torch.no_grad():
-        logits = logits_of(test_split)  # [N, C]
-    check_finite(logits, f"the logits on the {test_split.name} split")
+        logits = logits_of(split)
+    check_finite(logits, f"the logits on the {split.name} split")
     return logits
 
 
@@ -276,14 +291,9 @@ def finetune(args):
         loss = loss_fn(logits, labels[index.to(device)])  # fp32 logits (LinearProbe.forward)
         return loss, {}
 
-    def split_logits(split):
-        logits = logits_of(split)
-        check_finite(logits, f"the logits on the {split.name} split")
-        return logits  # [N, C]
-
-    @torch.no_grad()
     def evaluate():
-        results = evaluate_logits(split_logits(select_split), select_split.labels, train_freq, args.thre, args.score)
+        results = evaluate_logits(checked_logits(logits_of, select_split), select_split.labels, train_freq,
+                                  args.thre, args.score)
         return results["mAP"], selection_row(select_split, results)
 
     config = start.run_config(args, method, args.pretrain_clip_path)
@@ -294,10 +304,9 @@ def finetune(args):
                    args.batch_size, len(train_split.paths), args.seed, config, resume=args.resume,
                    desc=config["method"])
     state = load_checkpoint(run_dir / "best.pt")
-    load_trainable_state(model, state["model"], run_dir / "best.pt")
-    model.eval()
-    with torch.no_grad():
-        results = evaluate_logits(split_logits(test_split), test_split.labels, train_freq, args.thre, args.score)
+    restore_probe(model, state, run_dir / "best.pt")
+    results = evaluate_logits(checked_logits(logits_of, test_split), test_split.labels, train_freq, args.thre,
+                              args.score)
     results = run_results({**results, "thre": args.thre, "score": args.score}, config, best, select_split.name,
                           run_dir / "best.pt", state["epoch"] + 1)
     save_json(run_dir / "results.json", results)

@@ -5,6 +5,7 @@ epoch), ``results.json``, ``test_results.json`` (``lmpt/test.py``'s), ``last.pt`
 and ``best.pt``. Every file is written to a temporary name in the same folder and
 renamed into place, so a reader (or a resumed run) only ever sees a complete file.
 """
+import errno
 import glob
 import json
 import math
@@ -119,55 +120,69 @@ def run_finished(run_dir):
         return results
 
 
-LOCK_FILE = ".lock"  # in a run folder: held by the process that trains there (claim_run_dir)
-_CLAIMED = {}  # resolved run folder -> (its open lock file, whether this process made the folder)
+LOCK_FILE = ".lock"  # in a run folder: locked by the process that trains there (claim_run_dir)
+_CLAIMED = {}  # resolved run folder -> (the descriptor of its locked .lock, whether this process made the folder)
 
 
 def claim_run_dir(run_dir):
-    """Hold ``<run_dir>/.lock`` (an advisory ``flock``, let go by ``release_run_dir`` or when the process
-    ends, however it ends) for a training run, so that a second process training, resuming or overwriting
-    in the same folder meanwhile is refused rather than mix its files with this run's. The temporary files
-    of a run killed while it wrote (``atomic_write``'s) are removed: no other process writes there now.
-    A folder this process claims again is already its own; a file system without locks is not refused."""
+    """Lock ``<run_dir>/.lock`` for a training run (a POSIX ``lockf`` lock: the kernel lets go of it when the
+    process ends, however it ends, and its forked loader workers never hold it), so that a second process
+    training, resuming or overwriting in the same folder meanwhile is refused rather than mix its files with
+    this run's. The temporary files of a training write killed half-way (``atomic_write``'s) are removed: no
+    other process writes them now. A folder this process claimed already is its own (one
+    ``release_run_dir`` lets it go); a file system without locks, or a ``.lock`` this user cannot write
+    (another user's, in a shared folder), leaves the folder unclaimed, as before there were locks."""
     run_dir = Path(run_dir)
     key = run_dir.resolve()
     if fcntl is None or key in _CLAIMED:
         return
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(run_dir / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip()
-        lock.close()
-        raise FileExistsError(f"{run_dir}: another process ({holder or 'see ' + str(run_dir / LOCK_FILE)}) is "
-                              f"training in this folder now; wait until it has finished, or choose another "
-                              f"--output_dir") from None
-    except OSError:  # no locks on this file system
-        lock.close()
-        return
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    lock.flush()
-    _CLAIMED[key] = (lock, created)
-    for name in ("args.json", *TRAINING_FILES, "results.json"):  # not test_results.json: lmpt/test.py's
+    path = run_dir / LOCK_FILE
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            return
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if error.errno in (errno.EACCES, errno.EAGAIN):
+                raise FileExistsError(f"{run_dir}: another process ({holder or 'see ' + str(path)}) is training in "
+                                      f"this folder now; wait until it has finished, or choose another "
+                                      f"--output_dir") from None
+            return  # no locks on this file system
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # a .lock removed by the run that let go of the folder meanwhile: lock the one there now
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    _CLAIMED[key] = (fd, created)
+    for name in TRAINING_FILES:  # only a training run writes these (args.json and results.json: zero-shot too)
         for tmp in glob.glob(os.path.join(glob.escape(str(run_dir)), f".{glob.escape(name)}.*.tmp")):
             Path(tmp).unlink(missing_ok=True)
 
 
 def release_run_dir(run_dir):
-    """Let go of a run folder ``claim_run_dir`` claimed; one it made and that holds nothing else is removed."""
+    """Let go of a run folder ``claim_run_dir`` claimed; one it made and that holds nothing else is removed
+    (its ``.lock`` while still locked, so that a process waiting on that file locks the next one)."""
     run_dir = Path(run_dir)
-    lock, created = _CLAIMED.pop(run_dir.resolve(), (None, False))
-    if lock is None:
+    fd, created = _CLAIMED.pop(run_dir.resolve(), (None, False))
+    if fd is None:
         return
-    lock.close()  # lets go of the lock
-    if created and os.listdir(run_dir) == [LOCK_FILE]:  # a run refused or stopped before it wrote anything
-        (run_dir / LOCK_FILE).unlink(missing_ok=True)
-        run_dir.rmdir()
+    try:
+        if created and os.listdir(run_dir) == [LOCK_FILE]:  # a run refused or stopped before it wrote anything
+            (run_dir / LOCK_FILE).unlink()
+            run_dir.rmdir()
+    except OSError:
+        pass  # the folder went, or another process wrote there meanwhile: nothing to tidy, and no error to hide
+    finally:
+        os.close(fd)  # lets go of the lock
 
 
 def check_run_dir(args):
@@ -301,23 +316,18 @@ OPTIONAL_CONFIG_KINDS = {"backbone_file": _TEXT, "backbone_sha256": _TEXT, "spli
 PROMPT_METHODS = ("coop", "lmpt")  # prompt_tuning.TRAINING_METHODS (this list): lmpt/test.py rebuilds them from
 # CONFIG_KINDS
 FINETUNE_METHODS = ("linear-probe", "finetune-full")  # finetune_clip/fc.py's, without and with --from_scratch
-# what lmpt/test.py needs of a fine-tuning run's configuration to evaluate its classifier (no prompts)
-FINETUNE_CONFIG_KEYS = ("method", "dataset", "class_names", "backbone", "preprocess", "score", "thre")
 
 
 def check_config(config, path):
     """Refuse a checkpoint's ``config`` that is not a dict of settings of the kinds ``CONFIG_KINDS`` says, or one
-    of a prompt run (``PROMPT_METHODS``) without one of them (what lmpt/test.py rebuilds its prompts from), or
-    of a fine-tuning run (``FINETUNE_METHODS``) without one of ``FINETUNE_CONFIG_KEYS``."""
+    of a prompt run (``PROMPT_METHODS``) without one of them (what lmpt/test.py rebuilds its prompts from)."""
     if not isinstance(config, dict):
         raise ValueError(f"{path}: config: expected a dict of the run's settings, found a {type(config).__name__}")
-    method = config.get("method")
-    script, required = (("lmpt/train.py", CONFIG_KINDS) if method in PROMPT_METHODS else
-                        ("finetune_clip/fc.py", FINETUNE_CONFIG_KEYS) if method in FINETUNE_METHODS else
-                        ("a training script", ("method",)))
-    missing = [key for key in required if key not in config]
+    prompts = config.get("method") in PROMPT_METHODS
+    missing = [key for key in (CONFIG_KINDS if prompts else ("method",)) if key not in config]
     if missing:
-        raise ValueError(f"{path}: config: no {', '.join(missing)}; expected the settings {script} saves with a run")
+        raise ValueError(f"{path}: config: no {', '.join(missing)}; expected the settings "
+                         f"{'lmpt/train.py' if prompts else 'a training script'} saves with a run")
     for key, (fits, kind) in {**CONFIG_KINDS, **OPTIONAL_CONFIG_KINDS}.items():
         if key in config and not fits(config[key]):
             raise ValueError(f"{path}: config: {key} {config[key]!r}: expected {kind}")

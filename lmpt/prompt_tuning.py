@@ -19,7 +19,7 @@ from .data import DEFAULT_DATA_ROOT
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (RUN_IDENTITY, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
                      run_results, sigterm_as_interrupt)
-from .baselines import finetuned_logits
+from .baselines import FINETUNE_TEST_KEYS, finetune_method, finetuned_logits
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import evaluate_logits, format_results
 from .models import CustomCLIP, check_prompt_length, context_words, prompt_texts
@@ -161,9 +161,16 @@ def apply_checkpoint_config(args, config, checkpoint_path):
     same = {"ctx_init": lambda a, b: context_words(a) == context_words(b),  # 'a_photo' is 'a photo'
             "pretrain_clip": same_backbone}  # 'ViT-B/16' is 'ViT16'
     if method in FINETUNE_METHODS:
+        missing = [key for key in FINETUNE_TEST_KEYS if key not in config]
+        if missing:
+            raise ValueError(f"{checkpoint_path}: config: no {', '.join(missing)}; a {method} run of an earlier "
+                             f"version, which lmpt/test.py cannot evaluate (its results.json holds its evaluation)")
         ignored = [f"--{key}" for key in PROMPT_KEYS if getattr(args, key, None) is not None]
         if ignored:
             print(f"[test] note: {', '.join(ignored)} ignored; a {method} run (finetune_clip/fc.py) has no prompts")
+        if method == finetune_method(from_scratch=True) and "batch_size" not in getattr(args, "given", ()) \
+                and "batch_size" in config:  # its trained encoder runs on the images in batches, as in training
+            args.batch_size = config["batch_size"]
     else:
         trained = dict(config)  # with --ctx_init, the context vectors are its words' tokens, whatever --n_ctx said
         trained["n_ctx"] = prompt_texts([], config["n_ctx"], config["ctx_init"])[0]
@@ -177,8 +184,9 @@ def apply_checkpoint_config(args, config, checkpoint_path):
         if flag in getattr(args, "given", ()) and saved is not None and not same.get(flag, operator.eq)(given, saved):
             print(f"[test] note: --{flag} {given!r} ignored; the checkpoint was trained with {saved!r}")
     if args.preprocess is not None and args.preprocess != config["preprocess"]:
-        print(f"[test] note: --preprocess {args.preprocess}: the run trained on {config['preprocess']!r} features; "
-              f"its prompts are evaluated on features of another preprocessing")
+        trained = "prompts are" if method in TRAINING_METHODS else "classifier is"
+        print(f"[test] note: --preprocess {args.preprocess}: the run trained on images of {config['preprocess']!r} "
+              f"preprocessing; its {trained} evaluated on images of another")
     args.dataset = args.dataset or config["dataset"]
     if getattr(args, "data_root", None) is None:
         args.data_root = training_data_root(Path(checkpoint_path).parent)
@@ -224,7 +232,7 @@ def test(args):
     """Rebuild a run's model from its checkpoint's saved configuration and evaluate it on the test split: the
     prompt learner of lmpt/train.py, or the classifier (and trained encoder) of finetune_clip/fc.py."""
     device = select_device(args.device)
-    state = load_checkpoint(args.checkpoint)
+    state = load_checkpoint(args.checkpoint, mmap=True)  # its tensors read as used: not the optimizer state
     source = Path(args.checkpoint)
     checkpoint_path = source / "best.pt" if source.is_dir() else source
     out = check_results_file(args.output or checkpoint_path.parent / "test_results.json")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from finetune_clip import fc as fc_script
+from lmpt import baselines
 from lmpt import test as test_script
 from lmpt.checkpoint import save_torch
 
@@ -32,11 +33,15 @@ def evaluation_argv(run, tmp_path, *extra):
 
 @pytest.mark.parametrize("from_scratch", [False, True], ids=["linear-probe", "finetune-full"])
 def test_a_fine_tuning_run_is_evaluated_as_its_training_evaluated_it(tmp_path, tiny_data_root, tiny_rn_checkpoint,
-                                                                     from_scratch, capsys):
+                                                                     from_scratch, capsys, monkeypatch):
     run = fc_run(tmp_path, tiny_data_root, tiny_rn_checkpoint, "fc", *(["--from_scratch"] if from_scratch else []))
     trained = read_json(run / "results.json")
     capsys.readouterr()
-    test_script.main(evaluation_argv(run, tmp_path))  # --data_root, --thre and --score: the run's
+    batch_sizes = []  # full fine-tuning's encoder runs in batches of the run's --batch_size (8), as in training
+    pixel_inputs = baselines.pixel_inputs
+    monkeypatch.setattr(baselines, "pixel_inputs", lambda *a: batch_sizes.append(a[3]) or pixel_inputs(*a))
+    test_script.main(evaluation_argv(run, tmp_path))  # --data_root, --thre, --score, --batch_size: the run's
+    assert batch_sizes == ([8] if from_scratch else [])
     tested = read_json(run / "test_results.json")
     for key in METRICS:
         assert tested[key] == pytest.approx(trained[key], abs=1e-9), key
@@ -65,6 +70,15 @@ def test_a_linear_probe_at_another_threshold_equals_a_run_trained_with_it(tmp_pa
     assert any(tested[k] != before[k] for k in ("CP", "CR", "OP", "OR"))  # the threshold was applied
 
 
+def test_another_preprocessing_is_noted_for_a_classifier(tmp_path, tiny_data_root, tiny_rn_checkpoint, capsys):
+    run = fc_run(tmp_path, tiny_data_root, tiny_rn_checkpoint, "fc")
+    capsys.readouterr()
+    tested = test_script.main(evaluation_argv(run, tmp_path, "--preprocess", "clip"))
+    assert ("[test] note: --preprocess clip: the run trained on images of 'lmpt' preprocessing; its classifier is "
+            "evaluated on images of another") in capsys.readouterr().out
+    assert tested["preprocess"] == "clip"
+
+
 def test_other_checkpoints_are_refused_by_name(tmp_path, tiny_data_root):
     other = tmp_path / "other" / "best.pt"
     other.parent.mkdir()
@@ -74,5 +88,6 @@ def test_other_checkpoints_are_refused_by_name(tmp_path, tiny_data_root):
         test_script.main(["--checkpoint", str(other), "--data_root", str(tiny_data_root), "--device", "cpu"])
     save_torch(other, {"model": {"fc.weight": torch.zeros(4, 8)}, "epoch": 1,
                        "config": {"method": "linear-probe", "dataset": "voc-lt"}})
-    with pytest.raises(ValueError, match=r"best.pt: config: no class_names, backbone, preprocess, score, thre"):
+    with pytest.raises(ValueError, match=r"best.pt: config: no class_names, backbone, preprocess, score, thre; a "
+                                         r"linear-probe run of an earlier version, which lmpt/test.py cannot"):
         test_script.main(["--checkpoint", str(other), "--data_root", str(tiny_data_root), "--device", "cpu"])

@@ -391,7 +391,8 @@ def test_the_test_split_is_the_training_runs_own_by_default(tmp_path, tiny_data_
     assert (f"[test] note: the train or test list of --dataset voc-lt in --data_root {other} is not the one the run "
             f"trained with") in out
     clip_features = test_script.main(argv + ["--preprocess", "clip", "--output", str(tmp_path / "clip.json")])
-    assert "[test] note: --preprocess clip: the run trained on 'lmpt' features" in capsys.readouterr().out
+    assert "[test] note: --preprocess clip: the run trained on images of 'lmpt' preprocessing; its prompts are " \
+        "evaluated on images of another" in capsys.readouterr().out
     assert clip_features["preprocess"] == "clip"
 
 

@@ -191,18 +191,13 @@ def test_a_last_without_what_a_resume_needs_is_refused_before_any_work(runs, tmp
 
 def test_a_checkpoint_config_of_the_wrong_shape_is_refused(tmp_path):
     path = tmp_path / "best.pt"
-    probe = {"method": "linear-probe", "dataset": "voc-lt", "class_names": ["dog"], "backbone": "RN50",
-             "preprocess": "clip", "score": "softmax", "thre": 0.5}  # what lmpt/test.py reads of a linear probe
     for config, expected in (([1, 2], "config: expected a dict of the run's settings, found a list"),
                              ({"method": "lmpt", "n_ctx": 4},
                               "config: no dataset, class_names, backbone, preprocess, ctx_init, csc, "),
                              ({"method": 3}, "config: method 3: expected a string"),
-                             ({"method": "linear-probe", "dataset": "voc-lt"},
-                              "config: no class_names, backbone, preprocess, score, thre; expected the settings "
-                              "finetune_clip/fc.py saves with a run"),
-                             ({**probe, "class_names": "dog"},
+                             ({"method": "linear-probe", "class_names": "dog"},
                               "config: class_names 'dog': expected a list of class names"),
-                             ({**probe, "db_params": {"gamma": "0.3", "neg_scale": 5}},
+                             ({"method": "linear-probe", "db_params": {"gamma": "0.3", "neg_scale": 5}},
                               "config: db_params .*: expected \\{'gamma': a number, 'neg_scale': a number\\}")):
         save_torch(path, {"model": {}, "config": config, "epoch": 0})
         with pytest.raises(ValueError, match=f"{path}: {expected}"):

@@ -78,16 +78,70 @@ def test_a_run_folder_is_let_go_and_removed_when_the_run_wrote_nothing(tmp_path)
     assert sorted(os.listdir(run_dir)) == [LOCK_FILE, "args.json"]
 
 
+def test_a_forked_loader_worker_does_not_keep_the_folder_claimed(tmp_path):
+    """DataLoader workers are forked after the claim: a lock they inherited (an flock would be) would outlive
+    the run that let go of the folder, or was killed, for as long as they take to exit."""
+    import multiprocessing
+    import time
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()  # kept when let go, with its .lock
+    claim_run_dir(run_dir)
+    worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+    worker.start()
+    try:
+        release_run_dir(run_dir)
+        holder = hold_lock(run_dir)  # claimed by another process while the worker still runs
+        holder.kill()
+        holder.wait()
+    finally:
+        worker.kill()
+        worker.join()
+
+
+def test_an_error_while_letting_go_does_not_hide_the_runs_own(tmp_path):
+    run_dir = tmp_path / "gone"
+
+    def removed_then_failed(args):
+        check_run_dir(args)
+        (run_dir / LOCK_FILE).unlink()
+        run_dir.rmdir()
+        raise ValueError("the run's own error")
+    with pytest.raises(ValueError, match="the run's own error"):
+        run_resumable(removed_then_failed, run_args(run_dir), "train")
+
+
+def test_a_lock_file_this_user_cannot_write_leaves_the_folder_unclaimed(tmp_path, monkeypatch):
+    """Another user's .lock in a shared folder (as root, whom permissions do not stop: its open refused)."""
+    import lmpt.checkpoint as checkpoint_module
+    run_dir = tmp_path / "shared"
+    run_dir.mkdir()
+    os_open = os.open
+
+    def refused(path, *args, **kwargs):
+        if Path(path).name == LOCK_FILE:
+            raise PermissionError(13, "Permission denied", str(path))
+        return os_open(path, *args, **kwargs)
+    monkeypatch.setattr(checkpoint_module.os, "open", refused)
+    monkeypatch.setattr(checkpoint_module, "open", refused, raising=False)  # open(), had it used that
+    assert check_run_dir(run_args(run_dir)) == run_dir  # as before there were locks
+    monkeypatch.undo()
+    release_run_dir(run_dir)  # nothing was claimed: nothing to let go
+    holder = hold_lock(run_dir)
+    holder.kill()
+    holder.wait()
+
+
 def test_claiming_a_run_folder_removes_temporary_files_of_a_killed_write(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     left = [run_dir / ".last.pt.k2j4.tmp", run_dir / ".metrics.jsonl.x8.tmp"]
-    kept = [run_dir / ".test_results.json.a1.tmp", run_dir / "notes.tmp"]  # lmpt/test.py's; a user's file
+    kept = [run_dir / ".test_results.json.a1.tmp", run_dir / ".results.json.b2.tmp",  # lmpt/test.py's, zero-shot's
+            run_dir / "notes.tmp"]  # a user's file
     for path in left + kept:
         path.write_bytes(b"partial")
     claim_run_dir(run_dir)
     release_run_dir(run_dir)
-    assert [p.exists() for p in left + kept] == [False, False, True, True]
+    assert [p.exists() for p in left + kept] == [False, False, True, True, True]
 
 
 def test_an_oserror_after_an_epoch_was_saved_says_how_to_resume(tmp_path, capsys):

@@ -1,7 +1,6 @@
-"""Review s21 of the vendored CLIP: OpenAI's error class and ``clip._download``, damaged archives, the BPE
-vocabulary check, and parity tests for paths the tiny models do not reach."""
+"""Code written for OpenAI's clip keeps working: its error class and ``clip._download``, damaged archives
+named as such, the BPE vocabulary checked, and OpenAI's released archive layout."""
 import socket
-import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -9,13 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-import clip  # noqa: E402
-from clip import clip as clip_module  # noqa: E402  (CoOp-style code does ``from clip import clip``)
-from tiny_clip import make_tiny_clip, write_tiny_clip  # noqa: E402
+import clip
+from clip import clip as clip_module  # (CoOp-style code does ``from clip import clip``)
+from tiny_clip import make_tiny_clip, write_tiny_clip
 
 # One of OpenAI's download URLs, as OpenAI's clip._MODELS holds them.
 VIT_B_16_URL = ("https://openaipublic.azureedge.net/clip/models/"
@@ -60,7 +55,7 @@ def same_weights(model, reference):
 
 
 # ---------------------------------------------------------------------------
-# F2: a missing checkpoint is both a FileNotFoundError and OpenAI's RuntimeError.
+# A missing checkpoint is both a FileNotFoundError and OpenAI's RuntimeError.
 
 @pytest.mark.parametrize("name", ["ViT-B/16", "nowhere/my-clip.pt"], ids=["released-name", "path"])
 def test_missing_checkpoint_is_caught_as_runtime_error_and_as_file_not_found(name, tmp_path):
@@ -78,7 +73,7 @@ def test_missing_checkpoint_is_caught_as_runtime_error_and_as_file_not_found(nam
 
 
 # ---------------------------------------------------------------------------
-# F3: clip._download for CoOp-style ``torch.jit.load(clip._download(clip._MODELS[name]))``.
+# clip._download for CoOp-style ``torch.jit.load(clip._download(clip._MODELS[name]))``.
 
 def test_download_maps_url_basename_and_models_entry_to_the_local_file(tmp_path, monkeypatch, no_network):
     path = write_tiny_clip(tmp_path / "ViT-B-16.pt", arch="vit")
@@ -116,7 +111,7 @@ def test_download_of_an_unknown_file_downloads_nothing(tmp_path, no_network):
 
 
 # ---------------------------------------------------------------------------
-# F4: a damaged TorchScript archive reports torch.jit.load's error.
+# A damaged TorchScript archive reports torch.jit.load's error.
 
 def test_damaged_torchscript_archive_reports_the_jit_error(tmp_path):
     whole = write_openai_style_archive(tmp_path / "whole.pt", make_tiny_clip("vit"))
@@ -141,7 +136,7 @@ def test_torch_save_archive_of_other_objects_still_reports_torch_load(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# F6: OpenAI's released layout, a traced CLIP in fp16 with three extra tensors.
+# OpenAI's released layout, a traced CLIP in fp16 with three extra tensors.
 
 def test_openai_style_traced_archive_loads_as_fp32_with_the_fp16_rounded_weights(tmp_path):
     original = make_tiny_clip("vit", seed=6)
