@@ -3,8 +3,9 @@
     python lmpt/test.py --checkpoint runs/voc-lt_lmpt_ViT16_seed0 --thre 0.3
     python lmpt/test.py --checkpoint runs/voc-lt_linear-probe_ViT16_seed0 --thre 0.3
 
-Without --checkpoint the run folder that lmpt/train.py would have written for the
-same --dataset/--training_method/--pretrain_clip/--seed is used, so the published
+Without --checkpoint the run folder that lmpt/train.py (finetune_clip/fc.py, for
+--training_method linear-probe or finetune-full) would have written for the same
+--dataset/--training_method/--pretrain_clip/--seed is used, so the published
 test command works as it is. The prompt learner is rebuilt from the configuration
 saved in the checkpoint; prompt flags, --pretrain_clip and --training_method written here
 with another value are ignored with a note.
@@ -18,6 +19,7 @@ if __package__ in (None, ""):
 
 from lmpt.cli import (DATASET_HELP, add_common_args, backbone_help, default_run_dir,  # noqa: E402
                       freeze_imported_objects, given_flags, int_in, report_errors, resolve_backbone_arg, str2bool)
+from lmpt.checkpoint import FINETUNE_METHODS  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
 from lmpt.prompt_tuning import TRAINING_METHODS, test  # noqa: E402
 
@@ -34,7 +36,9 @@ def build_parser():
     p.add_argument("--pretrain_clip", default="ViT16",
                    help=f"{backbone_help()}: the training run's, which names its default folder (the checkpoint "
                         f"holds the CLIP file)")
-    p.add_argument("--training_method", choices=TRAINING_METHODS, default="lmpt")
+    p.add_argument("--training_method", choices=TRAINING_METHODS + FINETUNE_METHODS, default="lmpt",
+                   help="the training run's method, which names its default folder (linear-probe and "
+                        "finetune-full: the runs of finetune_clip/fc.py, without and with --from_scratch)")
     p.add_argument("--class_token_position", choices=CLASS_TOKEN_POSITIONS, default=None)
     p.add_argument("--ctx_init", default=None)
     p.add_argument("--n_ctx", type=int_in(1), default=None)

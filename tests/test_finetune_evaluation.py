@@ -91,3 +91,10 @@ def test_other_checkpoints_are_refused_by_name(tmp_path, tiny_data_root):
     with pytest.raises(ValueError, match=r"best.pt: config: no class_names, backbone, preprocess, score, thre; a "
                                          r"linear-probe run of an earlier version, which lmpt/test.py cannot"):
         test_script.main(["--checkpoint", str(other), "--data_root", str(tiny_data_root), "--device", "cpu"])
+
+
+def test_the_default_run_folder_of_a_fine_tuning_method_is_fc_pys():
+    for method, flags in (("linear-probe", []), ("finetune-full", ["--from_scratch"])):
+        tested = test_script.parse_args(["--training_method", method, "--pretrain_clip", "RN50", "--seed", "2"])
+        trained = fc_script.parse_args(["--pretrain_clip_path", "RN50", "--seed", "2", *flags])
+        assert tested.checkpoint == trained.output_dir and trained.output_dir.name == f"voc-lt_{method}_RN50_seed2"
