@@ -10,7 +10,7 @@ import torch
 
 import clip
 from clip import clip as clip_module  # (CoOp-style code does ``from clip import clip``)
-from tiny_clip import make_tiny_clip, write_tiny_clip
+from tiny_clip import make_tiny_clip, write_openai_style_archive, write_tiny_clip
 
 # One of OpenAI's download URLs, as OpenAI's clip._MODELS holds them.
 VIT_B_16_URL = ("https://openaipublic.azureedge.net/clip/models/"
@@ -30,23 +30,6 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-
-
-def write_openai_style_archive(path, model=None):
-    """Write ``model`` as OpenAI's released files are: the traced CLIP (encode_image, encode_text) in fp16,
-    with ``input_resolution``, ``context_length`` and ``vocab_size`` tensors -> Path."""
-    model = make_tiny_clip("vit") if model is None else model
-    resolution = model.visual.input_resolution
-    del model.context_length, model.vocab_size  # ints on the Python model, tensors in the archive
-    model.register_buffer("input_resolution", torch.tensor(resolution))
-    model.register_buffer("context_length", torch.tensor(77))
-    model.register_buffer("vocab_size", torch.tensor(49408))
-    inputs = {"encode_image": torch.randn(1, 3, resolution, resolution), "encode_text": clip.tokenize(["a dog"])}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings (encode_text cuts at the end-of-text token)
-        traced = torch.jit.trace_module(model, inputs, check_trace=False).half()
-        torch.jit.save(traced, str(path))
-    return Path(path)
 
 
 def same_weights(model, reference):

@@ -5,6 +5,7 @@ The full 49,408-token vocabulary and 77-token context are kept so that
 Widths are multiples of 64 where CLIP derives heads as width // 64.
 """
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -54,3 +55,20 @@ def make_tiny_clip(arch, seed=0, **overrides):
 def write_tiny_clip(path, arch="vit", fmt="torchscript", seed=0):
     """Write ``make_tiny_clip(arch, seed)`` with ``clip.save_checkpoint`` -> Path."""
     return Path(clip.save_checkpoint(make_tiny_clip(arch, seed), path, fmt=fmt))
+
+
+def write_openai_style_archive(path, model=None):
+    """Write ``model`` as OpenAI's released files are: the traced CLIP (encode_image, encode_text) in fp16,
+    with ``input_resolution``, ``context_length`` and ``vocab_size`` tensors -> Path."""
+    model = make_tiny_clip("vit") if model is None else model
+    resolution = model.visual.input_resolution
+    del model.context_length, model.vocab_size  # ints on the Python model, tensors in the archive
+    model.register_buffer("input_resolution", torch.tensor(resolution))
+    model.register_buffer("context_length", torch.tensor(77))
+    model.register_buffer("vocab_size", torch.tensor(49408))
+    inputs = {"encode_image": torch.randn(1, 3, resolution, resolution), "encode_text": clip.tokenize(["a dog"])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings (encode_text cuts at the end-of-text token)
+        traced = torch.jit.trace_module(model, inputs, check_trace=False).half()
+        torch.jit.save(traced, str(path))
+    return Path(path)
