@@ -1,6 +1,6 @@
 """Reading and writing CLIP checkpoints in OpenAI's released format, without ever running one.
 
-Read: a TorchScript archive (only its state dict is used) or a ``torch.save``'d
+Read: a TorchScript archive (only its weights, read from its pickle without torch.jit) or a ``torch.save``'d
 state dict, possibly nested under ``state_dict``/``model`` and with a ``module.`` prefix.
 Write: ``save_checkpoint`` (TorchScript archive holding fp16 weights, or a plain state dict).
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .archive_reader import ArchiveReadError, read_torchscript_weights
 from .model import EXTRA_KEYS, RESNET_KEYS, TEXT_KEYS, VIT_KEYS, CheckpointFormatError, infer_config
 
 EXPECTED = ("expected one of OpenAI's released CLIP checkpoints (a TorchScript archive such as ViT-B-16.pt) "
@@ -88,21 +89,43 @@ def _first_line(error):
     return re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().split("\n")[0][:300]
 
 
-def read_state_dict(path):
-    """State dict of a CLIP checkpoint file (tensors on the CPU); CheckpointFormatError if it is none."""
-    path = Path(path)
+def _torchscript_state_dict(path):
+    """State dict of the TorchScript archive at ``path``, read from the archive's pickle without
+    torch.jit (``read_torchscript_weights``); ``torch.jit.load`` only where that reader does not
+    understand the archive (a layout it does not know, or damage: then torch.jit.load judges it).
+    An archive whose pickle names other Python objects than weights need is refused outright."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still the released format
-            obj = torch.jit.load(str(path), map_location="cpu").state_dict()  # the graph is never run
-    except (RuntimeError, ValueError) as jit_error:
+        return read_torchscript_weights(path)
+    except ArchiveReadError as reader_error:
+        jit_load = getattr(torch.jit, "load", None)
+        if jit_load is None:  # a torch without torch.jit.load
+            raise CheckpointFormatError(f"{path}: a damaged TorchScript archive: {reader_error.reason}; "
+                                        f"copy or download it again") from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated
+                return jit_load(str(path), map_location="cpu").state_dict()  # the graph is never run
+        except Exception as jit_error:  # RuntimeError mostly; what a damaged archive raises varies
+            raise CheckpointFormatError(
+                f"{path}: a damaged TorchScript archive: torch.jit.load fails ({type(jit_error).__name__}: "
+                f"{_first_line(jit_error)}), and so does reading its weights without it "
+                f"({reader_error.reason}); copy or download it again") from None
+
+
+def read_state_dict(path):
+    """State dict of a CLIP checkpoint file (tensors on the CPU); CheckpointFormatError if it is none.
+
+    A TorchScript archive's weights are read from its pickle as stored (fp16 stays fp16), without
+    torch.jit and without running anything in the archive (``_torchscript_state_dict``); any other
+    file with ``torch.load(weights_only=True)``.
+    """
+    path = Path(path)
+    if is_torchscript_archive(path):
+        obj = _torchscript_state_dict(path)
+    else:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as error:  # unpickling errors have many types
-            if is_torchscript_archive(path):  # torch.load's refusal and its advice say nothing about such a file
-                raise CheckpointFormatError(
-                    f"{path}: a damaged TorchScript archive: torch.jit.load fails ({type(jit_error).__name__}: "
-                    f"{_first_line(jit_error)}); copy or download it again") from None
             if zipfile.is_zipfile(path):  # a torch.save archive holding more than tensors and plain containers
                 detail = (f"a zip archive that torch.load(weights_only=True) refuses "
                           f"({type(error).__name__}: {_first_line(error)})")
