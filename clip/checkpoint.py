@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .archive_reader import ArchiveReadError, read_torchscript_weights
+from .archive_reader import ArchiveReadError, UnsafeArchiveError, read_torchscript_weights
 from .model import EXTRA_KEYS, RESNET_KEYS, TEXT_KEYS, VIT_KEYS, CheckpointFormatError, infer_config
 
 EXPECTED = ("expected one of OpenAI's released CLIP checkpoints (a TorchScript archive such as ViT-B-16.pt) "
@@ -92,13 +92,18 @@ def _first_line(error):
 def _torchscript_state_dict(path):
     """State dict of the TorchScript archive at ``path``, read from the archive's pickle without
     torch.jit (``read_torchscript_weights``); ``torch.jit.load`` only where that reader does not
-    understand the archive (a layout it does not know, or damage: then torch.jit.load judges it).
-    An archive whose pickle names other Python objects than weights need is refused outright."""
+    understand the archive (a layout it does not know, or damage: then torch.jit.load judges it) or
+    refuses a global its pickle names (an archive of a torch version whose pickles name one more than
+    the reader allows: torch.jit.load's own unpickler resolves TorchScript's types only, and runs no
+    Python). Where torch.jit.load fails too, the reader's refusal or reason is the error."""
     try:
         return read_torchscript_weights(path)
-    except ArchiveReadError as reader_error:
+    except (ArchiveReadError, UnsafeArchiveError) as reader_error:
         jit_load = getattr(torch.jit, "load", None)
+        refused = isinstance(reader_error, UnsafeArchiveError)
         if jit_load is None:  # a torch without torch.jit.load
+            if refused:
+                raise
             raise CheckpointFormatError(f"{path}: a damaged TorchScript archive: {reader_error.reason}; "
                                         f"copy or download it again") from None
         try:
@@ -106,6 +111,8 @@ def _torchscript_state_dict(path):
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated
                 return jit_load(str(path), map_location="cpu").state_dict()  # the graph is never run
         except Exception as jit_error:  # RuntimeError mostly; what a damaged archive raises varies
+            if refused:
+                raise reader_error from None
             raise CheckpointFormatError(
                 f"{path}: a damaged TorchScript archive: torch.jit.load fails ({type(jit_error).__name__}: "
                 f"{_first_line(jit_error)}), and so does reading its weights without it "

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import clip
-from clip import checkpoint
+from clip import archive_reader, checkpoint
 from clip.archive_reader import ArchiveReadError, UnsafeArchiveError, read_torchscript_weights
 from tiny_clip import make_tiny_clip, write_openai_style_archive, write_tiny_clip
 
@@ -174,6 +174,15 @@ def test_jit_true_still_warns_and_loads_through_the_reader(archives, no_jit_load
     assert isinstance(model, clip.CLIP)
 
 
+def test_a_global_the_reader_does_not_allow_falls_back_to_torch_jit_load(archives, monkeypatch):
+    """An archive of another torch version whose pickle names one more global than the reader allows is read
+    as before (torch.jit.load), not refused: here, the reader made to refuse OrderedDict."""
+    monkeypatch.delitem(archive_reader.ALLOWED, ("collections", "OrderedDict"))
+    with pytest.raises(UnsafeArchiveError, match="collections.OrderedDict"):
+        read_torchscript_weights(archives["openai-vit"])
+    assert_same_state_dict(clip.read_state_dict(archives["openai-vit"]), jit_state_dict(archives["openai-vit"]))
+
+
 def test_an_archive_the_reader_does_not_understand_falls_back_to_torch_jit_load(archives, monkeypatch):
     def unreadable(path):
         raise ArchiveReadError(path, "a layout it does not know")
@@ -220,4 +229,16 @@ def test_an_archive_whose_pickle_names_os_system_is_refused_without_calling_it(a
             read(crafted)
         message = str(info.value)
         assert message.startswith(f"{crafted}: refused") and "os.system" in message and "data.pkl" in message
+    assert not ran.exists()
+
+
+def test_os_system_in_a_pickle_is_not_run_by_the_torch_jit_load_fallback_either(archives, tmp_path):
+    """Where the reader refuses a global, torch.jit.load is tried (its unpickler resolves TorchScript's types
+    only): it fails on os.system without calling it, and the reader's refusal is the error."""
+    ran = tmp_path / "ran"
+    command = f"touch {ran}".encode()
+    payload = b"\x80\x02cos\nsystem\nX" + struct.pack("<I", len(command)) + command + b"\x85R."
+    crafted = copy_with(archives["openai-vit"], tmp_path / "ViT-B-16.pt", {"/data.pkl": payload})
+    with pytest.raises(UnsafeArchiveError, match="os.system"):
+        clip.read_state_dict(crafted)
     assert not ran.exists()
