@@ -242,3 +242,16 @@ def test_os_system_in_a_pickle_is_not_run_by_the_torch_jit_load_fallback_either(
     with pytest.raises(UnsafeArchiveError, match="os.system"):
         clip.read_state_dict(crafted)
     assert not ran.exists()
+
+
+def test_compressed_members_are_read_as_well(archives, tmp_path):
+    """torch writes tensors uncompressed, and the reader reads those straight from the file; an archive
+    repacked with compression (by a zip tool, say) is read through zipfile, to the same weights."""
+    source = archives["openai-vit"]
+    repacked = tmp_path / "ViT-B-16.pt"
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(repacked, "w", zipfile.ZIP_DEFLATED) as new:
+        for info in old.infolist():
+            new.writestr(info.filename, old.read(info.filename))
+    with zipfile.ZipFile(repacked) as check:
+        assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in check.infolist())
+    assert_same_state_dict(read_torchscript_weights(repacked), jit_state_dict(source))
