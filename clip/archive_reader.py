@@ -13,6 +13,7 @@ import collections
 import pickle
 import sys
 import zipfile
+import zlib
 
 import torch
 
@@ -75,6 +76,14 @@ def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad, backwa
     if not isinstance(storage, tuple) or backward_hooks or metadata:
         raise _Unreadable("a tensor with backward hooks or metadata, or without a storage")
     untyped, dtype = storage
+    size, stride = tuple(size), tuple(stride)
+    if not (isinstance(storage_offset, int) and storage_offset >= 0 and len(size) == len(stride)
+            and all(isinstance(n, int) and n >= 0 for n in size + stride)):
+        raise _Unreadable(f"a tensor of offset {storage_offset!r}, size {size!r}, stride {stride!r}")
+    if all(size):  # its last element lies within the storage (set_ would grow the storage, uninitialised)
+        end = storage_offset + sum((n - 1) * step for n, step in zip(size, stride)) + 1  # elements
+        if end * dtype.itemsize > untyped.nbytes():
+            raise _Unreadable(f"a tensor of size {size} reaching past its storage of {untyped.nbytes()} bytes")
     return torch.empty((0,), dtype=dtype).set_(untyped, storage_offset, size, stride)
 
 
@@ -106,6 +115,14 @@ ALLOWED = {
 }
 
 
+def _fresh(fn):
+    """A new function that calls ``fn``: what one unpickler hands out for an allowed global, so that
+    attributes a crafted pickle sets on it (``__defaults__``, say) never reach ``fn`` or another file."""
+    def call(*args, **kwargs):
+        return fn(*args, **kwargs)
+    return call
+
+
 class _WeightsUnpickler(pickle.Unpickler):
     """Unpickles a TorchScript archive's ``data.pkl``: the archive's classes become ``_ScriptObject``s,
     tensors are read from ``data/<key>``; any other global is refused (``UnsafeArchiveError``)."""
@@ -113,6 +130,8 @@ class _WeightsUnpickler(pickle.Unpickler):
     def __init__(self, file, archive, folder, path):
         super().__init__(file)
         self.archive, self.folder, self.path = archive, folder, path
+        # a fresh callable for each allowed global: state a pickle sets on one (BUILD) stays in this unpickler
+        self.allowed = {key: _fresh(fn) for key, fn in ALLOWED.items()}
         self.storages = {}  # key -> untyped storage (tensors that share one share it here too)
         self.classes = {}  # qualified name -> _ScriptObject subclass
 
@@ -122,8 +141,8 @@ class _WeightsUnpickler(pickle.Unpickler):
             if qualified not in self.classes:
                 self.classes[qualified] = type(name, (_ScriptObject,), {"qualified_name": qualified})
             return self.classes[qualified]
-        if (module, name) in ALLOWED:
-            return ALLOWED[module, name]
+        if (module, name) in self.allowed:
+            return self.allowed[module, name]
         if module == "torch" and name in STORAGE_DTYPES:
             return _StorageType(STORAGE_DTYPES[name])
         if module == "torch" and name in DTYPES:
@@ -151,21 +170,24 @@ class _WeightsUnpickler(pickle.Unpickler):
         return self.storages[key], storage_type.dtype
 
     def _read_member(self, member):
-        """The bytes of a member, as a uint8 tensor [nbytes]. torch writes tensors uncompressed: those are read straight
-        from the file into one buffer (zipfile's read copies them twice and checks their CRC, which costed
-        this reader three times torch.jit.load's time on a ViT-B/16 archive; torch.jit.load checks no CRC
-        either, and a run checks the whole archive's the first time it hashes it)."""
+        """The bytes of a member, as a uint8 tensor [nbytes]. torch writes tensors uncompressed: those are
+        read straight from the file into one buffer. (zipfile's read copied them twice and checked their
+        CRC: three times torch.jit.load's time on a ViT-B/16 archive. torch.jit.load checks no CRC either,
+        and a run checks the whole archive's CRCs the first time it hashes the file.) The member's local
+        header must name it: a directory entry pointing at another member's bytes is refused."""
         info = self.archive.getinfo(member)
         if info.compress_type != zipfile.ZIP_STORED:
-            data = self.archive.read(member)
-            return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+            data = bytearray(self.archive.read(member))
+            return torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
         raw = self.archive.fp  # the archive's open file
         raw.seek(info.header_offset)
         header = raw.read(30)  # the member's local header: its name's and extra field's lengths at 26 and 28
         if len(header) != 30 or header[:4] != b"PK\x03\x04":
             raise _Unreadable(f"the member {member}'s local header is damaged")
-        raw.seek(info.header_offset + 30 + int.from_bytes(header[26:28], "little")
-                 + int.from_bytes(header[28:30], "little"))
+        name_length = int.from_bytes(header[26:28], "little")
+        if raw.read(name_length) != info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437"):
+            raise _Unreadable(f"the member {member}'s local header names another member")
+        raw.seek(info.header_offset + 30 + name_length + int.from_bytes(header[28:30], "little"))
         data = torch.empty(info.file_size, dtype=torch.uint8)  # not zeroed: read into at once
         if info.file_size and raw.readinto(memoryview(data.numpy())) != info.file_size:
             raise _Unreadable(f"the member {member} is cut short")
@@ -250,7 +272,8 @@ def read_torchscript_weights(path):
 
     Raises ``UnsafeArchiveError`` if ``data.pkl`` names anything beyond tensors, ordered dicts, typed
     lists and the archive's own classes, ``ArchiveReadError`` if the archive is damaged or laid out
-    otherwise (a missing member, a bad CRC, a cut pickle, an undeclared module class).
+    otherwise (a missing member, a cut pickle, a tensor past its storage, an undeclared module class;
+    the bytes of uncompressed tensors are not CRC-checked here, as torch.jit.load does not check them).
     """
     try:
         with zipfile.ZipFile(path) as archive:
@@ -276,6 +299,6 @@ def read_torchscript_weights(path):
         raise ArchiveReadError(path, str(error)) from None
     except UnsafeArchiveError:
         raise
-    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, KeyError,
-            AttributeError, IndexError, SyntaxError, RuntimeError) as error:
+    except (zipfile.BadZipFile, zlib.error, pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError,
+            KeyError, AttributeError, IndexError, SyntaxError, RuntimeError, MemoryError) as error:
         raise ArchiveReadError(path, f"{type(error).__name__}: {error}") from None

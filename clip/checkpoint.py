@@ -91,11 +91,12 @@ def _first_line(error):
 
 def _torchscript_state_dict(path):
     """State dict of the TorchScript archive at ``path``, read from the archive's pickle without
-    torch.jit (``read_torchscript_weights``); ``torch.jit.load`` only where that reader does not
-    understand the archive (a layout it does not know, or damage: then torch.jit.load judges it) or
-    refuses a global its pickle names (an archive of a torch version whose pickles name one more than
-    the reader allows: torch.jit.load's own unpickler resolves TorchScript's types only, and runs no
-    Python). Where torch.jit.load fails too, the reader's refusal or reason is the error."""
+    torch.jit (``read_torchscript_weights``, which runs nothing); ``torch.jit.load`` only where that
+    reader does not understand the archive (a layout it does not know, or damage: then torch.jit.load
+    judges it) or refuses a global its pickle names (an archive of a torch version whose pickles name
+    one more than the reader allows), with a warning: torch.jit.load, which OpenAI's clip uses on every
+    archive, runs the TorchScript ``__setstate__`` of an archive's classes, so a crafted file can choose
+    to be read that way. Where torch.jit.load fails too, the reader's refusal or reason is the error."""
     try:
         return read_torchscript_weights(path)
     except (ArchiveReadError, UnsafeArchiveError) as reader_error:
@@ -109,7 +110,7 @@ def _torchscript_state_dict(path):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated
-                return jit_load(str(path), map_location="cpu").state_dict()  # the graph is never run
+                state_dict = jit_load(str(path), map_location="cpu").state_dict()  # the graph is never run
         except Exception as jit_error:  # RuntimeError mostly; what a damaged archive raises varies
             if refused:
                 raise reader_error from None
@@ -117,6 +118,11 @@ def _torchscript_state_dict(path):
                 f"{path}: a damaged TorchScript archive: torch.jit.load fails ({type(jit_error).__name__}: "
                 f"{_first_line(jit_error)}), and so does reading its weights without it "
                 f"({reader_error.reason}); copy or download it again") from None
+        warnings.warn(f"{path}: read with torch.jit.load, as OpenAI's clip reads every archive, since its weights "
+                      f"could not be read without it ({getattr(reader_error, 'reason', reader_error)}); "
+                      f"torch.jit.load runs the TorchScript code an archive holds for its classes' __setstate__: "
+                      f"load checkpoints you trust", stacklevel=3)
+        return state_dict
 
 
 def read_state_dict(path):

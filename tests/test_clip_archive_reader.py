@@ -1,5 +1,6 @@
 """TorchScript archives' weights read from their pickle without torch.jit (clip/archive_reader.py): the
 same state dict as torch.jit.load, what clip.load uses, and archives naming other Python objects refused."""
+import collections
 import re
 import struct
 import warnings
@@ -180,7 +181,9 @@ def test_a_global_the_reader_does_not_allow_falls_back_to_torch_jit_load(archive
     monkeypatch.delitem(archive_reader.ALLOWED, ("collections", "OrderedDict"))
     with pytest.raises(UnsafeArchiveError, match="collections.OrderedDict"):
         read_torchscript_weights(archives["openai-vit"])
-    assert_same_state_dict(clip.read_state_dict(archives["openai-vit"]), jit_state_dict(archives["openai-vit"]))
+    with pytest.warns(UserWarning, match="read with torch.jit.load"):
+        ours = clip.read_state_dict(archives["openai-vit"])
+    assert_same_state_dict(ours, jit_state_dict(archives["openai-vit"]))
 
 
 def test_an_archive_the_reader_does_not_understand_falls_back_to_torch_jit_load(archives, monkeypatch):
@@ -188,7 +191,9 @@ def test_an_archive_the_reader_does_not_understand_falls_back_to_torch_jit_load(
         raise ArchiveReadError(path, "a layout it does not know")
 
     monkeypatch.setattr(checkpoint, "read_torchscript_weights", unreadable)
-    assert_same_state_dict(clip.read_state_dict(archives["openai-vit"]), jit_state_dict(archives["openai-vit"]))
+    with pytest.warns(UserWarning, match="read with torch.jit.load"):
+        ours = clip.read_state_dict(archives["openai-vit"])
+    assert_same_state_dict(ours, jit_state_dict(archives["openai-vit"]))
 
 
 # ---------------------------------------------------------------------------
@@ -255,3 +260,64 @@ def test_compressed_members_are_read_as_well(archives, tmp_path):
     with zipfile.ZipFile(repacked) as check:
         assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in check.infolist())
     assert_same_state_dict(read_torchscript_weights(repacked), jit_state_dict(source))
+
+
+# ---------------------------------------------------------------------------
+# Crafted archives: what the reader refuses, and what a refusal leaves behind.
+
+def test_torch_jit_load_fallback_is_said(archives, monkeypatch):
+    def unreadable(path):
+        raise ArchiveReadError(path, "a layout it does not know")
+    monkeypatch.setattr(checkpoint, "read_torchscript_weights", unreadable)
+    with pytest.warns(UserWarning, match="read with torch.jit.load.*a layout it does not know.*checkpoints you trust"):
+        clip.read_state_dict(archives["vit"])
+
+
+def test_state_a_pickle_sets_on_an_allowed_global_stays_in_its_file(archives, tmp_path):
+    """GLOBAL torch._utils._rebuild_tensor_v2, BUILD {'__defaults__': (1,)}: had the reader handed out its own
+    function, every later archive of the process would be rebuilt with that default."""
+    name = b"__defaults__"
+    payload = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X" + struct.pack("<I", len(name)) + name
+               + b"K\x01\x85s\x86b.")
+    crafted = copy_with(archives["vit"], tmp_path / "crafted.pt", {"/data.pkl": payload})
+    with pytest.raises(ArchiveReadError, match="not a module"):
+        read_torchscript_weights(crafted)
+    assert archive_reader._rebuild_tensor.__defaults__ == (None,)
+    assert_same_state_dict(read_torchscript_weights(archives["vit"]), jit_state_dict(archives["vit"]))
+
+
+def test_a_tensor_reaching_past_its_storage_is_refused():
+    storage = (torch.UntypedStorage(8), torch.float32)  # two float32 values
+    assert archive_reader._rebuild_tensor(storage, 1, (1,), (1,), False, collections.OrderedDict()).numel() == 1
+    with pytest.raises(archive_reader._Unreadable, match=r"reaching past its storage of 8 bytes"):
+        archive_reader._rebuild_tensor(storage, 0, (4,), (1,), False, collections.OrderedDict())
+
+
+def test_a_directory_entry_pointing_at_another_members_bytes_is_refused(archives, tmp_path, no_jit_load):
+    source = archives["vit"]
+    with zipfile.ZipFile(source) as archive:
+        first, second = (archive.getinfo(n) for n in archive.namelist() if re.search(r"/data/[01]$", n))
+    raw = bytearray(source.read_bytes())
+    entry = raw.index(b"PK\x01\x02")  # the first central directory entry
+    while raw[entry + 46:entry + 46 + len(first.filename)] != first.filename.encode():
+        entry = raw.index(b"PK\x01\x02", entry + 4)
+    raw[entry + 42:entry + 46] = struct.pack("<I", second.header_offset)  # its local header offset
+    crafted = tmp_path / "crafted.pt"
+    crafted.write_bytes(bytes(raw))
+    with pytest.raises(ArchiveReadError, match=f"the member {re.escape(first.filename)}'s local header names another"):
+        read_torchscript_weights(crafted)
+
+
+def test_a_damaged_compressed_member_is_a_damaged_archive(archives, tmp_path):
+    repacked = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(archives["vit"]) as old, zipfile.ZipFile(repacked, "w", zipfile.ZIP_DEFLATED) as new:
+        for info in old.infolist():
+            new.writestr(info.filename, old.read(info.filename))
+    with zipfile.ZipFile(repacked) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith("/data/0"))
+    raw = bytearray(repacked.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    raw[start:start + 8] = b"\xff" * 8  # the deflate stream's first bytes
+    repacked.write_bytes(bytes(raw))
+    with pytest.raises(ArchiveReadError, match="error|CRC|Bad"):
+        read_torchscript_weights(repacked)
