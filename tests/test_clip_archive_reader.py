@@ -100,11 +100,16 @@ class _Attributes(nn.Module):
                          + self.scratch.sum() + self.names["a"])
 
 
-def test_reader_keeps_the_attributes_torchscript_declares_as_state_and_only_those(tmp_path):
-    path = tmp_path / "attributes.pt"
+def scripted_archive(module, path):
+    """``module`` scripted and saved by torch.jit at ``path`` -> path."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.script(_Attributes()), str(path))
+        torch.jit.save(torch.jit.script(module), str(path))
+    return path
+
+
+def test_reader_keeps_the_attributes_torchscript_declares_as_state_and_only_those(tmp_path):
+    path = scripted_archive(_Attributes(), tmp_path / "attributes.pt")
     ours = read_torchscript_weights(path)
     assert_same_state_dict(ours, jit_state_dict(path))
     assert list(ours) == ["scratch", "proj.weight"]  # not mask, tensors, unset, proj.bias
@@ -121,10 +126,7 @@ def test_tensors_sharing_a_storage_share_it(tmp_path):
         def forward(self):
             return self.whole + 1
 
-    path = tmp_path / "shared.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.script(Shared()), str(path))
+    path = scripted_archive(Shared(), tmp_path / "shared.pt")
     ours = read_torchscript_weights(path)
     assert_same_state_dict(ours, jit_state_dict(path))
     assert ours["tail"].untyped_storage().data_ptr() == ours["whole"].untyped_storage().data_ptr()
