@@ -325,9 +325,9 @@ def resolve_run_dir(args, method, backbone):
 
 def run_resumable(fn, args, tag):
     """``fn(args)``: a training run in ``args.output_dir``, whose claim on that folder
-    (``checkpoint.claim_run_dir``, made in ``fn``) is let go here, however it ends. On Ctrl-C or SIGTERM (from the start: decoding too) say whether and how to resume, and exit
-    with status 130; on a file that could not be written (a full disk, say) once the run has saved an epoch,
-    say that it resumes."""
+    (``checkpoint.claim_run_dir``, made in ``fn``) is let go here, however it ends. On Ctrl-C or SIGTERM
+    (from the start: decoding too) say whether and how to resume, and exit with status 130; on a file that
+    could not be written (a full disk, say) once the run has saved an epoch, say that it resumes."""
     try:
         with sigterm_as_interrupt():
             return fn(args)
