@@ -224,13 +224,18 @@ def start_run_dir(args):
 
 def check_evaluation_dir(run_dir):
     """Before any work: the folder of an evaluation (zero-shot), which replaces its own earlier results
-    but never a training run's files."""
+    but never a training run's files, nor goes where a training run is starting (its lock is held:
+    claimed here and let go at once, which refuses it as a second training run is refused)."""
     run_dir = Path(run_dir)
     held = [name for name in TRAINING_FILES if (run_dir / name).exists()]
     if held:
         raise FileExistsError(f"--output_dir {run_dir}: holds a training run ({', '.join(held)}); its "
                               f"results.json and args.json would be replaced. Choose another --output_dir.")
-    return check_writable_dir(run_dir, "--output_dir")
+    check_writable_dir(run_dir, "--output_dir")
+    if (run_dir / LOCK_FILE).exists():
+        claim_run_dir(run_dir)
+        release_run_dir(run_dir)
+    return run_dir
 
 
 def check_results_file(path):

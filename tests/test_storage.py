@@ -57,6 +57,23 @@ def test_a_run_folder_another_process_trains_in_is_refused(tmp_path):
     release_run_dir(run_dir)
 
 
+def test_zero_shot_does_not_write_where_a_training_run_is_starting(tmp_path):
+    from lmpt.checkpoint import check_evaluation_dir
+    run_dir = tmp_path / "run"
+    holder = hold_lock(run_dir)  # a training run, still encoding: no training file yet
+    try:
+        with pytest.raises(FileExistsError, match=f"{run_dir}: another process .pid {holder.pid} on .*. is training"):
+            check_evaluation_dir(run_dir)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert check_evaluation_dir(run_dir) == run_dir  # its lock went with it
+    assert check_evaluation_dir(tmp_path / "new") == tmp_path / "new" and not (tmp_path / "new").exists()
+    holder = hold_lock(run_dir)  # and the evaluation holds no lock after its check
+    holder.kill()
+    holder.wait()
+
+
 def test_a_run_folder_is_let_go_and_removed_when_the_run_wrote_nothing(tmp_path):
     run_dir = tmp_path / "new"
 
