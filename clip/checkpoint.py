@@ -73,15 +73,20 @@ def check_archive(path):
                                     f"changed inside the file); copy or download it again")
 
 
+def has_torchscript_layout(names):
+    """Whether a zip archive's member ``names`` have TorchScript's layout: ``<name>/code/`` or
+    ``<name>/constants.pkl`` (``torch.save`` writes neither)."""
+    return any(len(parts) > 1 and parts[1] in ("code", "constants.pkl") for parts in (n.split("/") for n in names))
+
+
 def is_torchscript_archive(path):
-    """Whether a zip archive has TorchScript's layout: ``<name>/code/`` or ``<name>/constants.pkl``
-    (``torch.save`` writes neither)."""
+    """Whether the file at ``path`` is a zip archive of TorchScript's layout (``has_torchscript_layout``)."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError):
         return False
-    return any(len(parts) > 1 and parts[1] in ("code", "constants.pkl") for parts in (n.split("/") for n in names))
+    return has_torchscript_layout(names)
 
 
 def _first_line(error):

@@ -22,7 +22,7 @@ except ImportError:
 
 import torch
 
-from clip.checkpoint import archive_problem
+from clip.checkpoint import archive_problem, has_torchscript_layout
 from clip.checkpoint import atomic_write as _atomic_write  # one atomic writer for the whole project
 
 
@@ -377,7 +377,7 @@ def load_checkpoint(path, map_location="cpu", resume=False, mmap=False):
             names = archive.namelist()
     except zipfile.BadZipFile as e:  # the end record intact, the directory damaged
         raise ValueError(f"{path}: cannot be read as an LMPT checkpoint; a damaged zip archive ({e})") from None
-    if any(name.endswith("/constants.pkl") for name in names):
+    if has_torchscript_layout(names):
         raise ValueError(f"{path}: a TorchScript archive (a CLIP backbone?), not a run checkpoint; expected best.pt "
                          f"or last.pt of a run folder (a CLIP backbone goes to --pretrain_clip / --pretrained_dir)")
     try:  # weights_only: plain containers and tensors, as written here; a file is never run as code

@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 
 from .backbones import check_backbone, find_backbone, same_backbone
+from .baselines import FINETUNE_TEST_KEYS, finetune_method, finetuned_logits
 from .checkpoint import (FINETUNE_METHODS, PROMPT_METHODS, check_results_file, load_checkpoint, read_saved_json,
                          save_json, start_run_dir)
 from .data import DEFAULT_DATA_ROOT
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (RUN_IDENTITY, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
                      run_results, sigterm_as_interrupt)
-from .baselines import FINETUNE_TEST_KEYS, finetune_method, finetuned_logits
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import evaluate_logits, format_results
 from .models import CustomCLIP, check_prompt_length, context_words, prompt_texts
@@ -184,9 +184,9 @@ def apply_checkpoint_config(args, config, checkpoint_path):
         if flag in getattr(args, "given", ()) and saved is not None and not same.get(flag, operator.eq)(given, saved):
             print(f"[test] note: --{flag} {given!r} ignored; the checkpoint was trained with {saved!r}")
     if args.preprocess is not None and args.preprocess != config["preprocess"]:
-        trained = "prompts are" if method in TRAINING_METHODS else "classifier is"
+        evaluated = "prompts are" if method in TRAINING_METHODS else "classifier is"
         print(f"[test] note: --preprocess {args.preprocess}: the run trained on images of {config['preprocess']!r} "
-              f"preprocessing; its {trained} evaluated on images of another")
+              f"preprocessing; its {evaluated} evaluated on images of another")
     args.dataset = args.dataset or config["dataset"]
     if getattr(args, "data_root", None) is None:
         args.data_root = training_data_root(Path(checkpoint_path).parent)
