@@ -15,7 +15,9 @@ library version (torch, torchvision, Pillow) misses the cache instead of
 reading stale features. Images are known by size and modification time, as
 ``make`` knows them; the checkpoint by its sha256 (remembered for its size,
 modification and change times, inode and device). A truncated or corrupt
-cache file is detected (checksum) and rebuilt.
+cache file is detected (checksum) and rebuilt. A file's modification time is when a run last wrote or
+read it; ``tools/feature_cache.py`` lists the files and removes those unused for some days
+(``lmpt/cache_files.py``).
 """
 import hashlib
 import itertools
@@ -32,6 +34,7 @@ import torchvision
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .cache_files import mark_used, remove_stale_temp_files
 from .checkpoint import save_torch
 from .data import (BatchNormalize, ImageListDataset, available_cores, build_transform, image_stats,
                    seed_worker)
@@ -184,7 +187,13 @@ class FeatureJob:
         self.root, self.paths, self.desc = root, paths, desc
         self.preprocess, self.resolution = preprocess, resolution
         self.batch_size, self.num_workers = batch_size, num_workers
+        # what the file holds, for `python tools/feature_cache.py` (not part of the key)
+        self.about = {"checkpoint": str(checkpoint), "images": len(paths), "image_folder": str(root),
+                      "what": desc, "preprocess": preprocess, "resolution": resolution, "precision": precision,
+                      "views": 2 if mirrors else 1}
         self.cached = _load_cache(self.path, self.key) if self.path.exists() else None
+        if self.cached is not None:
+            mark_used(self.path)  # its modification time says when a run last needed it
         if self.cached is not None and self.cached["errors"]:
             readable = readable_now(root, paths, [int(i) for i in self.cached["errors"]])
             if readable:
@@ -220,9 +229,10 @@ class FeatureJob:
         self.batches = None
         try:
             save_torch(self.path, {"key": self.key, "features": features, "errors": errors,
-                                   "checksum": _checksum(features)})
+                                   "checksum": _checksum(features), "about": self.about})
         except OSError as error:  # a cache saves time only: the features in hand are as good
             print(f"[features] not cached ({error}); going on: the next run encodes these images again")
+        remove_stale_temp_files(self.path.parent)  # those of writes killed a day ago or more
         return features, errors
 
 
