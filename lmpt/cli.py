@@ -11,8 +11,8 @@ from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
 
 from .backbones import BACKBONES, backbone_tag, is_backbone_name
 from .checkpoint import release_run_dir
-from .data import (DEFAULT_DATA_ROOT, PREPROCESS_KINDS, REPO_ROOT, DataError, available_cores, dataset_names,
-                   get_dataset_spec)
+from .data import (DEFAULT_DATA_ROOT, PREPROCESS_KINDS, REPO_ROOT, DataError, available_cores, dataset_folders,
+                   dataset_names, get_dataset_spec)
 from .engine import NonFiniteError, sigterm_as_interrupt
 from .metrics import SCORE_KINDS
 
@@ -110,7 +110,7 @@ def add_common_args(parser):
     parser.add_argument("--batch_size", type=int_in(1), default=64)
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--data_root", type=Path, default=DEFAULT_DATA_ROOT,
-                        help="folder holding voc/, coco/, synth/ (default: data/ of the repository)")
+                        help=f"folder holding {dataset_folders()} (default: data/ of the repository)")
     parser.add_argument("--pretrained_dir", type=Path, default=pretrained_dir(),
                         help=f"folder of the CLIP checkpoints (default: ${PRETRAINED_DIR_ENV} if set, else "
                              f"pretrained/ of the repository)")

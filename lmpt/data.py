@@ -96,6 +96,11 @@ def dataset_names():
     return ", ".join(listed(s) for s in DATASETS.values())
 
 
+def dataset_folders():
+    """The folders of ``DATASETS`` under ``--data_root``, as the scripts' help names them ("voc/, coco/, …")."""
+    return ", ".join(f"{spec.folder}/" for spec in DATASETS.values())
+
+
 def get_dataset_spec(name):
     """The ``DatasetSpec`` for a name or alias (case-sensitive as listed)."""
     for spec in DATASETS.values():

@@ -25,9 +25,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .data import DATASETS
+
 # μ (--gamma) and λ (--neg_scale) of the image-recognition DB loss, per dataset.
 DB_DEFAULTS = {'voc-lt': dict(gamma=0.3, neg_scale=5.0), 'coco-lt': dict(gamma=0.2, neg_scale=2.0)}
 DB_FALLBACK_DATASET = 'voc-lt'
+
+
+def check_db_defaults(defaults=DB_DEFAULTS, datasets=DATASETS):
+    """At the import of this module: every row of ``DB_DEFAULTS`` is keyed by the name of a dataset (a row
+    under an alias or a typo would never be read, and the dataset would train with the fallback's μ and λ)."""
+    unknown = [key for key in defaults if key not in datasets]
+    if unknown:
+        raise ValueError(f"losses.DB_DEFAULTS: {', '.join(map(repr, unknown))} is not the name of a dataset; "
+                         f"expected one of {', '.join(datasets)}")
+
+
+check_db_defaults()
 
 # The Distribution-Balanced family as one table of ResampleLoss flags.
 # reweight: 'rebalance' | 'CB' | None; balance: focal balance parameter f (None: no focal term).
@@ -41,8 +55,10 @@ _RESAMPLE_TABLE = {
     'R-BCE-Focal': dict(reweight='rebalance', ntr=False, balance=0.5, loss_weight=1.0),
     'NTR-Focal': dict(reweight=None, ntr=True, balance=0.5, loss_weight=1.0),
 }
-# The names --loss_function offers: three plain losses (a branch each in build_classification_loss) and the table.
-CLASSIFICATION_LOSSES = ('bce', 'mls', 'asl', *_RESAMPLE_TABLE)
+# The losses that need no class statistics: name -> the loss (the classes are defined below).
+_PLAIN_LOSSES = {'bce': lambda: BCELoss(), 'mls': lambda: MultiLabelSoftMarginLoss(), 'asl': lambda: AsymmetricLoss()}
+# The names --loss_function offers: the plain losses, then the Distribution-Balanced family.
+CLASSIFICATION_LOSSES = (*_PLAIN_LOSSES, *_RESAMPLE_TABLE)
 
 CSE_LOSSES = ('softmargin', 'hinge', 'weighted', 'nn_hinge')
 # Chosen by validation mAP in tools/sweep_cse.py on the embedded benchmark (docs/SWEEP.md), where the
@@ -239,12 +255,8 @@ def db_params(name, dataset=None, gamma=None, neg_scale=None):
 
 def build_classification_loss(name, class_freq, neg_class_freq, dataset=None, gamma=None, neg_scale=None):
     """The classification loss called ``name`` (one of CLASSIFICATION_LOSSES)."""
-    if name == 'bce':
-        return BCELoss()
-    if name == 'mls':
-        return MultiLabelSoftMarginLoss()
-    if name == 'asl':
-        return AsymmetricLoss()
+    if name in _PLAIN_LOSSES:
+        return _PLAIN_LOSSES[name]()
     if name not in _RESAMPLE_TABLE:
         raise ValueError(f"unknown classification loss {name!r}; expected one of {', '.join(CLASSIFICATION_LOSSES)}")
     mu, lam = resolve_db_params(dataset, gamma, neg_scale)

@@ -13,28 +13,16 @@ import clip
 
 from .backbones import backbone_identity, check_backbone, resolve_backbone
 from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint, read_metrics
-from .data import (DATASETS, DataError, check_every_class_trained, check_images_exist, image_stats, line_numbers,
+from .data import (DataError, check_every_class_trained, check_images_exist, image_stats, line_numbers,
                    listing, load_dataset)
 from .device import select_device, use_autocast
 from .engine import check_best, seed_everything
-from .losses import DB_DEFAULTS, check_negatives, db_params
+from .losses import check_negatives, db_params
 from .features import DEFAULT_CACHE_DIR, FeatureJob, decode_pixels, remember_resolution, remembered_resolution
 from .fileid import file_fingerprint
 from .models import freeze
 
 CAPTION_CHARS = 75  # captions are cut to their first 75 characters, as published
-
-
-def check_db_defaults(defaults=DB_DEFAULTS, datasets=DATASETS):
-    """At import: every row of ``losses.DB_DEFAULTS`` is keyed by the name of a dataset (a row under an
-    alias or a typo would never be read, and the dataset would train with the fallback's μ and λ)."""
-    unknown = [key for key in defaults if key not in datasets]
-    if unknown:
-        raise ValueError(f"losses.DB_DEFAULTS: {', '.join(map(repr, unknown))} is not the name of a dataset; "
-                         f"expected one of {', '.join(datasets)}")
-
-
-check_db_defaults()
 
 
 def load_clip_and_features(args, dataset, splits, clip_file, device, names=("train", "test", "val"), beside=None):

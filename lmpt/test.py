@@ -20,6 +20,7 @@ if __package__ in (None, ""):
 from lmpt.cli import (DATASET_HELP, add_common_args, backbone_help, default_run_dir,  # noqa: E402
                       freeze_imported_objects, given_flags, int_in, report_errors, resolve_backbone_arg, str2bool)
 from lmpt.checkpoint import FINETUNE_METHODS  # noqa: E402
+from lmpt.data import dataset_folders  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
 from lmpt.prompt_tuning import TRAINING_METHODS, test  # noqa: E402
 
@@ -50,7 +51,7 @@ def build_parser():
         if action.dest in ("thre", "score", "preprocess"):
             action.help = f"{action.help} (default: the training run's value, saved in the checkpoint)"
         if action.dest == "data_root":
-            action.help = ("folder holding voc/, coco/, synth/ (default: the training run's, from the args.json "
+            action.help = (f"folder holding {dataset_folders()} (default: the training run's, from the args.json "
                            "beside the checkpoint; else data/ of the repository)")
     return p
 

@@ -31,13 +31,19 @@ def toy_argv(work, data, checkpoint, name):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
-def test_published_cse_equals_ours(dtype, tol):
+@pytest.mark.parametrize("margin", [None, 1.3])  # None: the default Δ, whose hinges random inputs leave at zero
+def test_published_cse_equals_ours(dtype, tol, margin):
     captions, prompts, targets, freq = bench.cse_inputs(6, 5, 77, 16, "cpu", seed=3)
     captions, prompts = captions.to(dtype), prompts.detach().to(dtype).requires_grad_()
     targets[0] = 1  # a row with every class positive and one with none: both branches of the loss
     targets[1] = 0
-    loss_p, grad_p = bench.cse_step("published", captions, prompts, targets, freq, m_ctx=2)
-    loss_o, grad_o = bench.cse_step("ours", captions, prompts, targets, freq, m_ctx=2)
+    if margin is not None:  # Δ 1.3 against distances near 1: some negatives' hinges are active, some not
+        d = published_caption_distance(captions, prompts, 2)  # [B, C]
+        n = torch.tensor(freq, dtype=dtype)
+        hinge = (margin * (n.min() / n) ** 0.25 - d) * (1 - targets)  # [B, C], > 0 where active
+        assert (hinge > 0).any() and ((hinge <= 0) & (targets == 0)).any()
+    loss_p, grad_p = bench.cse_step("published", captions, prompts, targets, freq, m_ctx=2, margin=margin)
+    loss_o, grad_o = bench.cse_step("ours", captions, prompts, targets, freq, m_ctx=2, margin=margin)
     assert loss_p.item() > 0
     assert abs(loss_p.item() - loss_o.item()) <= tol * abs(loss_o.item())
     assert grad_o.abs().max() > 0
