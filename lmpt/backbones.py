@@ -41,11 +41,13 @@ def backbone_file(name):
 
 def backbone_tag(backbone):
     """A backbone's part of a default run folder's name: a name by its short name (``ViT-B/16`` and
-    ``ViT16`` are both ``ViT16``, so train.py and test.py agree whichever was typed), a path by its file's
-    stem (``RN50``)."""
+    ``ViT16`` are both ``ViT16``, so train.py and test.py agree whichever was typed); a path to the file of a
+    short name by that name (``../pretrained/ViT-B-16.pt``, as the published fine-tune and zero-shot
+    commands pass it, is ``ViT16`` too); another path by its file's stem (``my-clip``)."""
     if is_backbone_name(backbone):
         return next((short for short, name in BACKBONES.items() if backbone in (short, name)), backbone)
-    return Path(backbone).stem
+    name = Path(backbone).name
+    return next((short for short in BACKBONES if backbone_file(short) == name), Path(backbone).stem)
 
 
 def same_backbone(a, b):

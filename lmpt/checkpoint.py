@@ -365,7 +365,7 @@ def load_checkpoint(path, map_location="cpu", resume=False, mmap=False):
         path = path / "best.pt"
     if not path.exists():
         raise FileNotFoundError(
-            f"{path}: no checkpoint here; expected a run folder written by lmpt/train.py "
+            f"{path}: no checkpoint here; expected a run folder written by lmpt/train.py or finetune_clip/fc.py "
             f"(holding best.pt and last.pt) or the path of one of those files")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive: anything else is another file
         problem = archive_problem(path)

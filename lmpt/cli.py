@@ -1,6 +1,7 @@
 """Command-line pieces shared by the scripts (train, test, zero-shot, fine-tune)."""
 import argparse
 import gc
+import glob
 import json
 import math
 import os
@@ -179,10 +180,17 @@ def dataset_name(value):
 def default_run_dir(dataset, method, backbone, seed):
     """runs/<dataset>_<method>_<backbone>_seed<seed> under the repository; a dataset alias (``VOC``) is
     named as its dataset (``voc-lt``), so train.py and test.py find the same folder whichever was typed.
-    A backbone is named by ``backbones.backbone_tag`` (``ViT-B/16`` and ``ViT16`` -> ``ViT16``; a path by its
-    file's stem)."""
+    A backbone is named by ``backbones.backbone_tag`` (``ViT-B/16``, ``ViT16`` and ``pretrained/ViT-B-16.pt``
+    -> ``ViT16``; another path by its file's stem)."""
     parts = (dataset_name(dataset), method, backbone_tag(backbone), f"seed{seed}")
     return REPO_ROOT / "runs" / "_".join(str(p).replace("/", "-").replace(os.sep, "-") for p in parts)
+
+
+def runs_on_other_backbones(dataset, method, seed):
+    """The run folders under runs/ of ``dataset``, ``method`` and ``seed`` on any backbone (``default_run_dir``'s
+    names), for an error that finds no run on the backbone asked for."""
+    prefix = "_".join(glob.escape(str(p).replace("/", "-")) for p in (dataset_name(dataset), method))
+    return sorted(p for p in (REPO_ROOT / "runs").glob(f"{prefix}_*_seed{seed}") if p.is_dir())
 
 
 def add_run_args(parser, run_dir_pattern):

@@ -18,7 +18,8 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lmpt.cli import (DATASET_HELP, add_common_args, backbone_help, default_run_dir,  # noqa: E402
-                      freeze_imported_objects, given_flags, int_in, report_errors, resolve_backbone_arg, str2bool)
+                      freeze_imported_objects, given_flags, int_in, report_errors, resolve_backbone_arg,
+                      runs_on_other_backbones, str2bool)
 from lmpt.checkpoint import FINETUNE_METHODS  # noqa: E402
 from lmpt.data import dataset_folders  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
@@ -64,12 +65,30 @@ def parse_args(argv=None):
     if args.checkpoint is None:
         args.checkpoint = default_run_dir(args.dataset or "voc-lt", args.training_method, args.pretrain_clip,
                                           args.seed)
+        args.default_checkpoint = True
     return args
+
+
+def check_default_run(args):
+    """A default run folder (no --checkpoint) that does not exist is refused naming the script that writes it
+    and the runs of the same dataset, method and seed on other backbones, if any."""
+    if not getattr(args, "default_checkpoint", False) or args.checkpoint.exists():
+        return
+    dataset = args.dataset or "voc-lt"
+    writer = "finetune_clip/fc.py" if args.training_method in FINETUNE_METHODS else "lmpt/train.py"
+    others = runs_on_other_backbones(dataset, args.training_method, args.seed)
+    raise FileNotFoundError(
+        f"{args.checkpoint}: no run here (the default run folder of {writer} for --dataset {dataset}, "
+        f"--pretrain_clip {args.pretrain_clip}, --seed {args.seed}); "
+        + (f"runs of that dataset, method and seed on other backbones: {', '.join(str(o) for o in others)}; "
+           f"pass one with --checkpoint" if others else "pass the run folder with --checkpoint"))
 
 
 def main(argv=None):
     freeze_imported_objects()
-    return test(parse_args(argv))
+    args = parse_args(argv)
+    check_default_run(args)
+    return test(args)
 
 
 if __name__ == "__main__":

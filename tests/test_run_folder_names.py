@@ -1,0 +1,55 @@
+"""Default run folders: one backbone tag however the backbone was given, and a missing default run named well."""
+import pytest
+
+from finetune_clip import fc as fc_script
+from lmpt import cli
+from lmpt import test as test_script
+from lmpt.backbones import backbone_tag
+from zero_shot_clip import test as zero_shot_script
+
+
+@pytest.mark.parametrize("given,tag", [("ViT16", "ViT16"), ("ViT-B/16", "ViT16"),
+                                       ("../pretrained/ViT-B-16.pt", "ViT16"),
+                                       ("/elsewhere/ViT-L-14-336px.pt", "ViT14@336"), ("RN50", "RN50"),
+                                       ("pretrained/RN50.pt", "RN50"), ("/x/my-clip.pt", "my-clip"),
+                                       ("/x/ViT-B-16.pth", "ViT-B-16")])
+def test_a_backbone_is_tagged_by_its_short_name_also_when_given_as_the_path_of_its_file(given, tag):
+    assert backbone_tag(given) == tag
+
+
+def test_the_published_fine_tune_and_zero_shot_commands_write_the_folders_test_py_finds():
+    # the published commands pass the file's path, lmpt/test.py (and README) the short name
+    path = ["--pretrain_clip_path", "../pretrained/ViT-B-16.pt", "--seed", "0"]
+    probe = fc_script.parse_args(["--dataset", "voc-lt", *path])
+    assert probe.output_dir.name == "voc-lt_linear-probe_ViT16_seed0"
+    assert test_script.parse_args(["--training_method", "linear-probe", "--pretrain_clip", "ViT16"]).checkpoint == \
+        probe.output_dir
+    zero_shot = zero_shot_script.parse_args(["--dataset", "COCO", "--nb_classes", "80", *path])
+    assert zero_shot.output_dir.name == "coco-lt_zero-shot_ViT16_seed0"
+
+
+def test_a_missing_default_run_names_its_script_and_the_runs_on_other_backbones(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
+    args = test_script.parse_args(["--training_method", "linear-probe", "--pretrain_clip", "RN50", "--seed", "1"])
+    with pytest.raises(FileNotFoundError) as error:
+        test_script.check_default_run(args)
+    assert str(error.value) == (f"{tmp_path / 'runs' / 'voc-lt_linear-probe_RN50_seed1'}: no run here (the default "
+                                f"run folder of finetune_clip/fc.py for --dataset voc-lt, --pretrain_clip RN50, "
+                                f"--seed 1); pass the run folder with --checkpoint")
+    for name in ("voc-lt_linear-probe_my-clip_seed1", "voc-lt_linear-probe_ViT16_seed1", "voc-lt_lmpt_RN50_seed1",
+                 "voc-lt_linear-probe_RN50_seed10", "coco-lt_linear-probe_RN50_seed1"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    with pytest.raises(FileNotFoundError) as error:
+        test_script.check_default_run(args)
+    runs = tmp_path / "runs"
+    assert str(error.value).endswith(f"runs of that dataset, method and seed on other backbones: "
+                                     f"{runs / 'voc-lt_linear-probe_ViT16_seed1'}, "
+                                     f"{runs / 'voc-lt_linear-probe_my-clip_seed1'}; pass one with --checkpoint")
+    lmpt_args = test_script.parse_args(["--dataset", "VOC", "--pretrain_clip", "ViT16", "--seed", "1"])
+    with pytest.raises(FileNotFoundError, match="the default run folder of lmpt/train.py for --dataset VOC, "
+                                                "--pretrain_clip ViT16, --seed 1"):
+        test_script.check_default_run(lmpt_args)
+    (runs / "voc-lt_linear-probe_RN50_seed1").mkdir()
+    test_script.check_default_run(args)  # there now
+    given = test_script.parse_args(["--checkpoint", str(tmp_path / "nowhere")])
+    test_script.check_default_run(given)  # a --checkpoint given is for the loader to refuse
