@@ -59,6 +59,8 @@ _RESAMPLE_TABLE = {
 _PLAIN_LOSSES = {'bce': lambda: BCELoss(), 'mls': lambda: MultiLabelSoftMarginLoss(), 'asl': lambda: AsymmetricLoss()}
 # The names --loss_function offers: the plain losses, then the Distribution-Balanced family.
 CLASSIFICATION_LOSSES = (*_PLAIN_LOSSES, *_RESAMPLE_TABLE)
+# lmpt/train.py's flags of μ and λ, which the Distribution-Balanced family (_RESAMPLE_TABLE) alone reads.
+DB_LOSS_FLAGS = ('gamma', 'neg_scale')
 
 CSE_LOSSES = ('softmargin', 'hinge', 'weighted', 'nn_hinge')
 # Chosen by validation mAP in tools/sweep_cse.py on the embedded benchmark (docs/SWEEP.md), where the
@@ -357,6 +359,12 @@ def _inverse_frequency_weights(n, gamma):
 _MARGINS = {'softmargin': _class_aware_margin, 'weighted': _fixed_margin, 'hinge': _fixed_margin}
 _WEIGHTS = {'softmargin': _inverse_frequency_weights, 'weighted': _inverse_frequency_weights,
             'hinge': _uniform_weights}
+# The flags of lmpt/train.py each CSE kind reads (--cse_margin: Δ; --cse_gamma: γ of w_c = n_c^-γ / Σ n^-γ):
+# a flag given that the chosen kind does not read is noted as having no effect. --m_ctx (the distance) and
+# --lam (the mix) are read by every kind. tests/test_flags_noted_unused.py checks that every kind has an entry and
+# each entry against the loss.
+CSE_LOSS_FLAGS = {'softmargin': ('cse_margin', 'cse_gamma'), 'weighted': ('cse_margin', 'cse_gamma'),
+                  'hinge': ('cse_margin',), 'nn_hinge': ('cse_margin',)}
 
 
 class CSELoss(nn.Module):
