@@ -205,10 +205,15 @@ def add_run_args(parser, run_dir_pattern):
     return parser
 
 
+# Each flag of the training scripts (lmpt/train.py, finetune_clip/fc.py) is in one of four lists, which
+# tests/test_flags_classified.py checks: compared with last.pt on --resume (prepare.RUN_SETTINGS), free to change on
+# --resume (RESUME_MAY_CHANGE), where the run is (RUN_PLACE), or not compared, with the reason
+# (prepare.NOT_COMPARED_SETTINGS). Any flag outside RESUME_MAY_CHANGE and RUN_PLACE written with --resume must
+# repeat the run's value (restore_run_args).
 # where the run reads and computes; the CLIP file may move (its sha256 is compared: prepare.check_resumable)
 RESUME_MAY_CHANGE = ("epochs", "device", "num_workers", "data_root", "pretrained_dir", "cache_dir", "pretrain_clip",
                      "pretrain_clip_path")
-_RUN_PLACE = ("resume", "output_dir", "overwrite")  # where the run is, not how it trains
+RUN_PLACE = ("resume", "output_dir", "overwrite")  # where the run is, not how it trains
 
 
 def given_flags(parser, argv=None):
@@ -282,7 +287,7 @@ def restore_run_args(parser, args, argv=None):
     given = given_flags(parser, argv)
     for action in parser._actions:
         key = action.dest
-        if key not in saved or key in _RUN_PLACE:
+        if key not in saved or key in RUN_PLACE:
             continue
         value = saved[key]
         problem = _saved_problem(parser, action, value)
@@ -305,7 +310,7 @@ def restore_run_args(parser, args, argv=None):
                          f"{value} ({saved_file}); a resumed run keeps its settings (only {', '.join(may)} "
                          f"may change)")
     dests = dict.fromkeys(a.dest for a in parser._actions if a.dest != "help")
-    missing = [key for key in dests if key not in saved and key not in _RUN_PLACE + RESUME_MAY_CHANGE]
+    missing = [key for key in dests if key not in saved and key not in RUN_PLACE + RESUME_MAY_CHANGE]
     foreign = set(saved) - set(dests)  # flags this script lacks: another script's run (check_resumable names it)
     if missing and not foreign:  # a run written before a flag existed: its default, said (last.pt checks its own)
         print(f"[resume] note: {saved_file} has no {', '.join(missing)} (a run of an earlier version?); "

@@ -325,6 +325,21 @@ TRAINING_SETTINGS = ("seed", "batch_size", "optimizer", "lr", "lam", "cseloss", 
 # contradict them (a flag it lacks takes its default, which check_settings compares too)
 RUN_SETTINGS = ("n_ctx", "ctx_init", "csc", "class_token_position", "m_ctx", "preprocess", "score", "thre",
                 "loss_function", *TRAINING_SETTINGS)
+# the flags of the training scripts (lmpt/train.py, finetune_clip/fc.py) that args.json records but a resume does
+# not compare with last.pt as settings, each with the reason; every other flag is in RUN_SETTINGS,
+# cli.RESUME_MAY_CHANGE or cli.RUN_PLACE (tests/test_flags_classified.py checks that each is in one of the four)
+NOT_COMPARED_SETTINGS = {
+    "dataset": "compared by what it names: last.pt's classes, image lists and labels, and image files "
+               "(check_resumable)",
+    "val_list": "compared by what it names: the image lists and labels (splits_sha256, check_resumable)",
+    "training_method": "compared as the method last.pt names (check_resumable's methods)",
+    "gamma": "μ of the DB loss: a resume trains with the μ and λ its last.pt saved (db_params; start_training "
+             "says so when args.json would give others); unused by the other losses",
+    "neg_scale": "λ of the DB loss: as gamma",
+    "nb_classes": "a check of the labels file's length; trains nothing else",
+    "skip_bad_images": "trains on the same images: without it an unreadable image refuses the run, and the image "
+                       "files are compared (images_sha256, check_resumable)",
+}
 
 
 def check_settings(args, config, last):

@@ -1,0 +1,75 @@
+"""Every flag of the training scripts is classified for ``--resume``: compared with last.pt
+(``prepare.RUN_SETTINGS``), free to change (``cli.RESUME_MAY_CHANGE``), where the run is (``cli.RUN_PLACE``), or
+deliberately not compared, with a reason (``prepare.NOT_COMPARED_SETTINGS``). A new flag in none of them (saved in
+args.json, but an edited value would resume silently) fails here, naming the lists to add it to."""
+import re
+from pathlib import Path
+
+import pytest
+
+from finetune_clip import fc as fc_script
+from lmpt import cli, losses, prepare, prompt_tuning
+from lmpt import train as train_script
+from lmpt.checkpoint import CONFIG_KINDS, OPTIONAL_CONFIG_KINDS
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+CLASSES = {"prepare.RUN_SETTINGS": prepare.RUN_SETTINGS, "cli.RESUME_MAY_CHANGE": cli.RESUME_MAY_CHANGE,
+           "cli.RUN_PLACE": cli.RUN_PLACE, "prepare.NOT_COMPARED_SETTINGS": tuple(prepare.NOT_COMPARED_SETTINGS)}
+SCRIPTS = {"lmpt/train.py": train_script.build_parser, "finetune_clip/fc.py": fc_script.build_parser}
+
+WHAT_TO_DO = (
+    "A flag that changes what is trained (batches, loss, steps, prompts, features or scores): add it to "
+    "prepare.TRAINING_SETTINGS (saved with the run, compared with last.pt on --resume), its kind to "
+    "checkpoint.OPTIONAL_CONFIG_KINDS, a row to EDITED_SETTINGS in tests/test_resume_checks.py and its name to "
+    "README's list of compared settings under 'Interrupted runs' (a flag only lmpt's embedding loss reads: also "
+    "prompt_tuning.CAPTION_LOSS_FLAGS and the entries of the kinds that read it in losses.CSE_LOSS_FLAGS). "
+    "Where the run reads or computes (a folder, a device): cli.RESUME_MAY_CHANGE. Where the run is: cli.RUN_PLACE. "
+    "Otherwise prepare.NOT_COMPARED_SETTINGS, with the reason a resume need not compare it.")
+
+
+def dests(build):
+    return [action.dest for action in build()._actions if action.dest != "help"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_flag_of_a_training_script_is_classified_for_resume(script):
+    unclassified = [key for key in dests(SCRIPTS[script]) if not any(key in names for names in CLASSES.values())]
+    assert not unclassified, (f"{script}: {', '.join(f'--{key}' for key in unclassified)} in none of "
+                              f"{', '.join(CLASSES)}. {WHAT_TO_DO}")
+
+
+def test_each_flag_is_in_one_class_and_each_class_names_flags():
+    every = set().union(*(dests(build) for build in SCRIPTS.values()))
+    seen = {}
+    for name, keys in CLASSES.items():
+        for key in keys:
+            assert key not in seen, f"{key} is in both {seen[key]} and {name}; expected one"
+            seen[key] = name
+        stale = [key for key in keys if key not in every]
+        assert not stale, f"{name}: {stale} is no flag of {', '.join(SCRIPTS)}"
+
+
+def test_every_flag_not_compared_says_why():
+    for key, reason in prepare.NOT_COMPARED_SETTINGS.items():
+        assert isinstance(reason, str) and len(reason.split()) >= 3, f"NOT_COMPARED_SETTINGS[{key!r}]: no reason"
+
+
+def test_every_compared_setting_has_a_kind_the_checkpoint_check_knows():
+    unknown = [key for key in prepare.RUN_SETTINGS if key not in {**CONFIG_KINDS, **OPTIONAL_CONFIG_KINDS}]
+    assert not unknown, f"{unknown}: no kind in checkpoint.OPTIONAL_CONFIG_KINDS (or CONFIG_KINDS)"
+
+
+def test_the_flags_an_embedding_loss_reads_are_noted_unused_under_coop():
+    read = {key for keys in losses.CSE_LOSS_FLAGS.values() for key in keys}
+    assert read <= set(prompt_tuning.CAPTION_LOSS_FLAGS), \
+        f"{sorted(read - set(prompt_tuning.CAPTION_LOSS_FLAGS))}: not in prompt_tuning.CAPTION_LOSS_FLAGS"
+
+
+def test_the_readme_lists_every_setting_a_resume_compares():
+    text = README.read_text()
+    start = text.index("- **Interrupted runs**")
+    bullet = text[start:text.index("\n- **", start + 1)]
+    listed = set(re.findall(r"`([a-z_]+)`", bullet))
+    missing = [key for key in prepare.RUN_SETTINGS if key not in listed]
+    assert not missing, f"README.md 'Interrupted runs': {missing} not in its list of compared settings"
