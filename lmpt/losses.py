@@ -355,7 +355,9 @@ def _inverse_frequency_weights(n, gamma):
     return torch.softmax(-gamma * torch.log(n), dim=0)  # [C]: n^-γ / Σ n^-γ, without overflow
 
 
-# Margins Δ_c and class weights w_c of each CSE kind (nn_hinge uses torch's HingeEmbeddingLoss and neither).
+# Margins Δ_c and class weights w_c of each CSE kind (nn_hinge uses torch's HingeEmbeddingLoss and neither),
+# called as fn(n [C] class counts in the loss's dtype, Δ or γ) -> [C]. A margin or weight with a setting of its
+# own reads it from a new CSELoss attribute: change margins_and_weights, which calls them, for that kind.
 _MARGINS = {'softmargin': _class_aware_margin, 'weighted': _fixed_margin, 'hinge': _fixed_margin}
 _WEIGHTS = {'softmargin': _inverse_frequency_weights, 'weighted': _inverse_frequency_weights,
             'hinge': _uniform_weights}
