@@ -22,7 +22,7 @@ WHAT_TO_DO = (
     "A flag that changes what is trained (batches, loss, steps, prompts, features or scores): add it to "
     "prepare.TRAINING_SETTINGS (saved with the run, compared with last.pt on --resume), its kind to "
     "checkpoint.OPTIONAL_CONFIG_KINDS, a row to EDITED_SETTINGS in tests/test_resume_checks.py and its name to "
-    "README's list of compared settings under 'Interrupted runs' (a flag only lmpt's embedding loss reads: also "
+    "README's list of compared settings under 'Resuming a run' (a flag only lmpt's embedding loss reads: also "
     "prompt_tuning.CAPTION_LOSS_FLAGS and the entries of the kinds that read it in losses.CSE_LOSS_FLAGS). "
     "Where the run reads or computes (a folder, a device): cli.RESUME_MAY_CHANGE. Where the run is: cli.RUN_PLACE. "
     "Otherwise prepare.NOT_COMPARED_SETTINGS, with the reason a resume need not compare it.")
@@ -68,8 +68,8 @@ def test_the_flags_an_embedding_loss_reads_are_noted_unused_under_coop():
 
 def test_the_readme_lists_every_setting_a_resume_compares():
     text = README.read_text()
-    start = text.index("- **Interrupted runs**")
+    start = text.index("- **What is compared**", text.index("### Resuming a run"))
     bullet = text[start:text.index("\n- **", start + 1)]
     listed = set(re.findall(r"`([a-z_]+)`", bullet))
     missing = [key for key in prepare.RUN_SETTINGS if key not in listed]
-    assert not missing, f"README.md 'Interrupted runs': {missing} not in its list of compared settings"
+    assert not missing, f"README.md 'Resuming a run', 'What is compared': {missing} not in its list of settings"
