@@ -184,8 +184,17 @@ def evaluate_logits(logits, targets, train_class_freq, thre=0.5, score='softmax'
 def evaluate(scores, targets, train_class_freq, thre=0.5):
     """All SPEC §4 metrics, in percent: mAP and head/medium/tail mAP, CP/CR/CF1/OP/OR/OF1,
     per-class AP (None where a class has no positive), the classes left out of mAP, the group bounds and the
-    number of images scored (fewer than the list's after --skip_bad_images)."""
+    number of images scored (fewer than the list's after --skip_bad_images).
+
+    ``thre`` is compared with ``scores`` as they are given (``score >= thre``): with log-scores
+    (``log_scores``, ``lmpt.api.score_images``) pass ``log_threshold(thre)``, as ``evaluate_logits`` does.
+    Log-scores (all <= 0, some < 0) with a threshold in (0, 1) would predict nothing and zero CP/CF1/OF1:
+    they are refused (ValueError)."""
     scores, targets = _check_scores_targets(scores, targets, 'evaluate')
+    if 0 < thre < 1 and scores.size and (scores <= 0).all() and (scores < 0).any():
+        raise ValueError(f"evaluate: thre {thre} is a threshold on scores in [0, 1], but the scores are all <= 0, "
+                         f"log-scores (log_scores) it seems, which no image would reach; pass "
+                         f"thre=log_threshold({thre}) with log-scores, or the scores themselves")
     freq = _to_numpy(train_class_freq)
     if freq.shape != (scores.shape[1],):
         raise ValueError(f"evaluate: expected train_class_freq of shape [{scores.shape[1]}], got {freq.shape}")
