@@ -233,17 +233,13 @@ def finetuned_logits(args, state, checkpoint_path, dataset, splits, clip_file, d
     test split of ``splits``, from the cached features (the linear probe: the encoder is CLIP's own) or, for
     full fine-tuning, from the images decoded once and its trained encoder (whose features are not cached)."""
     config, test_split = state["config"], splits["test"]
-    num_classes = len(config["class_names"])
     if config["method"] == finetune_method(from_scratch=True):
         clip_model = load_clip_and_pixels(args, dataset, {"test": test_split}, clip_file, device)
-        model = LinearProbe(clip_model.visual, clip_model.visual.output_dim, num_classes, train_encoder=True)
-        restore_probe(model.to(device), state, checkpoint_path)
+        model = finetuned_model(state, checkpoint_path, clip_model, device)
         _, logits_of = pixel_inputs(model, test_split, args.preprocess, args.batch_size, device, use_autocast(device))
     else:
         def restore(clip_model):  # in a thread, while the test images are decoded and encoded
-            model = LinearProbe(clip_model.visual, clip_model.visual.output_dim, num_classes)
-            model.fc.to(device)  # the encoder is on the device already, and in use meanwhile
-            restore_probe(model, state, checkpoint_path)
+            model = finetuned_model(state, checkpoint_path, clip_model, device)
             load_kernels(model, len(test_split.paths), model.fc.in_features, device)
             return model
         _, model = load_clip_and_features(args, dataset, splits, clip_file, device, names=("test",), beside=restore)
@@ -251,6 +247,16 @@ def finetuned_logits(args, state, checkpoint_path, dataset, splits, clip_file, d
         def logits_of(split):
             return unflipped_logits(model, split, device)
     return checked_logits(logits_of, test_split)
+
+
+def finetuned_model(state, checkpoint_path, clip_model, device):
+    """The ``LinearProbe`` of a checkpoint of ``finetune_clip/fc.py`` on ``clip_model``'s image encoder (already on
+    ``device``), in eval mode: its classifier and, for full fine-tuning, its trained encoder's weights."""
+    config = state["config"]
+    full = config["method"] == finetune_method(from_scratch=True)  # the encoder trained: its weights are restored
+    model = LinearProbe(clip_model.visual, clip_model.visual.output_dim, len(config["class_names"]), full)
+    model.fc.to(device)  # not model.to(): the encoder may be in use meanwhile (beside the encoding)
+    return restore_probe(model, state, checkpoint_path)
 
 
 def restore_probe(model, state, checkpoint_path):

@@ -99,6 +99,14 @@ def check_finite_weights(model, source):
     return model
 
 
+def load_clip(clip_file, device):
+    """The frozen CLIP of a checkpoint file, in eval mode on ``device``, its weights in fp32 on every device (not
+    ``clip.load``, which gives fp16 weights on CUDA) and refused where not finite (``check_finite_weights``)."""
+    clip_file = Path(clip_file)
+    return check_finite_weights(
+        freeze(clip.from_state_dict(clip.read_state_dict(clip_file), device, fp16=False, source=clip_file)), clip_file)
+
+
 def load_clip_and_pixels(args, dataset, splits, clip_file, device):
     """The CLIP model in eval mode, with ``split.pixels`` [N, 3, r, r] uint8 of every split, decoded once.
 
@@ -106,9 +114,7 @@ def load_clip_and_pixels(args, dataset, splits, clip_file, device):
     of no use: its epochs normalise these on the device (``BatchNormalize``) instead of decoding the
     JPEGs again. Unreadable images are refused or dropped (``--skip_bad_images``), as for features.
     """
-    clip_file = Path(clip_file)
-    clip_model = check_finite_weights(
-        freeze(clip.from_state_dict(clip.read_state_dict(clip_file), device, fp16=False, source=clip_file)), clip_file)
+    clip_model = load_clip(clip_file, device)
     resolution = clip_model.visual.input_resolution
     decoded = {name: decode_pixels(dataset.root, split.paths, args.preprocess, resolution, max(args.batch_size, 64),
                                    args.num_workers, device, f"decoding {name} images")

@@ -149,22 +149,55 @@ def training_data_root(run_dir):
     return Path(saved)
 
 
-def apply_checkpoint_config(args, config, checkpoint_path):
-    """``lmpt/test.py``'s flags against the checkpoint's configuration: the prompt layout and the backbone
-    come from the checkpoint (a flag that differs is noted and ignored; a fine-tuning run has no prompts);
-    the dataset, its data root, preprocessing, score and threshold default to the training run's."""
+def check_evaluable(config, checkpoint_path):
+    """Refuse a checkpoint's configuration that ``lmpt/test.py`` (and ``lmpt.api.load_run``) cannot rebuild a
+    model from: a method other than those of lmpt/train.py and finetune_clip/fc.py, or a fine-tuning run of an
+    earlier version, without ``FINETUNE_TEST_KEYS`` (``load_checkpoint`` checked a prompt run's settings)."""
     method = config.get("method")
     if method not in TRAINING_METHODS + FINETUNE_METHODS:
         raise ValueError(f"{checkpoint_path}: a {method} checkpoint; lmpt/test.py evaluates the runs of "
                          f"lmpt/train.py ({', '.join(TRAINING_METHODS)}) and finetune_clip/fc.py "
                          f"({', '.join(FINETUNE_METHODS)})")
+    missing = [key for key in FINETUNE_TEST_KEYS if key not in config] if method in FINETUNE_METHODS else []
+    if missing:
+        raise ValueError(f"{checkpoint_path}: config: no {', '.join(missing)}; a {method} run of an earlier "
+                         f"version, which lmpt/test.py cannot evaluate (its results.json holds its evaluation)")
+
+
+def read_run_checkpoint(source):
+    """The checkpoint that ``lmpt/test.py --checkpoint`` evaluates: ``source`` is a run folder (its ``best.pt``)
+    or a .pt file. Returns (the checkpoint, its path), refused unless ``check_evaluable``. Its tensors stay in
+    the file until used (``mmap``): the optimizer state of a last.pt is never read."""
+    source = Path(source)
+    checkpoint_path = source / "best.pt" if source.is_dir() else source
+    state = load_checkpoint(checkpoint_path, mmap=True)
+    check_evaluable(state["config"], checkpoint_path)
+    return state, checkpoint_path
+
+
+def run_backbone(config, pretrained_dir, checkpoint_path):
+    """The CLIP file a run (``config``, of ``checkpoint_path``) was trained on: found by its name, or by its file
+    name in ``pretrained_dir``, and refused when its sha256 is not the run's (``check_backbone``)."""
+    clip_file = find_backbone(config["backbone"], pretrained_dir, config.get("backbone_file"))
+    check_backbone(config, clip_file, checkpoint_path)
+    return clip_file
+
+
+def prompt_model(config, clip_model):
+    """A ``CustomCLIP`` on ``clip_model`` (and its device) with the prompt learner of a run's configuration
+    (``PROMPT_KEYS``); ``restore_prompts`` loads the trained contexts."""
+    return CustomCLIP(config["class_names"], clip_model, **{k: config[k] for k in PROMPT_KEYS})
+
+
+def apply_checkpoint_config(args, config, checkpoint_path):
+    """``lmpt/test.py``'s flags against the configuration of a checkpoint ``read_run_checkpoint`` read: the prompt
+    layout and the backbone come from the checkpoint (a flag that differs is noted and ignored; a fine-tuning
+    run has no prompts); the dataset, its data root, preprocessing, score and threshold default to the
+    training run's."""
+    method = config.get("method")
     same = {"ctx_init": lambda a, b: context_words(a) == context_words(b),  # 'a_photo' is 'a photo'
             "pretrain_clip": same_backbone}  # 'ViT-B/16' is 'ViT16'
     if method in FINETUNE_METHODS:
-        missing = [key for key in FINETUNE_TEST_KEYS if key not in config]
-        if missing:
-            raise ValueError(f"{checkpoint_path}: config: no {', '.join(missing)}; a {method} run of an earlier "
-                             f"version, which lmpt/test.py cannot evaluate (its results.json holds its evaluation)")
         ignored = [f"--{key}" for key in PROMPT_KEYS if getattr(args, key, None) is not None]
         if ignored:
             print(f"[test] note: {', '.join(ignored)} ignored; a {method} run (finetune_clip/fc.py) has no prompts")
@@ -218,7 +251,7 @@ def evaluate_checkpoint_prompts(args, state, checkpoint_path, dataset, splits, c
 
     def restore(clip_model):  # in a thread, while the test images are decoded and encoded
         # built on clip_model's device already; no .to(): it would touch the image encoder in use meanwhile
-        model = CustomCLIP(config["class_names"], clip_model, **{k: config[k] for k in PROMPT_KEYS})
+        model = prompt_model(config, clip_model)
         text = restore_prompts(model, state, checkpoint_path, device)
         load_kernels(lambda features: prompt_logits(model, features, text, device), rows, text.shape[1], device)
         return model, text
@@ -232,9 +265,7 @@ def test(args):
     """Rebuild a run's model from its checkpoint's saved configuration and evaluate it on the test split: the
     prompt learner of lmpt/train.py, or the classifier (and trained encoder) of finetune_clip/fc.py."""
     device = select_device(args.device)
-    state = load_checkpoint(args.checkpoint, mmap=True)  # its tensors read as used: not the optimizer state
-    source = Path(args.checkpoint)
-    checkpoint_path = source / "best.pt" if source.is_dir() else source
+    state, checkpoint_path = read_run_checkpoint(args.checkpoint)
     out = check_results_file(args.output or checkpoint_path.parent / "test_results.json")
     config = state["config"]
     apply_checkpoint_config(args, config, checkpoint_path)
@@ -246,8 +277,7 @@ def test(args):
                              f"{dataset.class_names[:5]}… ({len(dataset.class_names)})")
     dataset, splits = load_splits(args, need_val=False, training=False, check_dataset=same_classes)
     note_other_lists(config, splits, args)
-    clip_file = find_backbone(config["backbone"], args.pretrained_dir, config.get("backbone_file"))
-    check_backbone(config, clip_file, checkpoint_path)
+    clip_file = run_backbone(config, args.pretrained_dir, checkpoint_path)
 
     if config["method"] in FINETUNE_METHODS:
         logits = finetuned_logits(args, state, checkpoint_path, dataset, splits, clip_file, device)
