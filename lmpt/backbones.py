@@ -51,9 +51,10 @@ def backbone_tag(backbone):
 
 
 def same_backbone(a, b):
-    """Whether two ``--pretrain_clip`` values name one backbone: equal, or two names of it (``ViT-B/16``
-    and ``ViT16``)."""
-    return a == b or (is_backbone_name(a) and is_backbone_name(b) and backbone_tag(a) == backbone_tag(b))
+    """Whether two ``--pretrain_clip`` values name one backbone: equal, or names or paths of its file that
+    ``backbone_tag`` calls by one short name (``ViT-B/16``, ``ViT16`` and ``../pretrained/ViT-B-16.pt``). Which
+    file a run was trained on is checked by its sha256 (``check_backbone``), not here."""
+    return a == b or (backbone_tag(a) == backbone_tag(b) and backbone_tag(a) in BACKBONES)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ import pytest
 from finetune_clip import fc as fc_script
 from lmpt import cli
 from lmpt import test as test_script
-from lmpt.backbones import backbone_tag
+from lmpt.backbones import backbone_tag, same_backbone
 from zero_shot_clip import test as zero_shot_script
 
 
@@ -53,3 +53,11 @@ def test_a_missing_default_run_names_its_script_and_the_runs_on_other_backbones(
     test_script.check_default_run(args)  # there now
     given = test_script.parse_args(["--checkpoint", str(tmp_path / "nowhere")])
     test_script.check_default_run(given)  # a --checkpoint given is for the loader to refuse
+
+
+@pytest.mark.parametrize("a,b,same", [("ViT16", "ViT-B/16", True), ("RN50", "/x/pretrained/RN50.pt", True),
+                                      ("../pretrained/ViT-B-16.pt", "ViT-B/16", True), ("RN50", "RN101", False),
+                                      ("/a/my-clip.pt", "/b/my-clip.pt", False), ("/a/my.pt", "/a/my.pt", True),
+                                      ("RN50", "/x/RN50-finetuned.pt", False)])
+def test_a_name_and_the_path_of_its_file_are_one_backbone(a, b, same):
+    assert same_backbone(a, b) is same and same_backbone(b, a) is same
