@@ -395,8 +395,8 @@ def check_every_class_trained(labels, class_names, list_file, when=""):
     empty = [f"{i} {class_names[i]!r}" for i in np.flatnonzero(counts == 0)]
     if empty:
         raise DataError(f"{list_file}: no training image of class(es) {', '.join(empty)}{when}; expected every "
-                        f"class to have at least one positive (the DB loss and the class-aware margin divide by "
-                        f"its frequency)")
+                        f"class to have at least one positive (no method learns a class it never sees; the DB "
+                        f"loss and the class-aware margin divide by its frequency)")
 
 
 def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True, captions=None):
