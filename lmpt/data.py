@@ -287,11 +287,13 @@ def write_dataset(folder, spec, class_names, lists, captions):
 
 def _save_pickle_atomically(obj, path):
     """Write with the project's one atomic writer (temporary file, sync, rename, a new file's usual
-    permissions); warn (not fail) on a read-only folder."""
+    permissions); warn (not fail) on a read-only folder. Returns whether the file was saved."""
     try:
         save_pickle(path, obj)
     except OSError as e:
         warnings.warn(f"{path}: could not save the class frequencies ({e}); using them unsaved")
+        return False
+    return True
 
 
 # The globals that a pickled dict of NumPy arrays, NumPy scalars and lists needs (protocols 0-5, written by
@@ -321,12 +323,14 @@ DERIVED_KEY = "derived_by_lmpt"  # in a class_freq.pkl this code derived (and ma
 
 def load_class_frequency(pkl_path, labels, train_list=None):
     """Load ``class_freq.pkl`` and check it against ``labels`` (of ``train_list``, as messages name it); derive
-    and save it when absent. One that this code derived (``DERIVED_KEY``) is derived again, said, when the train
-    list has changed since; any other (the published one, a file of one's own) is refused when it disagrees."""
+    and save it, said, when absent. One that this code derived (``DERIVED_KEY``; the repository's COCO-LT file
+    too) is derived again, said, when the train list has changed since; any other (the published VOC-LT one, a
+    file of one's own) is refused when it disagrees."""
     pkl_path = Path(pkl_path)
     derived = class_frequency(labels)
     if not pkl_path.exists():
-        _save_pickle_atomically({**derived, DERIVED_KEY: True}, pkl_path)
+        if _save_pickle_atomically({**derived, DERIVED_KEY: True}, pkl_path):
+            print(f"[data] {pkl_path}: derived from {train_list or 'the train list'} and saved")
         return derived
     advice = f"delete {pkl_path} and it will be derived again from the train list"
     try:
