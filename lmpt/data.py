@@ -207,9 +207,19 @@ def read_list(path, num_classes):
     return paths, labels
 
 
+def _not_in_train_list(image):
+    """The hint for a caption line of ``image``, which the train list does not hold (its line removed there, as
+    README's advice on missing images says, or a typo)."""
+    return f" ({image} is not in the train list: if its line was removed there, remove this caption line too)"
+
+
 def _caption_order_hint(lines, i, image, train_paths):
-    """Why the caption line ``lines[i]`` names ``image`` where the train list has ``train_paths[i]``."""
+    """Why the caption line ``lines[i]`` names ``image`` where the train list has ``train_paths[i]``. A caption
+    of an image absent from the train list is named so first: the captions after it are then one line late,
+    which is not an order to fix."""
     expected = train_paths[i]
+    if image not in set(train_paths):
+        return _not_in_train_list(image)
     later = next((n for n, line in lines[i + 1:] if line.split(None, 1)[0] == expected), None)
     if later is not None:
         return f" (the caption of {expected} is on line {later}: out of order?)"
@@ -217,8 +227,6 @@ def _caption_order_hint(lines, i, image, train_paths):
         return f" (is the caption of {expected} missing?)"
     if i > 0 and image == train_paths[i - 1]:
         return " (a repeated line?)"
-    if image not in set(train_paths):
-        return f" ({image} is not in the train list)"
     return ""
 
 
@@ -229,7 +237,8 @@ def read_captions(path, train_paths):
     for i, (n, line) in enumerate(lines):
         image, caption = (line.split(None, 1) + [""])[:2]  # the path, then the caption after any blank
         if i >= len(train_paths):
-            raise DataError(f"{path}:{n}: extra line for {image!r}; expected {len(train_paths)} captions, "
+            hint = _not_in_train_list(image) if image not in set(train_paths) else ""
+            raise DataError(f"{path}:{n}: extra line for {image!r}{hint}; expected {len(train_paths)} captions, "
                             f"one per train image, and then the end of the file")
         expected = train_paths[i]
         if image != expected:
