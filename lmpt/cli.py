@@ -162,6 +162,25 @@ def resolve_user_path(path, script_dir):
     return path
 
 
+def find_val_list(value, dataset, data_root):
+    """``--val_list`` as written (``~`` expanded), made absolute: from the current folder, or, for a relative
+    path that names no file there, from the dataset folder under ``data_root`` (where the other lists are named,
+    and the published tree keeps ``voc_lt_val.txt``), said in one line. A path found in neither stays as from the
+    current folder (``data.load_dataset`` refuses it)."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.is_file():
+        return absolute(path)
+    try:
+        folder = absolute(data_root) / get_dataset_spec(dataset).folder
+    except (DataError, TypeError):  # an unknown dataset: refused, with the known ones, when it is read
+        return absolute(path)
+    if not (folder / path).is_file():
+        return absolute(path)
+    found = absolute(folder / path)
+    print(f"[data] note: --val_list {value} is not in the current folder; using {found}, in the dataset folder")
+    return found
+
+
 def resolve_backbone_arg(value, script_dir):
     """``--pretrain_clip(_path)`` as written: a backbone name stays a name; a path is resolved by
     ``resolve_user_path`` (absolute when the file exists)."""
@@ -263,10 +282,11 @@ def restore_run_args(parser, args, argv=None):
     ``--epochs``, another device, worker count or folder); any other flag written now must equal the
     run's own value, or the run is refused (exit 2) naming the flag, since a resumed run must see
     exactly the batches, losses and prompts an uninterrupted one would. Values are compared as settings: a
-    dataset alias equals its dataset, a relative path the absolute one it names. A value of the wrong kind
-    (``_saved_problem``) is refused naming it; a flag args.json lacks (a run of an earlier version) takes its
-    default, with a note (``prepare.check_settings`` then compares the settings last.pt holds). A file as
-    ``DIR`` (its last.pt), and ``--overwrite`` with it, are refused (exit 2).
+    dataset alias equals its dataset, a relative path the absolute one it names (``--val_list`` as
+    ``find_val_list`` finds it, also in the dataset folder of the run's ``--dataset`` and ``--data_root``). A
+    value of the wrong kind (``_saved_problem``) is refused naming it; a flag args.json lacks (a run of an earlier
+    version) takes its default, with a note (``prepare.check_settings`` then compares the settings last.pt
+    holds). A file as ``DIR`` (its last.pt), and ``--overwrite`` with it, are refused (exit 2).
     """
     if args.resume is None:
         return args
@@ -285,6 +305,10 @@ def restore_run_args(parser, args, argv=None):
     if not isinstance(saved, dict):
         parser.error(f"{saved_file}: holds a {type(saved).__name__}; expected the args.json a run wrote")
     given = given_flags(parser, argv)
+    if "val_list" in given and args.val_list is not None:  # compared as the file it names: found as for a new run
+        place = {key: saved[key] if key not in given and isinstance(saved.get(key), str) else getattr(args, key)
+                 for key in ("dataset", "data_root")}
+        args.val_list = find_val_list(args.val_list, place["dataset"], place["data_root"])
     for action in parser._actions:
         key = action.dest
         if key not in saved or key in RUN_PLACE:
@@ -321,10 +345,11 @@ def restore_run_args(parser, args, argv=None):
 
 def resolve_run_dir(args, method, backbone):
     """Set ``args.output_dir`` (``--resume DIR`` wins, then ``--output_dir``, then the default), turn
-    ``args.resume`` into a bool, and make ``--val_list``, ``--data_root`` and the run folder absolute (args.json
-    and results.json then name them from any folder, for a resumed run too)."""
+    ``args.resume`` into a bool, and make ``--val_list`` (``find_val_list``: from the current folder, else from
+    the dataset folder), ``--data_root`` and the run folder absolute (args.json and results.json then name them
+    from any folder, for a resumed run too)."""
     if getattr(args, "val_list", None) is not None:
-        args.val_list = absolute(args.val_list)
+        args.val_list = find_val_list(args.val_list, args.dataset, args.data_root)
     args.data_root = absolute(args.data_root)  # lmpt/test.py reads it from args.json, from any folder
     if args.resume is not None:
         args.output_dir, args.resume = args.resume, True

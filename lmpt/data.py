@@ -429,8 +429,8 @@ def load_dataset(name, data_root=DEFAULT_DATA_ROOT, val_list=None, training=True
                                                                                 else ""))
     if val_list is not None and not Path(val_list).is_file():
         beside = root / Path(val_list).name  # where the published tree keeps voc_lt_val.txt
-        hint = f"; the dataset folder has {beside}: pass that path (a relative one is read from the current " \
-               f"folder)" if beside.is_file() else ""
+        hint = f"; the dataset folder has {beside}: pass that path (or its name alone, which the scripts look " \
+               f"up there when the current folder has no such file)" if beside.is_file() else ""
         raise DataError(f"{val_list}: validation list not found; expected a file in the list format "
                         f"'<relative/path.jpg> <id> …', paths relative to {root}{hint}")
 
