@@ -14,7 +14,7 @@ from .backbones import BACKBONES, backbone_tag, is_backbone_name
 from .checkpoint import release_run_dir
 from .data import (DEFAULT_DATA_ROOT, PREPROCESS_KINDS, REPO_ROOT, DataError, available_cores, dataset_folders,
                    dataset_names, get_dataset_spec)
-from .engine import NonFiniteError, sigterm_as_interrupt
+from .engine import NonFiniteError, interrupt_status, sigterm_as_interrupt
 from .metrics import SCORE_KINDS
 
 
@@ -364,7 +364,8 @@ def resolve_run_dir(args, method, backbone):
 def run_resumable(fn, args, tag):
     """``fn(args)``: a training run in ``args.output_dir``, whose claim on that folder
     (``checkpoint.claim_run_dir``, made in ``fn``) is let go here, however it ends. On Ctrl-C or SIGTERM
-    (from the start: decoding too) say whether and how to resume, and exit with status 130; on a file that
+    (from the start: decoding too) say whether and how to resume, and exit with status 130 (Ctrl-C) or 143
+    (SIGTERM), 128 + the signal's number (``engine.interrupt_status``); on a file that
     could not be written (a full disk, say) once the run has saved an epoch, say that it resumes."""
     try:
         with sigterm_as_interrupt():
@@ -375,7 +376,7 @@ def run_resumable(fn, args, tag):
             print(f"[{tag}] the last completed epoch is saved in {last}; once the cause below is fixed, continue "
                   f"with --resume {args.output_dir}", file=sys.stderr)
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         last = Path(args.output_dir) / "last.pt"
         started = getattr(args, "run_started", False)  # set by checkpoint.start_run_dir
         if getattr(args, "overwrite", False) and not started and last.exists():
@@ -387,7 +388,7 @@ def run_resumable(fn, args, tag):
         else:
             print(f"\n[{tag}] interrupted before the first epoch ended: nothing to resume; run the same "
                   f"command again (the features of splits already encoded are cached)", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(interrupt_status(interrupt))
     finally:
         release_run_dir(args.output_dir)
 
@@ -399,7 +400,8 @@ def report_errors(main, argv=None):
     """A script's ``main(argv)``, where a user error (``USER_ERRORS``: a bad file, flag, checkpoint or
     device, or a run whose loss diverged) ends the run with its message, ``<script>: error: …``, on stderr
     and exit status 1, rather than a traceback; ``LMPT_TRACEBACK=1`` shows the traceback too. Other
-    exceptions are bugs and keep it. Ctrl-C ends it with status 130."""
+    exceptions are bugs and keep it. Ctrl-C ends it with status 130, a SIGTERM that a training script turned
+    into an interrupt (``engine.sigterm_as_interrupt``) with 143."""
     try:
         return main(argv)
     except USER_ERRORS as error:
@@ -407,6 +409,6 @@ def report_errors(main, argv=None):
             raise
         print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:  # the training scripts say first whether and how to resume (run_resumable)
+    except KeyboardInterrupt as interrupt:  # the training scripts say first whether and how to resume (run_resumable)
         print(f"\n{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(interrupt_status(interrupt))

@@ -25,7 +25,20 @@ class NonFiniteError(RuntimeError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so that the run stops cleanly."""
+    """SIGTERM, turned into an exception so that the run stops cleanly; ``signum``: the signal's number."""
+
+    def __init__(self, signum=signal.SIGTERM):
+        super().__init__(int(signum))
+        self.signum = int(signum)
+
+    def __str__(self):
+        return f"signal {self.signum}"
+
+
+def interrupt_status(error):
+    """The exit status of a script that ``error`` (a KeyboardInterrupt) stopped: 128 + the signal's number, as a
+    shell reports a process that signal ended: 130 for Ctrl-C (SIGINT), 143 for SIGTERM (``Interrupted``)."""
+    return 128 + getattr(error, "signum", int(signal.SIGINT))
 
 
 def seed_everything(seed):
@@ -39,7 +52,7 @@ def seed_everything(seed):
 def sigterm_as_interrupt():
     """Within the block, SIGTERM raises :class:`Interrupted` like Ctrl-C raises KeyboardInterrupt."""
     def handler(signum, frame):
-        raise Interrupted(f"signal {signum}")
+        raise Interrupted(signum)
     try:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave signals alone
