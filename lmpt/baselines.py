@@ -308,7 +308,7 @@ def finetune(args):
     with sigterm_as_interrupt():
         best = fit(model, batch_loss, evaluate, optimizer, build_scheduler(optimizer), run_dir, args.epochs,
                    args.batch_size, len(train_split.paths), args.seed, config, resume=args.resume,
-                   desc=config["method"])
+                   desc=config["method"], selection_split=select_split.name)
     state = load_checkpoint(run_dir / "best.pt")
     restore_probe(model, state, run_dir / "best.pt")
     results = evaluate_logits(checked_logits(logits_of, test_split), test_split.labels, train_freq, args.thre,

@@ -214,7 +214,7 @@ def resume_state(run_dir, model, optimizer, scheduler, epochs):
 
 
 def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batch_size, n_train, seed,
-        config, resume=False, on_epoch_end=None, desc="train"):
+        config, resume=False, on_epoch_end=None, desc="train", selection_split=None):
     """Train ``model`` for ``epochs`` epochs; return the best epoch's record ``{"epoch", "mAP"}``.
 
     Epochs and steps are 0-based indices here and in the checkpoints; what a person reads (the messages,
@@ -226,6 +226,8 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
     - ``config``: saved with every checkpoint (what ``test.py`` needs to rebuild the model)
     - ``resume``: continue from ``run_dir/last.pt``
     - ``on_epoch_end(epoch)``: called after each epoch's files are written
+    - ``selection_split``: the name of the split ``evaluate`` selects on (``val``, ``test``), which the epoch
+      line names: ``val mAP 13.45`` (``metrics.jsonl``'s ``val_mAP``)
     """
     run_dir = Path(run_dir)
     start, best, rows, ahead = 0, {"epoch": None, "mAP": -math.inf}, [], False
@@ -272,8 +274,9 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
             for name in RESULT_FILES:  # evaluations of the best.pt replaced (by a resumed, extended run)
                 (run_dir / name).unlink(missing_ok=True)
             save_torch(run_dir / "best.pt", state)
+        split = f"{selection_split} " if selection_split else ""  # "val mAP" / "test mAP": the split selected on
         print(f"[{desc}] epoch {epoch + 1}/{epochs} loss {row.get('train_loss', float('nan')):.4f} "
-              f"mAP {selection_map:.2f} (best {best['mAP']:.2f} @ {best['epoch'] + 1}) {row['seconds']:.1f}s")
+              f"{split}mAP {selection_map:.2f} (best {best['mAP']:.2f} @ {best['epoch'] + 1}) {row['seconds']:.1f}s")
         if ahead and not improved:
             for name in RESULT_FILES:  # they described the best epoch, whose state nothing holds any more
                 (run_dir / name).unlink(missing_ok=True)

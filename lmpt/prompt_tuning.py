@@ -101,7 +101,8 @@ def train(args):
     run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)
     with sigterm_as_interrupt():
         best = fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, args.epochs, args.batch_size,
-                   len(train_split.paths), args.seed, config, resume=args.resume, desc=args.training_method)
+                   len(train_split.paths), args.seed, config, resume=args.resume, desc=args.training_method,
+                   selection_split=select_split.name)
 
     results = final_evaluation(model, run_dir / "best.pt", test_split, train_freq, args.thre, args.score, device)
     results = run_results(results, config, best, select_split.name, results["checkpoint"], results["checkpoint_epoch"])
