@@ -18,8 +18,8 @@ from tqdm import tqdm
 import clip
 
 from .backbones import backbone_identity, resolve_backbone
-from .checkpoint import (FINETUNE_METHODS, check_evaluation_dir, load_checkpoint, read_saved_json, save_args,
-                         save_json, start_run_dir)
+from .checkpoint import (FINETUNE_METHODS, check_evaluation_dir, load_checkpoint, note_replaced_results,
+                         read_saved_json, save_args, save_json, start_run_dir)
 from .cli import dataset_name
 from .data import BatchNormalize, label_line
 from .device import autocast_on, load_kernels, select_device, use_autocast
@@ -100,17 +100,13 @@ REPLACED_KEYS = ("backbone_sha256", "templates", "preprocess", "score", "thre") 
 def note_replaced(run_dir, results, args):
     """Say when an evaluation replaces earlier results in its folder, with the mAP they held and what differs
     (the CLIP file, templates, preprocessing, scores, threshold; the dataset and data root of its args.json)."""
-    old, old_args = read_saved_json(run_dir / "results.json"), read_saved_json(run_dir / "args.json") or {}
-    if old is None:
-        return
-    differ = [key for key in REPLACED_KEYS if key in old and old[key] != results.get(key)]
+    old_args = read_saved_json(run_dir / "args.json") or {}
+    other = []
     if "dataset" in old_args and dataset_name(old_args["dataset"]) != dataset_name(args.dataset):
-        differ.append("dataset")
+        other.append("dataset")
     if isinstance(old_args.get("data_root"), str) and Path(old_args["data_root"]) != Path(args.data_root):
-        differ.append("data_root")  # both absolute (zero_shot_clip/test.py records it so)
-    mAP = f"mAP {old['mAP']:.2f}" if isinstance(old.get("mAP"), (int, float)) else "no mAP"
-    print(f"[zero-shot] replacing {run_dir / 'results.json'} of an earlier evaluation ({mAP}"
-          f"{'; other ' + ', '.join(differ) if differ else ''})")
+        other.append("data_root")  # both absolute (zero_shot_clip/test.py records it so)
+    note_replaced_results(run_dir / "results.json", results, REPLACED_KEYS, "zero-shot", other=other)
 
 
 def zero_shot(args):

@@ -9,6 +9,7 @@ import errno
 import glob
 import json
 import math
+import operator
 import os
 import pickle
 import socket
@@ -250,6 +251,21 @@ def check_results_file(path):
                               f"name, such as test_results.json (the default)")
     check_writable_dir(path.parent, "--output")
     return path
+
+
+def note_replaced_results(path, results, keys, tag, same=None, other=()):
+    """Say when ``results`` are about to replace an earlier evaluation's results in ``path`` (a results file that
+    holds a JSON object): with the mAP it held and which of ``keys`` differ, compared with ``==`` or with
+    ``same[key](old, new)``; ``other``: further differences the caller found (names, said after those)."""
+    old = read_saved_json(path)
+    if old is None:
+        return
+    same = same or {}
+    differ = [key for key in keys if key in old and not same.get(key, operator.eq)(old[key], results.get(key))]
+    differ += [name for name in other if name not in differ]
+    mAP = f"mAP {old['mAP']:.2f}" if isinstance(old.get("mAP"), (int, float)) else "no mAP"
+    print(f"[{tag}] replacing {path} of an earlier evaluation ({mAP}"
+          f"{'; other ' + ', '.join(differ) if differ else ''})")
 
 
 def save_torch(path, obj):

@@ -14,8 +14,9 @@ import torch
 
 from .backbones import check_backbone, find_backbone, same_backbone
 from .baselines import FINETUNE_TEST_KEYS, finetune_method, finetuned_logits
-from .checkpoint import (FINETUNE_METHODS, PROMPT_METHODS, check_results_file, load_checkpoint, read_saved_json,
-                         save_json, start_run_dir)
+from .checkpoint import (FINETUNE_METHODS, PROMPT_METHODS, check_results_file, load_checkpoint,
+                         note_replaced_results, read_saved_json, save_json, start_run_dir)
+from .cli import absolute
 from .data import DEFAULT_DATA_ROOT
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (RUN_IDENTITY, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
@@ -262,12 +263,26 @@ def evaluate_checkpoint_prompts(args, state, checkpoint_path, dataset, splits, c
                             args.thre, args.score, device, restored=(state, text))
 
 
+# what an lmpt/test.py evaluation depends on, said when one replaces an earlier one's results (note_replaced_results)
+TEST_REPLACED_KEYS = ("checkpoint", "checkpoint_epoch", "backbone_sha256", "preprocess", "score", "thre")
+
+
+def same_checkpoint(old, new):
+    """Whether an earlier evaluation's ``checkpoint`` (absolute; relative in the files of earlier versions, from a
+    folder not recorded) names the absolute path ``new``."""
+    if not isinstance(old, str) or not old:
+        return False
+    old, new = Path(old), Path(new)
+    return old == new if old.is_absolute() else new.parts[-len(old.parts):] == old.parts
+
+
 def test(args):
     """Rebuild a run's model from its checkpoint's saved configuration and evaluate it on the test split: the
     prompt learner of lmpt/train.py, or the classifier (and trained encoder) of finetune_clip/fc.py."""
     device = select_device(args.device)
-    state, checkpoint_path = read_run_checkpoint(args.checkpoint)
-    out = check_results_file(args.output or checkpoint_path.parent / "test_results.json")
+    # absolute (a link keeps its name), as results.json records its checkpoint: the results name it from any folder
+    state, checkpoint_path = read_run_checkpoint(absolute(args.checkpoint))
+    out = check_results_file(absolute(args.output) if args.output else checkpoint_path.parent / "test_results.json")
     config = state["config"]
     apply_checkpoint_config(args, config, checkpoint_path)
 
@@ -289,6 +304,7 @@ def test(args):
     results.update({key: config[key] for key in RUN_IDENTITY if key in config})  # the run evaluated, by name
     results["preprocess"] = args.preprocess
     print(format_results(results, dataset.class_names, dataset.train_freq))
+    note_replaced_results(out, results, TEST_REPLACED_KEYS, "test", same={"checkpoint": same_checkpoint})
     save_json(out, results)
     print(f"[test] results written to {out}")
     return results
