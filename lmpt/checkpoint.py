@@ -12,8 +12,11 @@ import math
 import operator
 import os
 import pickle
+import signal
 import socket
+import threading
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 try:
@@ -268,8 +271,37 @@ def note_replaced_results(path, results, keys, tag, same=None, other=()):
           f"{'; other ' + ', '.join(differ) if differ else ''})")
 
 
+_DEFERRING = []  # non-empty while interrupts_deferred holds the signals back (it nests)
+
+
+@contextmanager
+def interrupts_deferred():
+    """Within the block, Ctrl-C (SIGINT) and SIGTERM are held back, then delivered when it ends, to the handlers
+    that were there before (Ctrl-C's KeyboardInterrupt, ``engine.sigterm_as_interrupt``'s, or the default).
+    For writes that must finish: torch.save turns an interrupt inside its file writer into an error of its
+    own ("unexpected pos …"), which would lose the file and read as a failed disk. Blocks nest; outside the
+    main thread, where no handler can be set, signals are left alone."""
+    if _DEFERRING or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    previous = {signum: signal.signal(signum, lambda number, frame: pending.append(number))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    _DEFERRING.append(True)
+    try:
+        yield
+    finally:
+        _DEFERRING.pop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:
+            signal.raise_signal(pending[0])  # as if it came now
+
+
 def save_torch(path, obj):
-    _write(path, lambda f: torch.save(obj, f))
+    """``torch.save`` of ``obj`` to ``path``, atomically; an interrupt meanwhile waits until the file is written."""
+    with interrupts_deferred():
+        _write(path, lambda f: torch.save(obj, f))
 
 
 def write_metrics(path, rows):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import RESULT_FILES, load_checkpoint, read_metrics, save_torch, write_metrics
+from .checkpoint import RESULT_FILES, interrupts_deferred, load_checkpoint, read_metrics, save_torch, write_metrics
 
 
 class NonFiniteError(RuntimeError):
@@ -268,12 +268,13 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         # metrics, last.pt, best.pt: a run killed after the metrics resumes from the older last.pt (and drops
         # the row), one killed after last.pt has best.pt rewritten from it (repair_best)
-        write_metrics(run_dir / "metrics.jsonl", rows)
-        save_torch(run_dir / "last.pt", state)
-        if improved:
-            for name in RESULT_FILES:  # evaluations of the best.pt replaced (by a resumed, extended run)
-                (run_dir / name).unlink(missing_ok=True)
-            save_torch(run_dir / "best.pt", state)
+        with interrupts_deferred():  # a Ctrl-C or SIGTERM now stops the run once the epoch is saved
+            write_metrics(run_dir / "metrics.jsonl", rows)
+            save_torch(run_dir / "last.pt", state)
+            if improved:
+                for name in RESULT_FILES:  # evaluations of the best.pt replaced (by a resumed, extended run)
+                    (run_dir / name).unlink(missing_ok=True)
+                save_torch(run_dir / "best.pt", state)
         split = f"{selection_split} " if selection_split else ""  # "val mAP" / "test mAP": the split selected on
         print(f"[{desc}] epoch {epoch + 1}/{epochs} loss {row.get('train_loss', float('nan')):.4f} "
               f"{split}mAP {selection_map:.2f} (best {best['mAP']:.2f} @ {best['epoch'] + 1}) {row['seconds']:.1f}s")
