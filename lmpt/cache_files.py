@@ -1,10 +1,11 @@
 """The files of a feature-cache folder: which are there, when each was last used, and removing old ones.
 
 A cache file is ``<key>.pt`` (``features.FeatureJob``; ``key`` is 32 hexadecimal digits). Its modification time
-is the time it was last written or read by a run (``mark_used``), so that ``prune`` can remove the files no run
-has used for some days; a run that needs one again encodes its images again. Nothing else in the folder is
-touched, so a ``--cache_dir`` shared with other files is safe: only names of the cache's own pattern, and the
-temporary files of its writes (``.<key>.pt.<random>.tmp``), are listed or removed.
+is the time it was last written or read by a run (``mark_used``; a reader that may not change the file, another
+user's, leaves it as it was), so that the files no run has used for some days can be found (``unused_for``) and
+removed (``remove_files``; ``tools/feature_cache.py``); a run that needs one again encodes its images again.
+Nothing else in the folder is touched, so a ``--cache_dir`` shared with other files is safe: only names of the
+cache's own pattern, and the temporary files of its writes (``.<key>.pt.<random>.tmp``), are listed or removed.
 """
 import os
 import re
@@ -48,9 +49,13 @@ def cache_files(cache_dir, describe=True):
     """The cache files in ``cache_dir`` (``CacheFile``s, most recently used first); [] if there is no folder."""
     found = []
     for entry in os.scandir(cache_dir) if Path(cache_dir).is_dir() else ():
-        if CACHE_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+        try:
+            if not (CACHE_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
+                continue
             st = entry.stat(follow_symlinks=False)
-            found.append(CacheFile(Path(entry.path), st.st_size, st.st_mtime, _about(entry.path) if describe else {}))
+        except FileNotFoundError:  # removed meanwhile (by a prune beside this one)
+            continue
+        found.append(CacheFile(Path(entry.path), st.st_size, st.st_mtime, _about(entry.path) if describe else {}))
     return sorted(found, key=lambda f: -f.last_used)
 
 

@@ -232,7 +232,10 @@ class FeatureJob:
                                    "checksum": _checksum(features), "about": self.about})
         except OSError as error:  # a cache saves time only: the features in hand are as good
             print(f"[features] not cached ({error}); going on: the next run encodes these images again")
-        remove_stale_temp_files(self.path.parent)  # those of writes killed a day ago or more
+        try:
+            remove_stale_temp_files(self.path.parent)  # those of writes killed a day ago or more
+        except OSError:  # a folder that can be written but not listed: housekeeping is optional
+            pass
         return features, errors
 
 

@@ -107,3 +107,17 @@ def test_the_tool_lists_an_absent_cache_as_empty_and_refuses_bad_arguments(tmp_p
     with pytest.raises(SystemExit):
         run_tool(capsys, "--cache_dir", str(tmp_path), "--dry_run")
     assert "--dry_run goes with --unused_days" in capsys.readouterr().err
+
+
+def test_a_cache_folder_that_cannot_be_listed_does_not_end_the_run(tmp_path, data, tiny_vit_checkpoint, monkeypatch):
+    import lmpt.cache_files as cache_files_module
+    cache = tmp_path / "cache"
+    listed = cache_files_module.os.scandir
+
+    def refuse(path="."):
+        if str(path) == str(cache):
+            raise PermissionError(13, "Permission denied", str(path))
+        return listed(path)
+    monkeypatch.setattr(cache_files_module.os, "scandir", refuse)
+    job = encode(tiny_vit_checkpoint, data, cache)  # housekeeping refused: the features are still returned, cached
+    assert job.path.exists()
