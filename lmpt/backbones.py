@@ -1,5 +1,6 @@
 """Backbones: the names ``--pretrain_clip`` knows, their checkpoint files, and the identity (name, file,
 sha256) that a run records of the CLIP it was trained on and checks before it is resumed or tested."""
+import os
 import sys
 from pathlib import Path
 
@@ -50,11 +51,19 @@ def backbone_tag(backbone):
     return next((short for short in BACKBONES if backbone_file(short) == name), Path(backbone).stem)
 
 
-def same_backbone(a, b):
-    """Whether two ``--pretrain_clip`` values name one backbone: equal, or names or paths of its file that
-    ``backbone_tag`` calls by one short name (``ViT-B/16``, ``ViT16`` and ``../pretrained/ViT-B-16.pt``). Which
-    file a run was trained on is checked by its sha256 (``check_backbone``), not here."""
-    return a == b or (backbone_tag(a) == backbone_tag(b) and backbone_tag(a) in BACKBONES)
+def same_backbone(a, b, pretrained_dir=None):
+    """Whether two ``--pretrain_clip`` values name one backbone: equal, two names of it (``ViT-B/16`` and
+    ``ViT16``), or a name and a path, or two paths, of one file (``RN50`` and ``../pretrained/RN50.pt``, with
+    names looked up in ``pretrained_dir``). Two files are never one backbone by their names alone: a fine-tuned
+    CLIP saved as ``RN50.pt`` elsewhere is another."""
+    if a == b:
+        return True
+    if is_backbone_name(a) and is_backbone_name(b):
+        return backbone_tag(a) == backbone_tag(b)
+    try:
+        return os.path.samefile(resolve_backbone(a, pretrained_dir), resolve_backbone(b, pretrained_dir))
+    except (OSError, ValueError):  # one of them names no file here: not known to be the same
+        return False
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

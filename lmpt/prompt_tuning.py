@@ -198,7 +198,7 @@ def apply_checkpoint_config(args, config, checkpoint_path):
     training run's."""
     method = config.get("method")
     same = {"ctx_init": lambda a, b: context_words(a) == context_words(b),  # 'a_photo' is 'a photo'
-            "pretrain_clip": same_backbone}  # 'ViT-B/16' is 'ViT16'
+            "pretrain_clip": lambda a, b: same_backbone(a, b, getattr(args, "pretrained_dir", None))}  # one file
     if method in FINETUNE_METHODS:
         ignored = [f"--{key}" for key in PROMPT_KEYS if getattr(args, key, None) is not None]
         if ignored:

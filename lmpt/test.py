@@ -78,8 +78,8 @@ def check_default_run(args):
     writer = "finetune_clip/fc.py" if args.training_method in FINETUNE_METHODS else "lmpt/train.py"
     others = runs_on_other_backbones(dataset, args.training_method, args.seed)
     raise FileNotFoundError(
-        f"{args.checkpoint}: no run here (the default run folder of {writer} for --dataset {dataset}, "
-        f"--pretrain_clip {args.pretrain_clip}, --seed {args.seed}); "
+        f"{args.checkpoint}: no run here (the default run folder of {writer} for --training_method "
+        f"{args.training_method}, --dataset {dataset}, --pretrain_clip {args.pretrain_clip}, --seed {args.seed}); "
         + (f"runs of that dataset, method and seed on other backbones: {', '.join(str(o) for o in others)}; "
            f"pass one with --checkpoint" if others else "pass the run folder with --checkpoint"))
 

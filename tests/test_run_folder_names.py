@@ -34,8 +34,8 @@ def test_a_missing_default_run_names_its_script_and_the_runs_on_other_backbones(
     with pytest.raises(FileNotFoundError) as error:
         test_script.check_default_run(args)
     assert str(error.value) == (f"{tmp_path / 'runs' / 'voc-lt_linear-probe_RN50_seed1'}: no run here (the default "
-                                f"run folder of finetune_clip/fc.py for --dataset voc-lt, --pretrain_clip RN50, "
-                                f"--seed 1); pass the run folder with --checkpoint")
+                                f"run folder of finetune_clip/fc.py for --training_method linear-probe, --dataset "
+                                f"voc-lt, --pretrain_clip RN50, --seed 1); pass the run folder with --checkpoint")
     for name in ("voc-lt_linear-probe_my-clip_seed1", "voc-lt_linear-probe_ViT16_seed1", "voc-lt_lmpt_RN50_seed1",
                  "voc-lt_linear-probe_RN50_seed10", "coco-lt_linear-probe_RN50_seed1"):
         (tmp_path / "runs" / name).mkdir(parents=True)
@@ -46,8 +46,8 @@ def test_a_missing_default_run_names_its_script_and_the_runs_on_other_backbones(
                                      f"{runs / 'voc-lt_linear-probe_ViT16_seed1'}, "
                                      f"{runs / 'voc-lt_linear-probe_my-clip_seed1'}; pass one with --checkpoint")
     lmpt_args = test_script.parse_args(["--dataset", "VOC", "--pretrain_clip", "ViT16", "--seed", "1"])
-    with pytest.raises(FileNotFoundError, match="the default run folder of lmpt/train.py for --dataset VOC, "
-                                                "--pretrain_clip ViT16, --seed 1"):
+    with pytest.raises(FileNotFoundError, match="the default run folder of lmpt/train.py for --training_method "
+                                                "lmpt, --dataset VOC, --pretrain_clip ViT16, --seed 1"):
         test_script.check_default_run(lmpt_args)
     (runs / "voc-lt_linear-probe_RN50_seed1").mkdir()
     test_script.check_default_run(args)  # there now
@@ -55,9 +55,25 @@ def test_a_missing_default_run_names_its_script_and_the_runs_on_other_backbones(
     test_script.check_default_run(given)  # a --checkpoint given is for the loader to refuse
 
 
-@pytest.mark.parametrize("a,b,same", [("ViT16", "ViT-B/16", True), ("RN50", "/x/pretrained/RN50.pt", True),
-                                      ("../pretrained/ViT-B-16.pt", "ViT-B/16", True), ("RN50", "RN101", False),
-                                      ("/a/my-clip.pt", "/b/my-clip.pt", False), ("/a/my.pt", "/a/my.pt", True),
-                                      ("RN50", "/x/RN50-finetuned.pt", False)])
-def test_a_name_and_the_path_of_its_file_are_one_backbone(a, b, same):
-    assert same_backbone(a, b) is same and same_backbone(b, a) is same
+def test_a_name_and_the_path_of_its_file_are_one_backbone_and_two_files_are_two(tmp_path, monkeypatch):
+    pretrained = tmp_path / "pretrained"
+    (tmp_path / "finetuned").mkdir()
+    pretrained.mkdir()
+    for path in (pretrained / "RN50.pt", pretrained / "ViT-B-16.pt", tmp_path / "finetuned" / "RN50.pt"):
+        path.write_bytes(b"weights")
+    monkeypatch.chdir(tmp_path / "finetuned")
+    cases = [("ViT16", "ViT-B/16", True), ("RN50", str(pretrained / "RN50.pt"), True),
+             ("../pretrained/ViT-B-16.pt", "ViT-B/16", True), ("RN50", "RN101", False),
+             ("RN50", "RN50.pt", False),  # the fine-tuned file in the current folder, not pretrained/RN50.pt
+             (str(pretrained / "RN50.pt"), str(tmp_path / "finetuned" / "RN50.pt"), False),
+             ("/nowhere/my.pt", "/nowhere/my.pt", True), ("/nowhere/a/RN50.pt", "/nowhere/b/RN50.pt", False)]
+    for a, b, same in cases:
+        assert same_backbone(a, b, pretrained) is same and same_backbone(b, a, pretrained) is same, (a, b)
+
+
+def test_lmpt_test_py_refuses_a_missing_default_run_before_reading_anything(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
+    (tmp_path / "runs" / "voc-lt_finetune-full_ViT16_seed0").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"voc-lt_finetune-full_RN50_seed0: no run here \(the default run "
+                                                r"folder of finetune_clip/fc.py .*other backbones: .*ViT16_seed0"):
+        test_script.main(["--training_method", "finetune-full", "--pretrain_clip", "RN50", "--device", "cpu"])
