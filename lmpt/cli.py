@@ -201,8 +201,23 @@ def default_run_dir(dataset, method, backbone, seed):
     named as its dataset (``voc-lt``), so train.py and test.py find the same folder whichever was typed.
     A backbone is named by ``backbones.backbone_tag`` (``ViT-B/16``, ``ViT16`` and ``pretrained/ViT-B-16.pt``
     -> ``ViT16``; another path by its file's stem)."""
-    parts = (dataset_name(dataset), method, backbone_tag(backbone), f"seed{seed}")
+    return _run_dir_named(dataset, method, backbone_tag(backbone), seed)
+
+
+def _run_dir_named(dataset, method, tag, seed):
+    parts = (dataset_name(dataset), method, tag, f"seed{seed}")
     return REPO_ROOT / "runs" / "_".join(str(p).replace("/", "-").replace(os.sep, "-") for p in parts)
+
+
+def note_earlier_run_dir(run_dir, dataset, method, backbone, seed):
+    """Say where a run of the same command went before a backbone given as the path of a known name's file
+    (``../pretrained/ViT-B-16.pt``) was tagged by that name (``ViT16``, not ``ViT-B-16``), when that folder
+    exists and the default ``run_dir`` does not: a run started there or a resume of it is what was meant."""
+    earlier = _run_dir_named(dataset, method, Path(str(backbone)).stem, seed)
+    if earlier != Path(run_dir) and earlier.is_dir() and not Path(run_dir).exists():
+        print(f"[run] note: {earlier} holds the run of this command from before a backbone's file was named by "
+              f"its short name ({backbone_tag(backbone)}); this run goes to {run_dir}; to continue or extend "
+              f"that one instead, pass --resume {earlier} (zero-shot: --output_dir {earlier})", file=sys.stderr)
 
 
 def runs_on_other_backbones(dataset, method, seed):
@@ -357,6 +372,7 @@ def resolve_run_dir(args, method, backbone):
         args.resume = False
     if args.output_dir is None:
         args.output_dir = default_run_dir(args.dataset, method, backbone, args.seed)
+        note_earlier_run_dir(args.output_dir, args.dataset, method, backbone, args.seed)
     args.output_dir = absolute(args.output_dir)
     return args
 

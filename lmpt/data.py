@@ -207,10 +207,13 @@ def read_list(path, num_classes):
     return paths, labels
 
 
-def _not_in_train_list(image):
-    """The hint for a caption line of ``image``, which the train list does not hold (its line removed there, as
-    README's advice on missing images says, or a typo)."""
-    return f" ({image} is not in the train list: if its line was removed there, remove this caption line too)"
+def _not_in_train_list_hint(image, extra_lines):
+    """The hint for a caption line of ``image``, which the train list does not hold: with more caption lines than
+    train images (``extra_lines``), its train line was removed (as README's advice on missing images says);
+    else most likely a typo in its path."""
+    if extra_lines > 0:
+        return f" ({image} is not in the train list: if its line was removed there, remove this caption line too)"
+    return f" ({image} is not in the train list: a typo in its path?)"
 
 
 def _caption_order_hint(lines, i, image, train_paths):
@@ -219,7 +222,7 @@ def _caption_order_hint(lines, i, image, train_paths):
     which is not an order to fix."""
     expected = train_paths[i]
     if image not in set(train_paths):
-        return _not_in_train_list(image)
+        return _not_in_train_list_hint(image, len(lines) - len(train_paths))
     later = next((n for n, line in lines[i + 1:] if line.split(None, 1)[0] == expected), None)
     if later is not None:
         return f" (the caption of {expected} is on line {later}: out of order?)"
@@ -237,7 +240,8 @@ def read_captions(path, train_paths):
     for i, (n, line) in enumerate(lines):
         image, caption = (line.split(None, 1) + [""])[:2]  # the path, then the caption after any blank
         if i >= len(train_paths):
-            hint = _not_in_train_list(image) if image not in set(train_paths) else ""
+            stranger = image not in set(train_paths)
+            hint = _not_in_train_list_hint(image, len(lines) - len(train_paths)) if stranger else ""
             raise DataError(f"{path}:{n}: extra line for {image!r}{hint}; expected {len(train_paths)} captions, "
                             f"one per train image, and then the end of the file")
         expected = train_paths[i]

@@ -97,7 +97,7 @@ def unused_flag_notes(args, given):
 
 
 def run(args):
-    """Train; on Ctrl-C or SIGTERM say how to resume and exit with status 130."""
+    """Train; on Ctrl-C or SIGTERM say how to resume and exit with status 130 or 143 (128 + the signal)."""
     return run_resumable(train, args, "train")
 
 

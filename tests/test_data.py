@@ -276,7 +276,7 @@ BAD = [
      "synth_lt_captions.txt", 2, "found 'img/a.jpg' (a repeated line?)"),
     ("captions-stranger", dict(captions=captions_for(TRAIN)[:2] + ["img/z.jpg a caption"] + captions_for(TRAIN)[3:]),
      None, "synth_lt_captions.txt", 3,
-     "found 'img/z.jpg' (img/z.jpg is not in the train list: if its line was removed there, remove this caption"),
+     "found 'img/z.jpg' (img/z.jpg is not in the train list: a typo in its path?)"),  # as many lines as images
     ("captions-short", dict(captions=captions_for(TRAIN)[:3]), None,
      "synth_lt_captions.txt", 4, "first missing: img/d.jpg"),
     ("captions-empty-caption", dict(captions=captions_for(TRAIN)[:3] + ["img/d.jpg"]), None,

@@ -77,3 +77,24 @@ def test_lmpt_test_py_refuses_a_missing_default_run_before_reading_anything(tmp_
     with pytest.raises(FileNotFoundError, match=r"voc-lt_finetune-full_RN50_seed0: no run here \(the default run "
                                                 r"folder of finetune_clip/fc.py .*other backbones: .*ViT16_seed0"):
         test_script.main(["--training_method", "finetune-full", "--pretrain_clip", "RN50", "--device", "cpu"])
+
+
+def test_a_run_folder_named_before_the_short_names_is_pointed_at(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
+    earlier = tmp_path / "runs" / "voc-lt_linear-probe_ViT-B-16_seed0"
+    path = ["--pretrain_clip_path", "../pretrained/ViT-B-16.pt"]
+    fc_script.parse_args(path)
+    assert "[run] note" not in capsys.readouterr().err  # no earlier folder: nothing to say
+    earlier.mkdir(parents=True)
+    args = fc_script.parse_args(path)
+    assert args.output_dir == tmp_path / "runs" / "voc-lt_linear-probe_ViT16_seed0"
+    assert (f"[run] note: {earlier} holds the run of this command from before a backbone's file was named by its "
+            f"short name (ViT16); this run goes to {args.output_dir}; to continue or extend that one instead, pass "
+            f"--resume {earlier}") in capsys.readouterr().err
+    zero_shot_earlier = tmp_path / "runs" / "coco-lt_zero-shot_ViT-B-16_seed0"
+    zero_shot_earlier.mkdir()
+    zero_shot_script.parse_args(["--dataset", "COCO", "--nb_classes", "80", *path])
+    assert f"--output_dir {zero_shot_earlier})" in capsys.readouterr().err
+    args.output_dir.mkdir()
+    fc_script.parse_args(path)  # the new folder exists: it is the run meant
+    assert "[run] note" not in capsys.readouterr().err

@@ -11,7 +11,7 @@ if __package__ in (None, ""):
 
 from lmpt.baselines import ZERO_SHOT, zero_shot  # noqa: E402
 from lmpt.cli import (absolute, add_baseline_args, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
-                      int_in, report_errors, resolve_backbone_arg)
+                      int_in, note_earlier_run_dir, report_errors, resolve_backbone_arg)
 from lmpt.templates import DEFAULT_TEMPLATES, TEMPLATES  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -37,6 +37,7 @@ def parse_args(argv=None):
     if args.output_dir is None:
         method = ZERO_SHOT if args.templates == DEFAULT_TEMPLATES else f"{ZERO_SHOT}-{args.templates}"  # own folder
         args.output_dir = default_run_dir(args.dataset, method, args.pretrain_clip_path, args.seed)
+        note_earlier_run_dir(args.output_dir, args.dataset, method, args.pretrain_clip_path, args.seed)
     return args
 
 
