@@ -76,8 +76,7 @@ def load_clip_and_features(args, dataset, splits, clip_file, device, names=("tra
         jobs = None  # stops any workers started
         remember_resolution(clip_file, actual)
         jobs = start_jobs(actual)
-    clip_model = check_finite_weights(freeze(clip.from_state_dict(state_dict, device, fp16=False, source=clip_file)),
-                                      clip_file)
+    clip_model = load_clip(clip_file, device, state_dict)
     del state_dict
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside-encoding") as pool:
         extra = pool.submit(beside, clip_model) if beside is not None else None
@@ -99,12 +98,18 @@ def check_finite_weights(model, source):
     return model
 
 
-def load_clip(clip_file, device):
+def load_clip(clip_file, device, state_dict=None):
     """The frozen CLIP of a checkpoint file, in eval mode on ``device``, its weights in fp32 on every device (not
-    ``clip.load``, which gives fp16 weights on CUDA) and refused where not finite (``check_finite_weights``)."""
+    ``clip.load``, which gives fp16 weights on CUDA) and refused where not finite (``check_finite_weights``).
+
+    The one way the scripts and ``lmpt.api`` build CLIP. ``state_dict``: the file's weights when already read
+    (``clip.read_state_dict(clip_file)``; ``load_clip_and_features`` reads them while the images decode), else
+    read here."""
     clip_file = Path(clip_file)
-    return check_finite_weights(
-        freeze(clip.from_state_dict(clip.read_state_dict(clip_file), device, fp16=False, source=clip_file)), clip_file)
+    if state_dict is None:
+        state_dict = clip.read_state_dict(clip_file)
+    return check_finite_weights(freeze(clip.from_state_dict(state_dict, device, fp16=False, source=clip_file)),
+                                clip_file)
 
 
 def load_clip_and_pixels(args, dataset, splits, clip_file, device):
