@@ -6,8 +6,8 @@
 
 The model is the one ``lmpt/test.py`` evaluates, built by the same functions (``prompt_tuning``'s
 ``read_run_checkpoint``, ``run_backbone``, ``prompt_model``; ``baselines.finetuned_model``), and the images are
-decoded and encoded as its test images are (``features.decoding_loader``, ``encode_batches``), so the scores of
-a run's test images give the metrics of its ``test_results.json``.
+decoded and encoded by the function that encodes its test images (``features.encode_images``), so the scores
+of a run's test images give the metrics of its ``test_results.json``.
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +17,10 @@ import torch
 
 from .baselines import finetuned_model
 from .checkpoint import FINETUNE_METHODS
-from .data import BatchNormalize, DataError, build_transform, listing
+from .data import DataError, build_transform, listing
 from .device import select_device, use_autocast
 from .engine import check_finite
-from .features import close_in_background, decoding_loader, encode_batches, workers_pass_pixels
+from .features import encode_images
 from .metrics import log_scores
 from .prepare import load_clip
 from .prompt_tuning import prompt_logits, prompt_model, read_run_checkpoint, restore_prompts, run_backbone
@@ -114,13 +114,8 @@ def score_images(run, image_files, batch_size=64, num_workers=0):
     files = [Path(f) for f in image_files]
     if not files:
         raise ValueError("score_images: no image files given; expected a list of image paths")
-    device = run.device
-    batches = iter(decoding_loader(Path(), files, run.preprocess, run.resolution, batch_size, num_workers, device))
-    normalize = BatchNormalize(run.preprocess) if workers_pass_pixels(device) else None
-    features, errors = encode_batches(run.image_encoder, batches, len(files), device, num_workers,
-                                      use_autocast(device), mirrors=False, normalize=normalize)  # [N, 1, E]
-    if num_workers > 0:
-        close_in_background(batches)
+    features, errors = encode_images(run.image_encoder, Path(), files, run.preprocess, run.resolution, batch_size,
+                                     num_workers, run.device, use_autocast(run.device), mirrors=False)  # [N, 1, E]
     if errors:
         raise DataError(f"{len(errors)} image(s) cannot be read:\n"
                         f"{listing([errors[i] for i in sorted(errors)], 20)}")

@@ -167,6 +167,29 @@ def readable_now(root, paths, indices):
     return [path for i, path in enumerate(subset) if not dataset[i][2]]  # [2]: the error message, "" if none
 
 
+def encode_images(visual, root, paths, preprocess, resolution, batch_size, num_workers, device, autocast=False,
+                  mirrors=False, desc="encoding images", batches=None):
+    """Decode the images ``paths`` (under ``root``) and run the frozen image encoder ``visual`` over them ->
+    (features [N, V, E] float32 on the CPU, errors {index: message}); V = 2 with ``mirrors``, else 1.
+
+    The one decode-and-encode path of the features (``FeatureJob``) and of ``api.score_images``:
+    ``decoding_loader``, its uint8 pixels normalised on the device by ``BatchNormalize`` where the workers pass
+    pixels (``workers_pass_pixels``), ``encode_batches``, and the workers shut down beside what follows
+    (``close_in_background``). ``batches``: an iterator of ``decoding_loader(root, paths, preprocess, resolution,
+    batch_size, num_workers, device)`` already started (its workers decoding while the encoder was built);
+    default: started here. An unreadable image leaves a zero row and an entry in ``errors``.
+    """
+    device = torch.device(device)
+    if batches is None:
+        batches = iter(decoding_loader(root, paths, preprocess, resolution, batch_size, num_workers, device))
+    normalize = BatchNormalize(preprocess) if workers_pass_pixels(device) else None
+    features, errors = encode_batches(visual, batches, len(paths), device, num_workers, autocast, desc, mirrors,
+                                      normalize)
+    if num_workers > 0:
+        close_in_background(batches)
+    return features, errors
+
+
 class FeatureJob:
     """Features [N, V, E] of one list of images: from the cache, or encoded by :meth:`result`.
 
@@ -221,11 +244,9 @@ class FeatureJob:
         if self.cached is not None:
             return self.cached["features"], {int(k): v for k, v in self.cached["errors"].items()}
         self.start()
-        features, errors = encode_batches(visual, self.batches, len(self.paths), self.device, self.num_workers,
-                                          self.autocast, self.desc, self.mirrors,
-                                          BatchNormalize(self.preprocess) if workers_pass_pixels(self.device) else None)
-        if self.num_workers > 0:
-            close_in_background(self.batches)
+        features, errors = encode_images(visual, self.root, self.paths, self.preprocess, self.resolution,
+                                         self.batch_size, self.num_workers, self.device, self.autocast, self.mirrors,
+                                         self.desc, batches=self.batches)
         self.batches = None
         try:
             save_torch(self.path, {"key": self.key, "features": features, "errors": errors,
