@@ -101,12 +101,12 @@ def note_replaced(run_dir, results, args):
     """Say when an evaluation replaces earlier results in its folder, with the mAP they held and what differs
     (the CLIP file, templates, preprocessing, scores, threshold; the dataset and data root of its args.json)."""
     old_args = read_saved_json(run_dir / "args.json") or {}
-    other = []
+    also_differ = []
     if "dataset" in old_args and dataset_name(old_args["dataset"]) != dataset_name(args.dataset):
-        other.append("dataset")
+        also_differ.append("dataset")
     if isinstance(old_args.get("data_root"), str) and Path(old_args["data_root"]) != Path(args.data_root):
-        other.append("data_root")  # both absolute (zero_shot_clip/test.py records it so)
-    note_replaced_results(run_dir / "results.json", results, REPLACED_KEYS, "zero-shot", other=other)
+        also_differ.append("data_root")  # both absolute (zero_shot_clip/test.py records it so)
+    note_replaced_results(run_dir / "results.json", results, REPLACED_KEYS, "zero-shot", also_differ=also_differ)
 
 
 def zero_shot(args):

@@ -256,16 +256,17 @@ def check_results_file(path):
     return path
 
 
-def note_replaced_results(path, results, keys, tag, same=None, other=()):
+def note_replaced_results(path, results, keys, tag, compare=None, also_differ=()):
     """Say when ``results`` are about to replace an earlier evaluation's results in ``path`` (a results file that
-    holds a JSON object): with the mAP it held and which of ``keys`` differ, compared with ``==`` or with
-    ``same[key](old, new)``; ``other``: further differences the caller found (names, said after those)."""
+    holds a JSON object): with the mAP it held and which of ``keys`` differ (a key the earlier file lacks is not
+    compared), each compared with ``==`` or with the comparator ``compare[key](old, new)`` (True: the same);
+    ``also_differ``: names of further differences the caller found, said after those."""
     old = read_saved_json(path)
     if old is None:
         return
-    same = same or {}
-    differ = [key for key in keys if key in old and not same.get(key, operator.eq)(old[key], results.get(key))]
-    differ += [name for name in other if name not in differ]
+    compare = compare or {}
+    differ = [key for key in keys if key in old and not compare.get(key, operator.eq)(old[key], results.get(key))]
+    differ += [name for name in also_differ if name not in differ]
     mAP = f"mAP {old['mAP']:.2f}" if isinstance(old.get("mAP"), (int, float)) else "no mAP"
     print(f"[{tag}] replacing {path} of an earlier evaluation ({mAP}"
           f"{'; other ' + ', '.join(differ) if differ else ''})")

@@ -304,7 +304,7 @@ def test(args):
     results.update({key: config[key] for key in RUN_IDENTITY if key in config})  # the run evaluated, by name
     results["preprocess"] = args.preprocess
     print(format_results(results, dataset.class_names, dataset.train_freq))
-    note_replaced_results(out, results, TEST_REPLACED_KEYS, "test", same={"checkpoint": same_checkpoint})
+    note_replaced_results(out, results, TEST_REPLACED_KEYS, "test", compare={"checkpoint": same_checkpoint})
     save_json(out, results)
     print(f"[test] results written to {out}")
     return results
