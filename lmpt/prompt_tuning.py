@@ -268,12 +268,18 @@ TEST_REPLACED_KEYS = ("checkpoint", "checkpoint_epoch", "backbone_sha256", "prep
 
 
 def same_checkpoint(old, new):
-    """Whether an earlier evaluation's ``checkpoint`` (absolute; relative in the files of earlier versions, from a
-    folder not recorded) names the absolute path ``new``."""
+    """Whether an earlier evaluation's ``checkpoint`` names the absolute path ``new``, erring towards "other".
+
+    ``old`` is absolute, or relative in the files of earlier versions (from a folder not recorded): such a path
+    counts as the same only when it has at least two parts besides ``.`` and ``..`` (a run folder and the file:
+    ``best.pt`` alone would be any run's) and they are the end of ``new``."""
     if not isinstance(old, str) or not old:
         return False
     old, new = Path(old), Path(new)
-    return old == new if old.is_absolute() else new.parts[-len(old.parts):] == old.parts
+    if old.is_absolute():
+        return old == new
+    parts = [part for part in old.parts if part not in (".", "..")]
+    return len(parts) >= 2 and list(new.parts[-len(parts):]) == parts
 
 
 def test(args):
