@@ -16,7 +16,7 @@ from .backbones import check_backbone, find_backbone, same_backbone
 from .baselines import FINETUNE_TEST_KEYS, finetune_method, finetuned_logits
 from .checkpoint import (FINETUNE_METHODS, PROMPT_METHODS, check_results_file, load_checkpoint,
                          note_replaced_results, read_saved_json, save_json, start_run_dir)
-from .cli import absolute
+from .cli import absolute, dataset_name
 from .data import DEFAULT_DATA_ROOT
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (RUN_IDENTITY, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
@@ -263,8 +263,11 @@ def evaluate_checkpoint_prompts(args, state, checkpoint_path, dataset, splits, c
                             args.thre, args.score, device, restored=(state, text))
 
 
-# what an lmpt/test.py evaluation depends on, said when one replaces an earlier one's results (note_replaced_results)
-TEST_REPLACED_KEYS = ("checkpoint", "checkpoint_epoch", "backbone_sha256", "preprocess", "score", "thre")
+# what an lmpt/test.py evaluation depends on, said when one replaces an earlier one's results (note_replaced_results):
+# the run evaluated, the data (``dataset``, ``data_root`` absolute, and ``images`` scored: another test list in the
+# same data root shows there) and the settings of the evaluation
+TEST_REPLACED_KEYS = ("checkpoint", "checkpoint_epoch", "backbone_sha256", "dataset", "data_root", "images",
+                      "preprocess", "score", "thre")
 
 
 def same_checkpoint(old, new):
@@ -309,6 +312,7 @@ def test(args):
         results = evaluate_checkpoint_prompts(args, state, checkpoint_path, dataset, splits, clip_file, device)
     results.update({key: config[key] for key in RUN_IDENTITY if key in config})  # the run evaluated, by name
     results["preprocess"] = args.preprocess
+    results.update(dataset=dataset_name(args.dataset), data_root=str(absolute(args.data_root)))  # the data evaluated
     print(format_results(results, dataset.class_names, dataset.train_freq))
     note_replaced_results(out, results, TEST_REPLACED_KEYS, "test", compare={"checkpoint": same_checkpoint})
     save_json(out, results)
