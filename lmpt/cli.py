@@ -290,6 +290,26 @@ def _saved_problem(parser, action, value):
     return None
 
 
+def reroot_val_list(saved, args, given):
+    """args.json's ``val_list`` for a resume: as saved, or, when ``--data_root`` is given (``given``) with another
+    folder than the run's and the list lay under the run's (in its dataset folder, say: where ``find_val_list``
+    finds a list by name), the same path under the new folder, said in one line. The same data in another
+    ``--data_root`` resumes; the lists are compared by what they hold (``splits_sha256``, prepare.check_resumable)."""
+    value, root = saved.get("val_list"), saved.get("data_root")
+    if "data_root" not in given or not isinstance(value, str) or not isinstance(root, str):
+        return value
+    if not (Path(value).is_absolute() and Path(root).is_absolute()) or absolute(args.data_root) == Path(root):
+        return value
+    try:
+        inside = Path(value).relative_to(root)
+    except ValueError:  # a list outside the run's data folder stays where it is
+        return value
+    moved = absolute(args.data_root) / inside
+    print(f"[resume] note: the run's --val_list {value} is in its --data_root {root}; reading it from the same "
+          f"place in --data_root {absolute(args.data_root)}: {moved}", file=sys.stderr)
+    return str(moved)
+
+
 def restore_run_args(parser, args, argv=None):
     """``--resume DIR``: continue the run with the settings in ``DIR/args.json``, not the defaults.
 
@@ -298,7 +318,8 @@ def restore_run_args(parser, args, argv=None):
     run's own value, or the run is refused (exit 2) naming the flag, since a resumed run must see
     exactly the batches, losses and prompts an uninterrupted one would. Values are compared as settings: a
     dataset alias equals its dataset, a relative path the absolute one it names (``--val_list`` as
-    ``find_val_list`` finds it, also in the dataset folder of the run's ``--dataset`` and ``--data_root``). A
+    ``find_val_list`` finds it, also in the dataset folder of the run's ``--dataset`` and ``--data_root``; a
+    ``--data_root`` given with another folder moves the run's own val_list with it: ``reroot_val_list``). A
     value of the wrong kind (``_saved_problem``) is refused naming it; a flag args.json lacks (a run of an earlier
     version) takes its default, with a note (``prepare.check_settings`` then compares the settings last.pt
     holds). A file as ``DIR`` (its last.pt), and ``--overwrite`` with it, are refused (exit 2).
@@ -320,6 +341,8 @@ def restore_run_args(parser, args, argv=None):
     if not isinstance(saved, dict):
         parser.error(f"{saved_file}: holds a {type(saved).__name__}; expected the args.json a run wrote")
     given = given_flags(parser, argv)
+    if "val_list" in saved:
+        saved = {**saved, "val_list": reroot_val_list(saved, args, given)}
     if "val_list" in given and args.val_list is not None:  # compared as the file it names: found as for a new run
         place = {key: saved[key] if key not in given and isinstance(saved.get(key), str) else getattr(args, key)
                  for key in ("dataset", "data_root")}
