@@ -7,7 +7,8 @@ to a scalar: the mean over the B×C elements times a loss weight.
 
 Choices made where the SPEC leaves room:
 
-- ``--gamma`` (μ of the re-balanced weight) and ``--neg_scale`` (λ of NTR) are
+- ``--gamma`` (μ of the re-balanced weight, read by the rows with ``reweight='rebalance'``) and
+  ``--neg_scale`` (λ of NTR, read by the rows with ``ntr``: ``db_flags_read``) are
   resolved the same way for every Distribution-Balanced-family name: the
   explicit value when given, else ``DB_DEFAULTS[dataset]``; a dataset not in
   ``DB_DEFAULTS`` (or ``None``) uses the VOC-LT values. (The published code of
@@ -59,8 +60,25 @@ _RESAMPLE_TABLE = {
 _PLAIN_LOSSES = {'bce': lambda: BCELoss(), 'mls': lambda: MultiLabelSoftMarginLoss(), 'asl': lambda: AsymmetricLoss()}
 # The names --loss_function offers: the plain losses, then the Distribution-Balanced family.
 CLASSIFICATION_LOSSES = (*_PLAIN_LOSSES, *_RESAMPLE_TABLE)
-# lmpt/train.py's flags of μ and λ, which the Distribution-Balanced family (_RESAMPLE_TABLE) alone reads.
-DB_LOSS_FLAGS = ('gamma', 'neg_scale')
+# lmpt/train.py's flags of the Distribution-Balanced family: flag -> (its symbol, whether a _RESAMPLE_TABLE row
+# reads it). μ (--gamma) is read by the re-balanced weights alone, λ (--neg_scale) by the negative-tolerant
+# regularisation alone (ResampleLoss); tests/test_flags_db_read.py checks each loss against db_flags_read.
+_DB_FLAGS = {'gamma': ('μ', lambda row: row['reweight'] == 'rebalance'),
+             'neg_scale': ('λ', lambda row: row['ntr'])}
+DB_LOSS_FLAGS = tuple(_DB_FLAGS)
+
+
+def db_flags_read(name):
+    """The flags of ``DB_LOSS_FLAGS`` the classification loss ``name`` reads, in their order: those its
+    ``_RESAMPLE_TABLE`` row uses (``_DB_FLAGS``); none for the other losses."""
+    row = _RESAMPLE_TABLE.get(name)
+    return tuple(key for key, (_, reads) in _DB_FLAGS.items() if row is not None and reads(row))
+
+
+def db_params_text(name, params):
+    """The values of ``params`` (``db_params``'s) that the loss ``name`` reads, as "μ = 0.3, λ = 5" ('' when it
+    reads none)."""
+    return ', '.join(f"{_DB_FLAGS[key][0]} = {params[key]:g}" for key in db_flags_read(name))
 
 CSE_LOSSES = ('softmargin', 'hinge', 'weighted', 'nn_hinge')
 # Chosen by validation mAP in tools/sweep_cse.py on the embedded benchmark (docs/SWEEP.md), where the
@@ -239,16 +257,21 @@ def resolve_db_params(dataset=None, gamma=None, neg_scale=None):
 
 
 def db_params(name, dataset=None, gamma=None, neg_scale=None):
-    """What a run with ``--loss_function name`` records of the DB loss, and where it came from:
-    ({'gamma': μ, 'neg_scale': λ}, e.g. "voc-lt's defaults") for the Distribution-Balanced family
-    (``resolve_db_params``), ({}, '') for the other losses."""
+    """What a run with ``--loss_function name`` records of the DB loss, and where the values it reads
+    (``db_flags_read``) came from: ({'gamma': μ, 'neg_scale': λ}, e.g. "voc-lt's defaults") for the
+    Distribution-Balanced family (``resolve_db_params``; both are recorded, as the loss is built with both),
+    where a row that reads neither gets source ''; ({}, '') for the other losses."""
     if name not in _RESAMPLE_TABLE:
         return {}, ''
     mu, lam = resolve_db_params(dataset, gamma, neg_scale)
-    given = [flag for flag, value in (('--gamma', gamma), ('--neg_scale', neg_scale)) if value is not None]
+    read = db_flags_read(name)
+    given = [f'--{key}' for key, value in (('gamma', gamma), ('neg_scale', neg_scale)) if key in read and
+             value is not None]
     source = (f"{dataset}'s defaults" if dataset in DB_DEFAULTS else
               f"{DB_FALLBACK_DATASET}'s defaults: {dataset} has no row in losses.DB_DEFAULTS")
-    if len(given) == 2:
+    if not read:
+        source = ''
+    elif given and len(given) == len(read):
         source = ' and '.join(given)
     elif given:
         source = f"{given[0]}; the other from {source}"

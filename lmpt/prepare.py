@@ -17,7 +17,7 @@ from .data import (DataError, check_every_class_trained, check_images_exist, ima
                    listing, load_dataset)
 from .device import select_device, use_autocast
 from .engine import check_best, seed_everything
-from .losses import check_negatives, db_params
+from .losses import check_negatives, db_params, db_params_text
 from .features import DEFAULT_CACHE_DIR, FeatureJob, decode_pixels, remember_resolution, remembered_resolution
 from .fileid import file_fingerprint
 from .models import freeze
@@ -301,15 +301,14 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
     if args.resume:
         saved = check_resumable(args, methods, dataset.class_names, clip_file, identity).get("db_params")
         if saved is not None and loss_params:  # the run keeps its own, also where a DB_DEFAULTS row changed since
-            if saved != loss_params:
-                source = (f"the run's own, from its last.pt; {source} would now give μ = {loss_params['gamma']:g}, "
-                          f"λ = {loss_params['neg_scale']:g}")
+            now = db_params_text(args.loss_function, loss_params)
+            if db_params_text(args.loss_function, saved) != now:
+                source = f"the run's own, from its last.pt; {source} would now give {now}"
             else:
                 source = "the run's own, from its last.pt"
             loss_params = saved
-    if loss_params:
-        print(f"[{tag}] {args.loss_function}: μ = {loss_params['gamma']:g}, λ = {loss_params['neg_scale']:g} "
-              f"({source})")
+    if db_params_text(args.loss_function, loss_params):  # the values the loss reads: μ, λ, or both
+        print(f"[{tag}] {args.loss_function}: {db_params_text(args.loss_function, loss_params)} ({source})")
     for key, value in loss_params.items():
         if hasattr(args, key):  # the script's own flags (lmpt/train.py): args.json records the values used
             setattr(args, key, value)
@@ -344,9 +343,11 @@ NOT_COMPARED_SETTINGS = {
                "(check_resumable)",
     "val_list": "compared by what it names: the image lists and labels (splits_sha256, check_resumable)",
     "training_method": "compared as the method last.pt names (check_resumable's methods)",
-    "gamma": "μ of the DB loss: a resume trains with the μ and λ its last.pt saved (db_params; start_training "
-             "says so when args.json would give others); unused by the other losses",
-    "neg_scale": "λ of the DB loss: as gamma",
+    "gamma": "μ of the DB loss's re-balanced weights, read by the losses that have them (losses.db_flags_read): a "
+             "resume trains with the μ and λ its last.pt saved (db_params; start_training says so when args.json "
+             "would give others)",
+    "neg_scale": "λ of the DB loss's negative-tolerant regularisation, read by the losses that have it "
+                 "(losses.db_flags_read): a resume trains with the λ its last.pt saved, as gamma",
     "nb_classes": "a check of the labels file's length; trains nothing else",
     "skip_bad_images": "trains on the same images: without it an unreadable image refuses the run, and the image "
                        "files are compared (images_sha256, check_resumable)",

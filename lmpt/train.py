@@ -16,7 +16,7 @@ from lmpt.cli import (DATASET_HELP, add_common_args, add_run_args, backbone_help
                       resolve_backbone_arg, resolve_run_dir, restore_run_args, run_resumable, str2bool, unit_float)
 from lmpt.engine import OPTIMIZERS  # noqa: E402
 from lmpt.losses import (CLASSIFICATION_LOSSES, CSE_LOSS_FLAGS, CSE_LOSSES, DB_LOSS_FLAGS,  # noqa: E402
-                         DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN, DEFAULT_M_CTX, db_params)
+                         DEFAULT_CSE_GAMMA, DEFAULT_CSE_MARGIN, DEFAULT_M_CTX, db_flags_read)
 from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH  # noqa: E402
 from lmpt.prompt_tuning import CAPTION_LOSS_FLAGS, CAPTION_METHODS, TRAINING_METHODS, train  # noqa: E402
 
@@ -68,10 +68,26 @@ def unused_flag_notes(args, given):
     """What to say of the flags written on the command line (``given``: their destinations, not those left at
     their defaults) that the run does not read: the embedding loss's under a method without it
     (``CAPTION_LOSS_FLAGS``), those the chosen ``--cseloss`` does not read (``losses.CSE_LOSS_FLAGS``), and μ and
-    λ with a loss outside the Distribution-Balanced family (``losses.DB_LOSS_FLAGS``). args.json records them as
-    given."""
+    λ (``losses.DB_LOSS_FLAGS``) where the chosen ``--loss_function`` does not read them (``losses.db_flags_read``:
+    the plain losses read neither, and of the Distribution-Balanced family the re-balanced weights alone read μ,
+    the negative-tolerant regularisation alone λ). args.json records them as given."""
     def named(keys):
         return f"{', '.join(f'--{key}' for key in keys)} {'has' if len(keys) == 1 else 'have'} no effect"
+
+    def unread(flag, value, read, every, neither=False):
+        """The note on the flags of ``every`` given but not in ``read`` (those ``flag value`` reads); None when
+        each one given is read."""
+        unused = [key for key in every if key in given and key not in read]
+        if not unused:
+            return None
+        if read:
+            reads = f"reads {', '.join(f'--{key}' for key in read)} only"
+        elif neither and len(every) == 2:
+            reads = f"reads neither --{every[0]} nor --{every[1]}"
+        else:
+            reads = f"reads none of {', '.join(f'--{key}' for key in every)}"
+        return (f"{flag} {value} {reads}; {named(unused)} (args.json records {'it' if len(unused) == 1 else 'them'} "
+                f"as given, unused)")
 
     notes = []
     if args.training_method not in CAPTION_METHODS:
@@ -80,20 +96,11 @@ def unused_flag_notes(args, given):
             notes.append(f"--training_method {args.training_method} trains without the embedding loss; "
                          f"{named(unused)}")
     elif args.cseloss in CSE_LOSS_FLAGS:  # a kind without an entry is refused when its loss is built
-        read = CSE_LOSS_FLAGS[args.cseloss]
         every = list(dict.fromkeys(key for keys in CSE_LOSS_FLAGS.values() for key in keys))
-        unused = [key for key in every if key in given and key not in read]
-        if unused:
-            reads = (f"reads {', '.join(f'--{key}' for key in read)} only" if read else
-                     f"reads none of {', '.join(f'--{key}' for key in every)}")
-            notes.append(f"--cseloss {args.cseloss} {reads}; {named(unused)} (args.json records "
-                         f"{'it' if len(unused) == 1 else 'them'} as given, unused)")
-    unused = [key for key in DB_LOSS_FLAGS if key in given]
-    if unused and not db_params(args.loss_function)[0]:
-        notes.append(f"--loss_function {args.loss_function} is not of the Distribution-Balanced family, which "
-                     f"alone reads {', '.join(f'--{key}' for key in DB_LOSS_FLAGS)}; {named(unused)} (args.json "
-                     f"records {'it' if len(unused) == 1 else 'them'} as given, unused)")
-    return notes
+        notes.append(unread("--cseloss", args.cseloss, CSE_LOSS_FLAGS[args.cseloss], every))
+    notes.append(unread("--loss_function", args.loss_function, db_flags_read(args.loss_function), DB_LOSS_FLAGS,
+                        neither=True))
+    return [note for note in notes if note]
 
 
 def run(args):

@@ -1,5 +1,6 @@
 """lmpt/train.py notes, when the command line is parsed, the flags written that the run does not read: μ and λ
-(--gamma, --neg_scale) with a loss outside the Distribution-Balanced family, and the embedding-loss flags the chosen
+(--gamma, --neg_scale) with a loss that does not read them (here the plain losses; each loss in
+tests/test_flags_db_read.py), and the embedding-loss flags the chosen
 --cseloss does not read (``losses.CSE_LOSS_FLAGS``, checked here against the loss itself). A flag left at its
 default, or one restored from a resumed run's args.json, is not noted."""
 import json
@@ -22,13 +23,13 @@ def notes(capsys, tmp_path, *argv):
 
 def test_db_flags_with_a_plain_loss_are_noted_as_unused(capsys, tmp_path):
     assert notes(capsys, tmp_path, "--loss_function", "bce", "--gamma", "0.9", "--neg_scale", "7") == [
-        "[train] note: --loss_function bce is not of the Distribution-Balanced family, which alone reads --gamma, "
-        "--neg_scale; --gamma, --neg_scale have no effect (args.json records them as given, unused)"]
+        "[train] note: --loss_function bce reads neither --gamma nor --neg_scale; --gamma, --neg_scale have no "
+        "effect (args.json records them as given, unused)"]
     assert notes(capsys, tmp_path, "--loss_function", "asl", "--neg_scale", "7") == [
-        "[train] note: --loss_function asl is not of the Distribution-Balanced family, which alone reads --gamma, "
-        "--neg_scale; --neg_scale has no effect (args.json records it as given, unused)"]
+        "[train] note: --loss_function asl reads neither --gamma nor --neg_scale; --neg_scale has no effect "
+        "(args.json records it as given, unused)"]
     # a method without the embedding loss still trains the classification loss: the note is the same
-    assert any("--loss_function mls is not of the Distribution-Balanced family" in line for line in
+    assert any("--loss_function mls reads neither --gamma nor --neg_scale" in line for line in
                notes(capsys, tmp_path, "--training_method", "coop", "--loss_function", "mls", "--gamma", "1"))
 
 

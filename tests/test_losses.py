@@ -455,10 +455,15 @@ def test_db_params_say_where_mu_and_lambda_came_from():
     from lmpt.losses import db_params
     assert db_params('bce', 'voc-lt') == ({}, '')
     assert db_params('dbl', 'coco-lt') == ({'gamma': 0.2, 'neg_scale': 2.0}, "coco-lt's defaults")
-    assert db_params('FL', 'no-such-set', gamma=0.1) == (
+    assert db_params('dbl', 'no-such-set', gamma=0.1) == (
         {'gamma': 0.1, 'neg_scale': 5.0}, "--gamma; the other from voc-lt's defaults: no-such-set has no row in "
                                           "losses.DB_DEFAULTS")
-    assert db_params('CBloss', 'voc-lt', 0.5, 1.5) == ({'gamma': 0.5, 'neg_scale': 1.5}, "--gamma and --neg_scale")
+    assert db_params('DBloss', 'voc-lt', 0.5, 1.5) == ({'gamma': 0.5, 'neg_scale': 1.5}, "--gamma and --neg_scale")
+    # where a loss reads one of them (losses.db_flags_read), the source speaks of that one alone
+    assert db_params('NTR-Focal', 'voc-lt', 0.5, 1.5) == ({'gamma': 0.5, 'neg_scale': 1.5}, "--neg_scale")
+    assert db_params('R-BCE-Focal', 'coco-lt', neg_scale=1.5) == ({'gamma': 0.2, 'neg_scale': 1.5},
+                                                                  "coco-lt's defaults")
+    assert db_params('CBloss', 'voc-lt', 0.5, 1.5) == ({'gamma': 0.5, 'neg_scale': 1.5}, '')
 
 
 def test_a_db_defaults_row_under_an_alias_is_refused():
