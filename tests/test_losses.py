@@ -115,6 +115,10 @@ def test_names_match_spec():
     missing = set(CLASSIFICATION_LOSSES) - set(SPEC_TABLE) - set(PLAIN_REFERENCES)
     assert not missing, f"losses without a reference in tests/test_losses.py: {sorted(missing)}"
     assert set(CLASSIFICATION_LOSSES) == set(SPEC_TABLE) | set(PLAIN_REFERENCES)
+    # a name listed twice (a plain entry would silently shadow the table row of the same name)
+    from lmpt.losses import _PLAIN_LOSSES, _RESAMPLE_TABLE
+    assert not set(_PLAIN_LOSSES) & set(_RESAMPLE_TABLE), "a loss in both _PLAIN_LOSSES and _RESAMPLE_TABLE"
+    assert len(CLASSIFICATION_LOSSES) == len(set(CLASSIFICATION_LOSSES)) == 11
 
 
 @pytest.mark.parametrize('name', CLASSIFICATION_LOSSES)
