@@ -241,9 +241,9 @@ def add_run_args(parser, run_dir_pattern):
 
 # Each flag of the training scripts (lmpt/train.py, finetune_clip/fc.py) is in one of four lists, which
 # tests/test_flags_classified.py checks: compared with last.pt on --resume (prepare.RUN_SETTINGS), free to change on
-# --resume (RESUME_MAY_CHANGE), where the run is (RUN_PLACE), or not compared, with the reason
-# (prepare.NOT_COMPARED_SETTINGS). Any flag outside RESUME_MAY_CHANGE and RUN_PLACE written with --resume must
-# repeat the run's value (restore_run_args).
+# --resume (RESUME_MAY_CHANGE), where the run is (RUN_PLACE), or checked otherwise than as a setting of last.pt,
+# with how (prepare.SETTINGS_CHECKED_OTHERWISE). Any flag outside RESUME_MAY_CHANGE and RUN_PLACE written with
+# --resume must repeat the run's value (restore_run_args).
 # where the run reads and computes; the CLIP file may move (its sha256 is compared: prepare.check_resumable)
 RESUME_MAY_CHANGE = ("epochs", "device", "num_workers", "data_root", "pretrained_dir", "cache_dir", "pretrain_clip",
                      "pretrain_clip_path")

@@ -336,12 +336,14 @@ TRAINING_SETTINGS = ("seed", "batch_size", "optimizer", "lr", "lam", "cseloss", 
 RUN_SETTINGS = ("n_ctx", "ctx_init", "csc", "class_token_position", "m_ctx", "preprocess", "score", "thre",
                 "loss_function", *TRAINING_SETTINGS)
 # the flags of the training scripts (lmpt/train.py, finetune_clip/fc.py) that args.json records but a resume does
-# not compare with last.pt as settings, each with the reason; every other flag is in RUN_SETTINGS,
-# cli.RESUME_MAY_CHANGE or cli.RUN_PLACE (tests/test_flags_classified.py checks that each is in one of the four)
-NOT_COMPARED_SETTINGS = {
+# not compare with last.pt as settings, each with how it is checked otherwise (or why it need not be); every other
+# flag is in RUN_SETTINGS, cli.RESUME_MAY_CHANGE or cli.RUN_PLACE (tests/test_flags_classified.py checks that each
+# is in one of the four)
+SETTINGS_CHECKED_OTHERWISE = {
     "dataset": "compared by what it names: last.pt's classes, image lists and labels, and image files "
                "(check_resumable)",
-    "val_list": "compared by what it names: the image lists and labels (splits_sha256, check_resumable)",
+    "val_list": "compared by the file it names (cli.restore_run_args; the run's own moves with a new --data_root) "
+                "and by what it holds: the image lists and labels (splits_sha256, check_resumable)",
     "training_method": "compared as the method last.pt names (check_resumable's methods)",
     "gamma": "μ of the DB loss's re-balanced weights, read by the losses that have them (losses.db_flags_read): a "
              "resume trains with the μ and λ its last.pt saved (db_params; start_training says so when args.json "

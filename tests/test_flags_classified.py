@@ -1,7 +1,8 @@
 """Every flag of the training scripts is classified for ``--resume``: compared with last.pt
 (``prepare.RUN_SETTINGS``), free to change (``cli.RESUME_MAY_CHANGE``), where the run is (``cli.RUN_PLACE``), or
-deliberately not compared, with a reason (``prepare.NOT_COMPARED_SETTINGS``). A new flag in none of them (saved in
-args.json, but an edited value would resume silently) fails here, naming the lists to add it to."""
+checked otherwise than as a setting of last.pt, with how (``prepare.SETTINGS_CHECKED_OTHERWISE``). A new flag in
+none of them (saved in args.json, but an edited value would resume silently) fails here, naming the lists to add it
+to."""
 import re
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from lmpt.checkpoint import CONFIG_KINDS, OPTIONAL_CONFIG_KINDS
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 CLASSES = {"prepare.RUN_SETTINGS": prepare.RUN_SETTINGS, "cli.RESUME_MAY_CHANGE": cli.RESUME_MAY_CHANGE,
-           "cli.RUN_PLACE": cli.RUN_PLACE, "prepare.NOT_COMPARED_SETTINGS": tuple(prepare.NOT_COMPARED_SETTINGS)}
+           "cli.RUN_PLACE": cli.RUN_PLACE,
+           "prepare.SETTINGS_CHECKED_OTHERWISE": tuple(prepare.SETTINGS_CHECKED_OTHERWISE)}
 SCRIPTS = {"lmpt/train.py": train_script.build_parser, "finetune_clip/fc.py": fc_script.build_parser}
 
 WHAT_TO_DO = (
@@ -25,7 +27,7 @@ WHAT_TO_DO = (
     "README's list of compared settings under 'Resuming a run' (a flag only lmpt's embedding loss reads: also "
     "prompt_tuning.CAPTION_LOSS_FLAGS and the entries of the kinds that read it in losses.CSE_LOSS_FLAGS). "
     "Where the run reads or computes (a folder, a device): cli.RESUME_MAY_CHANGE. Where the run is: cli.RUN_PLACE. "
-    "Otherwise prepare.NOT_COMPARED_SETTINGS, with the reason a resume need not compare it.")
+    "Otherwise prepare.SETTINGS_CHECKED_OTHERWISE, with how a resume checks it otherwise (or why it need not).")
 
 
 def dests(build):
@@ -50,9 +52,10 @@ def test_each_flag_is_in_one_class_and_each_class_names_flags():
         assert not stale, f"{name}: {stale} is no flag of {', '.join(SCRIPTS)}"
 
 
-def test_every_flag_not_compared_says_why():
-    for key, reason in prepare.NOT_COMPARED_SETTINGS.items():
-        assert isinstance(reason, str) and len(reason.split()) >= 3, f"NOT_COMPARED_SETTINGS[{key!r}]: no reason"
+def test_every_flag_checked_otherwise_says_how():
+    for key, reason in prepare.SETTINGS_CHECKED_OTHERWISE.items():
+        assert isinstance(reason, str) and len(reason.split()) >= 3, \
+            f"SETTINGS_CHECKED_OTHERWISE[{key!r}]: no reason"
 
 
 def test_every_compared_setting_has_a_kind_the_checkpoint_check_knows():
