@@ -292,8 +292,9 @@ def _saved_problem(parser, action, value):
 
 def reroot_val_list(saved, args, given):
     """args.json's ``val_list`` for a resume: as saved, or, when ``--data_root`` is given (``given``) with another
-    folder than the run's and the list lay under the run's (in its dataset folder, say: where ``find_val_list``
-    finds a list by name), the same path under the new folder, said in one line. The same data in another
+    folder than the run's, the list lay under the run's (in its dataset folder, say: where ``find_val_list``
+    finds a list by name) and the same path under the new folder is a file (another than the saved one), that
+    path, said in one line. The same data in another
     ``--data_root`` resumes; the lists are compared by what they hold (``splits_sha256``, prepare.check_resumable)."""
     value, root = saved.get("val_list"), saved.get("data_root")
     if "data_root" not in given or not isinstance(value, str) or not isinstance(root, str):
@@ -305,6 +306,8 @@ def reroot_val_list(saved, args, given):
     except ValueError:  # a list outside the run's data folder stays where it is
         return value
     moved = absolute(args.data_root) / inside
+    if not moved.is_file() or (Path(value).is_file() and os.path.samefile(moved, value)):
+        return value  # nothing there to read instead (the run's own is read, or refused if gone), or the same file
     print(f"[resume] note: the run's --val_list {value} is in its --data_root {root}; reading it from the same "
           f"place in --data_root {absolute(args.data_root)}: {moved}", file=sys.stderr)
     return str(moved)
@@ -341,12 +344,15 @@ def restore_run_args(parser, args, argv=None):
     if not isinstance(saved, dict):
         parser.error(f"{saved_file}: holds a {type(saved).__name__}; expected the args.json a run wrote")
     given = given_flags(parser, argv)
+    own_val_list = saved.get("val_list")
     if "val_list" in saved:
         saved = {**saved, "val_list": reroot_val_list(saved, args, given)}
     if "val_list" in given and args.val_list is not None:  # compared as the file it names: found as for a new run
         place = {key: saved[key] if key not in given and isinstance(saved.get(key), str) else getattr(args, key)
                  for key in ("dataset", "data_root")}
         args.val_list = find_val_list(args.val_list, place["dataset"], place["data_root"])
+        if isinstance(own_val_list, str) and Path(args.val_list) == Path(own_val_list):
+            saved["val_list"] = own_val_list  # the file the run read, where it was: its own too
     for action in parser._actions:
         key = action.dest
         if key not in saved or key in RUN_PLACE:

@@ -64,3 +64,25 @@ def test_another_val_file_is_still_refused_after_the_data_moved(tmp_path, tiny_v
     with pytest.raises(ValueError, match="trained on other image lists or labels"):
         train_script.main(resume)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_new_data_root_without_the_val_list_keeps_the_runs_own_and_a_symlink_is_no_move(tmp_path,
+                                                                                         tiny_vit_checkpoint, capsys):
+    old, new, cache, run = tmp_path / "old", tmp_path / "new", tmp_path / "cache", tmp_path / "run"
+    write_data_with_val(old)
+    train_script.main(train_argv(old, tiny_vit_checkpoint, run, cache, "--val_list", "voc_lt_val.txt", epochs=1))
+    own = str(old / "voc" / "voc_lt_val.txt")
+    shutil.copytree(old, new)
+    (new / "voc" / "voc_lt_val.txt").unlink()  # the new folder lacks the list; the run's own is still there
+
+    def resume(epochs, root, *extra):
+        capsys.readouterr()
+        train_script.main(["--resume", str(run), "--epochs", str(epochs), "--device", "cpu", "--num_workers", "0",
+                           "--cache_dir", str(cache), "--data_root", str(root), *extra])
+        assert "[resume] note: the run's --val_list" not in capsys.readouterr().err
+        assert json.loads((run / "args.json").read_text())["val_list"] == own
+
+    resume(2, new)  # nothing to read instead: the run's own list
+    resume(3, new, "--val_list", own)  # named by its path: the run's own, accepted
+    (tmp_path / "link").symlink_to(old)
+    resume(4, tmp_path / "link")  # the same folder through a link: the same file, nothing moved
