@@ -94,12 +94,14 @@ def finetune_method(from_scratch):
     return full if from_scratch else linear_probe
 
 
-REPLACED_KEYS = ("backbone_sha256", "templates", "preprocess", "score", "thre")  # what a zero-shot result depends on
+# what a zero-shot result depends on (images: how many of the test list were scored)
+REPLACED_KEYS = ("backbone_sha256", "templates", "preprocess", "score", "thre", "images")
 
 
 def note_replaced(run_dir, results, args):
     """Say when an evaluation replaces earlier results in its folder, with the mAP they held and what differs
-    (the CLIP file, templates, preprocessing, scores, threshold; the dataset and data root of its args.json)."""
+    (the CLIP file, templates, preprocessing, scores, threshold, images scored; the dataset and data root of
+    its args.json)."""
     old_args = read_saved_json(run_dir / "args.json") or {}
     also_differ = []
     if "dataset" in old_args and dataset_name(old_args["dataset"]) != dataset_name(args.dataset):
