@@ -204,9 +204,13 @@ def default_run_dir(dataset, method, backbone, seed):
     return _run_dir_named(dataset, method, backbone_tag(backbone), seed)
 
 
+def _name_part(value):
+    """A part of a run folder's name: a value without path separators."""
+    return str(value).replace("/", "-").replace(os.sep, "-")
+
+
 def _run_dir_named(dataset, method, tag, seed):
-    parts = (dataset_name(dataset), method, tag, f"seed{seed}")
-    return REPO_ROOT / "runs" / "_".join(str(p).replace("/", "-").replace(os.sep, "-") for p in parts)
+    return REPO_ROOT / "runs" / "_".join(_name_part(p) for p in (dataset_name(dataset), method, tag, f"seed{seed}"))
 
 
 def note_earlier_run_dir(run_dir, dataset, method, backbone, seed):
@@ -223,7 +227,7 @@ def note_earlier_run_dir(run_dir, dataset, method, backbone, seed):
 def runs_on_other_backbones(dataset, method, seed):
     """The run folders under runs/ of ``dataset``, ``method`` and ``seed`` on any backbone (``default_run_dir``'s
     names), for an error that finds no run on the backbone asked for."""
-    prefix = "_".join(glob.escape(str(p).replace("/", "-")) for p in (dataset_name(dataset), method))
+    prefix = "_".join(glob.escape(_name_part(p)) for p in (dataset_name(dataset), method))
     return sorted(p for p in (REPO_ROOT / "runs").glob(f"{prefix}_*_seed{seed}") if p.is_dir())
 
 
@@ -294,8 +298,8 @@ def reroot_val_list(saved, args, given):
     """args.json's ``val_list`` for a resume: as saved, or, when ``--data_root`` is given (``given``) with another
     folder than the run's, the list lay under the run's (in its dataset folder, say: where ``find_val_list``
     finds a list by name) and the same path under the new folder is a file (another than the saved one), that
-    path, said in one line. The same data in another
-    ``--data_root`` resumes; the lists are compared by what they hold (``splits_sha256``, prepare.check_resumable)."""
+    path, said in one line. The same data in another ``--data_root`` resumes; the lists are compared by what
+    they hold (``splits_sha256``, prepare.check_resumable)."""
     value, root = saved.get("val_list"), saved.get("data_root")
     if "data_root" not in given or not isinstance(value, str) or not isinstance(root, str):
         return value

@@ -307,8 +307,9 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
             else:
                 source = "the run's own, from its last.pt"
             loss_params = saved
-    if db_params_text(args.loss_function, loss_params):  # the values the loss reads: μ, λ, or both
-        print(f"[{tag}] {args.loss_function}: {db_params_text(args.loss_function, loss_params)} ({source})")
+    read = db_params_text(args.loss_function, loss_params)  # the values the loss reads: μ, λ, both or none
+    if read:
+        print(f"[{tag}] {args.loss_function}: {read} ({source})")
     for key, value in loss_params.items():
         if hasattr(args, key):  # the script's own flags (lmpt/train.py): args.json records the values used
             setattr(args, key, value)
