@@ -4,10 +4,11 @@ Grid: --cse_margin × --cse_gamma (LMPT, lam 0.5), then --lam at the best pair, 
 CoOp (no caption loss) as the reference, each over several seeds. Epochs and the
 defaults are selected on the benchmark's validation split (synth_lt_val.txt), never on
 the test split; test metrics are reported as mean ± std over seeds.
-Writes runs/sweep/sweep.json and docs/SWEEP.md.
+Writes sweep.json and SWEEP.md (the tables) in --out_dir (runs/sweep/); the committed
+docs/SWEEP.md is written only when --doc names it, as the command that made it does.
 
-    python tools/sweep_cse.py                 # the full sweep (3 seeds)
-    python tools/sweep_cse.py --seeds 0 --margins 0.5 --gammas 1 --lams 0.5   # a quick look
+    python tools/sweep_cse.py --doc docs/SWEEP.md   # the full sweep (3 seeds), as docs/SWEEP.md holds it
+    python tools/sweep_cse.py --seeds 0 --margins 0.5 --gammas 1 --lams 0.5   # a quick look: runs/sweep/SWEEP.md
 """
 import argparse
 import contextlib
@@ -36,7 +37,7 @@ METRICS = ("val_mAP", "mAP", "head_mAP", "medium_mAP", "tail_mAP", "CF1", "OF1")
 
 
 def shown(path):
-    """A folder as the write-up names it: relative to the repository when inside it."""
+    """A folder or file as the write-up names it: relative to the repository when inside it."""
     path = Path(path).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
@@ -121,9 +122,12 @@ def main(argv=None):
     p.add_argument("--margins", type=float, nargs="+", default=[0.2, 0.5, 1.0])
     p.add_argument("--gammas", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     p.add_argument("--lams", type=float, nargs="+", default=[0.25, 0.5, 0.75])
-    p.add_argument("--out_dir", type=Path, default=ROOT / "runs" / "sweep")
-    p.add_argument("--doc", type=Path, default=ROOT / "docs" / "SWEEP.md")
+    p.add_argument("--out_dir", type=Path, default=ROOT / "runs" / "sweep", help="the runs and sweep.json")
+    p.add_argument("--doc", type=Path, default=None,
+                   help="the write-up (default: SWEEP.md in --out_dir; the committed one is docs/SWEEP.md)")
     args = p.parse_args(argv)
+    if args.doc is None:  # a quick look never replaces the committed docs/SWEEP.md
+        args.doc = args.out_dir / "SWEEP.md"
     inputs = inputs_stamp()  # generates the benchmark and pretrains the tiny CLIP first where needed
     t0 = time.time()
     rows, configs, counts = {}, {}, {"trained": 0, "reused": 0}
@@ -161,8 +165,9 @@ def main(argv=None):
     doc = [
         "# Sweep of the class-specific embedding loss (embedded benchmark)",
         "",
-        f"Printed by `python tools/sweep_cse.py` (seeds {args.seeds}; this invocation trained {counts['trained']} runs "
-        f"in {time.time() - t0:.0f} s and reused {counts['reused']} finished ones from `{shown(args.out_dir)}/`). "
+        f"Printed by `python tools/sweep_cse.py --doc {shown(args.doc)}` (seeds {args.seeds}; this invocation "
+        f"trained {counts['trained']} runs in {time.time() - t0:.0f} s and reused {counts['reused']} finished ones "
+        f"from `{shown(args.out_dir)}/`). "
         "Tiny CLIP, synthetic long-tailed benchmark, the demo's prompt-tuning settings "
         f"(`{' '.join(PROMPT_ARGS)}`). Epochs and settings are selected on the validation split "
         "(`val_mAP`, the best epoch's); every other metric is on the test split; mean ± std over seeds, in percent.",
