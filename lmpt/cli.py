@@ -5,6 +5,7 @@ import glob
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from .checkpoint import release_run_dir
 from .data import (DEFAULT_DATA_ROOT, PREPROCESS_KINDS, REPO_ROOT, DataError, available_cores, dataset_folders,
                    dataset_names, get_dataset_spec)
 from .engine import NonFiniteError, interrupt_status, sigterm_as_interrupt
+from .losses import DB_LOSS_FLAGS, db_flags_read
 from .metrics import SCORE_KINDS
 
 
@@ -24,6 +26,28 @@ DATASET_HELP = dataset_names()
 def backbone_help():
     """``--pretrain_clip``'s help: the names of ``BACKBONES`` as they are when a parser is built."""
     return f"{', '.join(BACKBONES)} (files in --pretrained_dir), or a path to a .pt"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The scripts' ``--help``: the description as written, and each flag's default after its help, where the
+    help does not say it already and the default is a value (not None, a switch's True or False, or a path of
+    this machine's: those flags say their default in words). The defaults that decide whether two runs are comparable
+    (backbone, --thre, --lr, --epochs, --batch_size) differ between the scripts."""
+
+    def _get_help_string(self, action):
+        text = action.help  # argparse asks only for the flags that have help: every script flag has some
+        if (not action.option_strings or re.search(r"\(default|default:", text) or action.default is None
+                or isinstance(action.default, (bool, Path)) or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def script_parser(description):
+    """A script's parser: ``HelpFormatter``, and no abbreviated flags (``allow_abbrev=False``): a flag is taken
+    only as written, so a prefix such as ``--pretrain_clip`` of ``--pretrain_clip_path`` is not read as another
+    flag (each script accepts both spellings of the backbone flag as they are) and a new flag cannot change
+    what an abbreviation meant."""
+    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter, allow_abbrev=False)
 
 
 def str2bool(value):
@@ -105,10 +129,14 @@ def default_workers(cores=None):
     return max(1, min(16, cores - 1 if cores > 4 else cores))
 
 
-def add_common_args(parser):
-    """Flags every script takes: data, device, loader, scoring and caching."""
-    parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="0 to 2^32 - 1 (NumPy's range)")
-    parser.add_argument("--batch_size", type=int_in(1), default=64)
+SEED_HELP = "0 to 2^32 - 1 (NumPy's range)"
+
+
+def add_common_args(parser, seed_help=SEED_HELP):
+    """Flags every script takes: data, device, loader, scoring and caching (``seed_help``: what --seed does in
+    a script that draws nothing at random)."""
+    parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help=seed_help)
+    parser.add_argument("--batch_size", type=int_in(1), default=64, help="images per batch")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--data_root", type=Path, default=DEFAULT_DATA_ROOT,
                         help=f"folder holding {dataset_folders()} (default: data/ of the repository)")
@@ -134,13 +162,55 @@ def add_common_args(parser):
 
 
 def add_baseline_args(parser, backbone):
-    """The published baseline scripts' first flags: --dataset, --nb_classes and --pretrain_clip_path
-    (default ``backbone``; a path is resolved by ``resolve_backbone_arg``)."""
+    """The published baseline scripts' first flags: --dataset, --nb_classes and --pretrain_clip_path, also
+    spelt --pretrain_clip as in lmpt/train.py (default ``backbone``; a path is resolved by
+    ``resolve_backbone_arg``)."""
     parser.add_argument("--dataset", default="voc-lt", help=DATASET_HELP)
     parser.add_argument("--nb_classes", type=int_in(1), default=None, help="checked against the labels file")
-    parser.add_argument("--pretrain_clip_path", default=backbone,
-                        help="a checkpoint path (relative paths as in the published README work) or a backbone name")
+    parser.add_argument("--pretrain_clip_path", "--pretrain_clip", dest="pretrain_clip_path", default=backbone,
+                        help=f"{backbone_help()} (relative paths as in the published README work)")
     return parser
+
+
+def add_db_loss_args(parser):
+    """μ and λ of the Distribution-Balanced loss family (lmpt/train.py, finetune_clip/fc.py): None, the
+    dataset's defaults (``losses.db_params``), unless given."""
+    parser.add_argument("--neg_scale", type=positive_float, default=None,
+                        help="λ of the DB loss's negative-tolerant regularisation (default per dataset)")
+    parser.add_argument("--gamma", type=float_in(), default=None,
+                        help="μ of the DB loss's re-balancing weights (default per dataset)")
+    return parser
+
+
+def no_effect(keys):
+    """``--a, --b have no effect``: the flags of ``keys`` (destinations) that a run does not read."""
+    return f"{', '.join(f'--{key}' for key in keys)} {'has' if len(keys) == 1 else 'have'} no effect"
+
+
+def unread_flags_note(given, flag, value, read, every, neither=False):
+    """The note on the flags of ``every`` written on the command line (``given``: destinations) but not in
+    ``read``, those that ``flag value`` reads (``neither``: say "reads neither --a nor --b" when it reads none
+    of two); None when each one given is read. args.json records them as given."""
+    unused = [key for key in every if key in given and key not in read]
+    if not unused:
+        return None
+    if read:
+        reads = f"reads {', '.join(f'--{key}' for key in read)} only"
+    elif neither and len(every) == 2:
+        reads = f"reads neither --{every[0]} nor --{every[1]}"
+    else:
+        reads = f"reads none of {', '.join(f'--{key}' for key in every)}"
+    return (f"{flag} {value} {reads}; {no_effect(unused)} (args.json records {'it' if len(unused) == 1 else 'them'} "
+            f"as given, unused)")
+
+
+def db_flag_note(args, given):
+    """The note on μ and λ (``--gamma``, ``--neg_scale``: ``losses.DB_LOSS_FLAGS``) written where the chosen
+    ``--loss_function`` does not read them (``losses.db_flags_read``: the plain losses read neither, and of the
+    Distribution-Balanced family the re-balanced weights alone read μ, the negative-tolerant regularisation alone
+    λ); None when each one given is read."""
+    return unread_flags_note(given, "--loss_function", args.loss_function, db_flags_read(args.loss_function),
+                             DB_LOSS_FLAGS, neither=True)
 
 
 def absolute(path):

@@ -10,7 +10,6 @@ test command works as it is. The prompt learner is rebuilt from the configuratio
 saved in the checkpoint; prompt flags, --pretrain_clip and --training_method written here
 with another value are ignored with a note.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ if __package__ in (None, ""):
 
 from lmpt.cli import (DATASET_HELP, add_common_args, backbone_help, default_run_dir,  # noqa: E402
                       freeze_imported_objects, given_flags, int_in, report_errors, resolve_backbone_arg,
-                      runs_on_other_backbones, str2bool)
+                      runs_on_other_backbones, script_parser, str2bool)
 from lmpt.checkpoint import FINETUNE_METHODS  # noqa: E402
 from lmpt.data import dataset_folders  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
@@ -29,28 +28,32 @@ SCRIPT_DIR = Path(__file__).resolve().parent
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--checkpoint", type=Path, default=None, help="a run folder (uses best.pt) or a .pt file")
     p.add_argument("--dataset", default=None, help=DATASET_HELP + "; default: the checkpoint's")
     p.add_argument("--output", type=Path, default=None, help="results file (default: <run>/test_results.json)")
     # The published test command's flags: accepted (with train.py's types and choices), and checked against the
     # checkpoint; the prompt flags default to None, which is the checkpoint's value.
-    p.add_argument("--pretrain_clip", default="ViT16",
+    p.add_argument("--pretrain_clip", "--pretrain_clip_path", dest="pretrain_clip", default="ViT16",
                    help=f"{backbone_help()}: the training run's, which names its default folder (the checkpoint "
-                        f"holds the CLIP file)")
+                        f"holds the CLIP file; --pretrain_clip_path is the same flag)")
     p.add_argument("--training_method", choices=TRAINING_METHODS + FINETUNE_METHODS, default="lmpt",
                    help="the training run's method, which names its default folder (linear-probe and "
                         "finetune-full: the runs of finetune_clip/fc.py, without and with --from_scratch)")
-    p.add_argument("--class_token_position", choices=CLASS_TOKEN_POSITIONS, default=None)
-    p.add_argument("--ctx_init", default=None)
-    p.add_argument("--n_ctx", type=int_in(1), default=None)
-    p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=None)
+    checked = "checked against the checkpoint's, which rebuilds the prompts (default: the checkpoint's)"
+    p.add_argument("--class_token_position", choices=CLASS_TOKEN_POSITIONS, default=None, help=checked)
+    p.add_argument("--ctx_init", default=None, help=checked)
+    p.add_argument("--n_ctx", type=int_in(1), default=None, help=checked)
+    p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=None, help=checked)
     p.add_argument("--no-csc", dest="csc", action="store_false")
-    add_common_args(p)
+    add_common_args(p, seed_help="the training run's seed, which names its default folder only (the evaluation "
+                                 "draws nothing at random)")
     p.set_defaults(thre=None, score=None, preprocess=None, data_root=None)
     for action in p._actions:
         if action.dest in ("thre", "score", "preprocess"):
             action.help = f"{action.help} (default: the training run's value, saved in the checkpoint)"
+        if action.dest == "batch_size":  # a trained encoder's run: in batches of its training's size
+            action.help = f"{action.help} (default: {action.default}; for a finetune-full run, the run's own)"
         if action.dest == "data_root":
             action.help = (f"folder holding {dataset_folders()} (default: the training run's, from the args.json "
                            "beside the checkpoint; else data/ of the repository)")

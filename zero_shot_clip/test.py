@@ -2,7 +2,6 @@
 
     python zero_shot_clip/test.py --dataset VOC --nb_classes 20 --pretrain_clip_path ../pretrained/RN50.pt
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -11,14 +10,14 @@ if __package__ in (None, ""):
 
 from lmpt.baselines import ZERO_SHOT, zero_shot  # noqa: E402
 from lmpt.cli import (absolute, add_baseline_args, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
-                      int_in, note_earlier_run_dir, report_errors, resolve_backbone_arg)
+                      int_in, note_earlier_run_dir, report_errors, resolve_backbone_arg, script_parser)
 from lmpt.templates import DEFAULT_TEMPLATES, TEMPLATES  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     add_baseline_args(p, "RN50")
     p.add_argument("--templates", choices=sorted(TEMPLATES), default=DEFAULT_TEMPLATES,
                    help="the CLIP paper's 80 ImageNet templates, or 'a photo of a {}.'")
@@ -26,7 +25,8 @@ def build_parser():
     p.add_argument("--output_dir", type=Path, default=None,
                    help="run folder (default: runs/<dataset>_zero-shot_<backbone>_seed<seed>; with other --templates, "
                         "zero-shot-<templates>)")
-    add_common_args(p)
+    add_common_args(p, seed_help="names the default run folder only: zero-shot draws nothing at random, so every "
+                                 "seed gives the same results")
     return p
 
 
