@@ -18,8 +18,8 @@ from tqdm import tqdm
 import clip
 
 from .backbones import backbone_identity, resolve_backbone
-from .checkpoint import (FINETUNE_METHODS, check_evaluation_dir, load_checkpoint, note_replaced_results,
-                         read_saved_json, save_args, save_json, start_run_dir)
+from .checkpoint import (FINETUNE_METHODS, check_evaluation_dir, check_results_file, load_checkpoint,
+                         note_replaced_results, read_saved_json, save_args, save_json, start_run_dir)
 from .cli import dataset_name
 from .data import BatchNormalize, label_line
 from .device import autocast_on, load_kernels, select_device, use_autocast
@@ -115,7 +115,12 @@ def zero_shot(args):
     seed_everything(args.seed)
     device = select_device(args.device)
     clip_file = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)
-    run_dir = check_evaluation_dir(args.output_dir)
+    output = getattr(args, "output", None)  # a results file of its own: the run folder is not written
+    if output is None:
+        run_dir = check_evaluation_dir(args.output_dir)
+    else:
+        output = check_results_file(output, own=None, hint="such as zero-shot_thre0.3.json (without --output, the "
+                                                           "run folder's results.json)")
     templates = TEMPLATES[args.templates]
 
     def check_dataset(dataset):  # what the flags ask of the dataset, before its images
@@ -145,14 +150,18 @@ def zero_shot(args):
                     topk_metrics(scores, test_split.labels.numpy(), k=args.topk).items()})
     results.update({"method": ZERO_SHOT, "templates": args.templates, "score": args.score, "thre": args.thre,
                     "preprocess": args.preprocess, **backbone_identity(args.pretrain_clip_path, clip_file)})
-    run_dir.mkdir(parents=True, exist_ok=True)
-    note_replaced(run_dir, results, args)
-    save_args(run_dir, args)
-    save_json(run_dir / "results.json", results)
+    if output is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        note_replaced(run_dir, results, args)
+        save_args(run_dir, args)
+        save_json(run_dir / "results.json", results)
+    else:
+        note_replaced_results(output, results, (*REPLACED_KEYS, "dataset", "data_root"), "zero-shot")  # if held
+        save_json(output, results)
     print(format_results(results, dataset.class_names, train_freq))
     print(f"top-{args.topk}: " + "  ".join(f"{k} {results[f'top{args.topk}_{k}']:.2f}"
                                            for k in ("precision", "recall", "F1")))
-    print(f"[zero-shot] run folder: {run_dir}")
+    print(f"[zero-shot] run folder: {run_dir}" if output is None else f"[zero-shot] results written to {output}")
     return results
 
 

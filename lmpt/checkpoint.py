@@ -242,16 +242,17 @@ def check_evaluation_dir(run_dir):
     return run_dir
 
 
-def check_results_file(path):
-    """Before any work: a results file (``lmpt/test.py --output``) that is not a run's own file."""
+def check_results_file(path, own="test_results.json", hint="such as test_results.json (the default)"):
+    """Before any work: a results file (``--output`` of lmpt/test.py, ``own`` its default name, which it may
+    replace; of zero_shot_clip/test.py, ``own`` None) that is not a run's own file (refused with ``hint``)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"--output {path}: a folder; expected the path of a .json file")
     if path.suffix != ".json":
         raise ValueError(f"--output {path}: expected the path of a .json file (results are JSON)")
-    if path.name in RUN_FILES and path.name != "test_results.json" and path.exists():
+    if path.name in RUN_FILES and path.name != own and path.exists():
         raise FileExistsError(f"--output {path}: a file of the run itself ({path.name}); expected another "
-                              f"name, such as test_results.json (the default)")
+                              f"name, {hint}")
     check_writable_dir(path.parent, "--output")
     return path
 

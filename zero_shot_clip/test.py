@@ -25,6 +25,9 @@ def build_parser():
     p.add_argument("--output_dir", type=Path, default=None,
                    help="run folder (default: runs/<dataset>_zero-shot_<backbone>_seed<seed>; with other --templates, "
                         "zero-shot-<templates>)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="results file (default: <run folder>/results.json); another file keeps an earlier "
+                        "evaluation, at another --thre say, and leaves the run folder as it is")
     add_common_args(p, seed_help="names the default run folder only: zero-shot draws nothing at random, so every "
                                  "seed gives the same results")
     return p
@@ -34,7 +37,12 @@ def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     args.pretrain_clip_path = resolve_backbone_arg(args.pretrain_clip_path, SCRIPT_DIR)
     args.data_root = absolute(args.data_root)  # args.json names it from any folder
-    if args.output_dir is None:
+    if args.output is not None:  # the results go there alone: no run folder is written
+        args.output = absolute(args.output)
+        if args.output_dir is not None:
+            print(f"[zero-shot] note: --output {args.output}: the results go there; --output_dir {args.output_dir} "
+                  f"is not written")
+    elif args.output_dir is None:
         method = ZERO_SHOT if args.templates == DEFAULT_TEMPLATES else f"{ZERO_SHOT}-{args.templates}"  # own folder
         args.output_dir = default_run_dir(args.dataset, method, args.pretrain_clip_path, args.seed)
         note_earlier_run_dir(args.output_dir, args.dataset, method, args.pretrain_clip_path, args.seed)
