@@ -418,15 +418,14 @@ def restore_run_args(parser, args, argv=None):
     if not isinstance(saved, dict):
         parser.error(f"{saved_file}: holds a {type(saved).__name__}; expected the args.json a run wrote")
     given = given_flags(parser, argv)
-    own_val_list = saved.get("val_list")
-    if "val_list" in saved:
-        saved = {**saved, "val_list": reroot_val_list(saved, args, given)}
+    names_own = False  # --val_list given, naming the file the run read, where it was: its own too
     if "val_list" in given and args.val_list is not None:  # compared as the file it names: found as for a new run
         place = {key: saved[key] if key not in given and isinstance(saved.get(key), str) else getattr(args, key)
                  for key in ("dataset", "data_root")}
         args.val_list = find_val_list(args.val_list, place["dataset"], place["data_root"])
-        if isinstance(own_val_list, str) and Path(args.val_list) == Path(own_val_list):
-            saved["val_list"] = own_val_list  # the file the run read, where it was: its own too
+        names_own = isinstance(saved.get("val_list"), str) and Path(args.val_list) == Path(saved["val_list"])
+    if "val_list" in saved and not names_own:  # not moved (nor noted as moved) when named
+        saved = {**saved, "val_list": reroot_val_list(saved, args, given)}
     for action in parser._actions:
         key = action.dest
         if key not in saved or key in RUN_PLACE:
