@@ -26,9 +26,10 @@ from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (build_optimizer, build_scheduler, check_finite, fit, load_trainable_state, run_results,
                      seed_everything, sigterm_as_interrupt)
 from .losses import build_classification_loss
-from .metrics import evaluate_logits, format_results, log_scores, topk_metrics
+from .metrics import evaluate_logits, format_results
 from .models import CONTEXT_LENGTH, full_precision, prompt_tokens
-from .prepare import load_clip_and_features, load_clip_and_pixels, load_splits, selection_row, start_training
+from .prepare import (load_clip_and_features, load_clip_and_pixels, load_splits, results_data, selection_row,
+                      start_training)
 from .templates import TEMPLATES, check_templates
 
 
@@ -94,8 +95,9 @@ def finetune_method(from_scratch):
     return full if from_scratch else linear_probe
 
 
-# what a zero-shot result depends on (images: how many of the test list were scored)
-REPLACED_KEYS = ("backbone_sha256", "templates", "preprocess", "score", "thre", "images")
+# what a zero-shot result depends on (images: how many of the test list were scored; dataset and data_root: not in
+# the results of earlier versions, whose args.json note_replaced reads)
+REPLACED_KEYS = ("backbone_sha256", "templates", "preprocess", "score", "thre", "images", "dataset", "data_root")
 
 
 def note_replaced(run_dir, results, args):
@@ -144,23 +146,19 @@ def zero_shot(args):
                                         beside=classifier)  # weights: [C, E]
     logits = zero_shot_logits(test_split.features[:, 0].to(device), weights)  # [N, C]
     train_freq = dataset.train_freq
-    results = evaluate_logits(logits, test_split.labels, train_freq, args.thre, args.score)
-    scores = log_scores(logits, args.score)  # ranks as the scores do
-    results.update({f"top{args.topk}_{k}": v for k, v in
-                    topk_metrics(scores, test_split.labels.numpy(), k=args.topk).items()})
+    results = evaluate_logits(logits, test_split.labels, train_freq, args.thre, args.score, topk=args.topk)
     results.update({"method": ZERO_SHOT, "templates": args.templates, "score": args.score, "thre": args.thre,
-                    "preprocess": args.preprocess, **backbone_identity(args.pretrain_clip_path, clip_file)})
+                    "preprocess": args.preprocess, **backbone_identity(args.pretrain_clip_path, clip_file),
+                    **results_data(dataset, args.data_root)})
     if output is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         note_replaced(run_dir, results, args)
         save_args(run_dir, args)
         save_json(run_dir / "results.json", results)
     else:
-        note_replaced_results(output, results, (*REPLACED_KEYS, "dataset", "data_root"), "zero-shot")  # if held
+        note_replaced_results(output, results, REPLACED_KEYS, "zero-shot")  # the keys the earlier file holds
         save_json(output, results)
     print(format_results(results, dataset.class_names, train_freq))
-    print(f"top-{args.topk}: " + "  ".join(f"{k} {results[f'top{args.topk}_{k}']:.2f}"
-                                           for k in ("precision", "recall", "F1")))
     print(f"[zero-shot] run folder: {run_dir}" if output is None else f"[zero-shot] results written to {output}")
     return results
 
@@ -322,6 +320,7 @@ def finetune(args):
                               args.score)
     results = run_results({**results, "thre": args.thre, "score": args.score}, config, best, select_split.name,
                           run_dir / "best.pt", state["epoch"] + 1)
+    results.update(results_data(dataset, args.data_root))  # the data evaluated: the file names its benchmark
     save_json(run_dir / "results.json", results)
     print(format_results(results, dataset.class_names, train_freq))
     print(f"[finetune] run folder: {run_dir}")

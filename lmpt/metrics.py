@@ -18,6 +18,7 @@ Conventions where the SPEC leaves room:
   0 when both of their terms are 0.
 """
 import math
+import re
 
 import numpy as np
 
@@ -175,10 +176,15 @@ def log_threshold(thre):
     return math.log(thre) if thre > 0 else -math.inf
 
 
-def evaluate_logits(logits, targets, train_class_freq, thre=0.5, score='softmax'):
+def evaluate_logits(logits, targets, train_class_freq, thre=0.5, score='softmax', topk=None):
     """``evaluate`` of the scores of ``logits`` [N, C] (``score``: softmax or sigmoid), ranked and thresholded
-    by their logarithm (``log_scores``) so that no two scores are tied by rounding."""
-    return evaluate(log_scores(logits, score), targets, train_class_freq, thre=log_threshold(thre))
+    by their logarithm (``log_scores``) so that no two scores are tied by rounding. With ``topk`` (k), also the
+    precision, recall and F1 of the k top-scored classes (``topk_metrics``) as ``top{k}_precision`` and so on."""
+    scores = log_scores(logits, score)  # [N, C], ranked as the scores are
+    results = evaluate(scores, targets, train_class_freq, thre=log_threshold(thre))
+    if topk is not None:
+        results.update({f'top{topk}_{name}': value for name, value in topk_metrics(scores, targets, k=topk).items()})
+    return results
 
 
 def evaluate(scores, targets, train_class_freq, thre=0.5):
@@ -214,8 +220,27 @@ def _fmt(value):
     return 'n/a' if value is None or (isinstance(value, float) and math.isnan(value)) else f'{value:.2f}'
 
 
+def _run_line(results):
+    """What an evaluation evaluated, from its results' keys where they have them: the method, the CLIP and the
+    epoch of the checkpoint (and how the run selected its epoch), e.g. ``lmpt, CLIP ViT16, epoch 12 (selected on
+    the val split)``; '' when they name none of these."""
+    parts = [str(results['method'])] if results.get('method') else []
+    if results.get('backbone'):
+        parts.append(f"CLIP {results['backbone']}")
+    epoch, selected, split = (results.get(k) for k in ('checkpoint_epoch', 'selected_epoch', 'selection_split'))
+    if epoch is not None:
+        on = f' on the {split} split' if split else ''
+        if selected is None or selected == epoch:
+            parts.append(f'epoch {epoch}' + (f' (selected{on})' if selected is not None else ''))
+        else:
+            parts.append(f'epoch {epoch} (the run selected epoch {selected}{on})')
+    return ', '.join(parts)
+
+
 def format_results(results, class_names, train_class_freq):
-    """A printable report: summary table, then per-class AP sorted by training frequency."""
+    """A printable report: what was evaluated (method, CLIP, epoch: the keys ``results`` has of them), the summary
+    table, the threshold and score of CP to OF1, the top-k metrics if any, then per-class AP sorted by training
+    frequency."""
     freq = _to_numpy(train_class_freq)
     if len(class_names) != len(freq) or len(results['per_class_AP']) != len(freq):
         raise ValueError(f"format_results: {len(class_names)} class names, {len(freq)} frequencies and "
@@ -225,7 +250,15 @@ def format_results(results, class_names, train_class_freq):
         group_of.update({int(i): name for i in idx})
     keys = ('mAP', 'head_mAP', 'medium_mAP', 'tail_mAP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
     heads = ('total', 'head', 'medium', 'tail', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
-    lines = ['  '.join(f'{h:>7}' for h in heads), '  '.join(f'{_fmt(results.get(k)):>7}' for k in keys)]
+    run = _run_line(results)
+    lines = [run] if run else []
+    lines += ['  '.join(f'{h:>7}' for h in heads), '  '.join(f'{_fmt(results.get(k)):>7}' for k in keys)]
+    if results.get('thre') is not None:
+        score = f" ({results['score']} scores)" if results.get('score') else ''
+        lines.append(f"CP, CR, CF1, OP, OR, OF1 at thre {results['thre']:g}{score}")
+    for k in sorted(int(m.group(1)) for m in map(re.compile(r'top(\d+)_precision').fullmatch, results) if m):
+        lines.append(f'top-{k}: ' + '  '.join(f"{name} {_fmt(results.get(f'top{k}_{name}'))}"
+                                               for name in ('precision', 'recall', 'F1')))
     sizes = {g: sum(1 for v in group_of.values() if v == g) for g in GROUPS}
     lines.append('classes: ' + ', '.join(f'{g} {sizes[g]}' for g in GROUPS))
     missing = results.get('classes_without_positives') or []

@@ -12,6 +12,7 @@ import torch
 import clip
 
 from .backbones import backbone_identity, check_backbone, resolve_backbone
+from .cli import absolute
 from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint, read_metrics
 from .data import (DataError, check_every_class_trained, check_images_exist, image_stats, line_numbers,
                    listing, load_dataset)
@@ -321,6 +322,14 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
     else:
         clip_model, _ = load_clip_and_features(args, dataset, splits, clip_file, device)
     return Training(device, clip_file, dataset, splits, clip_model, identity, loss_params)
+
+
+def results_data(dataset, data_root):
+    """What every results file records of the data it evaluated, so that it names its benchmark without the
+    run's args.json: the dataset's name, the absolute data root, the class names (in the order of
+    ``per_class_AP``) and the training images of each class (which set the head/medium/tail groups)."""
+    return {"dataset": dataset.spec.name, "data_root": str(absolute(data_root)),
+            "class_names": list(dataset.class_names), "train_class_freq": [int(n) for n in dataset.train_freq]}
 
 
 def selection_row(split, results):

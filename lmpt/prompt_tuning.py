@@ -16,7 +16,7 @@ from .backbones import check_backbone, find_backbone, same_backbone
 from .baselines import FINETUNE_TEST_KEYS, finetune_method, finetuned_logits
 from .checkpoint import (FINETUNE_METHODS, PROMPT_METHODS, check_results_file, load_checkpoint,
                          note_replaced_results, read_saved_json, save_json, start_run_dir)
-from .cli import absolute, dataset_name
+from .cli import absolute
 from .data import DEFAULT_DATA_ROOT
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (RUN_IDENTITY, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
@@ -24,7 +24,7 @@ from .engine import (RUN_IDENTITY, build_optimizer, build_scheduler, check_finit
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import evaluate_logits, format_results
 from .models import CustomCLIP, check_prompt_length, context_words, prompt_texts
-from .prepare import (caption_token_embeddings, load_clip_and_features, load_splits, selection_row,
+from .prepare import (caption_token_embeddings, load_clip_and_features, load_splits, results_data, selection_row,
                       splits_identity, start_training)
 
 TRAINING_METHODS = PROMPT_METHODS  # ("coop", "lmpt"): defined in lmpt.checkpoint, which checks their configurations
@@ -39,13 +39,14 @@ def prompt_text_features(model, device):
         return model.text_features()
 
 
-def evaluate_prompts(model, split, train_class_freq, thre, score, device, text=None):
+def evaluate_prompts(model, split, train_class_freq, thre, score, device, text=None, topk=None):
     """Metrics of the prompts on a split's unflipped features; ``text``: their text features [C, E] if
-    already encoded (by default they are encoded here, once for the whole split)."""
+    already encoded (by default they are encoded here, once for the whole split); ``topk``: k of the top-k
+    metrics, if any."""
     text = prompt_text_features(model, device) if text is None else text
     logits = prompt_logits(model, split.features[:, 0].to(device), text, device)  # [N, C]
     check_finite(logits, f"the logits on the {split.name} split")
-    return evaluate_logits(logits, split.labels, train_class_freq, thre, score), logits
+    return evaluate_logits(logits, split.labels, train_class_freq, thre, score, topk=topk), logits
 
 
 def prompt_logits(model, image_features, text, device):
@@ -107,6 +108,7 @@ def train(args):
 
     results = final_evaluation(model, run_dir / "best.pt", test_split, train_freq, args.thre, args.score, device)
     results = run_results(results, config, best, select_split.name, results["checkpoint"], results["checkpoint_epoch"])
+    results.update(results_data(dataset, args.data_root))  # the data evaluated: the file names its benchmark
     save_json(run_dir / "results.json", results)
     print(format_results(results, dataset.class_names, train_freq))
     print(f"[train] run folder: {run_dir}")
@@ -119,14 +121,14 @@ def restore_prompts(model, state, checkpoint_path, device):
     return prompt_text_features(model, device)
 
 
-def final_evaluation(model, checkpoint_path, split, train_freq, thre, score, device, restored=None):
+def final_evaluation(model, checkpoint_path, split, train_freq, thre, score, device, restored=None, topk=None):
     """Metrics of a checkpoint's prompts on a split. ``restored``: (the checkpoint, its text features)
-    when ``model`` already holds its prompts (``restore_prompts``)."""
+    when ``model`` already holds its prompts (``restore_prompts``); ``topk``: k of the top-k metrics, if any."""
     if restored is None:
         state = load_checkpoint(checkpoint_path)
         restored = state, restore_prompts(model, state, checkpoint_path, device)
     state, text = restored
-    results, _ = evaluate_prompts(model, split, train_freq, thre, score, device, text)
+    results, _ = evaluate_prompts(model, split, train_freq, thre, score, device, text, topk)
     return checkpoint_results(results, checkpoint_path, state, thre, score)
 
 
@@ -247,8 +249,20 @@ def note_other_lists(config, splits, args):
               f"groups are those of the lists read now")
 
 
-def evaluate_checkpoint_prompts(args, state, checkpoint_path, dataset, splits, clip_file, device):
-    """``final_evaluation`` of a checkpoint's prompts on the test split, restored while its images are encoded."""
+def checkpoint_selection(state):
+    """How the run of a checkpoint (``state``) selected its best epoch, as its results.json records it: the
+    ``selected_epoch`` (counted from 1; a last.pt's best so far, which may not be the epoch evaluated),
+    ``selection_split`` (from its configuration; not in those of older runs) and ``selection_mAP``."""
+    best, split = state.get("best"), state["config"].get("selection_split")
+    selection = {"selection_split": split} if split is not None else {}
+    if isinstance(best, dict) and isinstance(best.get("epoch"), int):
+        selection = {"selected_epoch": best["epoch"] + 1, **selection, "selection_mAP": best.get("mAP")}
+    return selection
+
+
+def evaluate_checkpoint_prompts(args, state, checkpoint_path, dataset, splits, clip_file, device, topk=None):
+    """``final_evaluation`` of a checkpoint's prompts on the test split, restored while its images are encoded
+    (``topk``: k of the top-k metrics, if any)."""
     config, rows = state["config"], len(splits["test"].paths)
 
     def restore(clip_model):  # in a thread, while the test images are decoded and encoded
@@ -260,7 +274,7 @@ def evaluate_checkpoint_prompts(args, state, checkpoint_path, dataset, splits, c
     _, (model, text) = load_clip_and_features(args, dataset, splits, clip_file, device, names=("test",),
                                               beside=restore)
     return final_evaluation(model, checkpoint_path, splits["test"], dataset.train_freq,
-                            args.thre, args.score, device, restored=(state, text))
+                            args.thre, args.score, device, restored=(state, text), topk=topk)
 
 
 # what an lmpt/test.py evaluation depends on, said when one replaces an earlier one's results (note_replaced_results):
@@ -304,15 +318,18 @@ def test(args):
     note_other_lists(config, splits, args)
     clip_file = run_backbone(config, args.pretrained_dir, checkpoint_path)
 
+    topk = getattr(args, "topk", None)
     if config["method"] in FINETUNE_METHODS:
         logits = finetuned_logits(args, state, checkpoint_path, dataset, splits, clip_file, device)
         results = checkpoint_results(evaluate_logits(logits, splits["test"].labels, dataset.train_freq, args.thre,
-                                                     args.score), checkpoint_path, state, args.thre, args.score)
+                                                     args.score, topk=topk), checkpoint_path, state, args.thre,
+                                     args.score)
     else:
-        results = evaluate_checkpoint_prompts(args, state, checkpoint_path, dataset, splits, clip_file, device)
+        results = evaluate_checkpoint_prompts(args, state, checkpoint_path, dataset, splits, clip_file, device, topk)
     results.update({key: config[key] for key in RUN_IDENTITY if key in config})  # the run evaluated, by name
+    results.update(checkpoint_selection(state))
     results["preprocess"] = args.preprocess
-    results.update(dataset=dataset_name(args.dataset), data_root=str(absolute(args.data_root)))  # the data evaluated
+    results.update(results_data(dataset, args.data_root))  # the data evaluated
     print(format_results(results, dataset.class_names, dataset.train_freq))
     note_replaced_results(out, results, TEST_REPLACED_KEYS, "test", compare={"checkpoint": same_checkpoint})
     save_json(out, results)

@@ -32,6 +32,8 @@ def build_parser():
     p.add_argument("--checkpoint", type=Path, default=None, help="a run folder (uses best.pt) or a .pt file")
     p.add_argument("--dataset", default=None, help=DATASET_HELP + "; default: the checkpoint's")
     p.add_argument("--output", type=Path, default=None, help="results file (default: <run>/test_results.json)")
+    p.add_argument("--topk", type=int_in(1), default=5,
+                   help="k of the top-k precision/recall/F1, as zero_shot_clip/test.py reports them (default: 5)")
     # The published test command's flags: accepted (with train.py's types and choices), and checked against the
     # checkpoint; the prompt flags default to None, which is the checkpoint's value.
     p.add_argument("--pretrain_clip", "--pretrain_clip_path", dest="pretrain_clip", default="ViT16",
