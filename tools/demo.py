@@ -4,8 +4,15 @@ Generates the benchmark and pretrains the tiny CLIP when they are not cached, th
 runs zero-shot CLIP, the linear probe, CoOp and LMPT through the same scripts users
 run (as subprocesses), and writes ``runs/demo/summary.md``, ``summary.json`` and
 ``per_class_ap.png`` (per-class AP against training frequency, methods overlaid).
+``--methods`` also offers full fine-tuning (finetune_clip/fc.py --from_scratch), not run by default.
+
+Other flags are passed on to the scripts whose parser has them, and only to those
+(``--epochs 5`` goes to fc.py and train.py, not to zero_shot_clip/test.py); a flag that none of
+the methods' scripts has, or one the demo sets itself (its dataset, validation list, run folders,
+CLIP, seed and methods), is refused.
 """
 import argparse
+import importlib
 import json
 import subprocess
 import sys
@@ -17,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from lmpt.checkpoint import save_json, save_text  # noqa: E402
 from lmpt.metrics import HEAD_MIN, MEDIUM_MIN, class_groups  # noqa: E402
+from lmpt.report import COLUMNS, markdown_table, metric_cells  # noqa: E402
 from lmpt.pretrain import FAST_CHECKPOINT_NAME, FAST_SETTINGS, ensure_tiny_clip  # noqa: E402
 from lmpt.synthetic import ensure_benchmark  # noqa: E402
 
@@ -33,10 +41,53 @@ METHODS = {
     "zero-shot CLIP": ["zero_shot_clip/test.py", "--pretrain_clip_path", BACKBONE, "--templates", "single"],
     "linear probe": ["finetune_clip/fc.py", "--pretrain_clip_path", BACKBONE, "--epochs", "60", "--lr", "0.001",
                      "--batch_size", "32"],
+    # not in DEFAULT_METHODS (--methods asks for it): a starting point, neither tuned nor timed on the benchmark
+    "full fine-tuning": ["finetune_clip/fc.py", "--pretrain_clip_path", BACKBONE, "--from_scratch", "--epochs", "10",
+                         "--lr", "0.0001", "--batch_size", "32"],
     "CoOp": ["lmpt/train.py", "--training_method", "coop", "--pretrain_clip", BACKBONE, *PROMPT_ARGS],
     "LMPT": ["lmpt/train.py", "--training_method", "lmpt", "--pretrain_clip", BACKBONE, *PROMPT_ARGS],
 }
-COLUMNS = ("mAP", "head_mAP", "medium_mAP", "tail_mAP", "CF1", "OF1")
+DEFAULT_METHODS = ("zero-shot CLIP", "linear probe", "CoOp", "LMPT")  # the table of README and docs/demo/
+# flags the demo writes for every method itself (and the --from_scratch/--training_method that make a method what it
+# is): passed on, they would contradict its table, its validation list or the dataset it plots
+DEMO_FLAGS = ("--dataset", "--data_root", "--val_list", "--output_dir", "--overwrite", "--resume", "--seed",
+              "--pretrain_clip", "--pretrain_clip_path", "--from_scratch", "--training_method")
+
+
+def script_flags(script):
+    """The option strings of a script's parser (``build_parser`` of its module: ``lmpt/train.py`` is ``lmpt.train``)."""
+    parser = importlib.import_module(script.removesuffix(".py").replace("/", ".")).build_parser()
+    return {option for action in parser._actions for option in action.option_strings}
+
+
+def forwarded_flags(extra, scripts, error):
+    """{script: the arguments of ``extra`` (demo.py's unknown ones) whose flag its parser has}, for ``scripts``;
+    ``error(message)`` for a value without a flag, a flag the demo sets itself (``DEMO_FLAGS``) and a flag that none
+    of the scripts has (an abbreviation too: each script would read it otherwise)."""
+    groups = []  # [(flag, [the flag and its values])]
+    for token in extra:
+        if token.startswith("-") and not token[1:2].isdigit() and not token[1:2] == ".":  # -1, -.5: values
+            groups.append((token.split("=", 1)[0], [token]))
+        elif groups:
+            groups[-1][1].append(token)
+        else:
+            error(f"argument {token!r}: a value without a flag")
+    flags = {script: script_flags(script) for script in scripts}
+    forwarded = {script: [] for script in scripts}
+    for flag, tokens in groups:
+        if flag in DEMO_FLAGS:
+            error(f"{flag}: set by the demo itself for every method (its dataset, validation list, run folders, CLIP, "
+                  f"seed and methods); run the scripts themselves for other values")
+        takers = [script for script in scripts if flag in flags[script]]
+        if not takers:
+            error(f"{flag}: none of the methods' scripts ({', '.join(scripts)}) has this flag")
+        for script in takers:
+            forwarded[script] += tokens
+        if len(takers) < len(scripts):
+            others = [s for s in scripts if s not in takers]
+            print(f"[demo] {' '.join(tokens)}: passed to {', '.join(takers)} only; {', '.join(others)} "
+                  f"{'has' if len(others) == 1 else 'have'} no {flag}")
+    return forwarded
 
 
 def run_method(name, argv, out_dir, seed, extra, backbone=BACKBONE):
@@ -55,11 +106,9 @@ def run_method(name, argv, out_dir, seed, extra, backbone=BACKBONE):
 
 
 def table(rows):
-    head = "| method | " + " | ".join(COLUMNS) + " | seconds |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
-    for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r[c]:.2f}" for c in COLUMNS) + f" | {r['seconds']:.0f} |")
-    return "\n".join(lines)
+    """The demo's markdown table: a row a method ({name: its results.json with the seconds it took})."""
+    return markdown_table(["method", *COLUMNS, "seconds"],
+                          [[name, *metric_cells(r), f"{r['seconds']:.0f}"] for name, r in rows.items()])
 
 
 def plot(rows, class_names, train_freq, path):
@@ -100,10 +149,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out_dir", type=Path, default=None, help="default: runs/demo (runs/demo_fast with --fast)")
-    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="*", default=list(DEFAULT_METHODS), choices=list(METHODS),
+                   help=f"default: {', '.join(DEFAULT_METHODS)}")
     p.add_argument("--fast", action="store_true",
                    help=f"the tests' reduced tiny CLIP (FAST_SETTINGS, cached as pretrained/{FAST_CHECKPOINT_NAME})")
     args, extra = p.parse_known_args(argv)
+    forwarded = forwarded_flags(extra, list(dict.fromkeys(METHODS[name][0] for name in args.methods)), p.error)
     # absolute: the scripts run from the repository root, the table is read and written from here
     out_dir = (args.out_dir or ROOT / "runs" / ("demo_fast" if args.fast else "demo")).resolve()
     t0 = time.time()
@@ -114,7 +165,8 @@ def main(argv=None):
         ensure_tiny_clip()
         backbone = BACKBONE
     print(f"[demo] benchmark and tiny CLIP ready after {time.time() - t0:.0f}s", flush=True)
-    rows = {name: run_method(name, METHODS[name], out_dir, args.seed, extra, backbone) for name in args.methods}
+    rows = {name: run_method(name, METHODS[name], out_dir, args.seed, forwarded[METHODS[name][0]], backbone)
+            for name in args.methods}
 
     from lmpt.data import load_dataset
     dataset = load_dataset(DATASET, ROOT / "data")

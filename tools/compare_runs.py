@@ -1,0 +1,246 @@
+"""Put the results of runs side by side in one table, and check that their figures can be compared.
+
+    python tools/compare_runs.py runs/voc-lt_zero-shot_ViT16_seed0 runs/voc-lt_linear-probe_ViT16_seed0 \\
+        runs/voc-lt_coop_ViT16_seed0 runs/voc-lt_lmpt_ViT16_seed0
+    python tools/compare_runs.py runs/*_seed0 --test_results --output runs/table.md   # or .csv, .json
+
+Each argument is a run folder (its results.json; with --test_results, its test_results.json where it
+has one) or a results file: a results.json, a test_results.json, or an ``lmpt/test.py --output`` file.
+The table has the columns of tools/demo.py's (mAP, head/medium/tail mAP, CF1, OF1) with each row's
+method, CLIP and epoch. Below it, what differs between the rows among what decides whether their
+figures compare: the dataset and data root, the number of images scored, the threshold and score of
+CF1/OF1, the preprocessing, the CLIP file (sha256), the head/medium/tail bounds, the classes and their
+training frequencies. A key that some rows' files do not record (files of earlier versions) is said
+too; for a file in a run folder, dataset, data_root and the selection split are then read from the
+run's args.json. A row whose epoch was selected on the test split is marked: its test figures are
+optimistic. --strict exits with status 1 when the rows differ.
+"""
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lmpt.checkpoint import check_writable_dir, read_saved_json, save_json, save_text  # noqa: E402
+from lmpt.cli import dataset_name  # noqa: E402
+from lmpt.report import COLUMNS, markdown_table, metric_cells  # noqa: E402
+
+# what the rows must share for their figures to compare (the keys every results file records; dataset,
+# data_root, class_names and train_class_freq: not in the results.json of earlier versions)
+CHECKED = ("dataset", "data_root", "images", "thre", "score", "preprocess", "backbone_sha256", "group_bounds",
+           "class_names", "train_class_freq")
+HEADER = ("run", "method", "CLIP", "epoch")
+TEST_SELECTED = "(on test)"  # the epoch cell's mark of a row whose epoch was selected on the test split
+FORMATS = (".md", ".csv", ".json")
+
+
+def results_file(path, test_results=False):
+    """The results file an argument names: a file as it is; a run folder's results.json (with ``test_results``,
+    its test_results.json where it has one). Refuses a path that holds neither."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder; expected a run folder or a results file")
+    if path.is_file():
+        return path
+    if test_results and (path / "test_results.json").is_file():
+        return path / "test_results.json"
+    if (path / "results.json").is_file():
+        return path / "results.json"
+    tested = " (it has a test_results.json: pass --test_results, or the file)" if (
+        path / "test_results.json").is_file() else ""
+    raise FileNotFoundError(f"{path}: no results.json here{tested}; expected the folder of a finished run")
+
+
+def read_row(path, test_results=False):
+    """One row: {"run": its label, "file", "results": the file's object, "from_args": the keys read from the
+    run's args.json because the file lacks them}. A results file of an earlier version that lacks dataset or
+    data_root (or, for a trained run, selection_split) takes them from the args.json beside it, if any."""
+    file = results_file(path, test_results)
+    try:
+        results = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{file}: cannot be read as JSON ({error}); expected a results file of the scripts")
+    if not isinstance(results, dict) or "mAP" not in results:
+        raise ValueError(f"{file}: no mAP; expected a results file (results.json, test_results.json or an "
+                         f"lmpt/test.py --output file)")
+    from_args = []
+    saved = read_saved_json(file.parent / "args.json") or {}
+    for key in ("dataset", "data_root"):
+        if key not in results and isinstance(saved.get(key), str):
+            results[key] = dataset_name(saved[key]) if key == "dataset" else saved[key]
+            from_args.append(key)
+    if "selection_split" not in results and "checkpoint" in results and "val_list" in saved:
+        results["selection_split"] = "val" if saved["val_list"] else "test"  # as prepare.Training selects
+        from_args.append("selection_split")
+    run = file.parent.name if file.name == "results.json" else f"{file.parent.name}/{file.name}"
+    return {"run": run, "file": str(file), "results": results, "from_args": from_args}
+
+
+def epoch_of(results):
+    """The epoch of the checkpoint a results file evaluated (None for zero-shot, which trains nothing)."""
+    return results.get("checkpoint_epoch", results.get("selected_epoch"))
+
+
+def selected_on_test(results):
+    """Whether the epoch evaluated is the one its run selected on the test split (the published default, without
+    --val_list): then its test figures are optimistic."""
+    if results.get("selection_split") != "test":
+        return False
+    epoch, selected = results.get("checkpoint_epoch"), results.get("selected_epoch")
+    return epoch is None or selected is None or epoch == selected
+
+
+def method_cell(results):
+    method = str(results.get("method", "?"))
+    return f"{method} ({results['templates']})" if results.get("templates") else method
+
+
+def epoch_cell(results):
+    epoch = epoch_of(results)
+    cell = "-" if epoch is None else str(epoch)
+    return f"{cell} {TEST_SELECTED}" if selected_on_test(results) else cell
+
+
+def cells(row):
+    r = row["results"]
+    return [row["run"], method_cell(r), str(r.get("backbone", "?")), epoch_cell(r), *metric_cells(r)]
+
+
+def shown(key, value):
+    """A value of a checked key, short enough for a line."""
+    if key == "backbone_sha256" and isinstance(value, str):
+        return value[:12]
+    if isinstance(value, list):
+        head = ", ".join(str(v) for v in value[:3])
+        return f"[{len(value)}: {head}{', …' if len(value) > 3 else ''}]"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
+
+
+def row_numbers(numbers):
+    return ("row " if len(numbers) == 1 else "rows ") + ", ".join(str(n) for n in numbers)
+
+
+def compare(rows):
+    """What the rows' files say of ``CHECKED``: ({key: [(value, [row numbers from 1])] for the keys whose values
+    differ}, {key: [row numbers]} for the keys some rows record and others do not)."""
+    differ, unrecorded = {}, {}
+    for key in CHECKED:
+        values, missing = {}, []
+        for number, row in enumerate(rows, start=1):
+            if key in row["results"]:
+                value = row["results"][key]
+                values.setdefault(json.dumps(value, sort_keys=True), (value, []))[1].append(number)
+            else:
+                missing.append(number)
+        if len(values) > 1:
+            differ[key] = list(values.values())
+        if missing and values:
+            unrecorded[key] = missing
+    return differ, unrecorded
+
+
+def notes(rows, differ, unrecorded):
+    """The lines under the table: the comparison's verdict, what differs, what cannot be checked, the rows
+    selected on the test split and the keys read from args.json."""
+    lines = []
+    if differ:
+        lines.append(f"NOT comparable: the rows differ in {', '.join(differ)}.")
+        for key, groups in differ.items():
+            lines.append(f"- {key}: " + "; ".join(f"{shown(key, value)} ({row_numbers(numbers)})"
+                                                  for value, numbers in groups))
+    else:
+        recorded = [key for key in CHECKED if key not in unrecorded and any(key in r["results"] for r in rows)]
+        lines.append(f"Comparable: the rows have the same {', '.join(recorded)}." if recorded else
+                     "Nothing to compare: the files record none of " + ", ".join(CHECKED) + ".")
+    for key, numbers in unrecorded.items():
+        lines.append(f"- {key}: not recorded in {row_numbers(numbers)} (a file of an earlier version), not checked "
+                     f"there")
+    tested = [n for n, row in enumerate(rows, start=1) if selected_on_test(row["results"])]
+    if tested:
+        lines.append(f"{TEST_SELECTED}: the epoch of {row_numbers(tested)} was selected on the test split (no "
+                     f"--val_list); its test figures are optimistic.")
+    for number, row in enumerate(rows, start=1):
+        if row["from_args"]:
+            lines.append(f"Row {number}: {', '.join(row['from_args'])} read from the args.json of its run "
+                         f"({row['file']} does not record them).")
+    return lines
+
+
+def render_markdown(rows, differ, unrecorded):
+    table = markdown_table([*HEADER, *COLUMNS], [cells(row) for row in rows])
+    return table + "\n\n" + "\n".join(notes(rows, differ, unrecorded)) + "\n"
+
+
+def plain_row(row):
+    """A row as the CSV and JSON outputs hold it: its label and file, method, CLIP, epoch, metrics and checked keys."""
+    r = row["results"]
+    return {"run": row["run"], "file": row["file"], "method": r.get("method"), "templates": r.get("templates"),
+            "backbone": r.get("backbone"), "epoch": epoch_of(r), "selection_split": r.get("selection_split"),
+            "selected_on_test": selected_on_test(r), **{c: r.get(c) for c in COLUMNS},
+            **{key: r.get(key) for key in CHECKED}}
+
+
+def render_csv(rows):
+    out = io.StringIO()
+    flat = [plain_row(row) for row in rows]
+    writer = csv.DictWriter(out, fieldnames=list(flat[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in flat:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+    return out.getvalue()
+
+
+def as_json(rows, differ, unrecorded):
+    return {"rows": [plain_row(row) for row in rows], "comparable": not differ,
+            "differ": {key: [{"value": value, "rows": numbers} for value, numbers in groups]
+                       for key, groups in differ.items()},
+            "not_recorded": unrecorded, "notes": notes(rows, differ, unrecorded)}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", type=Path, help="run folders and results files, a row each, in this order")
+    p.add_argument("--test_results", action="store_true",
+                   help="for a run folder, its test_results.json (lmpt/test.py's) where it has one, else results.json")
+    p.add_argument("--output", type=Path, default=None,
+                   help=f"also write the comparison to this file, as its suffix says ({', '.join(FORMATS)})")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when the rows are not comparable")
+    return p
+
+
+def main(argv=None):
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.output is not None:
+        if args.output.suffix not in FORMATS:
+            p.error(f"--output {args.output}: expected a file ending in {', '.join(FORMATS)}")
+        try:
+            check_writable_dir(args.output.parent, "--output")
+        except OSError as error:
+            p.error(str(error))
+    try:
+        rows = [read_row(path, args.test_results) for path in args.paths]
+    except (OSError, ValueError) as error:
+        p.error(str(error))
+    differ, unrecorded = compare(rows)
+    text = render_markdown(rows, differ, unrecorded)
+    print(text, end="")
+    if args.output is not None:  # written atomically, as the runs' files are
+        if args.output.suffix == ".md":
+            save_text(args.output, text)
+        elif args.output.suffix == ".csv":
+            save_text(args.output, render_csv(rows))
+        else:
+            save_json(args.output, as_json(rows, differ, unrecorded))
+        print(f"[compare_runs] written to {args.output}")
+    return 1 if args.strict and differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
