@@ -22,6 +22,8 @@ import re
 
 import numpy as np
 
+from .report import metric_cell  # a metric as the printed report and the comparison tables show it
+
 HEAD_MIN = 100  # head: at least this many training images
 MEDIUM_MIN = 20  # medium: at least this many (and fewer than HEAD_MIN); tail: fewer than this many
 GROUPS = ('head', 'medium', 'tail')
@@ -216,10 +218,6 @@ def evaluate(scores, targets, train_class_freq, thre=0.5):
     return results
 
 
-def _fmt(value):
-    return 'n/a' if value is None or (isinstance(value, float) and math.isnan(value)) else f'{value:.2f}'
-
-
 def _run_line(results):
     """What an evaluation evaluated, from its results' keys where they have them: the method, the CLIP and the
     epoch of the checkpoint (and how the run selected its epoch), e.g. ``lmpt, CLIP ViT16, epoch 12 (selected on
@@ -252,12 +250,12 @@ def format_results(results, class_names, train_class_freq):
     heads = ('total', 'head', 'medium', 'tail', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
     run = _run_line(results)
     lines = [run] if run else []
-    lines += ['  '.join(f'{h:>7}' for h in heads), '  '.join(f'{_fmt(results.get(k)):>7}' for k in keys)]
+    lines += ['  '.join(f'{h:>7}' for h in heads), '  '.join(f'{metric_cell(results.get(k)):>7}' for k in keys)]
     if results.get('thre') is not None:
         score = f" ({results['score']} scores)" if results.get('score') else ''
         lines.append(f"CP, CR, CF1, OP, OR, OF1 at thre {results['thre']:g}{score}")
     for k in sorted(int(m.group(1)) for m in map(re.compile(r'top(\d+)_precision').fullmatch, results) if m):
-        lines.append(f'top-{k}: ' + '  '.join(f"{name} {_fmt(results.get(f'top{k}_{name}'))}"
+        lines.append(f'top-{k}: ' + '  '.join(f"{name} {metric_cell(results.get(f'top{k}_{name}'))}"
                                                for name in ('precision', 'recall', 'F1')))
     sizes = {g: sum(1 for v in group_of.values() if v == g) for g in GROUPS}
     lines.append('classes: ' + ', '.join(f'{g} {sizes[g]}' for g in GROUPS))
@@ -270,5 +268,5 @@ def format_results(results, class_names, train_class_freq):
     order = sorted(range(len(freq)), key=lambda i: (-freq[i], i))
     for i in order:
         lines.append(f'{class_names[i]:<{width}}  {int(freq[i]):>6}  {group_of[i]:<6}  '
-                     f'{_fmt(results["per_class_AP"][i]):>7}')
+                     f'{metric_cell(results["per_class_AP"][i]):>7}')
     return '\n'.join(lines)

@@ -251,7 +251,14 @@ class Training:
     @property
     def select_split(self):
         """The split the best epoch is selected on: val when given, else test (as published)."""
-        return self.splits.get("val", self.splits["test"])
+        return self.splits[selection_split_name("val" in self.splits)]
+
+
+def selection_split_name(val_list):
+    """The name of the split a training run selects its best epoch on: ``val`` when it has a --val_list
+    (``val_list``: its value, or whether it has one), else ``test``, as published. ``Training.select_split``
+    decides by it, and tools/compare_runs.py for a run whose results file does not record its split."""
+    return "val" if val_list else "test"
 
 
 def splits_identity(splits):

@@ -10,7 +10,8 @@ COLUMNS = ("mAP", "head_mAP", "medium_mAP", "tail_mAP", "CF1", "OF1")
 
 
 def metric_cell(value):
-    """A metric as a table shows it: two decimals, ``n/a`` for none (null in the file, or NaN)."""
+    """A metric as a table shows it: two decimals, ``n/a`` for none (null in the file, or NaN). The printed report of
+    an evaluation (``metrics.format_results``) shows its metrics so too."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.2f}"

@@ -10,7 +10,6 @@ docs/SWEEP.md is written only when --doc names it, as the command that made it d
     python tools/sweep_cse.py --doc docs/SWEEP.md   # the full sweep (3 seeds), as docs/SWEEP.md holds it
     python tools/sweep_cse.py --seeds 0 --margins 0.5 --gammas 1 --lams 0.5   # a quick look: runs/sweep/SWEEP.md
 """
-import argparse
 import contextlib
 import io
 import json
@@ -24,8 +23,10 @@ sys.path.insert(0, str(ROOT))
 
 from lmpt import train as train_script  # noqa: E402
 from lmpt.checkpoint import save_json, save_text  # noqa: E402
+from lmpt.cli import script_parser  # noqa: E402
 from lmpt.fileid import file_fingerprint  # noqa: E402
 from lmpt.pretrain import ensure_tiny_clip  # noqa: E402
+from lmpt.report import markdown_table  # noqa: E402
 from lmpt.synthetic import STAMP_NAME, ensure_benchmark  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -43,6 +44,7 @@ def shown(path):
 
 
 def run_name(method, margin=None, gamma=None, lam=None):
+    """A configuration's name, its runs' folder under --out_dir: ``coop``, or ``lmpt_m<Δ>_g<γ>_l<λ>``."""
     return method if method == "coop" else f"lmpt_m{margin}_g{gamma}_l{lam}"
 
 
@@ -109,23 +111,29 @@ def summarise(rows):
 
 
 def table(summary, order):
-    lines = ["| configuration | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
-    for name in order:
-        s = summary[name]
-        lines.append(f"| {name} | " + " | ".join(f"{s[m][0]:.2f} ± {s[m][1]:.2f}" for m in METRICS) + " |")
-    return "\n".join(lines)
+    """The markdown table of the configurations ``order`` (names in ``summary``): mean ± std of each of ``METRICS``."""
+    return markdown_table(["configuration", *METRICS],
+                          [[name, *(f"{summary[name][m][0]:.2f} ± {summary[name][m][1]:.2f}" for m in METRICS)]
+                           for name in order])
+
+
+def build_parser():
+    """The command line: the grid (seeds, Δ, γ, λ) and where the runs and the write-up go."""
+    p = script_parser(__doc__)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the seeds of every configuration")
+    p.add_argument("--margins", type=float, nargs="+", default=[0.2, 0.5, 1.0], help="the grid's --cse_margin (Δ)")
+    p.add_argument("--gammas", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="the grid's --cse_gamma (γ)")
+    p.add_argument("--lams", type=float, nargs="+", default=[0.25, 0.5, 0.75],
+                   help="the --lam tried at the grid's best Δ, γ")
+    p.add_argument("--out_dir", type=Path, default=ROOT / "runs" / "sweep",
+                   help="the runs and sweep.json (default: runs/sweep of the repository)")
+    p.add_argument("--doc", type=Path, default=None,
+                   help="the write-up (default: SWEEP.md in --out_dir; the committed one is docs/SWEEP.md)")
+    return p
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--margins", type=float, nargs="+", default=[0.2, 0.5, 1.0])
-    p.add_argument("--gammas", type=float, nargs="+", default=[0.5, 1.0, 2.0])
-    p.add_argument("--lams", type=float, nargs="+", default=[0.25, 0.5, 0.75])
-    p.add_argument("--out_dir", type=Path, default=ROOT / "runs" / "sweep", help="the runs and sweep.json")
-    p.add_argument("--doc", type=Path, default=None,
-                   help="the write-up (default: SWEEP.md in --out_dir; the committed one is docs/SWEEP.md)")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.doc is None:  # a quick look never replaces the committed docs/SWEEP.md
         args.doc = args.out_dir / "SWEEP.md"
     inputs = inputs_stamp()  # generates the benchmark and pretrains the tiny CLIP first where needed
