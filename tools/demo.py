@@ -2,16 +2,16 @@
 
 Generates the benchmark and pretrains the tiny CLIP when they are not cached, then
 runs zero-shot CLIP, the linear probe, CoOp and LMPT through the same scripts users
-run (as subprocesses), and writes ``runs/demo/summary.md``, ``summary.json`` and
-``per_class_ap.png`` (per-class AP against training frequency, methods overlaid).
-``--methods`` also offers full fine-tuning (finetune_clip/fc.py --from_scratch), not run by default.
+run (as subprocesses), and writes runs/demo/summary.md, summary.json and
+per_class_ap.png (per-class AP against training frequency, methods overlaid).
+--methods also offers full fine-tuning (finetune_clip/fc.py --from_scratch), not run by default.
 
 Other flags are passed on to the scripts whose parser has them, and only to those
-(``--epochs 5`` goes to fc.py and train.py, not to zero_shot_clip/test.py); a flag that none of
-the methods' scripts has, or one the demo sets itself (its dataset, validation list, run folders,
-CLIP, seed and methods), is refused.
+(--epochs 5 goes to fc.py and train.py, not to zero_shot_clip/test.py); a flag that none of
+the methods' scripts has (an abbreviation too), or one the demo sets itself (its dataset and
+data, validation list, where each script writes, the CLIP and its folder, seed and methods), is
+refused.
 """
-import argparse
 import importlib
 import json
 import subprocess
@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmpt.checkpoint import save_json, save_text  # noqa: E402
+from lmpt.cli import int_in, script_parser  # noqa: E402
 from lmpt.metrics import HEAD_MIN, MEDIUM_MIN, class_groups  # noqa: E402
 from lmpt.report import COLUMNS, markdown_table, metric_cells  # noqa: E402
 from lmpt.pretrain import FAST_CHECKPOINT_NAME, FAST_SETTINGS, ensure_tiny_clip  # noqa: E402
@@ -48,22 +49,27 @@ METHODS = {
     "LMPT": ["lmpt/train.py", "--training_method", "lmpt", "--pretrain_clip", BACKBONE, *PROMPT_ARGS],
 }
 DEFAULT_METHODS = ("zero-shot CLIP", "linear probe", "CoOp", "LMPT")  # the table of README and docs/demo/
-# flags the demo writes for every method itself (and the --from_scratch/--training_method that make a method what it
-# is): passed on, they would contradict its table, its validation list or the dataset it plots
-DEMO_FLAGS = ("--dataset", "--data_root", "--val_list", "--output_dir", "--overwrite", "--resume", "--seed",
-              "--pretrain_clip", "--pretrain_clip_path", "--from_scratch", "--training_method")
+# What the demo sets for every method itself, by destination in the scripts' parsers (so every spelling of a flag):
+# the dataset and its data, the validation list, where each script writes (the run folder whose results.json the
+# demo reads back; zero-shot's --output would send its results elsewhere), the CLIP and the folder it is read from
+# (the demo prepared the tiny CLIP there), the seed, and the --from_scratch/--training_method that make a method
+# what it is. Passed on, they would contradict its table, its validation list or the dataset it plots.
+DEMO_SETS = ("dataset", "data_root", "val_list", "output_dir", "output", "overwrite", "resume", "seed",
+             "pretrain_clip", "pretrain_clip_path", "pretrained_dir", "from_scratch", "training_method")
 
 
 def script_flags(script):
-    """The option strings of a script's parser (``build_parser`` of its module: ``lmpt/train.py`` is ``lmpt.train``)."""
+    """{option string: its destination} of a script's parser (``build_parser`` of its module: ``lmpt/train.py`` is
+    ``lmpt.train``)."""
     parser = importlib.import_module(script.removesuffix(".py").replace("/", ".")).build_parser()
-    return {option for action in parser._actions for option in action.option_strings}
+    return {option: action.dest for action in parser._actions for option in action.option_strings}
 
 
 def forwarded_flags(extra, scripts, error):
     """{script: the arguments of ``extra`` (demo.py's unknown ones) whose flag its parser has}, for ``scripts``;
-    ``error(message)`` for a value without a flag, a flag the demo sets itself (``DEMO_FLAGS``) and a flag that none
-    of the scripts has (an abbreviation too: each script would read it otherwise)."""
+    ``error(message)`` for a value without a flag, a flag the demo sets itself (one whose destination is in
+    ``DEMO_SETS`` in the parser of any method's script, chosen or not) and a flag that none of the scripts has (an
+    abbreviation too, which the scripts would refuse only once the demo had run the methods before them)."""
     groups = []  # [(flag, [the flag and its values])]
     for token in extra:
         if token.startswith("-") and not token[1:2].isdigit() and not token[1:2] == ".":  # -1, -.5: values
@@ -72,12 +78,14 @@ def forwarded_flags(extra, scripts, error):
             groups[-1][1].append(token)
         else:
             error(f"argument {token!r}: a value without a flag")
-    flags = {script: script_flags(script) for script in scripts}
+    every = dict.fromkeys([*scripts, *(argv[0] for argv in METHODS.values())])  # the methods' scripts, chosen or not
+    flags = {script: script_flags(script) for script in every}
     forwarded = {script: [] for script in scripts}
     for flag, tokens in groups:
-        if flag in DEMO_FLAGS:
-            error(f"{flag}: set by the demo itself for every method (its dataset, validation list, run folders, CLIP, "
-                  f"seed and methods); run the scripts themselves for other values")
+        if any(options.get(flag) in DEMO_SETS for options in flags.values()):
+            error(f"{flag}: set by the demo itself for every method (its dataset and data, validation list, where "
+                  f"each script writes, the CLIP and its folder, seed and methods); run the scripts themselves for "
+                  f"other values")
         takers = [script for script in scripts if flag in flags[script]]
         if not takers:
             error(f"{flag}: none of the methods' scripts ({', '.join(scripts)}) has this flag")
@@ -91,6 +99,8 @@ def forwarded_flags(extra, scripts, error):
 
 
 def run_method(name, argv, out_dir, seed, extra, backbone=BACKBONE):
+    """Run the method ``name`` (its script and flags ``argv``, the forwarded ``extra``) into its folder under
+    ``out_dir``; returns the results.json it wrote there, with the seconds it took."""
     run_dir = out_dir / name.replace(" ", "_").lower()
     argv = [backbone if a == BACKBONE else a for a in argv]
     cmd = [sys.executable, argv[0], "--dataset", DATASET, "--seed", str(seed), "--output_dir", str(run_dir),
@@ -146,11 +156,13 @@ def plot(rows, class_names, train_freq, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out_dir", type=Path, default=None, help="default: runs/demo (runs/demo_fast with --fast)")
+    p = script_parser(__doc__)
+    p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="every method's --seed")
+    p.add_argument("--out_dir", type=Path, default=None,
+                   help="folder of the methods' run folders and the summary (default: runs/demo of the repository, "
+                        "runs/demo_fast with --fast)")
     p.add_argument("--methods", nargs="*", default=list(DEFAULT_METHODS), choices=list(METHODS),
-                   help=f"default: {', '.join(DEFAULT_METHODS)}")
+                   help=f"the methods to run, in this order (default: {', '.join(DEFAULT_METHODS)})")
     p.add_argument("--fast", action="store_true",
                    help=f"the tests' reduced tiny CLIP (FAST_SETTINGS, cached as pretrained/{FAST_CHECKPOINT_NAME})")
     args, extra = p.parse_known_args(argv)
