@@ -5,28 +5,30 @@
     python tools/compare_runs.py runs/*_seed0 --test_results --output runs/table.md   # or .csv, .json
 
 Each argument is a run folder (its results.json; with --test_results, its test_results.json where it
-has one) or a results file: a results.json, a test_results.json, or an ``lmpt/test.py --output`` file.
+has one) or a results file: a results.json, a test_results.json, or a file of lmpt/test.py --output.
 The table has the columns of tools/demo.py's (mAP, head/medium/tail mAP, CF1, OF1) with each row's
 method, CLIP and epoch. Below it, what differs between the rows among what decides whether their
 figures compare: the dataset and data root, the number of images scored, the threshold and score of
 CF1/OF1, the preprocessing, the CLIP file (sha256), the head/medium/tail bounds, the classes and their
 training frequencies. A key that some rows' files do not record (files of earlier versions) is said
 too; for a file in a run folder, dataset, data_root and the selection split are then read from the
-run's args.json. A row whose epoch was selected on the test split is marked: its test figures are
-optimistic. --strict exits with status 1 when the rows differ.
+run's args.json; a key that no row records is said in one line. A row whose epoch was selected on the
+test split is marked: its test figures are optimistic. --output also writes the comparison (never over
+a run's own files, nor over one of the files compared); --strict exits with status 1 when the rows differ.
 """
-import argparse
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lmpt.checkpoint import check_writable_dir, read_saved_json, save_json, save_text  # noqa: E402
-from lmpt.cli import dataset_name  # noqa: E402
+from lmpt.checkpoint import check_results_file, check_writable_dir, read_saved_json, save_json, save_text  # noqa: E402
+from lmpt.cli import absolute, dataset_name, script_parser  # noqa: E402
+from lmpt.prepare import selection_split_name  # noqa: E402
 from lmpt.report import COLUMNS, markdown_table, metric_cells  # noqa: E402
 
 # what the rows must share for their figures to compare (the keys every results file records; dataset,
@@ -56,9 +58,10 @@ def results_file(path, test_results=False):
 
 
 def read_row(path, test_results=False):
-    """One row: {"run": its label, "file", "results": the file's object, "from_args": the keys read from the
-    run's args.json because the file lacks them}. A results file of an earlier version that lacks dataset or
-    data_root (or, for a trained run, selection_split) takes them from the args.json beside it, if any."""
+    """One row: {"run": its label (the name of the file's folder, and the file's own name unless it is a
+    results.json), "file", "results": the file's object, "from_args": the keys read from the run's args.json
+    because the file lacks them}. A results file of an earlier version that lacks dataset or data_root (or, for a
+    trained run, selection_split) takes them from the args.json beside it, if any."""
     file = results_file(path, test_results)
     try:
         results = json.loads(file.read_text(encoding="utf-8"))
@@ -74,9 +77,10 @@ def read_row(path, test_results=False):
             results[key] = dataset_name(saved[key]) if key == "dataset" else saved[key]
             from_args.append(key)
     if "selection_split" not in results and "checkpoint" in results and "val_list" in saved:
-        results["selection_split"] = "val" if saved["val_list"] else "test"  # as prepare.Training selects
+        results["selection_split"] = selection_split_name(saved["val_list"])
         from_args.append("selection_split")
-    run = file.parent.name if file.name == "results.json" else f"{file.parent.name}/{file.name}"
+    folder = absolute(file).parent.name  # absolute: a file given as results.json or ./results.json too
+    run = folder if file.name == "results.json" else f"{folder}/{file.name}"
     return {"run": run, "file": str(file), "results": results, "from_args": from_args}
 
 
@@ -85,27 +89,40 @@ def epoch_of(results):
     return results.get("checkpoint_epoch", results.get("selected_epoch"))
 
 
+def selection_unknown(results):
+    """Whether the file names a run that selected on the test split but not the epoch it selected (a
+    test_results.json of an earlier version) and evaluated another checkpoint than best.pt (last.pt, say), whose
+    epoch may or may not be the selected one."""
+    return (results.get("selection_split") == "test" and results.get("selected_epoch") is None
+            and Path(str(results.get("checkpoint", ""))).name != "best.pt")
+
+
 def selected_on_test(results):
-    """Whether the epoch evaluated is the one its run selected on the test split (the published default, without
-    --val_list): then its test figures are optimistic."""
-    if results.get("selection_split") != "test":
+    """Whether the epoch evaluated is known to be the one its run selected on the test split (the published default,
+    without --val_list): then its test figures are optimistic. Where the file does not record the selected epoch,
+    only a best.pt's is known to be it (``selection_unknown``)."""
+    if results.get("selection_split") != "test" or selection_unknown(results):
         return False
     epoch, selected = results.get("checkpoint_epoch"), results.get("selected_epoch")
     return epoch is None or selected is None or epoch == selected
 
 
 def method_cell(results):
+    """The method column: the method, with zero-shot's templates (``zero-shot (single)``); ``?`` if not recorded."""
     method = str(results.get("method", "?"))
     return f"{method} ({results['templates']})" if results.get("templates") else method
 
 
 def epoch_cell(results):
+    """The epoch column: the checkpoint's epoch (``-`` for zero-shot), marked ``TEST_SELECTED`` where the run
+    selected it on the test split."""
     epoch = epoch_of(results)
     cell = "-" if epoch is None else str(epoch)
     return f"{cell} {TEST_SELECTED}" if selected_on_test(results) else cell
 
 
 def cells(row):
+    """A row of the markdown table, as text: run, method, CLIP, epoch and the metrics of ``COLUMNS``."""
     r = row["results"]
     return [row["run"], method_cell(r), str(r.get("backbone", "?")), epoch_cell(r), *metric_cells(r)]
 
@@ -123,6 +140,7 @@ def shown(key, value):
 
 
 def row_numbers(numbers):
+    """``row 2`` or ``rows 1, 3``: rows named by their numbers (from 1)."""
     return ("row " if len(numbers) == 1 else "rows ") + ", ".join(str(n) for n in numbers)
 
 
@@ -145,9 +163,15 @@ def compare(rows):
     return differ, unrecorded
 
 
+def recorded_nowhere(rows):
+    """The keys of ``CHECKED`` that no row's file records (all files of earlier versions): not checked at all."""
+    return [key for key in CHECKED if not any(key in row["results"] for row in rows)]
+
+
 def notes(rows, differ, unrecorded):
-    """The lines under the table: the comparison's verdict, what differs, what cannot be checked, the rows
-    selected on the test split and the keys read from args.json."""
+    """The lines under the table: the comparison's verdict, what differs, what cannot be checked (a key some rows
+    do not record, or none), the rows selected on the test split (and those whose selection is not recorded) and
+    the keys read from args.json."""
     lines = []
     if differ:
         lines.append(f"NOT comparable: the rows differ in {', '.join(differ)}.")
@@ -161,10 +185,18 @@ def notes(rows, differ, unrecorded):
     for key, numbers in unrecorded.items():
         lines.append(f"- {key}: not recorded in {row_numbers(numbers)} (a file of an earlier version), not checked "
                      f"there")
+    nowhere = recorded_nowhere(rows)
+    if nowhere and len(nowhere) < len(CHECKED):  # all of them: said by the verdict
+        lines.append(f"- not recorded in any row (files of earlier versions), not checked: {', '.join(nowhere)}")
     tested = [n for n, row in enumerate(rows, start=1) if selected_on_test(row["results"])]
     if tested:
         lines.append(f"{TEST_SELECTED}: the epoch of {row_numbers(tested)} was selected on the test split (no "
                      f"--val_list); its test figures are optimistic.")
+    unknown = [n for n, row in enumerate(rows, start=1) if selection_unknown(row["results"])]
+    if unknown:
+        lines.append(f"Not marked {TEST_SELECTED}: {row_numbers(unknown)} evaluated a checkpoint of a run that "
+                     f"selected on the test split, but {'its file does' if len(unknown) == 1 else 'their files do'} "
+                     f"not record which epoch the run selected (a file of an earlier version).")
     for number, row in enumerate(rows, start=1):
         if row["from_args"]:
             lines.append(f"Row {number}: {', '.join(row['from_args'])} read from the args.json of its run "
@@ -173,6 +205,7 @@ def notes(rows, differ, unrecorded):
 
 
 def render_markdown(rows, differ, unrecorded):
+    """What is printed (and written to a .md): the table, then the ``notes``."""
     table = markdown_table([*HEADER, *COLUMNS], [cells(row) for row in rows])
     return table + "\n\n" + "\n".join(notes(rows, differ, unrecorded)) + "\n"
 
@@ -187,6 +220,7 @@ def plain_row(row):
 
 
 def render_csv(rows):
+    """The rows as CSV (``plain_row``, full precision; a list or object as JSON text), without the notes."""
     out = io.StringIO()
     flat = [plain_row(row) for row in rows]
     writer = csv.DictWriter(out, fieldnames=list(flat[0]), lineterminator="\n")
@@ -197,14 +231,30 @@ def render_csv(rows):
 
 
 def as_json(rows, differ, unrecorded):
+    """The comparison as a .json holds it: the rows (``plain_row``), whether they compare, what differs (values and
+    their rows), the keys some rows do not record (with those rows) and those none does, and the notes."""
     return {"rows": [plain_row(row) for row in rows], "comparable": not differ,
             "differ": {key: [{"value": value, "rows": numbers} for value, numbers in groups]
                        for key, groups in differ.items()},
-            "not_recorded": unrecorded, "notes": notes(rows, differ, unrecorded)}
+            "not_recorded": unrecorded, "not_recorded_in_any_row": recorded_nowhere(rows),
+            "notes": notes(rows, differ, unrecorded)}
+
+
+def check_output(path):
+    """Before any work: ``--output`` ending in one of ``FORMATS``, not a folder, in a folder that can be written; a
+    .json not a run's own file (results.json, test_results.json, args.json: refused as lmpt/test.py's --output is)."""
+    if path.suffix not in FORMATS:
+        raise ValueError(f"--output {path}: expected a file ending in {', '.join(FORMATS)}")
+    if path.suffix == ".json":
+        return check_results_file(path, own=None, hint="such as table.json")
+    if path.is_dir():
+        raise IsADirectoryError(f"--output {path}: a folder; expected the path of a {path.suffix} file")
+    return check_writable_dir(path.parent, "--output")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The command line: the runs (folders or files), --test_results, --output, --strict."""
+    p = script_parser(__doc__)
     p.add_argument("paths", nargs="+", type=Path, help="run folders and results files, a row each, in this order")
     p.add_argument("--test_results", action="store_true",
                    help="for a run folder, its test_results.json (lmpt/test.py's) where it has one, else results.json")
@@ -215,19 +265,21 @@ def build_parser():
 
 
 def main(argv=None):
+    """Print the comparison of the runs of ``argv``, and write it to --output; returns the exit status (1: the rows
+    differ and --strict is given). A path or --output that cannot be used exits with status 2, naming it."""
     p = build_parser()
     args = p.parse_args(argv)
-    if args.output is not None:
-        if args.output.suffix not in FORMATS:
-            p.error(f"--output {args.output}: expected a file ending in {', '.join(FORMATS)}")
-        try:
-            check_writable_dir(args.output.parent, "--output")
-        except OSError as error:
-            p.error(str(error))
     try:
+        if args.output is not None:
+            check_output(args.output)
         rows = [read_row(path, args.test_results) for path in args.paths]
     except (OSError, ValueError) as error:
         p.error(str(error))
+    if args.output is not None and args.output.exists():
+        compared = [n for n, row in enumerate(rows, start=1) if os.path.samefile(args.output, row["file"])]
+        if compared:
+            p.error(f"--output {args.output}: the file of {row_numbers(compared)}, one of the files compared; "
+                    f"expected another file")
     differ, unrecorded = compare(rows)
     text = render_markdown(rows, differ, unrecorded)
     print(text, end="")
