@@ -7,6 +7,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
@@ -31,8 +32,14 @@ def backbone_help():
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """The scripts' ``--help``: the description as written, and each flag's default after its help, where the
     help does not say it already and the default is a value (not None, a switch's True or False, or a path of
-    this machine's: those flags say their default in words). The defaults that decide whether two runs are comparable
-    (backbone, --thre, --lr, --epochs, --batch_size) differ between the scripts."""
+    this machine's: those flags say their default in words). Some defaults that decide whether two runs are
+    comparable differ between the scripts (the backbone, --lr); --help shows them. A help line is wrapped at
+    spaces only, so a folder pattern such as ``runs/<dataset>_zero-shot_<backbone>_seed<seed>`` stays whole."""
+
+    def _split_lines(self, text, width):
+        """argparse's wrapping of a flag's help, without breaking at a hyphen or inside a word."""
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False,
+                             break_long_words=False)
 
     def _get_help_string(self, action):
         text = action.help  # argparse asks only for the flags that have help: every script flag has some

@@ -29,11 +29,14 @@ SCRIPT_DIR = Path(__file__).resolve().parent
 
 def build_parser():
     p = script_parser(__doc__)
-    p.add_argument("--checkpoint", type=Path, default=None, help="a run folder (uses best.pt) or a .pt file")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="a run folder (uses best.pt) or a .pt file (default: the run folder lmpt/train.py, or "
+                        "finetune_clip/fc.py, writes for the same --dataset, --training_method, --pretrain_clip and "
+                        "--seed)")
     p.add_argument("--dataset", default=None, help=DATASET_HELP + "; default: the checkpoint's")
     p.add_argument("--output", type=Path, default=None, help="results file (default: <run>/test_results.json)")
     p.add_argument("--topk", type=int_in(1), default=5,
-                   help="k of the top-k precision/recall/F1, as zero_shot_clip/test.py reports them (default: 5)")
+                   help="k of the top-k precision/recall/F1, as zero_shot_clip/test.py reports them")
     # The published test command's flags: accepted (with train.py's types and choices), and checked against the
     # checkpoint; the prompt flags default to None, which is the checkpoint's value.
     p.add_argument("--pretrain_clip", "--pretrain_clip_path", dest="pretrain_clip", default="ViT16",
@@ -47,7 +50,7 @@ def build_parser():
     p.add_argument("--ctx_init", default=None, help=checked)
     p.add_argument("--n_ctx", type=int_in(1), default=None, help=checked)
     p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=None, help=checked)
-    p.add_argument("--no-csc", dest="csc", action="store_false")
+    p.add_argument("--no-csc", dest="csc", action="store_false", help="--csc false: " + checked)
     add_common_args(p, seed_help="the training run's seed, which names its default folder only (the evaluation "
                                  "draws nothing at random)")
     p.set_defaults(thre=None, score=None, preprocess=None, data_root=None)

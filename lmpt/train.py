@@ -39,7 +39,7 @@ def build_parser():
                    help="token offset between caption and prompt in the embedding loss")
     p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=True,
                    help="class-specific contexts (default on; --csc false or --no-csc for one shared context)")
-    p.add_argument("--no-csc", dest="csc", action="store_false")
+    p.add_argument("--no-csc", dest="csc", action="store_false", help="one context shared by all classes: --csc false")
     p.add_argument("--training_method", choices=TRAINING_METHODS, default="lmpt",
                    help="lmpt: with the embedding loss on the captions; coop: the classification loss alone")
     p.add_argument("--lr", type=positive_float, default=5e-4, help="learning rate")

@@ -1,5 +1,6 @@
 """The flags that decide whether rows of a comparison table are comparable: every script's --help shows their
-defaults (the backbone, --thre, --lr, --epochs, --batch_size differ between the scripts); the backbone flag takes
+defaults (the backbone and --lr differ between the scripts; --thre, --epochs, --batch_size are the same in every
+script that has them, as the cases below check); the backbone flag takes
 both spellings in every script, and no flag is read by its abbreviation (the published ``--from scratch`` and a
 prefix such as ``--pretrain_cl`` are refused, not taken as another flag); --seed says where it seeds nothing."""
 import re

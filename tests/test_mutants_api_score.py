@@ -15,6 +15,7 @@ from lmpt.api import load_run, score_images
 from lmpt.data import build_transform, load_dataset
 from lmpt.metrics import evaluate, log_threshold
 
+
 def as_saved(value):
     """A metric as results files hold it (NaN, a group without classes, is null)."""
     return None if isinstance(value, float) and math.isnan(value) else value

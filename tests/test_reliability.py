@@ -469,10 +469,15 @@ def test_a_resume_keeps_the_db_loss_of_its_run_when_the_defaults_change(tmp_path
     assert torch.load(out / "last.pt", weights_only=False)["config"]["db_params"] == {"gamma": 0.3, "neg_scale": 5.0}
 
     monkeypatch.setitem(losses.DB_DEFAULTS, "voc-lt", dict(gamma=1.5, neg_scale=1.0))
+    # args.json records the μ and λ used (fc.py's --gamma/--neg_scale), which a resume would restore before the
+    # defaults are consulted; without them, as a run of fc.py before it had the flags, the new defaults are what
+    # the flags give, and the run's last.pt must still win
+    saved = json.loads((out / "args.json").read_text())
+    del saved["gamma"], saved["neg_scale"]
+    (out / "args.json").write_text(json.dumps(saved))
     fc_script.main(["--resume", str(out), "--epochs", "2", "--num_workers", "0"])
-    # args.json records the μ and λ used (fc.py's --gamma/--neg_scale), so the new defaults are not even consulted
-    # (tests/test_finetune_db_flags.py resumes a run whose args.json lacks them)
-    assert "[finetune] dbl: μ = 0.3, λ = 5 (the run's own, from its last.pt)\n" in capsys.readouterr().out
+    assert ("[finetune] dbl: μ = 0.3, λ = 5 (the run's own, from its last.pt; voc-lt's defaults would now give "
+            "μ = 1.5, λ = 1)") in capsys.readouterr().out
     rows = lambda d: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa: E731
                       for line in (d / "metrics.jsonl").read_text().splitlines()]
     assert rows(out) == rows(full)
