@@ -1,4 +1,5 @@
-"""Tables of results files: the columns ``tools/demo.py`` and ``tools/compare_runs.py`` print, and a markdown table.
+"""Tables of results files: the columns ``tools/demo.py`` and ``tools/compare_runs.py`` print, a metric's cell (also
+in ``metrics.format_results``' printed report) and the markdown table of those tools and ``tools/sweep_cse.py``.
 
 No I/O: rows are the JSON objects of ``results.json`` / ``test_results.json`` (metrics in percent; a metric
 saved as null, such as the mAP of a group without classes, is shown as ``n/a``).
