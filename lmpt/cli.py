@@ -143,7 +143,9 @@ def add_common_args(parser, seed_help=SEED_HELP):
     """Flags every script takes: data, device, loader, scoring and caching (``seed_help``: what --seed does in
     a script that draws nothing at random)."""
     parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help=seed_help)
-    parser.add_argument("--batch_size", type=int_in(1), default=64, help="images per batch")
+    parser.add_argument("--batch_size", type=int_in(1), default=64,
+                        help="images per training batch (frozen-encoder features are encoded in batches of at least "
+                             "64, whatever this says)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--data_root", type=Path, default=DEFAULT_DATA_ROOT,
                         help=f"folder holding {dataset_folders()} (default: data/ of the repository)")
@@ -315,7 +317,7 @@ def add_run_args(parser, run_dir_pattern):
     parser.add_argument("--output_dir", type=Path, default=None,
                         help=f"run folder (default: runs/{run_dir_pattern})")
     parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                        help="continue the interrupted run in RUN_DIR")
+                        help="continue the run in RUN_DIR where it stopped (with more --epochs: extend a finished run)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --output_dir")
     return parser
 

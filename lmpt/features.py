@@ -12,8 +12,8 @@ store the unflipped view alone, ``[N, 1, E]``, for half the encoder's work.
 Cache files live in ``<cache_dir>/<key>.pt``; the key hashes everything that
 shapes the features, so a changed checkpoint, image, list, preprocessing or
 library version (torch, torchvision, Pillow) misses the cache instead of
-reading stale features. Images are known by size and modification time, as
-``make`` knows them; the checkpoint by its sha256 (remembered for its size,
+reading stale features. Images are known by size, modification and change
+times (more than ``make`` looks at); the checkpoint by its sha256 (remembered for its size,
 modification and change times, inode and device). A truncated or corrupt
 cache file is detected (checksum) and rebuilt. A file's modification time is when a run last wrote or
 read it; ``tools/feature_cache.py`` lists the files and removes those unused for some days

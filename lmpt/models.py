@@ -5,7 +5,8 @@ A prompt for class c is built in token-embedding space (SPEC §5)::
 
     [SOS] ctx_1 … ctx_M <class name tokens> . [EOS] pad …      (77 tokens)
 
-Only the context vectors are parameters; everything else is a frozen buffer.
+Only the context vectors are trained; the CLIP encoders are frozen parameters (``requires_grad=False``) and
+the prompts' token embeddings and ``logit_scale`` are buffers.
 """
 import torch
 import torch.nn as nn

@@ -835,7 +835,8 @@ def format_eval_run(run):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     for key in ("epochs", "a_epochs", "n_train", "n_test", "eval_images", "batch_size", "num_workers"):
         p.add_argument(f"--{key}", type=int, default=None, help="override the preset's value")

@@ -321,7 +321,7 @@ def text_overlaps(fig):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--out", default=str(DEFAULT_OUT),
                         help="output PNG (default: framework.png at the repository root)")
     parser.add_argument("--check", action="store_true",

@@ -9,7 +9,6 @@ A cache file's last use is when a run last wrote or read it. A removed file cost
 that needs it encodes its images again. Temporary files of writes killed a day ago or more are removed too.
 Only the cache's own files (``<32 hex digits>.pt``) are listed or removed.
 """
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmpt.cache_files import cache_files, remove_files, stale_temp_files, unused_for  # noqa: E402
+from lmpt.cli import script_parser  # noqa: E402
 from lmpt.features import DEFAULT_CACHE_DIR  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def _describe(about):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--cache_dir", type=Path, default=DEFAULT_CACHE_DIR,
                    help="the cache folder (default: $LMPT_CACHE_DIR, else the repository's .cache/features)")
     p.add_argument("--unused_days", type=float, default=None, metavar="DAYS",

@@ -19,7 +19,8 @@ from lmpt.synthetic import benchmark_is_complete, ensure_benchmark, generate_ben
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--data_root", type=Path, default=ROOT / "data", help="the benchmark goes to <data_root>/synth")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n_train", type=int, default=None, help="training images (default 1200)")

@@ -8,7 +8,6 @@ Prints zero-shot mAP (softmax over classes, 'a photo of a {name}.'), chance (the
 positive rate of the test split) and, with --probe, a BCE logistic probe on frozen features (a quick
 check, not finetune_clip/fc.py's linear probe).
 """
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -18,12 +17,13 @@ sys.path.insert(0, str(ROOT))
 
 from clip.clip import pretrained_dir  # noqa: E402
 from lmpt.backbones import TINY_CHECKPOINT  # noqa: E402
+from lmpt.cli import script_parser  # noqa: E402
 from lmpt.pretrain import (DEFAULT_SETTINGS, FAST_CHECKPOINT_NAME, FAST_SETTINGS,  # noqa: E402
                            bce_probe_map, pretrain_tiny_clip, zero_shot_map)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--out", type=Path, default=None,
                    help=f"checkpoint to write (default: {TINY_CHECKPOINT}, with --fast {FAST_CHECKPOINT_NAME}, in "
                         f"$LMPT_PRETRAINED_DIR, else pretrained/)")

@@ -5,7 +5,7 @@ CoOp (no caption loss) as the reference, each over several seeds. Epochs and the
 defaults are selected on the benchmark's validation split (synth_lt_val.txt), never on
 the test split; test metrics are reported as mean ± std over seeds.
 Writes sweep.json and SWEEP.md (the tables) in --out_dir (runs/sweep/); the committed
-docs/SWEEP.md is written only when --doc names it, as the command that made it does.
+docs/SWEEP.md is written only when --doc names it (it was printed when that file was the default).
 
     python tools/sweep_cse.py --doc docs/SWEEP.md   # the full sweep (3 seeds), as docs/SWEEP.md holds it
     python tools/sweep_cse.py --seeds 0 --margins 0.5 --gammas 1 --lams 0.5   # a quick look: runs/sweep/SWEEP.md
