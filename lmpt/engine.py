@@ -187,8 +187,16 @@ def run_results(results, config, best, selection_split, checkpoint_path, checkpo
     names the run (its method and CLIP, from ``config``), how the epoch was selected (``best``, as ``fit``
     returns it, on ``selection_split``) and the checkpoint evaluated (epochs counted from 1)."""
     return {**results, **{key: config[key] for key in (*RUN_IDENTITY, "preprocess") if key in config},
-            "selected_epoch": best["epoch"] + 1, "selection_split": selection_split, "selection_mAP": best["mAP"],
-            "checkpoint": str(checkpoint_path), "checkpoint_epoch": checkpoint_epoch}
+            **selection_record(best, selection_split), "checkpoint": str(checkpoint_path),
+            "checkpoint_epoch": checkpoint_epoch}
+
+
+def selection_record(best, selection_split):
+    """How a run selected its best epoch, as its results record it: ``selected_epoch`` (counted from 1; ``best``
+    as ``fit`` returns it or a checkpoint holds it), ``selection_split`` (left out when None: not in the
+    configurations of older runs) and ``selection_mAP``."""
+    split = {"selection_split": selection_split} if selection_split is not None else {}
+    return {"selected_epoch": best["epoch"] + 1, **split, "selection_mAP": best.get("mAP")}
 
 
 def resume_state(run_dir, model, optimizer, scheduler, epochs):

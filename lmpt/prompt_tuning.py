@@ -20,7 +20,7 @@ from .cli import absolute
 from .data import DEFAULT_DATA_ROOT
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (RUN_IDENTITY, build_optimizer, build_scheduler, check_finite, fit, load_trainable_state,
-                     run_results, sigterm_as_interrupt)
+                     run_results, selection_record, sigterm_as_interrupt)
 from .losses import build_classification_loss, build_cse_loss
 from .metrics import evaluate_logits, format_results
 from .models import CustomCLIP, check_prompt_length, context_words, prompt_texts
@@ -254,10 +254,9 @@ def checkpoint_selection(state):
     ``selected_epoch`` (counted from 1; a last.pt's best so far, which may not be the epoch evaluated),
     ``selection_split`` (from its configuration; not in those of older runs) and ``selection_mAP``."""
     best, split = state.get("best"), state["config"].get("selection_split")
-    selection = {"selection_split": split} if split is not None else {}
     if isinstance(best, dict) and isinstance(best.get("epoch"), int):
-        selection = {"selected_epoch": best["epoch"] + 1, **selection, "selection_mAP": best.get("mAP")}
-    return selection
+        return selection_record(best, split)
+    return {"selection_split": split} if split is not None else {}
 
 
 def evaluate_checkpoint_prompts(args, state, checkpoint_path, dataset, splits, clip_file, device, topk=None):
