@@ -145,6 +145,16 @@ def class_groups(train_class_freq, head_min=HEAD_MIN, medium_min=MEDIUM_MIN):
             'tail': np.flatnonzero(freq < medium_min)}
 
 
+def classes_by_frequency(train_class_freq, head_min=HEAD_MIN, medium_min=MEDIUM_MIN):
+    """The classes as per-class tables list them: [(class index, group)], most training images first (ties by
+    index). Used by ``format_results`` and ``tools/compare_runs.py --per_class``."""
+    freq = _to_numpy(train_class_freq)
+    group_of = {}
+    for name, idx in class_groups(freq, head_min, medium_min).items():
+        group_of.update({int(i): name for i in idx})
+    return [(i, group_of[i]) for i in sorted(range(len(freq)), key=lambda i: (-freq[i], i))]
+
+
 def class_group(count):
     """The group of a class with ``count`` training images: 'head', 'medium' or 'tail'."""
     return next(name for name, idx in class_groups([count]).items() if len(idx))
@@ -243,9 +253,7 @@ def format_results(results, class_names, train_class_freq):
     if len(class_names) != len(freq) or len(results['per_class_AP']) != len(freq):
         raise ValueError(f"format_results: {len(class_names)} class names, {len(freq)} frequencies and "
                          f"{len(results['per_class_AP'])} per-class APs; expected the same number")
-    group_of = {}
-    for name, idx in class_groups(freq).items():
-        group_of.update({int(i): name for i in idx})
+    classes = classes_by_frequency(freq)  # [(index, group)], most training images first
     keys = ('mAP', 'head_mAP', 'medium_mAP', 'tail_mAP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
     heads = ('total', 'head', 'medium', 'tail', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
     run = _run_line(results)
@@ -257,7 +265,7 @@ def format_results(results, class_names, train_class_freq):
     for k in sorted(int(m.group(1)) for m in map(re.compile(r'top(\d+)_precision').fullmatch, results) if m):
         lines.append(f'top-{k}: ' + '  '.join(f"{name} {metric_cell(results.get(f'top{k}_{name}'))}"
                                                for name in ('precision', 'recall', 'F1')))
-    sizes = {g: sum(1 for v in group_of.values() if v == g) for g in GROUPS}
+    sizes = {g: sum(1 for _, group in classes if group == g) for g in GROUPS}
     lines.append('classes: ' + ', '.join(f'{g} {sizes[g]}' for g in GROUPS))
     missing = results.get('classes_without_positives') or []
     if missing:
@@ -265,8 +273,7 @@ def format_results(results, class_names, train_class_freq):
                      + ', '.join(class_names[i] for i in missing))
     width = max([len('class')] + [len(str(c)) for c in class_names])
     lines += ['', f"{'class':<{width}}  {'train':>6}  {'group':<6}  {'AP':>7}"]
-    order = sorted(range(len(freq)), key=lambda i: (-freq[i], i))
-    for i in order:
-        lines.append(f'{class_names[i]:<{width}}  {int(freq[i]):>6}  {group_of[i]:<6}  '
+    for i, group in classes:
+        lines.append(f'{class_names[i]:<{width}}  {int(freq[i]):>6}  {group:<6}  '
                      f'{metric_cell(results["per_class_AP"][i]):>7}')
     return '\n'.join(lines)

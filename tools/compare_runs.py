@@ -15,6 +15,8 @@ too; for a file in a run folder, dataset, data_root and the selection split are 
 run's args.json; a key that no row records is said in one line. A row whose epoch was selected on the
 test split is marked: its test figures are optimistic. --output also writes the comparison (never over
 a run's own files, nor over one of the files compared); --strict exits with status 1 when the rows differ.
+--per_class adds a table of each class's AP in every row (most training images first, with each class's
+group), and the difference of two rows.
 """
 import csv
 import io
@@ -28,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from lmpt.checkpoint import check_results_file, check_writable_dir, read_saved_json, save_json, save_text  # noqa: E402
 from lmpt.cli import absolute, dataset_name, script_parser  # noqa: E402
+from lmpt.metrics import classes_by_frequency  # noqa: E402
 from lmpt.prepare import selection_split_name  # noqa: E402
-from lmpt.report import COLUMNS, markdown_table, metric_cells  # noqa: E402
+from lmpt.report import COLUMNS, markdown_table, metric_cell, metric_cells  # noqa: E402
 
 # what the rows must share for their figures to compare (the keys every results file records; dataset,
 # data_root, class_names and train_class_freq: not in the results.json of earlier versions)
@@ -204,25 +207,98 @@ def notes(rows, differ, unrecorded):
     return lines
 
 
-def render_markdown(rows, differ, unrecorded):
-    """What is printed (and written to a .md): the table, then the ``notes``."""
+def per_class_aps(row, count):
+    """A row's per-class AP (a list of ``count`` values, None where a class had no positive); refuses a file
+    without one of that length."""
+    aps = row["results"].get("per_class_AP")
+    if not isinstance(aps, list) or len(aps) != count:
+        found = f"{len(aps)} per-class APs" if isinstance(aps, list) else "no per_class_AP"
+        raise ValueError(f"--per_class: {row['file']} has {found}; expected {count}, one for each of the classes "
+                         f"its rows record")
+    return aps
+
+
+def per_class(rows):
+    """The per-class comparison: ({"classes": [{"class", "index", "train", "group", "AP": [one per row]}], most
+    training images first, ties by index}, note lines), or (None, notes) when the rows do not record the same
+    classes. The training images and groups (by its ``group_bounds``) are those of the first row that records
+    ``train_class_freq`` (said when rows differ in either; none recorded: ``None``, classes in their order). Refuses (ValueError) a row whose
+    per-class AP does not have one value per class."""
+    names = [row["results"]["class_names"] for row in rows if "class_names" in row["results"]]
+    if not names:
+        return None, ["Per-class AP not shown: no row records its class_names (files of earlier versions)."]
+    if any(n != names[0] for n in names):
+        return None, ["Per-class AP not shown: the rows differ in class_names."]
+    names = names[0]
+    aps = [per_class_aps(row, len(names)) for row in rows]
+    recorded = [n for n, row in enumerate(rows, start=1) if "train_class_freq" in row["results"]]
+    lines = [f"Per-class AP of {len(names)} classes, most training images first."]
+    if recorded:
+        freq = rows[recorded[0] - 1]["results"]["train_class_freq"]
+        if len(freq) != len(names):
+            raise ValueError(f"--per_class: {rows[recorded[0] - 1]['file']} has {len(freq)} train_class_freq for "
+                             f"{len(names)} class_names; expected one per class")
+        bounds = rows[recorded[0] - 1]["results"].get("group_bounds") or {}  # as the row's groups were made
+        order = classes_by_frequency(freq, **{k: bounds[k] for k in ("head_min", "medium_min") if k in bounds})
+        differing = [key for key in ("train_class_freq", "group_bounds")
+                     if any(rows[n - 1]["results"].get(key) != rows[recorded[0] - 1]["results"].get(key)
+                            for n in recorded)]
+        if differing:
+            lines.append(f"train and group: those of row {recorded[0]} (the rows differ in "
+                         f"{' and '.join(differing)}).")
+    else:
+        freq, order = None, [(i, None) for i in range(len(names))]
+        lines.append("train and group: not recorded in any row (files of earlier versions); classes in their order.")
+    classes = [{"class": names[i], "index": i, "train": None if freq is None else freq[i], "group": group,
+                "AP": [row_aps[i] for row_aps in aps]} for i, group in order]
+    return {"classes": classes}, lines
+
+
+def difference_cell(first, second):
+    """``second − first`` as a signed cell (``+1.25``), ``n/a`` where either is none."""
+    if first is None or second is None:
+        return metric_cell(None)
+    return f"{second - first:+.2f}"
+
+
+def render_per_class(rows, table, lines):
+    """The per-class part of the markdown: its notes, then the table (class, train, group, the AP of each row by
+    its number and, for two rows, ``2 − 1``)."""
+    if table is None:
+        return "\n".join(lines) + "\n"
+    header = ["class", "train", "group", *[f"AP {n}" for n in range(1, len(rows) + 1)]]
+    header += ["2 − 1"] if len(rows) == 2 else []
+    body = []
+    for c in table["classes"]:
+        cells_ = [str(c["class"]), "?" if c["train"] is None else str(c["train"]), c["group"] or "?",
+                  *[metric_cell(ap) for ap in c["AP"]]]
+        body.append(cells_ + ([difference_cell(*c["AP"])] if len(rows) == 2 else []))
+    return "\n".join(lines) + "\n\n" + markdown_table(header, body) + "\n"
+
+
+def render_markdown(rows, differ, unrecorded, per_class_part=None):
+    """What is printed (and written to a .md): the table, then the ``notes``, then (with --per_class) the per-class
+    part (``per_class``' table and notes)."""
     table = markdown_table([*HEADER, *COLUMNS], [cells(row) for row in rows])
-    return table + "\n\n" + "\n".join(notes(rows, differ, unrecorded)) + "\n"
+    text = table + "\n\n" + "\n".join(notes(rows, differ, unrecorded)) + "\n"
+    return text if per_class_part is None else text + "\n" + render_per_class(rows, *per_class_part)
 
 
-def plain_row(row):
-    """A row as the CSV and JSON outputs hold it: its label and file, method, CLIP, epoch, metrics and checked keys."""
+def plain_row(row, per_class_ap=False):
+    """A row as the CSV and JSON outputs hold it: its label and file, method, CLIP, epoch, metrics and checked keys
+    (and, with ``per_class_ap``, its per_class_AP)."""
     r = row["results"]
-    return {"run": row["run"], "file": row["file"], "method": r.get("method"), "templates": r.get("templates"),
-            "backbone": r.get("backbone"), "epoch": epoch_of(r), "selection_split": r.get("selection_split"),
-            "selected_on_test": selected_on_test(r), **{c: r.get(c) for c in COLUMNS},
-            **{key: r.get(key) for key in CHECKED}}
+    plain = {"run": row["run"], "file": row["file"], "method": r.get("method"), "templates": r.get("templates"),
+             "backbone": r.get("backbone"), "epoch": epoch_of(r), "selection_split": r.get("selection_split"),
+             "selected_on_test": selected_on_test(r), **{c: r.get(c) for c in COLUMNS},
+             **{key: r.get(key) for key in CHECKED}}
+    return {**plain, "per_class_AP": r.get("per_class_AP")} if per_class_ap else plain
 
 
-def render_csv(rows):
+def render_csv(rows, per_class_ap=False):
     """The rows as CSV (``plain_row``, full precision; a list or object as JSON text), without the notes."""
     out = io.StringIO()
-    flat = [plain_row(row) for row in rows]
+    flat = [plain_row(row, per_class_ap) for row in rows]
     writer = csv.DictWriter(out, fieldnames=list(flat[0]), lineterminator="\n")
     writer.writeheader()
     for row in flat:
@@ -230,14 +306,19 @@ def render_csv(rows):
     return out.getvalue()
 
 
-def as_json(rows, differ, unrecorded):
+def as_json(rows, differ, unrecorded, per_class_part=None):
     """The comparison as a .json holds it: the rows (``plain_row``), whether they compare, what differs (values and
-    their rows), the keys some rows do not record (with those rows) and those none does, and the notes."""
-    return {"rows": [plain_row(row) for row in rows], "comparable": not differ,
-            "differ": {key: [{"value": value, "rows": numbers} for value, numbers in groups]
-                       for key, groups in differ.items()},
-            "not_recorded": unrecorded, "not_recorded_in_any_row": recorded_nowhere(rows),
-            "notes": notes(rows, differ, unrecorded)}
+    their rows), the keys some rows do not record (with those rows) and those none does, and the notes; with
+    --per_class, "per_class": {"classes": ``per_class``' list or null, "notes"}."""
+    compared = {"rows": [plain_row(row, per_class_part is not None) for row in rows], "comparable": not differ,
+                "differ": {key: [{"value": value, "rows": numbers} for value, numbers in groups]
+                           for key, groups in differ.items()},
+                "not_recorded": unrecorded, "not_recorded_in_any_row": recorded_nowhere(rows),
+                "notes": notes(rows, differ, unrecorded)}
+    if per_class_part is not None:
+        table, lines = per_class_part
+        compared["per_class"] = {"classes": None if table is None else table["classes"], "notes": lines}
+    return compared
 
 
 def check_output(path):
@@ -261,6 +342,9 @@ def build_parser():
     p.add_argument("--output", type=Path, default=None,
                    help=f"also write the comparison to this file, as its suffix says ({', '.join(FORMATS)})")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when the rows are not comparable")
+    p.add_argument("--per_class", action="store_true",
+                   help="also each class's AP in every row (and, for two rows, their difference); in --output's "
+                        ".csv, each row's per_class_AP")
     return p
 
 
@@ -281,15 +365,19 @@ def main(argv=None):
             p.error(f"--output {args.output}: the file of {row_numbers(compared)}, one of the files compared; "
                     f"expected another file")
     differ, unrecorded = compare(rows)
-    text = render_markdown(rows, differ, unrecorded)
+    try:
+        per_class_part = per_class(rows) if args.per_class else None
+    except ValueError as error:
+        p.error(str(error))
+    text = render_markdown(rows, differ, unrecorded, per_class_part)
     print(text, end="")
     if args.output is not None:  # written atomically, as the runs' files are
         if args.output.suffix == ".md":
             save_text(args.output, text)
         elif args.output.suffix == ".csv":
-            save_text(args.output, render_csv(rows))
+            save_text(args.output, render_csv(rows, args.per_class))
         else:
-            save_json(args.output, as_json(rows, differ, unrecorded))
+            save_json(args.output, as_json(rows, differ, unrecorded, per_class_part))
         print(f"[compare_runs] written to {args.output}")
     return 1 if args.strict and differ else 0
 
