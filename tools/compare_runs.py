@@ -222,8 +222,8 @@ def per_class(rows):
     """The per-class comparison: ({"classes": [{"class", "index", "train", "group", "AP": [one per row]}], most
     training images first, ties by index}, note lines), or (None, notes) when the rows do not record the same
     classes. The training images and groups (by its ``group_bounds``) are those of the first row that records
-    ``train_class_freq`` (said when rows differ in either; none recorded: ``None``, classes in their order). Refuses (ValueError) a row whose
-    per-class AP does not have one value per class."""
+    ``train_class_freq`` (said when rows differ in either; none recorded: ``None``, classes in their order).
+    Refuses (ValueError) a row whose per-class AP does not have one value per class."""
     names = [row["results"]["class_names"] for row in rows if "class_names" in row["results"]]
     if not names:
         return None, ["Per-class AP not shown: no row records its class_names (files of earlier versions)."]
