@@ -134,3 +134,11 @@ def test_the_printed_report_and_the_per_class_table_list_classes_alike():
     assert [line.split()[:3] for line in report.splitlines()[-4:]] == [
         ["dog", "300", "head"], ["cow", "300", "head"], ["bird", "40", "medium"], ["cat", "5", "tail"]]
     assert metrics.classes_by_frequency(FREQ, head_min=301, medium_min=5)[-1] == (0, "medium")
+
+
+def test_training_images_of_another_length_are_refused_naming_the_file(tmp_path, capsys):
+    a = write_run(tmp_path / "a", [1.0, 2.0, 3.0, 4.0], train_class_freq=[5, 300, 40])
+    with pytest.raises(SystemExit) as stop:
+        compare_runs.main([a, "--per_class"])
+    assert stop.value.code == 2
+    assert f"--per_class: {a}/results.json has 3 train_class_freq for 4 class_names" in capsys.readouterr().err
