@@ -4,9 +4,9 @@
     run = load_run("runs/voc-lt_lmpt_ViT16_seed0")  # its best.pt, on the CPU
     scores = score_images(run, ["a.jpg", "b.jpg"])   # [2, C] log-scores, as lmpt/test.py ranks them
 
-The model is the one ``lmpt/test.py`` evaluates, built by the same functions (``prompt_tuning``'s
-``read_run_checkpoint``, ``run_backbone``, ``prompt_model``; ``baselines.finetuned_model``), and the images are
-decoded and encoded by the function that encodes its test images (``features.encode_images``), so the scores
+The model is the one ``lmpt/test.py`` evaluates, built by the same functions (``evaluation``'s
+``read_run_checkpoint`` and ``run_backbone``, ``prompt_tuning.prompt_model``, ``baselines.finetuned_model``),
+and the images are decoded and encoded by the function that encodes its test images (``features.encode_images``), so the scores
 of a run's test images give the metrics of its ``test_results.json``.
 """
 from dataclasses import dataclass
@@ -23,7 +23,8 @@ from .engine import check_finite
 from .features import encode_images
 from .metrics import log_scores
 from .prepare import load_clip
-from .prompt_tuning import prompt_logits, prompt_model, read_run_checkpoint, restore_prompts, run_backbone
+from .evaluation import read_run_checkpoint, run_backbone
+from .prompt_tuning import prompt_logits, prompt_model, restore_prompts
 
 
 @dataclass

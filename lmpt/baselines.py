@@ -23,13 +23,13 @@ from .checkpoint import (FINETUNE_METHODS, check_evaluation_dir, check_results_f
 from .cli import dataset_name
 from .data import BatchNormalize, label_line
 from .device import autocast_on, load_kernels, select_device, use_autocast
-from .engine import (build_optimizer, build_scheduler, check_finite, fit, load_trainable_state, run_results,
-                     seed_everything, sigterm_as_interrupt)
+from .engine import (build_optimizer, build_scheduler, check_finite, checkpoint_results, fit, load_trainable_state,
+                     run_results, seed_everything, sigterm_as_interrupt)
 from .losses import build_classification_loss
 from .metrics import evaluate_logits, format_results
 from .models import CONTEXT_LENGTH, full_precision, prompt_tokens
-from .prepare import (load_clip_and_features, load_clip_and_pixels, load_splits, results_data, selection_row,
-                      start_training)
+from .prepare import (finish_run, load_clip_and_features, load_clip_and_pixels, load_splits, results_data,
+                      selection_row, start_training)
 from .templates import TEMPLATES, check_templates
 
 
@@ -316,12 +316,8 @@ def finetune(args):
                    desc=config["method"], selection_split=select_split.name)
     state = load_checkpoint(run_dir / "best.pt")
     restore_probe(model, state, run_dir / "best.pt")
-    results = evaluate_logits(checked_logits(logits_of, test_split), test_split.labels, train_freq, args.thre,
-                              args.score)
-    results = run_results({**results, "thre": args.thre, "score": args.score}, config, best, select_split.name,
-                          run_dir / "best.pt", state["epoch"] + 1)
-    results.update(results_data(dataset, args.data_root))  # the data evaluated: the file names its benchmark
-    save_json(run_dir / "results.json", results)
-    print(format_results(results, dataset.class_names, train_freq))
-    print(f"[finetune] run folder: {run_dir}")
-    return results
+    results = checkpoint_results(evaluate_logits(checked_logits(logits_of, test_split), test_split.labels, train_freq,
+                                                 args.thre, args.score), run_dir / "best.pt", state, args.thre,
+                                 args.score)
+    return finish_run(run_dir, run_results(results, config, best, select_split.name), dataset, args.data_root,
+                      "finetune")

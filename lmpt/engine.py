@@ -182,13 +182,19 @@ def repair_best(run_dir, last, epochs):
 RUN_IDENTITY = ("method", "backbone", "backbone_file", "backbone_sha256")  # of a run's configuration
 
 
-def run_results(results, config, best, selection_split, checkpoint_path, checkpoint_epoch):
-    """A training run's ``results.json``: the test metrics of its best checkpoint (``results``) with what
-    names the run (its method and CLIP, from ``config``), how the epoch was selected (``best``, as ``fit``
-    returns it, on ``selection_split``) and the checkpoint evaluated (epochs counted from 1)."""
+def checkpoint_results(results, checkpoint_path, state, thre, score):
+    """An evaluation's metrics with the checkpoint it evaluated, that checkpoint's epoch (counted from 1; ``state``
+    is the checkpoint), the threshold and the score of CP…OF1."""
+    return {**results, "checkpoint": str(checkpoint_path), "checkpoint_epoch": state["epoch"] + 1,
+            "thre": thre, "score": score}
+
+
+def run_results(results, config, best, selection_split):
+    """A training run's ``results.json``: the test results of its best checkpoint (``checkpoint_results``) with
+    what names the run (its method and CLIP, from ``config``) and how the epoch was selected (``best``, as
+    ``fit`` returns it, on ``selection_split``)."""
     return {**results, **{key: config[key] for key in (*RUN_IDENTITY, "preprocess") if key in config},
-            **selection_record(best, selection_split), "checkpoint": str(checkpoint_path),
-            "checkpoint_epoch": checkpoint_epoch}
+            **selection_record(best, selection_split)}
 
 
 def selection_record(best, selection_split):

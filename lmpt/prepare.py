@@ -1,6 +1,7 @@
 """What every script does before its own work: load and check the dataset's splits (images, labels,
 bad images), the frozen CLIP and the cached image features (or decoded pixels), the caption token
-embeddings; the training scripts' first steps (``start_training``) and the checks of a ``--resume``."""
+embeddings; the training scripts' first steps (``start_training``), the checks of a ``--resume``, and their
+last (``finish_run``: results.json, which names its data with ``results_data``)."""
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,7 @@ import clip
 
 from .backbones import backbone_identity, check_backbone, resolve_backbone
 from .cli import absolute
-from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint, read_metrics
+from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint, read_metrics, save_json
 from .data import (DataError, check_every_class_trained, check_images_exist, image_stats, line_numbers,
                    listing, load_dataset)
 from .device import select_device, use_autocast
@@ -21,6 +22,7 @@ from .engine import check_best, seed_everything
 from .losses import check_negatives, db_params, db_params_text
 from .features import DEFAULT_CACHE_DIR, FeatureJob, decode_pixels, remember_resolution, remembered_resolution
 from .fileid import file_fingerprint
+from .metrics import format_results
 from .models import freeze
 
 CAPTION_CHARS = 75  # captions are cut to their first 75 characters, as published
@@ -337,6 +339,16 @@ def results_data(dataset, data_root):
     ``per_class_AP``) and the training images of each class (which set the head/medium/tail groups)."""
     return {"dataset": dataset.spec.name, "data_root": str(absolute(data_root)),
             "class_names": list(dataset.class_names), "train_class_freq": [int(n) for n in dataset.train_freq]}
+
+
+def finish_run(run_dir, results, dataset, data_root, tag):
+    """The end of a training run: its ``results.json`` (``results`` with ``results_data``), written atomically,
+    then the printed report and the run folder (``[tag] run folder: …``). Returns what was written."""
+    results = {**results, **results_data(dataset, data_root)}  # the data evaluated: the file names its benchmark
+    save_json(Path(run_dir) / "results.json", results)
+    print(format_results(results, dataset.class_names, dataset.train_freq))
+    print(f"[{tag}] run folder: {run_dir}")
+    return results
 
 
 def selection_row(split, results):

@@ -22,7 +22,8 @@ from lmpt.cli import (DATASET_HELP, add_common_args, backbone_help, default_run_
 from lmpt.checkpoint import FINETUNE_METHODS  # noqa: E402
 from lmpt.data import dataset_folders  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
-from lmpt.prompt_tuning import TRAINING_METHODS, test  # noqa: E402
+from lmpt.evaluation import evaluate_run  # noqa: E402
+from lmpt.prompt_tuning import TRAINING_METHODS  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 
@@ -96,7 +97,7 @@ def main(argv=None):
     freeze_imported_objects()
     args = parse_args(argv)
     check_default_run(args)
-    return test(args)
+    return evaluate_run(args)
 
 
 if __name__ == "__main__":

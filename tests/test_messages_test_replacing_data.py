@@ -9,7 +9,7 @@ import pytest
 from conftest import write_lmpt_dataset
 from lmpt import test as test_script
 from lmpt import train as train_script
-from lmpt.prompt_tuning import same_checkpoint
+from lmpt.evaluation import same_checkpoint
 from test_reliability import train_argv
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import write_lmpt_dataset
-from lmpt import baselines, prompt_tuning
+from lmpt import baselines, evaluation, prompt_tuning
 from lmpt import train as train_script
 from lmpt import test as test_script
 from lmpt.checkpoint import load_checkpoint
@@ -82,7 +82,7 @@ def test_other_spellings_of_the_trained_settings_are_not_noted(capsys):
         args = argparse.Namespace(n_ctx=None, ctx_init=ctx_init, csc=None, class_token_position=None, dataset=None,
                                   preprocess=None, score=None, thre=None, pretrain_clip=backbone,
                                   training_method="lmpt", given={"ctx_init", "pretrain_clip", "training_method"})
-        prompt_tuning.apply_checkpoint_config(args, config, "best.pt")
+        evaluation.apply_checkpoint_config(args, config, "best.pt")
         notes = [line.split()[2] for line in capsys.readouterr().out.splitlines() if line.startswith("[test] note:")]
         assert notes == [f"--{flag}" for flag in noted]
     assert test_script.parse_args(["--no-csc"]).csc is False and test_script.parse_args([]).csc is None
@@ -96,7 +96,7 @@ def test_n_ctx_is_compared_with_the_context_a_ctx_init_made(given, noted, capsys
               "csc": True, "class_token_position": "end", "preprocess": "lmpt", "score": "softmax", "thre": 0.5}
     args = argparse.Namespace(n_ctx=given, ctx_init=None, csc=None, class_token_position=None, dataset=None,
                               preprocess=None, score=None, thre=None)
-    prompt_tuning.apply_checkpoint_config(args, config, "best.pt")
+    evaluation.apply_checkpoint_config(args, config, "best.pt")
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[test] note:")]
     assert notes == ([] if noted is None else [f"[test] note: --n_ctx {given} ignored; the checkpoint was trained "
                                                f"with {noted} and the prompt learner is rebuilt from it"])
@@ -143,7 +143,7 @@ def test_prompt_variants_train_and_reload(tmp_path, tiny_data_root, tiny_rn_chec
     assert ctx.shape[:-1] == ((4, n_ctx) if csc == "true" else (n_ctx,))
     assert state["config"]["class_token_position"] == position
     results = read_json(out / "results.json")
-    tested = test_script.test(test_script.parse_args(
+    tested = test_script.evaluate_run(test_script.parse_args(
         ["--checkpoint", str(out), "--data_root", str(tiny_data_root), "--device", "cpu", "--num_workers", "0",
          "--cache_dir", str(tmp_path / "cache"), "--pretrained_dir", str(tiny_rn_checkpoint.parent)]))
     assert tested["mAP"] == results["mAP"]
@@ -408,8 +408,8 @@ def test_a_training_runs_data_root_is_recorded_absolute_and_read_where_it_is(tmp
                             (str(DEFAULT_DATA_ROOT), DEFAULT_DATA_ROOT),
                             (str(tmp_path / "moved"), DEFAULT_DATA_ROOT)):  # a run copied from elsewhere
         (run / "args.json").write_text(json.dumps({"data_root": saved}))
-        assert prompt_tuning.training_data_root(run) == expected
+        assert evaluation.training_data_root(run) == expected
     assert (f"[test] the training run's --data_root {tmp_path / 'moved'} ({run / 'args.json'}) is not here; "
             f"testing on {DEFAULT_DATA_ROOT}") in capsys.readouterr().out
     (run / "args.json").unlink()  # a checkpoint copied alone
-    assert prompt_tuning.training_data_root(run) == DEFAULT_DATA_ROOT
+    assert evaluation.training_data_root(run) == DEFAULT_DATA_ROOT

@@ -9,7 +9,7 @@ import torch
 
 import clip
 from conftest import write_lmpt_dataset
-from lmpt import prepare, prompt_tuning
+from lmpt import evaluation, prepare, prompt_tuning
 from lmpt import test as test_script
 from lmpt import train as train_script
 from lmpt.checkpoint import load_checkpoint, read_metrics, save_torch
@@ -409,10 +409,10 @@ def test_lmpt_test_notes_a_train_or_test_list_other_than_the_runs_with_a_val_lis
     config = {**prepare.data_identity(tmp_path, splits), "selection_split": "val"}
     args = SimpleNamespace(dataset="voc-lt", data_root=tmp_path)
     read = {name: splits[name] for name in ("train", "test")}  # lmpt/test.py reads no val list
-    prompt_tuning.note_other_lists(config, read, args)
+    evaluation.note_other_lists(config, read, args)
     assert "not the one the run trained with" not in capsys.readouterr().out
     read["train"] = split("train", ["a.jpg", "b.jpg"], [[1, 0], [1, 1]])  # one label edited
-    prompt_tuning.note_other_lists(config, read, args)
+    evaluation.note_other_lists(config, read, args)
     assert "[test] note: the train or test list of --dataset voc-lt" in capsys.readouterr().out
 
 
@@ -432,8 +432,8 @@ def test_a_run_of_the_previous_version_without_the_data_hashes_resumes_and_is_te
     args = SimpleNamespace(dataset="voc-lt", data_root=data)
     _, splits = prepare.load_splits(SimpleNamespace(dataset="voc-lt", data_root=data, cache_dir=tmp_path / "c",
                                                     score="softmax"), need_val=False, training=False)
-    prompt_tuning.note_other_lists(config, splits, args)
+    evaluation.note_other_lists(config, splits, args)
     assert "not the one the run trained with" not in capsys.readouterr().out
     splits["test"].labels[0] = 1 - splits["test"].labels[0]
-    prompt_tuning.note_other_lists(config, splits, args)
+    evaluation.note_other_lists(config, splits, args)
     assert "[test] note: the train or test list of --dataset voc-lt" in capsys.readouterr().out
