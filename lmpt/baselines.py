@@ -26,10 +26,11 @@ from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (build_optimizer, build_scheduler, check_finite, checkpoint_results, fit, load_trainable_state,
                      run_results, seed_everything, sigterm_as_interrupt)
 from .losses import build_classification_loss
-from .metrics import evaluate_logits, format_results
+from .metrics import evaluate_logits
 from .models import CONTEXT_LENGTH, full_precision, prompt_tokens
 from .prepare import (finish_run, load_clip_and_features, load_clip_and_pixels, load_splits, results_data,
                       selection_row, start_training)
+from .report import format_results
 from .templates import TEMPLATES, check_templates
 
 

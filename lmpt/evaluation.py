@@ -18,10 +18,11 @@ from .cli import absolute
 from .data import DEFAULT_DATA_ROOT
 from .device import select_device
 from .engine import RUN_IDENTITY, checkpoint_results, selection_record
-from .metrics import evaluate_logits, format_results
+from .metrics import evaluate_logits
 from .models import context_words, prompt_texts
 from .prepare import load_splits, results_data, splits_identity
 from .prompt_tuning import PROMPT_KEYS, evaluate_checkpoint_prompts
+from .report import format_results
 
 
 def training_data_root(run_dir):

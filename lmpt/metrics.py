@@ -18,18 +18,16 @@ Conventions where the SPEC leaves room:
   0 when both of their terms are 0.
 """
 import math
-import re
 
 import numpy as np
 
-from .report import metric_cell  # a metric as the printed report and the comparison tables show it
 
 HEAD_MIN = 100  # head: at least this many training images
 MEDIUM_MIN = 20  # medium: at least this many (and fewer than HEAD_MIN); tail: fewer than this many
 GROUPS = ('head', 'medium', 'tail')
 
 
-def _to_numpy(x):
+def to_numpy(x):
     """A NumPy array of an array-like or a torch tensor (fp16/bf16 ones as float64: NumPy has no bf16)."""
     if hasattr(x, 'detach'):
         x = x.detach().cpu()
@@ -38,8 +36,8 @@ def _to_numpy(x):
 
 
 def _check_scores_targets(scores, targets, who):
-    scores = _to_numpy(scores).astype(np.float64)
-    targets = _to_numpy(targets)
+    scores = to_numpy(scores).astype(np.float64)
+    targets = to_numpy(targets)
     if scores.ndim != 2 or scores.shape != targets.shape:
         raise ValueError(f"{who}: expected scores and targets of the same shape [N, C], "
                          f"got {scores.shape} and {targets.shape}")
@@ -137,7 +135,7 @@ def topk_metrics(scores, targets, k=5):
 def class_groups(train_class_freq, head_min=HEAD_MIN, medium_min=MEDIUM_MIN):
     """Class indices of each group: head ≥ head_min, medium in [medium_min, head_min), tail < medium_min
     training images."""
-    freq = _to_numpy(train_class_freq).astype(np.float64)
+    freq = to_numpy(train_class_freq).astype(np.float64)
     if freq.ndim != 1:
         raise ValueError(f"class_groups: expected train_class_freq of shape [C], got {freq.shape}")
     return {'head': np.flatnonzero(freq >= head_min),
@@ -147,8 +145,8 @@ def class_groups(train_class_freq, head_min=HEAD_MIN, medium_min=MEDIUM_MIN):
 
 def classes_by_frequency(train_class_freq, head_min=HEAD_MIN, medium_min=MEDIUM_MIN):
     """The classes as per-class tables list them: [(class index, group)], most training images first (ties by
-    index). Used by ``format_results`` and ``tools/compare_runs.py --per_class``."""
-    freq = _to_numpy(train_class_freq)
+    index). Used by ``report.format_results`` and ``tools/compare_runs.py --per_class``."""
+    freq = to_numpy(train_class_freq)
     group_of = {}
     for name, idx in class_groups(freq, head_min, medium_min).items():
         group_of.update({int(i): name for i in idx})
@@ -174,7 +172,7 @@ def log_scores(logits, kind='softmax'):
     """
     if kind not in SCORE_KINDS:
         raise ValueError(f"log_scores: kind must be one of {', '.join(SCORE_KINDS)}, got {kind!r}")
-    z = _to_numpy(logits.detach().double() if hasattr(logits, 'detach') else logits).astype(np.float64)
+    z = to_numpy(logits.detach().double() if hasattr(logits, 'detach') else logits).astype(np.float64)
     if kind == 'sigmoid':
         return -np.logaddexp(0.0, -z)  # log σ(z) = −log(1 + e^−z) = −log1p(e^−z), exact for large z
     shifted = z - z.max(axis=-1, keepdims=True)  # [N, C], 0 at each row's top class
@@ -213,7 +211,7 @@ def evaluate(scores, targets, train_class_freq, thre=0.5):
         raise ValueError(f"evaluate: thre {thre} is a threshold on scores in [0, 1], but the scores are all <= 0, "
                          f"log-scores (log_scores) it seems, which no image would reach; pass "
                          f"thre=log_threshold({thre}) with log-scores, or the scores themselves")
-    freq = _to_numpy(train_class_freq)
+    freq = to_numpy(train_class_freq)
     if freq.shape != (scores.shape[1],):
         raise ValueError(f"evaluate: expected train_class_freq of shape [{scores.shape[1]}], got {freq.shape}")
     ap = _average_precision(scores, targets)  # [C]
@@ -226,54 +224,3 @@ def evaluate(scores, targets, train_class_freq, thre=0.5):
     results['group_bounds'] = {'head_min': HEAD_MIN, 'medium_min': MEDIUM_MIN}  # training images, as grouped
     results['images'] = int(scores.shape[0])
     return results
-
-
-def _run_line(results):
-    """What an evaluation evaluated, from its results' keys where they have them: the method, the CLIP and the
-    epoch of the checkpoint (and how the run selected its epoch), e.g. ``lmpt, CLIP ViT16, epoch 12 (selected on
-    the val split)``; '' when they name none of these."""
-    parts = [str(results['method'])] if results.get('method') else []
-    if results.get('backbone'):
-        parts.append(f"CLIP {results['backbone']}")
-    epoch, selected, split = (results.get(k) for k in ('checkpoint_epoch', 'selected_epoch', 'selection_split'))
-    if epoch is not None:
-        on = f' on the {split} split' if split else ''
-        if selected is None or selected == epoch:
-            parts.append(f'epoch {epoch}' + (f' (selected{on})' if selected is not None else ''))
-        else:
-            parts.append(f'epoch {epoch} (the run selected epoch {selected}{on})')
-    return ', '.join(parts)
-
-
-def format_results(results, class_names, train_class_freq):
-    """A printable report: what was evaluated (method, CLIP, epoch: the keys ``results`` has of them), the summary
-    table, the threshold and score of CP to OF1, the top-k metrics if any, then per-class AP sorted by training
-    frequency."""
-    freq = _to_numpy(train_class_freq)
-    if len(class_names) != len(freq) or len(results['per_class_AP']) != len(freq):
-        raise ValueError(f"format_results: {len(class_names)} class names, {len(freq)} frequencies and "
-                         f"{len(results['per_class_AP'])} per-class APs; expected the same number")
-    classes = classes_by_frequency(freq)  # [(index, group)], most training images first
-    keys = ('mAP', 'head_mAP', 'medium_mAP', 'tail_mAP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
-    heads = ('total', 'head', 'medium', 'tail', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
-    run = _run_line(results)
-    lines = [run] if run else []
-    lines += ['  '.join(f'{h:>7}' for h in heads), '  '.join(f'{metric_cell(results.get(k)):>7}' for k in keys)]
-    if results.get('thre') is not None:
-        score = f" ({results['score']} scores)" if results.get('score') else ''
-        lines.append(f"CP, CR, CF1, OP, OR, OF1 at thre {results['thre']:g}{score}")
-    for k in sorted(int(m.group(1)) for m in map(re.compile(r'top(\d+)_precision').fullmatch, results) if m):
-        lines.append(f'top-{k}: ' + '  '.join(f"{name} {metric_cell(results.get(f'top{k}_{name}'))}"
-                                               for name in ('precision', 'recall', 'F1')))
-    sizes = {g: sum(1 for _, group in classes if group == g) for g in GROUPS}
-    lines.append('classes: ' + ', '.join(f'{g} {sizes[g]}' for g in GROUPS))
-    missing = results.get('classes_without_positives') or []
-    if missing:
-        lines.append('no positive in the evaluation set (left out of mAP): '
-                     + ', '.join(class_names[i] for i in missing))
-    width = max([len('class')] + [len(str(c)) for c in class_names])
-    lines += ['', f"{'class':<{width}}  {'train':>6}  {'group':<6}  {'AP':>7}"]
-    for i, group in classes:
-        lines.append(f'{class_names[i]:<{width}}  {int(freq[i]):>6}  {group:<6}  '
-                     f'{metric_cell(results["per_class_AP"][i]):>7}')
-    return '\n'.join(lines)

@@ -22,8 +22,8 @@ from .engine import check_best, seed_everything
 from .losses import check_negatives, db_params, db_params_text
 from .features import DEFAULT_CACHE_DIR, FeatureJob, decode_pixels, remember_resolution, remembered_resolution
 from .fileid import file_fingerprint
-from .metrics import format_results
 from .models import freeze
+from .report import format_results
 
 CAPTION_CHARS = 75  # captions are cut to their first 75 characters, as published
 

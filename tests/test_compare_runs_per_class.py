@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from lmpt import metrics
+from lmpt import metrics, report
 
 sys.path.insert(0, str(ROOT / "tools"))
 import compare_runs  # noqa: E402
@@ -130,8 +130,8 @@ def test_a_per_class_ap_of_another_length_is_refused_naming_the_file(tmp_path, c
 def test_the_printed_report_and_the_per_class_table_list_classes_alike():
     order = metrics.classes_by_frequency(FREQ)
     assert order == [(1, "head"), (3, "head"), (2, "medium"), (0, "tail")]
-    report = metrics.format_results({"mAP": 1.0, "per_class_AP": [1.0, 2.0, 3.0, 4.0]}, NAMES, FREQ)
-    assert [line.split()[:3] for line in report.splitlines()[-4:]] == [
+    printed = report.format_results({"mAP": 1.0, "per_class_AP": [1.0, 2.0, 3.0, 4.0]}, NAMES, FREQ)
+    assert [line.split()[:3] for line in printed.splitlines()[-4:]] == [
         ["dog", "300", "head"], ["cow", "300", "head"], ["bird", "40", "medium"], ["cat", "5", "tail"]]
     assert metrics.classes_by_frequency(FREQ, head_min=301, medium_min=5)[-1] == (0, "medium")
 

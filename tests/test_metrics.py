@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score
 
-from lmpt.metrics import (average_precision, class_groups, evaluate, evaluate_logits, format_results, log_scores,
-                          mean_ap, threshold_metrics, topk_metrics)
+from lmpt.metrics import (average_precision, class_groups, evaluate, evaluate_logits, log_scores, mean_ap,
+                          threshold_metrics, topk_metrics)
+from lmpt.report import format_results
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from lmpt import metrics, prepare, report
+from lmpt import prepare, report
 
 sys.path.insert(0, str(ROOT / "tools"))
 import compare_runs  # noqa: E402
@@ -18,9 +18,8 @@ import sweep_cse  # noqa: E402
 
 
 def test_the_printed_report_shows_metrics_as_the_tables_do():
-    assert metrics.metric_cell is report.metric_cell and not hasattr(metrics, "_fmt")  # one function, not two
     results = {"mAP": 12.345, "head_mAP": None, "medium_mAP": float("nan"), "tail_mAP": 1.0, "per_class_AP": [5.0]}
-    text = metrics.format_results(results, ["a"], [3])
+    text = report.format_results(results, ["a"], [3])
     assert "  12.35      n/a      n/a     1.00" in text and text.endswith("5.00")
 
 

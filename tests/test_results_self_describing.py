@@ -12,7 +12,8 @@ from lmpt import test as test_script
 from lmpt import train as train_script
 from lmpt.checkpoint import load_checkpoint, save_torch
 from lmpt.data import load_dataset
-from lmpt.metrics import evaluate, evaluate_logits, format_results, log_scores, topk_metrics
+from lmpt.metrics import evaluate, evaluate_logits, log_scores, topk_metrics
+from lmpt.report import format_results
 from zero_shot_clip import test as zero_shot_script
 
 DATA_KEYS = ("dataset", "data_root", "class_names", "train_class_freq")
