@@ -9,7 +9,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.baselines import finetune, finetune_method  # noqa: E402
+from lmpt.baselines import finetune  # noqa: E402
+from lmpt.methods import finetune_method  # noqa: E402
 from lmpt.cli import (add_baseline_args, add_common_args, add_db_loss_args, add_run_args, db_flag_note,  # noqa: E402
                       freeze_imported_objects, given_flags, int_in, positive_float, resolve_run_dir, report_errors,
                       restore_run_args, resolve_backbone_arg, run_resumable, script_parser)

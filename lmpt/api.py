@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from .baselines import finetuned_model
-from .checkpoint import FINETUNE_METHODS
 from .data import DataError, build_transform, listing
 from .device import select_device, use_autocast
 from .engine import check_finite
 from .features import encode_images
+from .methods import FINETUNE_METHODS
 from .metrics import log_scores
 from .prepare import load_clip
 from .evaluation import read_run_checkpoint, run_backbone

@@ -18,7 +18,7 @@ from tqdm import tqdm
 import clip
 
 from .backbones import backbone_identity, resolve_backbone
-from .checkpoint import (FINETUNE_METHODS, check_evaluation_dir, check_results_file, load_checkpoint,
+from .checkpoint import (check_evaluation_dir, check_results_file, load_checkpoint,
                          note_replaced_results, read_saved_json, save_args, save_json, start_run_dir)
 from .cli import dataset_name
 from .data import BatchNormalize, label_line
@@ -26,6 +26,7 @@ from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (build_optimizer, build_scheduler, check_finite, checkpoint_results, fit, load_trainable_state,
                      run_results, seed_everything, sigterm_as_interrupt)
 from .losses import build_classification_loss
+from .methods import FULL_FINETUNE, ZERO_SHOT, finetune_method
 from .metrics import evaluate_logits
 from .models import CONTEXT_LENGTH, full_precision, prompt_tokens
 from .prepare import (finish_run, load_clip_and_features, load_clip_and_pixels, load_splits, results_data,
@@ -85,15 +86,6 @@ def zero_shot_classifier(clip_model, class_names, templates, device, chunk=512, 
 def zero_shot_logits(image_features, weights):
     """100·cos [N, C] of image features [N, E] with the classifier's normalised class embeddings [C, E]."""
     return 100.0 * F.normalize(image_features, dim=-1) @ weights.t()
-
-
-ZERO_SHOT = "zero-shot"  # the method's name in results.json and in default run folders
-
-
-def finetune_method(from_scratch):
-    """The fine-tuning baseline's name in checkpoints, results and default run folders."""
-    linear_probe, full = FINETUNE_METHODS
-    return full if from_scratch else linear_probe
 
 
 # what a zero-shot result depends on (images: how many of the test list were scored; dataset and data_root: not in
@@ -239,7 +231,7 @@ def finetuned_logits(args, state, checkpoint_path, dataset, splits, clip_file, d
     test split of ``splits``, from the cached features (the linear probe: the encoder is CLIP's own) or, for
     full fine-tuning, from the images decoded once and its trained encoder (whose features are not cached)."""
     config, test_split = state["config"], splits["test"]
-    if config["method"] == finetune_method(from_scratch=True):
+    if config["method"] == FULL_FINETUNE:
         clip_model = load_clip_and_pixels(args, dataset, {"test": test_split}, clip_file, device)
         model = finetuned_model(state, checkpoint_path, clip_model, device)
         _, logits_of = pixel_inputs(model, test_split, args.preprocess, args.batch_size, device, use_autocast(device))
@@ -259,7 +251,7 @@ def finetuned_model(state, checkpoint_path, clip_model, device):
     """The ``LinearProbe`` of a checkpoint of ``finetune_clip/fc.py`` on ``clip_model``'s image encoder (already on
     ``device``), in eval mode: its classifier and, for full fine-tuning, its trained encoder's weights."""
     config = state["config"]
-    full = config["method"] == finetune_method(from_scratch=True)  # the encoder trained: its weights are restored
+    full = config["method"] == FULL_FINETUNE  # the encoder trained: its weights are restored
     model = LinearProbe(clip_model.visual, clip_model.visual.output_dim, len(config["class_names"]), full)
     model.fc.to(device)  # not model.to(): the encoder may be in use meanwhile (beside the encoding)
     return restore_probe(model, state, checkpoint_path)

@@ -29,6 +29,8 @@ import torch
 from clip.checkpoint import archive_problem, has_torchscript_layout
 from clip.checkpoint import atomic_write as _atomic_write  # one atomic writer for the whole project
 
+from .methods import PROMPT_METHODS
+
 
 def _jsonable(value):
     """NaN/Inf become null so that every file is valid JSON."""
@@ -368,10 +370,6 @@ OPTIONAL_CONFIG_KINDS = {"backbone_file": _TEXT, "backbone_sha256": _TEXT, "spli
                          "batch_size": _INT, "optimizer": _TEXT, "lr": _NUMBER, "lam": _NUMBER, "cseloss": _TEXT,
                          "cse_margin": _NUMBER, "cse_gamma": _NUMBER, "from_scratch": _BOOL, "images_sha256": _TEXT,
                          "split_sha256": _HASHES}
-# The prompt-tuning methods (prompt_tuning.TRAINING_METHODS is this tuple): their runs' configurations are checked
-# with CONFIG_KINDS, and lmpt/test.py rebuilds their prompts from them. A new method is added here.
-PROMPT_METHODS = ("coop", "lmpt")
-FINETUNE_METHODS = ("linear-probe", "finetune-full")  # finetune_clip/fc.py's, without and with --from_scratch
 
 
 def check_config(config, path):

@@ -11,13 +11,13 @@ import operator
 from pathlib import Path
 
 from .backbones import check_backbone, find_backbone, same_backbone
-from .baselines import FINETUNE_TEST_KEYS, finetune_method, finetuned_logits
-from .checkpoint import (FINETUNE_METHODS, PROMPT_METHODS, check_results_file, load_checkpoint,
-                         note_replaced_results, read_saved_json, save_json)
+from .baselines import FINETUNE_TEST_KEYS, finetuned_logits
+from .checkpoint import check_results_file, load_checkpoint, note_replaced_results, read_saved_json, save_json
 from .cli import absolute
 from .data import DEFAULT_DATA_ROOT
 from .device import select_device
 from .engine import RUN_IDENTITY, checkpoint_results, selection_record
+from .methods import FINETUNE_METHODS, FULL_FINETUNE, PROMPT_METHODS
 from .metrics import evaluate_logits
 from .models import context_words, prompt_texts
 from .prepare import load_splits, results_data, splits_identity
@@ -86,7 +86,7 @@ def apply_checkpoint_config(args, config, checkpoint_path):
         ignored = [f"--{key}" for key in PROMPT_KEYS if getattr(args, key, None) is not None]
         if ignored:
             print(f"[test] note: {', '.join(ignored)} ignored; a {method} run (finetune_clip/fc.py) has no prompts")
-        if method == finetune_method(from_scratch=True) and "batch_size" not in getattr(args, "given", ()) \
+        if method == FULL_FINETUNE and "batch_size" not in getattr(args, "given", ()) \
                 and "batch_size" in config:  # its trained encoder runs on the images in batches, as in training
             args.batch_size = config["batch_size"]
     else:

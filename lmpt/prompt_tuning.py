@@ -8,17 +8,16 @@ once per pass.
 """
 import torch
 
-from .checkpoint import PROMPT_METHODS, load_checkpoint, start_run_dir
+from .checkpoint import load_checkpoint, start_run_dir
 from .device import autocast_on, load_kernels, use_autocast
 from .engine import (build_optimizer, build_scheduler, check_finite, checkpoint_results, fit, load_trainable_state,
                      run_results, sigterm_as_interrupt)
 from .losses import build_classification_loss, build_cse_loss
+from .methods import CAPTION_METHODS, PROMPT_METHODS
 from .metrics import evaluate_logits
 from .models import CustomCLIP, check_prompt_length
 from .prepare import caption_token_embeddings, finish_run, load_clip_and_features, selection_row, start_training
 
-TRAINING_METHODS = PROMPT_METHODS  # ("coop", "lmpt"): defined in lmpt.checkpoint, which checks their configurations
-CAPTION_METHODS = ("lmpt",)  # the methods that read the captions: the class-specific embedding loss
 CAPTION_LOSS_FLAGS = ("cseloss", "cse_margin", "cse_gamma", "m_ctx", "lam")  # what only those methods use
 PROMPT_KEYS = ("n_ctx", "ctx_init", "csc", "class_token_position")
 
@@ -46,8 +45,8 @@ def prompt_logits(model, image_features, text, device):
 
 
 def train(args):
-    if args.training_method not in TRAINING_METHODS:
-        raise ValueError(f"--training_method {args.training_method!r}: implemented methods are {TRAINING_METHODS}")
+    if args.training_method not in PROMPT_METHODS:
+        raise ValueError(f"--training_method {args.training_method!r}: implemented methods are {PROMPT_METHODS}")
     start = start_training(args, "train", args.pretrain_clip, (args.training_method,),
                            captions=args.training_method in CAPTION_METHODS,  # CoOp needs no captions
                            check_dataset=lambda d: check_prompt_length(d.class_names, args.n_ctx, args.ctx_init))

@@ -27,15 +27,15 @@ from torch.utils.data import DataLoader
 import clip
 
 from .backbones import resolve_backbone
-from .checkpoint import PROMPT_METHODS, save_torch
+from .checkpoint import save_torch
 from .data import ImageListDataset, build_transform
 from .device import select_device
 from .engine import build_optimizer, build_scheduler, epoch_plan, seed_everything, trainable_state
 from .losses import build_classification_loss
+from .methods import CAPTION_METHODS, PROMPT_METHODS
 from .metrics import evaluate_logits
 from .models import CustomCLIP, TextEncoder, freeze
 from .prepare import CAPTION_CHARS, load_splits
-from .prompt_tuning import CAPTION_METHODS
 
 PRECISIONS = ("fp16", "fp32")
 

@@ -19,11 +19,10 @@ if __package__ in (None, ""):
 from lmpt.cli import (DATASET_HELP, add_common_args, backbone_help, default_run_dir,  # noqa: E402
                       freeze_imported_objects, given_flags, int_in, report_errors, resolve_backbone_arg,
                       runs_on_other_backbones, script_parser, str2bool)
-from lmpt.checkpoint import FINETUNE_METHODS  # noqa: E402
 from lmpt.data import dataset_folders  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
 from lmpt.evaluation import evaluate_run  # noqa: E402
-from lmpt.prompt_tuning import TRAINING_METHODS  # noqa: E402
+from lmpt.methods import FINETUNE_METHODS, PROMPT_METHODS, TRAINING_SCRIPT  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 
@@ -43,7 +42,7 @@ def build_parser():
     p.add_argument("--pretrain_clip", "--pretrain_clip_path", dest="pretrain_clip", default="ViT16",
                    help=f"{backbone_help()}: the training run's, which names its default folder (the checkpoint "
                         f"holds the CLIP file; --pretrain_clip_path is the same flag)")
-    p.add_argument("--training_method", choices=TRAINING_METHODS + FINETUNE_METHODS, default="lmpt",
+    p.add_argument("--training_method", choices=PROMPT_METHODS + FINETUNE_METHODS, default="lmpt",
                    help="the training run's method, which names its default folder (linear-probe and "
                         "finetune-full: the runs of finetune_clip/fc.py, without and with --from_scratch)")
     checked = "checked against the checkpoint's, which rebuilds the prompts (default: the checkpoint's)"
@@ -84,7 +83,7 @@ def check_default_run(args):
     if not getattr(args, "default_checkpoint", False) or args.checkpoint.exists():
         return
     dataset = args.dataset or "voc-lt"
-    writer = "finetune_clip/fc.py" if args.training_method in FINETUNE_METHODS else "lmpt/train.py"
+    writer = TRAINING_SCRIPT[args.training_method]
     others = runs_on_other_backbones(dataset, args.training_method, args.seed)
     raise FileNotFoundError(
         f"{args.checkpoint}: no run here (the default run folder of {writer} for --training_method "

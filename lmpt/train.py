@@ -18,7 +18,8 @@ from lmpt.engine import OPTIMIZERS  # noqa: E402
 from lmpt.losses import (CLASSIFICATION_LOSSES, CSE_LOSS_FLAGS, CSE_LOSSES, DEFAULT_CSE_GAMMA,  # noqa: E402
                          DEFAULT_CSE_MARGIN, DEFAULT_M_CTX)
 from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH, context_words, prompt_texts  # noqa: E402
-from lmpt.prompt_tuning import CAPTION_LOSS_FLAGS, CAPTION_METHODS, TRAINING_METHODS, train  # noqa: E402
+from lmpt.methods import CAPTION_METHODS, PROMPT_METHODS  # noqa: E402
+from lmpt.prompt_tuning import CAPTION_LOSS_FLAGS, train  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 
@@ -40,7 +41,7 @@ def build_parser():
     p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=True,
                    help="class-specific contexts (default on; --csc false or --no-csc for one shared context)")
     p.add_argument("--no-csc", dest="csc", action="store_false", help="one context shared by all classes: --csc false")
-    p.add_argument("--training_method", choices=TRAINING_METHODS, default="lmpt",
+    p.add_argument("--training_method", choices=PROMPT_METHODS, default="lmpt",
                    help="lmpt: with the embedding loss on the captions; coop: the classification loss alone")
     p.add_argument("--lr", type=positive_float, default=5e-4, help="learning rate")
     p.add_argument("--loss_function", choices=CLASSIFICATION_LOSSES, default="dbl", help="classification loss")

@@ -8,7 +8,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from lmpt.baselines import ZERO_SHOT, zero_shot  # noqa: E402
+from lmpt.baselines import zero_shot  # noqa: E402
+from lmpt.methods import ZERO_SHOT  # noqa: E402
 from lmpt.cli import (absolute, add_baseline_args, add_common_args, default_run_dir,  # noqa: E402
                       freeze_imported_objects, int_in, note_earlier_run_dir, report_errors, resolve_backbone_arg,
                       script_parser)
