@@ -14,8 +14,8 @@ from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
 
 from .backbones import BACKBONES, backbone_tag, is_backbone_name
 from .checkpoint import release_run_dir
-from .data import (DEFAULT_DATA_ROOT, PREPROCESS_KINDS, REPO_ROOT, DataError, available_cores, dataset_folders,
-                   dataset_names, get_dataset_spec)
+from .data import (DEFAULT_DATA_ROOT, DEFAULT_DATASET, PREPROCESS_KINDS, REPO_ROOT, DataError, available_cores,
+                   dataset_folders, dataset_names, get_dataset_spec)
 from .engine import NonFiniteError, interrupt_status, sigterm_as_interrupt
 from .losses import DB_LOSS_FLAGS, db_flags_read
 from .metrics import SCORE_KINDS
@@ -174,7 +174,7 @@ def add_baseline_args(parser, backbone):
     """The published baseline scripts' first flags: --dataset, --nb_classes and --pretrain_clip_path, also
     spelt --pretrain_clip as in lmpt/train.py (default ``backbone``; a path is resolved by
     ``resolve_backbone_arg``)."""
-    parser.add_argument("--dataset", default="voc-lt", help=DATASET_HELP)
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, help=DATASET_HELP)
     parser.add_argument("--nb_classes", type=int_in(1), default=None, help="checked against the labels file")
     parser.add_argument("--pretrain_clip_path", "--pretrain_clip", dest="pretrain_clip_path", default=backbone,
                         help=f"{backbone_help()} (relative paths as in the published README work)")

@@ -70,6 +70,7 @@ DATASETS = {
         source="the embedded synthetic benchmark is generated, images included, by the generator in tools/ "
                "(see README.md) into data/synth/"),
 }
+DEFAULT_DATASET = "voc-lt"  # the published scripts' --dataset default
 
 
 def check_dataset_table(datasets):

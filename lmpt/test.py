@@ -19,7 +19,7 @@ if __package__ in (None, ""):
 from lmpt.cli import (DATASET_HELP, add_common_args, backbone_help, default_run_dir,  # noqa: E402
                       freeze_imported_objects, given_flags, int_in, report_errors, resolve_backbone_arg,
                       runs_on_other_backbones, script_parser, str2bool)
-from lmpt.data import dataset_folders  # noqa: E402
+from lmpt.data import DEFAULT_DATASET, dataset_folders  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
 from lmpt.evaluation import evaluate_run  # noqa: E402
 from lmpt.methods import FINETUNE_METHODS, PROMPT_METHODS, TRAINING_SCRIPT  # noqa: E402
@@ -71,7 +71,7 @@ def parse_args(argv=None):
     args.given = given_flags(parser, argv)  # flags written, compared with the checkpoint's
     args.pretrain_clip = resolve_backbone_arg(args.pretrain_clip, SCRIPT_DIR)  # as train.py records it
     if args.checkpoint is None:
-        args.checkpoint = default_run_dir(args.dataset or "voc-lt", args.training_method, args.pretrain_clip,
+        args.checkpoint = default_run_dir(args.dataset or DEFAULT_DATASET, args.training_method, args.pretrain_clip,
                                           args.seed)
         args.default_checkpoint = True
     return args
@@ -82,7 +82,7 @@ def check_default_run(args):
     and the runs of the same dataset, method and seed on other backbones, if any."""
     if not getattr(args, "default_checkpoint", False) or args.checkpoint.exists():
         return
-    dataset = args.dataset or "voc-lt"
+    dataset = args.dataset or DEFAULT_DATASET
     writer = TRAINING_SCRIPT[args.training_method]
     others = runs_on_other_backbones(dataset, args.training_method, args.seed)
     raise FileNotFoundError(

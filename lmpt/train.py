@@ -14,11 +14,12 @@ from lmpt.cli import (DATASET_HELP, add_common_args, add_db_loss_args, add_run_a
                       db_flag_note, float_in, freeze_imported_objects, given_flags, int_in, no_effect, positive_float,
                       report_errors, resolve_backbone_arg, resolve_run_dir, restore_run_args, run_resumable,
                       script_parser, str2bool, unit_float, unread_flags_note)
+from lmpt.data import DEFAULT_DATASET  # noqa: E402
 from lmpt.engine import OPTIMIZERS  # noqa: E402
 from lmpt.losses import (CLASSIFICATION_LOSSES, CSE_LOSS_FLAGS, CSE_LOSSES, DEFAULT_CSE_GAMMA,  # noqa: E402
                          DEFAULT_CSE_MARGIN, DEFAULT_M_CTX)
-from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH, context_words, prompt_texts  # noqa: E402
 from lmpt.methods import CAPTION_METHODS, PROMPT_METHODS  # noqa: E402
+from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH, context_words, prompt_texts  # noqa: E402
 from lmpt.prompt_tuning import CAPTION_LOSS_FLAGS, train  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -26,7 +27,7 @@ SCRIPT_DIR = Path(__file__).resolve().parent
 
 def build_parser():
     p = script_parser(__doc__)
-    p.add_argument("--dataset", default="voc-lt", help=DATASET_HELP)
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help=DATASET_HELP)
     p.add_argument("--pretrain_clip", "--pretrain_clip_path", dest="pretrain_clip", default="ViT16",
                    help=f"{backbone_help()} (--pretrain_clip_path, the baselines' name, is the same flag)")
     p.add_argument("--epochs", type=int_in(1), default=50, help="training epochs")
