@@ -30,6 +30,7 @@ from clip.checkpoint import archive_problem, has_torchscript_layout
 from clip.checkpoint import atomic_write as _atomic_write  # one atomic writer for the whole project
 
 from .methods import PROMPT_METHODS
+from .settings import CONFIG_KINDS, OPTIONAL_CONFIG_KINDS, is_int, is_number
 
 
 def _jsonable(value):
@@ -314,10 +315,6 @@ def write_metrics(path, rows):
     save_text(path, "".join(json.dumps(_jsonable(r)) + "\n" for r in rows))
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def read_metrics(path, epochs=None):
     """The epoch rows of ``metrics.jsonl`` ([] when there is none), epochs counted from 1 (the rows of a run
     written before they were, counted from 0, are renumbered); a bad line is named. With ``epochs``, the
@@ -339,7 +336,7 @@ def read_metrics(path, epochs=None):
                                      ) from None
                 if not isinstance(row, dict) or "epoch" not in row:
                     raise ValueError(f"{path}:{n}: expected an object with the epoch number, got {line.strip()!r}")
-                if not _is_int(row["epoch"]):
+                if not is_int(row["epoch"]):
                     raise ValueError(f"{path}:{n}: epoch {row['epoch']!r}: expected an integer, the epoch's number")
                 rows.append(row)
     if rows and rows[0]["epoch"] == 0:  # counted from 0
@@ -351,25 +348,6 @@ CHECKPOINT_KEYS = {"model", "config", "epoch"}  # what every run checkpoint hold
 RESUME_KEYS = ("optimizer", "scheduler", "best")  # what last.pt holds beside them, for --resume
 
 
-_TEXT = (lambda v: isinstance(v, str), "a string")
-_INT = (_is_int, "an integer")
-_BOOL = (lambda v: isinstance(v, bool), "true or false")
-_NUMBER = (lambda v: _is_int(v) or isinstance(v, float), "a number")
-_NAMES = (lambda v: isinstance(v, (list, tuple)) and all(isinstance(n, str) for n in v), "a list of class names")
-_DB = (lambda v: isinstance(v, dict) and set(v) == {"gamma", "neg_scale"} and all(map(_NUMBER[0], v.values())),
-       "{'gamma': a number, 'neg_scale': a number}")
-_HASHES = (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(h, str) for k, h in v.items()),
-           "{split name: a sha256}")
-# the settings of a run's configuration (prompt_tuning.train, baselines.finetune) that are read back, and their kinds
-CONFIG_KINDS = {"method": _TEXT, "dataset": _TEXT, "class_names": _NAMES, "backbone": _TEXT, "preprocess": _TEXT,
-                "n_ctx": _INT, "ctx_init": _TEXT, "csc": _BOOL, "class_token_position": _TEXT, "m_ctx": _INT,
-                "score": _TEXT, "thre": _NUMBER}
-# not in the configurations of older runs
-OPTIONAL_CONFIG_KINDS = {"backbone_file": _TEXT, "backbone_sha256": _TEXT, "splits_sha256": _TEXT,
-                         "selection_split": _TEXT, "db_params": _DB, "loss_function": _TEXT, "seed": _INT,
-                         "batch_size": _INT, "optimizer": _TEXT, "lr": _NUMBER, "lam": _NUMBER, "cseloss": _TEXT,
-                         "cse_margin": _NUMBER, "cse_gamma": _NUMBER, "from_scratch": _BOOL, "images_sha256": _TEXT,
-                         "split_sha256": _HASHES}
 
 
 def check_config(config, path):
@@ -398,8 +376,8 @@ def check_resume_state(state, path):
         if not isinstance(state[key], dict):
             raise ValueError(f"{path}: {key}: expected its state dict, found a {type(state[key]).__name__}")
     best = state["best"]
-    if not (isinstance(best, dict) and _is_int(best.get("epoch")) and 0 <= best["epoch"] <= state["epoch"]
-            and _NUMBER[0](best.get("mAP"))):
+    if not (isinstance(best, dict) and is_int(best.get("epoch")) and 0 <= best["epoch"] <= state["epoch"]
+            and is_number(best.get("mAP"))):
         raise ValueError(f"{path}: best {best!r}: expected the record of the run's best epoch, "
                          f"{{'epoch': 0 to {state['epoch']}, 'mAP': a number}}")
 
@@ -440,7 +418,7 @@ def load_checkpoint(path, map_location="cpu", resume=False, mmap=False):
         raise ValueError(f"{path}: not a checkpoint of lmpt/train.py or finetune_clip/fc.py (no "
                          f"{', '.join(sorted(missing))}); expected best.pt or last.pt of a run folder "
                          f"(a CLIP backbone goes to --pretrain_clip / --pretrained_dir)")
-    if not _is_int(state["epoch"]) or state["epoch"] < 0:
+    if not is_int(state["epoch"]) or state["epoch"] < 0:
         raise ValueError(f"{path}: epoch {state['epoch']!r}: expected an epoch number (an integer from 0)")
     if not isinstance(state["model"], dict):
         raise ValueError(f"{path}: model: expected the trained tensors by name, found a "

@@ -19,6 +19,7 @@ from .data import (DEFAULT_DATA_ROOT, DEFAULT_DATASET, PREPROCESS_KINDS, REPO_RO
 from .engine import NonFiniteError, interrupt_status, sigterm_as_interrupt
 from .losses import DB_LOSS_FLAGS, db_flags_read
 from .metrics import SCORE_KINDS
+from .settings import RESUME_MAY_CHANGE, RUN_PLACE
 
 
 DATASET_HELP = dataset_names()
@@ -322,15 +323,6 @@ def add_run_args(parser, run_dir_pattern):
     return parser
 
 
-# Each flag of the training scripts (lmpt/train.py, finetune_clip/fc.py) is in one of four lists, which
-# tests/test_flags_classified.py checks: compared with last.pt on --resume (prepare.RUN_SETTINGS), free to change on
-# --resume (RESUME_MAY_CHANGE), where the run is (RUN_PLACE), or checked otherwise than as a setting of last.pt,
-# with how (prepare.SETTINGS_CHECKED_OTHERWISE). Any flag outside RESUME_MAY_CHANGE and RUN_PLACE written with
-# --resume must repeat the run's value (restore_run_args).
-# where the run reads and computes; the CLIP file may move (its sha256 is compared: prepare.check_resumable)
-RESUME_MAY_CHANGE = ("epochs", "device", "num_workers", "data_root", "pretrained_dir", "cache_dir", "pretrain_clip",
-                     "pretrain_clip_path")
-RUN_PLACE = ("resume", "output_dir", "overwrite")  # where the run is, not how it trains
 
 
 def given_flags(parser, argv=None):

@@ -24,6 +24,7 @@ from .features import DEFAULT_CACHE_DIR, FeatureJob, decode_pixels, remember_res
 from .fileid import file_fingerprint
 from .models import freeze
 from .report import format_results
+from .settings import RUN_SETTINGS, TRAINING_SETTINGS
 
 CAPTION_CHARS = 75  # captions are cut to their first 75 characters, as published
 
@@ -354,35 +355,6 @@ def finish_run(run_dir, results, dataset, data_root, tag):
 def selection_row(split, results):
     """The per-epoch metrics of the selection split, named after it (``val_mAP``, ``val_tail_mAP``, …)."""
     return {f"{split.name}_{k}": results[k] for k in ("mAP", "head_mAP", "medium_mAP", "tail_mAP")}
-
-
-# the flags of how a run trains (its batches, loss and steps), saved in its configuration by Training.run_config
-TRAINING_SETTINGS = ("seed", "batch_size", "optimizer", "lr", "lam", "cseloss", "cse_margin", "cse_gamma",
-                     "from_scratch")
-# the settings of a run's configuration that its model, features, training and scores depend on
-# (prompt_tuning.train and baselines.finetune save those of them they use): a resumed run's args.json must not
-# contradict them (a flag it lacks takes its default, which check_settings compares too)
-RUN_SETTINGS = ("n_ctx", "ctx_init", "csc", "class_token_position", "m_ctx", "preprocess", "score", "thre",
-                "loss_function", *TRAINING_SETTINGS)
-# the flags of the training scripts (lmpt/train.py, finetune_clip/fc.py) that args.json records but a resume does
-# not compare with last.pt as settings, each with how it is checked otherwise (or why it need not be); every other
-# flag is in RUN_SETTINGS, cli.RESUME_MAY_CHANGE or cli.RUN_PLACE (tests/test_flags_classified.py checks that each
-# is in one of the four)
-SETTINGS_CHECKED_OTHERWISE = {
-    "dataset": "compared by what it names: last.pt's classes, image lists and labels, and image files "
-               "(check_resumable)",
-    "val_list": "compared by the file it names (cli.restore_run_args; the run's own moves with a new --data_root) "
-                "and by what it holds: the image lists and labels (splits_sha256, check_resumable)",
-    "training_method": "compared as the method last.pt names (check_resumable's methods)",
-    "gamma": "μ of the DB loss's re-balanced weights, read by the losses that have them (losses.db_flags_read): a "
-             "resume trains with the μ and λ its last.pt saved (db_params; start_training says so when args.json "
-             "would give others)",
-    "neg_scale": "λ of the DB loss's negative-tolerant regularisation, read by the losses that have it "
-                 "(losses.db_flags_read): a resume trains with the λ its last.pt saved, as gamma",
-    "nb_classes": "a check of the labels file's length; trains nothing else",
-    "skip_bad_images": "trains on the same images: without it an unreadable image refuses the run, and the image "
-                       "files are compared (images_sha256, check_resumable)",
-}
 
 
 def check_settings(args, config, last):

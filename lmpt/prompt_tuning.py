@@ -18,7 +18,6 @@ from .metrics import evaluate_logits
 from .models import CustomCLIP, check_prompt_length
 from .prepare import caption_token_embeddings, finish_run, load_clip_and_features, selection_row, start_training
 
-CAPTION_LOSS_FLAGS = ("cseloss", "cse_margin", "cse_gamma", "m_ctx", "lam")  # what only those methods use
 PROMPT_KEYS = ("n_ctx", "ctx_init", "csc", "class_token_position")
 
 

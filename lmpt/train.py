@@ -20,7 +20,8 @@ from lmpt.losses import (CLASSIFICATION_LOSSES, CSE_LOSS_FLAGS, CSE_LOSSES, DEFA
                          DEFAULT_CSE_MARGIN, DEFAULT_M_CTX)
 from lmpt.methods import CAPTION_METHODS, PROMPT_METHODS  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH, context_words, prompt_texts  # noqa: E402
-from lmpt.prompt_tuning import CAPTION_LOSS_FLAGS, train  # noqa: E402
+from lmpt.prompt_tuning import train  # noqa: E402
+from lmpt.settings import CAPTION_LOSS_FLAGS  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 

@@ -1,6 +1,6 @@
 """Every flag of the training scripts is classified for ``--resume``: compared with last.pt
-(``prepare.RUN_SETTINGS``), free to change (``cli.RESUME_MAY_CHANGE``), where the run is (``cli.RUN_PLACE``), or
-checked otherwise than as a setting of last.pt, with how (``prepare.SETTINGS_CHECKED_OTHERWISE``). A new flag in
+(``settings.RUN_SETTINGS``), free to change (``settings.RESUME_MAY_CHANGE``), where the run is (``settings.RUN_PLACE``), or
+checked otherwise than as a setting of last.pt, with how (``settings.SETTINGS_CHECKED_OTHERWISE``). A new flag in
 none of them (saved in args.json, but an edited value would resume silently) fails here, naming the lists to add it
 to."""
 import re
@@ -9,25 +9,25 @@ from pathlib import Path
 import pytest
 
 from finetune_clip import fc as fc_script
-from lmpt import cli, losses, prepare, prompt_tuning
+from lmpt import losses, settings
 from lmpt import train as train_script
-from lmpt.checkpoint import CONFIG_KINDS, OPTIONAL_CONFIG_KINDS
+from lmpt.settings import CONFIG_KINDS, OPTIONAL_CONFIG_KINDS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-CLASSES = {"prepare.RUN_SETTINGS": prepare.RUN_SETTINGS, "cli.RESUME_MAY_CHANGE": cli.RESUME_MAY_CHANGE,
-           "cli.RUN_PLACE": cli.RUN_PLACE,
-           "prepare.SETTINGS_CHECKED_OTHERWISE": tuple(prepare.SETTINGS_CHECKED_OTHERWISE)}
+CLASSES = {"settings.RUN_SETTINGS": settings.RUN_SETTINGS, "settings.RESUME_MAY_CHANGE": settings.RESUME_MAY_CHANGE,
+           "settings.RUN_PLACE": settings.RUN_PLACE,
+           "settings.SETTINGS_CHECKED_OTHERWISE": tuple(settings.SETTINGS_CHECKED_OTHERWISE)}
 SCRIPTS = {"lmpt/train.py": train_script.build_parser, "finetune_clip/fc.py": fc_script.build_parser}
 
 WHAT_TO_DO = (
     "A flag that changes what is trained (batches, loss, steps, prompts, features or scores): add it to "
-    "prepare.TRAINING_SETTINGS (saved with the run, compared with last.pt on --resume), its kind to "
-    "checkpoint.OPTIONAL_CONFIG_KINDS, a row to EDITED_SETTINGS in tests/test_resume_checks.py and its name to "
+    "settings.TRAINING_SETTINGS (saved with the run, compared with last.pt on --resume), its kind to "
+    "settings.OPTIONAL_CONFIG_KINDS, a row to EDITED_SETTINGS in tests/test_resume_checks.py and its name to "
     "README's list of compared settings under 'Resuming a run' (a flag only lmpt's embedding loss reads: also "
-    "prompt_tuning.CAPTION_LOSS_FLAGS and the entries of the kinds that read it in losses.CSE_LOSS_FLAGS). "
-    "Where the run reads or computes (a folder, a device): cli.RESUME_MAY_CHANGE. Where the run is: cli.RUN_PLACE. "
-    "Otherwise prepare.SETTINGS_CHECKED_OTHERWISE, with how a resume checks it otherwise (or why it need not).")
+    "settings.CAPTION_LOSS_FLAGS and the entries of the kinds that read it in losses.CSE_LOSS_FLAGS). "
+    "Where the run reads or computes (a folder, a device): settings.RESUME_MAY_CHANGE. Where the run is: settings.RUN_PLACE. "
+    "Otherwise settings.SETTINGS_CHECKED_OTHERWISE, with how a resume checks it otherwise (or why it need not).")
 
 
 def dests(build):
@@ -53,20 +53,20 @@ def test_each_flag_is_in_one_class_and_each_class_names_flags():
 
 
 def test_every_flag_checked_otherwise_says_how():
-    for key, reason in prepare.SETTINGS_CHECKED_OTHERWISE.items():
+    for key, reason in settings.SETTINGS_CHECKED_OTHERWISE.items():
         assert isinstance(reason, str) and len(reason.split()) >= 3, \
             f"SETTINGS_CHECKED_OTHERWISE[{key!r}]: no reason"
 
 
 def test_every_compared_setting_has_a_kind_the_checkpoint_check_knows():
-    unknown = [key for key in prepare.RUN_SETTINGS if key not in {**CONFIG_KINDS, **OPTIONAL_CONFIG_KINDS}]
-    assert not unknown, f"{unknown}: no kind in checkpoint.OPTIONAL_CONFIG_KINDS (or CONFIG_KINDS)"
+    unknown = [key for key in settings.RUN_SETTINGS if key not in {**CONFIG_KINDS, **OPTIONAL_CONFIG_KINDS}]
+    assert not unknown, f"{unknown}: no kind in settings.OPTIONAL_CONFIG_KINDS (or CONFIG_KINDS)"
 
 
 def test_the_flags_an_embedding_loss_reads_are_noted_unused_under_coop():
     read = {key for keys in losses.CSE_LOSS_FLAGS.values() for key in keys}
-    assert read <= set(prompt_tuning.CAPTION_LOSS_FLAGS), \
-        f"{sorted(read - set(prompt_tuning.CAPTION_LOSS_FLAGS))}: not in prompt_tuning.CAPTION_LOSS_FLAGS"
+    assert read <= set(settings.CAPTION_LOSS_FLAGS), \
+        f"{sorted(read - set(settings.CAPTION_LOSS_FLAGS))}: not in settings.CAPTION_LOSS_FLAGS"
 
 
 def test_the_readme_lists_every_setting_a_resume_compares():
@@ -74,5 +74,5 @@ def test_the_readme_lists_every_setting_a_resume_compares():
     start = text.index("- **What is compared**", text.index("### Resuming a run"))
     bullet = text[start:text.index("\n- **", start + 1)]
     listed = set(re.findall(r"`([a-z_]+)`", bullet))
-    missing = [key for key in prepare.RUN_SETTINGS if key not in listed]
+    missing = [key for key in settings.RUN_SETTINGS if key not in listed]
     assert not missing, f"README.md 'Resuming a run', 'What is compared': {missing} not in its list of settings"

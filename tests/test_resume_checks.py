@@ -9,7 +9,7 @@ import torch
 
 import clip
 from conftest import write_lmpt_dataset
-from lmpt import evaluation, prepare, prompt_tuning
+from lmpt import evaluation, prepare, prompt_tuning, settings
 from lmpt import test as test_script
 from lmpt import train as train_script
 from lmpt.checkpoint import load_checkpoint, read_metrics, save_torch
@@ -119,7 +119,7 @@ EDITED_SETTINGS = [("n_ctx", 6, "4"), ("ctx_init", "a photo of a", "''"), ("csc"
 
 
 def test_every_setting_a_resume_compares_is_tried_edited():
-    assert {key for key, _, _ in EDITED_SETTINGS} == set(prepare.RUN_SETTINGS) - {"from_scratch"}  # fc.py's own
+    assert {key for key, _, _ in EDITED_SETTINGS} == set(settings.RUN_SETTINGS) - {"from_scratch"}  # fc.py's own
 
 
 @pytest.mark.parametrize("key,value,saved", EDITED_SETTINGS)
