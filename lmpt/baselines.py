@@ -24,7 +24,8 @@ from .cli import dataset_name
 from .data import BatchNormalize, label_line
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (build_optimizer, build_scheduler, check_finite, checkpoint_results, fit, load_trainable_state,
-                     run_results, seed_everything, sigterm_as_interrupt)
+                     run_results, seed_everything)
+from .interrupts import sigterm_as_interrupt
 from .losses import build_classification_loss
 from .methods import FULL_FINETUNE, ZERO_SHOT, finetune_method
 from .metrics import evaluate_logits

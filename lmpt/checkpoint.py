@@ -12,11 +12,8 @@ import math
 import operator
 import os
 import pickle
-import signal
 import socket
-import threading
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 try:
@@ -29,6 +26,7 @@ import torch
 from clip.checkpoint import archive_problem, has_torchscript_layout
 from clip.checkpoint import atomic_write as _atomic_write  # one atomic writer for the whole project
 
+from .interrupts import interrupts_deferred
 from .methods import PROMPT_METHODS
 from .settings import CONFIG_KINDS, OPTIONAL_CONFIG_KINDS, is_int, is_number
 
@@ -274,33 +272,6 @@ def note_replaced_results(path, results, keys, tag, compare=None, also_differ=()
     mAP = f"mAP {old['mAP']:.2f}" if isinstance(old.get("mAP"), (int, float)) else "no mAP"
     print(f"[{tag}] replacing {path} of an earlier evaluation ({mAP}"
           f"{'; other ' + ', '.join(differ) if differ else ''})")
-
-
-_DEFERRING = []  # non-empty while interrupts_deferred holds the signals back (it nests)
-
-
-@contextmanager
-def interrupts_deferred():
-    """Within the block, Ctrl-C (SIGINT) and SIGTERM are held back, then delivered when it ends, to the handlers
-    that were there before (Ctrl-C's KeyboardInterrupt, ``engine.sigterm_as_interrupt``'s, or the default).
-    For writes that must finish: torch.save turns an interrupt inside its file writer into an error of its
-    own ("unexpected pos …"), which would lose the file and read as a failed disk. Blocks nest; outside the
-    main thread, where no handler can be set, signals are left alone."""
-    if _DEFERRING or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending = []
-    previous = {signum: signal.signal(signum, lambda number, frame: pending.append(number))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
-    _DEFERRING.append(True)
-    try:
-        yield
-    finally:
-        _DEFERRING.pop()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if pending:
-            signal.raise_signal(pending[0])  # as if it came now
 
 
 def save_torch(path, obj):

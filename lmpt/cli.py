@@ -16,7 +16,8 @@ from .backbones import BACKBONES, backbone_tag, is_backbone_name
 from .checkpoint import release_run_dir
 from .data import (DEFAULT_DATA_ROOT, DEFAULT_DATASET, PREPROCESS_KINDS, REPO_ROOT, DataError, available_cores,
                    dataset_folders, dataset_names, get_dataset_spec)
-from .engine import NonFiniteError, interrupt_status, sigterm_as_interrupt
+from .engine import NonFiniteError
+from .interrupts import interrupt_status, sigterm_as_interrupt
 from .losses import DB_LOSS_FLAGS, db_flags_read
 from .metrics import SCORE_KINDS
 from .settings import RESUME_MAY_CHANGE, RUN_PLACE
@@ -484,7 +485,7 @@ def run_resumable(fn, args, tag):
     """``fn(args)``: a training run in ``args.output_dir``, whose claim on that folder
     (``checkpoint.claim_run_dir``, made in ``fn``) is let go here, however it ends. On Ctrl-C or SIGTERM
     (from the start: decoding too) say whether and how to resume, and exit with status 130 (Ctrl-C) or 143
-    (SIGTERM), 128 + the signal's number (``engine.interrupt_status``); on a file that
+    (SIGTERM), 128 + the signal's number (``interrupts.interrupt_status``); on a file that
     could not be written (a full disk, say) once the run has saved an epoch, say that it resumes."""
     try:
         with sigterm_as_interrupt():
@@ -520,7 +521,7 @@ def report_errors(main, argv=None):
     device, or a run whose loss diverged) ends the run with its message, ``<script>: error: …``, on stderr
     and exit status 1, rather than a traceback; ``LMPT_TRACEBACK=1`` shows the traceback too. Other
     exceptions are bugs and keep it. Ctrl-C ends it with status 130, a SIGTERM that a training script turned
-    into an interrupt (``engine.sigterm_as_interrupt``) with 143."""
+    into an interrupt (``interrupts.sigterm_as_interrupt``) with 143."""
     try:
         return main(argv)
     except USER_ERRORS as error:

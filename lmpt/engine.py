@@ -8,37 +8,19 @@ and — when the selection mAP improved — ``best.pt``, all atomically.
 """
 import math
 import random
-import signal
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import RESULT_FILES, interrupts_deferred, load_checkpoint, read_metrics, save_torch, write_metrics
+from .checkpoint import RESULT_FILES, load_checkpoint, read_metrics, save_torch, write_metrics
+from .interrupts import interrupts_deferred
 
 
 class NonFiniteError(RuntimeError):
     """A loss or logits became NaN/Inf; the last good checkpoint is kept."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so that the run stops cleanly; ``signum``: the signal's number."""
-
-    def __init__(self, signum=signal.SIGTERM):
-        super().__init__(int(signum))
-        self.signum = int(signum)
-
-    def __str__(self):
-        return f"signal {self.signum}"
-
-
-def interrupt_status(error):
-    """The exit status of a script that ``error`` (a KeyboardInterrupt) stopped: 128 + the signal's number, as a
-    shell reports a process that signal ended: 130 for Ctrl-C (SIGINT), 143 for SIGTERM (``Interrupted``)."""
-    return 128 + getattr(error, "signum", int(signal.SIGINT))
 
 
 def seed_everything(seed):
@@ -46,22 +28,6 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-@contextmanager
-def sigterm_as_interrupt():
-    """Within the block, SIGTERM raises :class:`Interrupted` like Ctrl-C raises KeyboardInterrupt."""
-    def handler(signum, frame):
-        raise Interrupted(signum)
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def epoch_plan(seed, epoch, n, batch_size):

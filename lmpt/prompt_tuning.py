@@ -11,7 +11,8 @@ import torch
 from .checkpoint import load_checkpoint, start_run_dir
 from .device import autocast_on, load_kernels, use_autocast
 from .engine import (build_optimizer, build_scheduler, check_finite, checkpoint_results, fit, load_trainable_state,
-                     run_results, sigterm_as_interrupt)
+                     run_results)
+from .interrupts import sigterm_as_interrupt
 from .losses import build_classification_loss, build_cse_loss
 from .methods import CAPTION_METHODS, PROMPT_METHODS
 from .metrics import evaluate_logits

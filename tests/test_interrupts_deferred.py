@@ -7,8 +7,8 @@ import signal
 import pytest
 import torch
 
-from lmpt.checkpoint import interrupts_deferred, save_torch
-from lmpt.engine import Interrupted, sigterm_as_interrupt
+from lmpt.checkpoint import save_torch
+from lmpt.interrupts import Interrupted, interrupts_deferred, sigterm_as_interrupt
 
 
 class SignalWhilePickled:

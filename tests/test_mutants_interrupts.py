@@ -11,7 +11,8 @@ import torch
 
 from lmpt import engine
 from lmpt.checkpoint import save_torch
-from lmpt.engine import Interrupted, fit, sigterm_as_interrupt
+from lmpt.engine import fit
+from lmpt.interrupts import Interrupted, sigterm_as_interrupt
 
 
 def tiny_fit(run_dir, epochs):
