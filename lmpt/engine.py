@@ -193,6 +193,54 @@ def resume_state(run_dir, model, optimizer, scheduler, epochs):
     return start, best, rows, best_epoch_held(run_dir) == start
 
 
+def _train_epoch(model, batch_loss, optimizer, batches, flips, epoch, bar_desc):
+    """One epoch's optimisation steps over ``batches`` (index tensors; ``flips`` [N]: ``epoch_plan``'s), under
+    a progress bar named ``bar_desc``. Returns (the sums over the epoch's samples of the loss and of each part
+    ``batch_loss`` returns, the number of samples, the index of the last step)."""
+    model.train()
+    sums, count = {}, 0
+    bar = tqdm(batches, desc=bar_desc, leave=False)
+    for step, index in enumerate(bar):
+        loss, parts = batch_loss(index, flips[index], epoch, step)
+        check_finite(loss.detach(), "the training loss", epoch, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for k, v in {"loss": loss.item(), **parts}.items():
+            sums[k] = sums.get(k, 0.0) + v * len(index)
+        count += len(index)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    return sums, count, step
+
+
+def _write_epoch(run_dir, rows, state, improved):
+    """An epoch's files: ``metrics.jsonl`` (``rows``), ``last.pt`` (``state``) and, when the epoch ``improved``,
+    ``best.pt`` (after removing the evaluations of the best.pt it replaces), in that order, each atomically."""
+    # metrics, last.pt, best.pt: a run killed after the metrics resumes from the older last.pt (and drops
+    # the row), one killed after last.pt has best.pt rewritten from it (repair_best)
+    with interrupts_deferred():  # a Ctrl-C or SIGTERM now stops the run once the epoch is saved
+        write_metrics(run_dir / "metrics.jsonl", rows)
+        save_torch(run_dir / "last.pt", state)
+        if improved:
+            for name in RESULT_FILES:  # evaluations of the best.pt replaced (by a resumed, extended run)
+                (run_dir / name).unlink(missing_ok=True)
+            save_torch(run_dir / "best.pt", state)
+
+
+def _refuse_unselected_ahead_best(run_dir, epoch, selection_map, best):
+    """For runs of code before ade04c2 (``check_best``'s exception): the resumed ``epoch`` was to write again
+    the best.pt the stopped attempt left ahead of last.pt, but did not improve, so best.pt now holds that
+    attempt's epoch, which nothing else holds. Removes the results files, which described it, and refuses
+    to go on."""
+    for name in RESULT_FILES:  # they described the best epoch, whose state nothing holds any more
+        (run_dir / name).unlink(missing_ok=True)
+    raise ValueError(f"{run_dir / 'best.pt'}: holds epoch {epoch + 1} of the attempt that was stopped "
+                     f"(written before its last.pt, by code before commit ade04c2), which this attempt did "
+                     f"not select again (mAP {selection_map:.2f}; best {best['mAP']:.2f} at epoch "
+                     f"{best['epoch'] + 1}, whose state nothing holds any more); train the run again with "
+                     f"--overwrite")
+
+
 def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batch_size, n_train, seed,
         config, resume=False, on_epoch_end=None, desc="train", selection_split=None):
     """Train ``model`` for ``epochs`` epochs; return the best epoch's record ``{"epoch", "mAP"}``.
@@ -215,20 +263,9 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
         start, best, rows, ahead = resume_state(run_dir, model, optimizer, scheduler, epochs)
     for epoch in range(start, epochs):
         t0 = time.time()
-        model.train()
         batches, flips = epoch_plan(seed, epoch, n_train, batch_size)
-        sums, count = {}, 0
-        bar = tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False)
-        for step, index in enumerate(bar):
-            loss, parts = batch_loss(index, flips[index], epoch, step)
-            check_finite(loss.detach(), "the training loss", epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for k, v in {"loss": loss.item(), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v * len(index)
-            count += len(index)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        sums, count, step = _train_epoch(model, batch_loss, optimizer, batches, flips, epoch,
+                                         f"{desc} epoch {epoch + 1}/{epochs}")
         model.eval()
         try:
             selection_map, metrics = evaluate()
@@ -246,26 +283,12 @@ def fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, epochs, batc
         rows.append(row)
         state = {"model": trainable_state(model), "config": config, "epoch": epoch, "best": best,
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-        # metrics, last.pt, best.pt: a run killed after the metrics resumes from the older last.pt (and drops
-        # the row), one killed after last.pt has best.pt rewritten from it (repair_best)
-        with interrupts_deferred():  # a Ctrl-C or SIGTERM now stops the run once the epoch is saved
-            write_metrics(run_dir / "metrics.jsonl", rows)
-            save_torch(run_dir / "last.pt", state)
-            if improved:
-                for name in RESULT_FILES:  # evaluations of the best.pt replaced (by a resumed, extended run)
-                    (run_dir / name).unlink(missing_ok=True)
-                save_torch(run_dir / "best.pt", state)
+        _write_epoch(run_dir, rows, state, improved)
         split = f"{selection_split} " if selection_split else ""  # "val mAP" / "test mAP": the split selected on
         print(f"[{desc}] epoch {epoch + 1}/{epochs} loss {row.get('train_loss', float('nan')):.4f} "
               f"{split}mAP {selection_map:.2f} (best {best['mAP']:.2f} @ {best['epoch'] + 1}) {row['seconds']:.1f}s")
-        if ahead and not improved:
-            for name in RESULT_FILES:  # they described the best epoch, whose state nothing holds any more
-                (run_dir / name).unlink(missing_ok=True)
-            raise ValueError(f"{run_dir / 'best.pt'}: holds epoch {epoch + 1} of the attempt that was stopped "
-                             f"(written before its last.pt, by code before commit ade04c2), which this attempt did "
-                             f"not select again (mAP {selection_map:.2f}; best {best['mAP']:.2f} at epoch "
-                             f"{best['epoch'] + 1}, whose state nothing holds any more); train the run again with "
-                             f"--overwrite")
+        if ahead and not improved:  # a best.pt of the stopped attempt's, from code before ade04c2 (check_best)
+            _refuse_unselected_ahead_best(run_dir, epoch, selection_map, best)
         ahead = False
         if on_epoch_end is not None:  # a hook for tests (a stop at an epoch's end)
             on_epoch_end(epoch)
