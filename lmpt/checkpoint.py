@@ -1,4 +1,7 @@
-"""Run folders and atomic writes: nothing half-written survives a crash.
+"""Run folders and their files: atomic writes (nothing half-written survives a crash), a folder's lock and
+checks, results files (and the note when one replaces an earlier evaluation), ``metrics.jsonl`` read back,
+and checkpoints loaded and checked (the configuration's schema, with the training methods' names). Interrupts
+held back during a write: ``lmpt.interrupts``.
 
 A run folder holds plain files: ``args.json``, ``metrics.jsonl`` (one line per
 epoch), ``results.json``, ``test_results.json`` (``lmpt/test.py``'s), ``last.pt``

@@ -1,4 +1,7 @@
-"""The training loop shared by LMPT, CoOp and the fine-tuning baseline.
+"""The training loop shared by LMPT, CoOp and the fine-tuning baselines (``fit``), and its pieces: seeding,
+the optimizers and the plateau scheduler, the NaN guard (``NonFiniteError``), the trained tensors a checkpoint
+holds, resuming from ``last.pt`` (with ``best.pt`` checked and repaired), and the results record of a run.
+How Ctrl-C and SIGTERM stop a run is in ``lmpt.interrupts``.
 
 ``fit`` reads like a checklist: for each epoch, draw the image order and the
 flip decisions from ``seed`` and the epoch number alone (so a resumed run sees
