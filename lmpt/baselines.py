@@ -304,7 +304,7 @@ def finetune(args):
     config = start.run_config(args, method, args.pretrain_clip_path)
     optimizer = build_optimizer("adamw", [p for p in model.parameters() if p.requires_grad], args.lr)
     run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt():  # for callers of finetune() from Python; fc.py's run_resumable has one already
         best = fit(model, batch_loss, evaluate, optimizer, build_scheduler(optimizer), run_dir, args.epochs,
                    args.batch_size, len(train_split.paths), args.seed, config, resume=args.resume,
                    desc=config["method"], selection_split=select_split.name)

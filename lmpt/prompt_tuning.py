@@ -90,7 +90,7 @@ def train(args):
     optimizer = build_optimizer(args.optimizer, model.prompt_learner.parameters(), args.lr)
     scheduler = build_scheduler(optimizer)
     run_dir = start_run_dir(args)  # everything is built: an old run is replaced only now (--overwrite)
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt():  # for callers of train() from Python; train.py's run_resumable has one already
         best = fit(model, batch_loss, evaluate, optimizer, scheduler, run_dir, args.epochs, args.batch_size,
                    len(train_split.paths), args.seed, config, resume=args.resume, desc=args.training_method,
                    selection_split=select_split.name)
