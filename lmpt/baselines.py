@@ -29,7 +29,7 @@ from .interrupts import sigterm_as_interrupt
 from .losses import build_classification_loss
 from .methods import FULL_FINETUNE, ZERO_SHOT, finetune_method
 from .metrics import evaluate_logits
-from .models import CONTEXT_LENGTH, full_precision, prompt_tokens
+from .models import CONTEXT_LENGTH, class_text, full_precision, longest_prompts
 from .prepare import (finish_run, load_clip_and_features, load_clip_and_pixels, load_splits, results_data,
                       selection_row, start_training)
 from .report import format_results
@@ -46,14 +46,11 @@ def check_class_count(dataset, nb_classes):
 def check_template_lengths(dataset, templates, flag):
     """Refuse (before any image is decoded) a class name whose prompt with some template exceeds CLIP's
     context of CONTEXT_LENGTH tokens (``models.prompt_tokens``: the start and end of text included)."""
-    too_long = []
-    for name in dataset.class_names:
-        lengths = [(prompt_tokens(t.format(name.replace("_", " "))), t) for t in templates]
-        tokens, template = max(lengths, key=lambda length: length[0])  # the first longest
-        if tokens > CONTEXT_LENGTH:
-            too_long.append((name, tokens, template))
+    texts = [[t.format(class_text(name)) for t in templates] for name in dataset.class_names]  # [C][T]
+    too_long = [row for row in longest_prompts(dataset.class_names, texts) if row[1] > CONTEXT_LENGTH]
     if too_long:
-        name, tokens, template = too_long[0]
+        name, tokens, i = too_long[0]
+        template = templates[i]
         labels = dataset.root / dataset.spec.labels
         more = f" (and {len(too_long) - 1} more class name(s))" if len(too_long) > 1 else ""
         raise ValueError(f"{labels}:{label_line(labels, name)}: class name {name!r} gives {tokens} tokens with "
@@ -70,7 +67,7 @@ def zero_shot_classifier(clip_model, class_names, templates, device, chunk=512, 
     rather than the longest prompt's.
     """
     check_templates(templates, "zero_shot_classifier's templates")
-    texts = [t.format(name.replace("_", " ")) for name in class_names for t in templates]
+    texts = [t.format(class_text(name)) for name in class_names for t in templates]
     tokens = clip.tokenize(texts)  # [C·T, 77]
     order = tokens.argmax(-1).argsort()  # [C·T] by end-of-text position (its id is the vocabulary's largest)
     embeddings = torch.empty(len(texts), clip_model.text_projection.shape[1], device=device)  # [C·T, E]

@@ -74,7 +74,13 @@ def prompt_texts(class_names, n_ctx=16, ctx_init=""):
         if n_ctx < 1:
             raise ValueError(f"n_ctx must be at least 1 with an empty ctx_init, got {n_ctx}")
         prefix = " ".join(["X"] * n_ctx)
-    return n_ctx, [f"{prefix} {name.replace('_', ' ')}." for name in class_names]
+    return n_ctx, [f"{prefix} {class_text(name)}." for name in class_names]
+
+
+def class_text(name):
+    """The one spelling of a class name in prompt text: its underscores as spaces ('traffic_light' -> 'traffic
+    light'). The prompts, the zero-shot templates and the token counts of ``PromptLearner.name_lens`` all use it."""
+    return name.replace("_", " ")
 
 
 def prompt_tokens(text):
@@ -82,14 +88,27 @@ def prompt_tokens(text):
     return len(clip._tokenizer.encode(text)) + 2
 
 
+def longest_prompts(class_names, texts_by_class):
+    """Each class's longest prompt -> [(class name, tokens, i)], in the order of ``class_names``:
+    ``texts_by_class[c]`` lists class c's prompt texts and the i-th is the first longest of them, of ``tokens``
+    tokens (``prompt_tokens``). What ``check_prompt_length`` and ``baselines.check_template_lengths`` share:
+    each refuses a prompt over CONTEXT_LENGTH tokens in its own words."""
+    longest = []
+    for name, texts in zip(class_names, texts_by_class):
+        tokens, i = max([(prompt_tokens(text), i) for i, text in enumerate(texts)],
+                        key=lambda length: length[0])  # the first longest
+        longest.append((name, tokens, i))
+    return longest
+
+
 def check_prompt_length(class_names, n_ctx=16, ctx_init=""):
     """Refuse (before any work) a context so long that a class's prompt exceeds CLIP's 77 tokens."""
     _, texts = prompt_texts(class_names, n_ctx, ctx_init)
-    lengths = [prompt_tokens(text) for text in texts]
-    longest = max(range(len(texts)), key=lengths.__getitem__)
-    if lengths[longest] > CONTEXT_LENGTH:
+    name, tokens, _ = max(longest_prompts(class_names, [[text] for text in texts]),
+                          key=lambda row: row[1])  # the first class of the longest prompt
+    if tokens > CONTEXT_LENGTH:
         flag = f"--ctx_init {ctx_init!r}" if context_words(ctx_init) else f"--n_ctx {n_ctx}"
-        raise ValueError(f"{flag}: the prompt of class {class_names[longest]!r} would be {lengths[longest]} "
+        raise ValueError(f"{flag}: the prompt of class {name!r} would be {tokens} "
                          f"tokens, more than CLIP's {CONTEXT_LENGTH}; use a shorter context")
 
 
@@ -126,7 +145,7 @@ class PromptLearner(nn.Module):
 
         # Tokens of each name, as CoOp counts them. A name ending in ')' or '!' has its full stop joined to
         # its last token in the prompt (').</w>'): its slice then carries the stop, and the end of text stays.
-        self.name_lens = [len(clip._tokenizer.encode(name.replace("_", " "))) for name in class_names]
+        self.name_lens = [len(clip._tokenizer.encode(class_text(name))) for name in class_names]
         tokenized = clip.tokenize(texts).to(device)  # [C, 77]
         with torch.no_grad():
             token_embeds = embedding(tokenized)  # [C, 77, D]
