@@ -26,9 +26,11 @@ import torch.nn.functional as F
 from clip.clip import pretrained_dir as pretrained_folder
 
 from .backbones import TINY_CHECKPOINT  # the file --pretrain_clip tiny names
+from .baselines import zero_shot_classifier
 from .data import NORMALIZATION
 from .fileid import sha256_of_file
 from .metrics import SCORE_KINDS, average_precision, log_scores, mean_ap
+from .templates import TEMPLATES
 
 FAST_CHECKPOINT_NAME = "tiny-clip-synth-fast.pt"  # FAST_SETTINGS: the reduced tiny CLIP of the tests
 
@@ -46,8 +48,10 @@ DEFAULT_SETTINGS = dict(steps=3000, batch_size=64, corpus_size=16000, lr=5e-4, w
 # images were cheaper but left CoOp within 2 points of zero-shot (README, "The tiny CLIP").
 FAST_SETTINGS = dict(DEFAULT_SETTINGS, steps=2000, batch_size=48, corpus_size=10000, warmup_steps=100)
 
-# Normalisations seen in pretraining: CLIP's (``--preprocess clip``) and ImageNet's (the LMPT default).
-_NORMALISATIONS = (NORMALIZATION["clip"], NORMALIZATION["lmpt"])
+# Normalisations seen in pretraining, by their ``--preprocess`` names (``data.NORMALIZATION``'s keys): CLIP's
+# and ImageNet's (the LMPT default). ``images_to_tensor`` takes an index into them.
+_PREPROCESS_KINDS = ("clip", "lmpt")
+_NORMALISATIONS = tuple(NORMALIZATION[kind] for kind in _PREPROCESS_KINDS)
 
 
 class PretrainError(ValueError):
@@ -313,9 +317,15 @@ def _normalised(settings):
 # Quick checks on the synthetic benchmark (zero-shot and a BCE probe).
 
 @torch.no_grad()
-def encode_images(model, root, paths, normalisation=0, batch_size=256):
-    """Normalised image features [N, E] of the JPEGs at ``root/paths`` (64×64, no resizing)."""
+def normalised_image_features(model, root, paths, preprocess="clip", batch_size=256):
+    """L2-normalised image features [N, E] of the JPEGs at ``root/paths`` (64×64, no resizing), their pixels
+    normalised with ``preprocess``'s stats ('clip' or 'lmpt', ``data.NORMALIZATION``'s names). The quick checks'
+    own loop, not ``features.encode_images`` (the runs' decode-and-encode path: raw features [N, V, E], errors)."""
     from PIL import Image
+    if preprocess not in _PREPROCESS_KINDS:
+        raise ValueError(f"normalised_image_features: preprocess={preprocess!r}, expected one of "
+                         f"{', '.join(_PREPROCESS_KINDS)}")
+    normalisation = _PREPROCESS_KINDS.index(preprocess)  # images_to_tensor's index into _NORMALISATIONS
     features = []
     for start in range(0, len(paths), batch_size):
         batch = np.stack([np.asarray(Image.open(Path(root) / p).convert("RGB")) for p in
@@ -332,12 +342,11 @@ def mean_average_precision(scores, labels):
 @torch.no_grad()
 def zero_shot_map(model, dataset, image_features=None):
     """Zero-shot mAP on ``dataset``'s test split: softmax over classes of 100·cos to 'a photo of a {name}.'."""
-    from .baselines import zero_shot_classifier
-    from .templates import TEMPLATES
     if image_features is None:
-        image_features = encode_images(model, dataset.root, dataset.test_paths)  # [N, E]
+        image_features = normalised_image_features(model, dataset.root, dataset.test_paths)  # [N, E]
     text_features = zero_shot_classifier(model, dataset.class_names, TEMPLATES["single"], "cpu",
                                          progress=False)  # [C, E]
+    # not baselines.zero_shot_logits: it normalises the features again, which moves the last bits of unit ones
     logits = 100 * image_features @ text_features.t()  # [N, C]
     return mean_average_precision(log_scores(logits), dataset.test_labels)
 
@@ -350,8 +359,8 @@ def bce_probe_map(model, dataset, epochs=300, lr=1e-2, weight_decay=1e-4, seed=0
     """
     if score not in SCORE_KINDS:  # before the work, not after
         raise ValueError(f"bce_probe_map: score={score!r}, expected one of {', '.join(SCORE_KINDS)}")
-    train_x = encode_images(model, dataset.root, dataset.train_paths)  # [N_train, E]
-    test_x = encode_images(model, dataset.root, dataset.test_paths)  # [N_test, E]
+    train_x = normalised_image_features(model, dataset.root, dataset.train_paths)  # [N_train, E]
+    test_x = normalised_image_features(model, dataset.root, dataset.test_paths)  # [N_test, E]
     train_y = torch.as_tensor(dataset.train_labels)  # [N_train, C]
     torch.manual_seed(seed)
     probe = nn.Linear(train_x.shape[1], train_y.shape[1])

@@ -257,7 +257,7 @@ def test_fast_pretraining_round_trips_through_clip_load_and_beats_chance(default
     meta = json.loads(pretrain.metadata_path(path).read_text())
     assert meta["settings"]["steps"] == pretrain.FAST_SETTINGS["steps"]
 
-    features = pretrain.encode_images(loaded, data.root, data.test_paths)
+    features = pretrain.normalised_image_features(loaded, data.root, data.test_paths)
     zero_shot = pretrain.zero_shot_map(loaded, data, features)
     rng = np.random.default_rng(0)
     chance = max(pretrain.mean_average_precision(rng.random(data.test_labels.shape), data.test_labels)
