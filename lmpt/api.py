@@ -6,8 +6,9 @@
 
 The model is the one ``lmpt/test.py`` evaluates, built by the same functions (``evaluation``'s
 ``read_run_checkpoint`` and ``run_backbone``, ``prompt_tuning.prompt_model``, ``baselines.finetuned_model``),
-and the images are decoded and encoded by the function that encodes its test images (``features.encode_images``), so the scores
-of a run's test images give the metrics of its ``test_results.json``.
+and the images are decoded and encoded by the function that encodes its test images
+(``features.encode_images``), so the scores of a run's test images give the metrics of its
+``test_results.json``.
 """
 from dataclasses import dataclass
 from pathlib import Path

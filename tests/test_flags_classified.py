@@ -1,8 +1,8 @@
 """Every flag of the training scripts is classified for ``--resume``: compared with last.pt
-(``settings.RUN_SETTINGS``), free to change (``settings.RESUME_MAY_CHANGE``), where the run is (``settings.RUN_PLACE``), or
-checked otherwise than as a setting of last.pt, with how (``settings.SETTINGS_CHECKED_OTHERWISE``). A new flag in
-none of them (saved in args.json, but an edited value would resume silently) fails here, naming the lists to add it
-to."""
+(``settings.RUN_SETTINGS``), free to change (``settings.RESUME_MAY_CHANGE``), where the run is
+(``settings.RUN_PLACE``), or checked otherwise than as a setting of last.pt, with how
+(``settings.SETTINGS_CHECKED_OTHERWISE``). A new flag in none of them (saved in args.json, but an edited value
+would resume silently) fails here, naming the lists to add it to."""
 import re
 from pathlib import Path
 
@@ -26,7 +26,8 @@ WHAT_TO_DO = (
     "settings.OPTIONAL_CONFIG_KINDS, a row to EDITED_SETTINGS in tests/test_resume_checks.py and its name to "
     "README's list of compared settings under 'Resuming a run' (a flag only lmpt's embedding loss reads: also "
     "settings.CAPTION_LOSS_FLAGS and the entries of the kinds that read it in losses.CSE_LOSS_FLAGS). "
-    "Where the run reads or computes (a folder, a device): settings.RESUME_MAY_CHANGE. Where the run is: settings.RUN_PLACE. "
+    "Where the run reads or computes (a folder, a device): settings.RESUME_MAY_CHANGE. "
+    "Where the run is: settings.RUN_PLACE. "
     "Otherwise settings.SETTINGS_CHECKED_OTHERWISE, with how a resume checks it otherwise (or why it need not).")
 
 
