@@ -67,7 +67,7 @@ def same_backbone(a, b, pretrained_dir=None):
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# the folders of the scripts that take a checkpoint path: cli.resolve_user_path looks for a relative path from
+# the folders of the scripts that take a checkpoint path: paths.resolve_user_path looks for a relative path from
 # the current folder, then from the script's own folder (the published README wrote '../pretrained/RN50.pt')
 SCRIPT_DIRS = tuple(REPO_ROOT / folder for folder in ("lmpt", "zero_shot_clip", "finetune_clip"))
 

@@ -20,8 +20,7 @@ import clip
 from .backbones import backbone_identity, resolve_backbone
 from .checkpoint import (check_evaluation_dir, check_results_file, load_checkpoint,
                          note_replaced_results, read_saved_json, save_args, save_json, start_run_dir)
-from .cli import dataset_name
-from .data import BatchNormalize, label_line
+from .data import BatchNormalize, dataset_name, label_line
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (build_optimizer, build_scheduler, check_finite, checkpoint_results, fit, load_trainable_state,
                      run_results, seed_everything)

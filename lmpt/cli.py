@@ -1,4 +1,7 @@
-"""Command-line pieces shared by the scripts (train, test, zero-shot, fine-tune)."""
+"""Command-line pieces shared by the scripts (train, test, zero-shot, fine-tune) and the tools: the parser and its
+argument types, the common flag groups, notes on flags a run does not read, the run folders' names, the restoring
+of a resumed run's arguments, and running a script (``run_resumable``, ``report_errors``: exit status and one
+message per user error). The library does not import it."""
 import argparse
 import gc
 import glob
@@ -15,11 +18,12 @@ from clip.clip import PRETRAINED_DIR_ENV, pretrained_dir
 from .backbones import BACKBONES, backbone_tag, is_backbone_name
 from .checkpoint import release_run_dir
 from .data import (DEFAULT_DATA_ROOT, DEFAULT_DATASET, PREPROCESS_KINDS, REPO_ROOT, DataError, available_cores,
-                   dataset_folders, dataset_names, get_dataset_spec)
+                   dataset_folders, dataset_name, dataset_names, get_dataset_spec)
 from .engine import NonFiniteError
 from .interrupts import interrupt_status, sigterm_as_interrupt
 from .losses import DB_LOSS_FLAGS, db_flags_read
 from .metrics import SCORE_KINDS
+from .paths import absolute, resolve_user_path
 from .settings import RESUME_MAY_CHANGE, RUN_PLACE
 
 
@@ -224,25 +228,6 @@ def db_flag_note(args, given):
                              DB_LOSS_FLAGS, neither=True)
 
 
-def absolute(path):
-    """``path`` with ``~`` expanded, made absolute from the current folder (a link keeps its name)."""
-    return Path(os.path.abspath(os.path.expanduser(path)))
-
-
-def resolve_user_path(path, script_dir):
-    """A path as the user wrote it (``~`` expanded): relative to the current folder, or — as the published
-    README wrote them, for scripts run from their own folder — relative to the script's folder."""
-    path = Path(path).expanduser()
-    if path.exists():  # absolute, so args.json and checkpoints name it from any folder
-        return absolute(path)
-    if path.is_absolute():
-        return path
-    beside_script = Path(script_dir) / path
-    if beside_script.exists():
-        return absolute(beside_script)
-    return path
-
-
 def find_val_list(value, dataset, data_root):
     """``--val_list`` as written (``~`` expanded), made absolute: from the current folder, or, for a relative
     path that names no file there, from the dataset folder under ``data_root`` (where the other lists are named,
@@ -266,15 +251,6 @@ def resolve_backbone_arg(value, script_dir):
     """``--pretrain_clip(_path)`` as written: a backbone name stays a name; a path is resolved by
     ``resolve_user_path`` (absolute when the file exists)."""
     return value if is_backbone_name(value) else str(resolve_user_path(value, script_dir))
-
-
-def dataset_name(value):
-    """A ``--dataset`` value by its dataset's name (the alias ``VOC`` is ``voc-lt``); an unknown name as it
-    is (refused, with the known ones, when the dataset is read)."""
-    try:
-        return get_dataset_spec(value).name
-    except DataError:
-        return str(value)
 
 
 def default_run_dir(dataset, method, backbone, seed):

@@ -110,6 +110,15 @@ def get_dataset_spec(name):
     raise DataError(f"unknown dataset {name!r}; expected one of: {dataset_names()}")
 
 
+def dataset_name(value):
+    """A ``--dataset`` value by its dataset's name (the alias ``VOC`` is ``voc-lt``); an unknown name as it
+    is (refused, with the known ones, when the dataset is read)."""
+    try:
+        return get_dataset_spec(value).name
+    except DataError:
+        return str(value)
+
+
 # ---------------------------------------------------------------------------
 # File readers.
 

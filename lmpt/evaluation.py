@@ -13,13 +13,13 @@ from pathlib import Path
 from .backbones import check_backbone, find_backbone, same_backbone
 from .baselines import FINETUNE_TEST_KEYS, finetuned_logits
 from .checkpoint import check_results_file, load_checkpoint, note_replaced_results, read_saved_json, save_json
-from .cli import absolute
 from .data import DEFAULT_DATA_ROOT
 from .device import select_device
 from .engine import RUN_IDENTITY, checkpoint_results, selection_record
 from .methods import FINETUNE_METHODS, FULL_FINETUNE, PROMPT_METHODS
 from .metrics import evaluate_logits
 from .models import context_words, prompt_texts
+from .paths import absolute
 from .prepare import load_splits, results_data, splits_identity
 from .prompt_tuning import PROMPT_KEYS, evaluate_checkpoint_prompts
 from .report import format_results

@@ -13,7 +13,6 @@ import torch
 import clip
 
 from .backbones import backbone_identity, check_backbone, resolve_backbone
-from .cli import absolute
 from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint, read_metrics, save_json
 from .data import (DataError, check_every_class_trained, check_images_exist, image_stats, line_numbers,
                    listing, load_dataset)
@@ -23,6 +22,7 @@ from .losses import check_negatives, db_params, db_params_text
 from .features import DEFAULT_CACHE_DIR, FeatureJob, decode_pixels, remember_resolution, remembered_resolution
 from .fileid import file_fingerprint
 from .models import freeze
+from .paths import absolute
 from .report import format_results
 from .settings import RUN_SETTINGS, TRAINING_SETTINGS
 

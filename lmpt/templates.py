@@ -1,4 +1,5 @@
-"""Prompt templates for zero-shot CLIP: the 80 ImageNet templates of the CLIP paper."""
+"""Prompt templates for zero-shot CLIP: the 80 ImageNet templates of the CLIP paper (``imagenet80``), one
+(``single``), and the check of a template's form (``check_templates``)."""
 from string import Formatter
 
 IMAGENET_TEMPLATES = (

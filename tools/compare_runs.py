@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmpt.checkpoint import check_results_file, check_writable_dir, read_saved_json, save_json, save_text  # noqa: E402
-from lmpt.cli import absolute, dataset_name, script_parser  # noqa: E402
+from lmpt.cli import script_parser  # noqa: E402
+from lmpt.data import dataset_name  # noqa: E402
+from lmpt.paths import absolute  # noqa: E402
 from lmpt.metrics import classes_by_frequency  # noqa: E402
 from lmpt.prepare import selection_split_name  # noqa: E402
 from lmpt.report import COLUMNS, markdown_table, metric_cell, metric_cells  # noqa: E402

@@ -9,10 +9,10 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lmpt.baselines import zero_shot  # noqa: E402
+from lmpt.cli import (add_baseline_args, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
+                      int_in, note_earlier_run_dir, report_errors, resolve_backbone_arg, script_parser)
 from lmpt.methods import ZERO_SHOT  # noqa: E402
-from lmpt.cli import (absolute, add_baseline_args, add_common_args, default_run_dir,  # noqa: E402
-                      freeze_imported_objects, int_in, note_earlier_run_dir, report_errors, resolve_backbone_arg,
-                      script_parser)
+from lmpt.paths import absolute  # noqa: E402
 from lmpt.templates import DEFAULT_TEMPLATES, TEMPLATES  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
