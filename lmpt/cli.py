@@ -438,6 +438,14 @@ def restore_run_args(parser, args, argv=None):
     return args
 
 
+def default_output_dir(args, method, backbone):
+    """The default run folder of ``args``' dataset and seed, ``method`` and ``backbone`` (``default_run_dir``),
+    noting the runs that an earlier version named otherwise (``note_earlier_run_dir``)."""
+    folder = default_run_dir(args.dataset, method, backbone, args.seed)
+    note_earlier_run_dir(folder, args.dataset, method, backbone, args.seed)
+    return folder
+
+
 def resolve_run_dir(args, method, backbone):
     """Set ``args.output_dir`` (``--resume DIR`` wins, then ``--output_dir``, then the default), turn
     ``args.resume`` into a bool, and make ``--val_list`` (``find_val_list``: from the current folder, else from
@@ -451,8 +459,7 @@ def resolve_run_dir(args, method, backbone):
     else:
         args.resume = False
     if args.output_dir is None:
-        args.output_dir = default_run_dir(args.dataset, method, backbone, args.seed)
-        note_earlier_run_dir(args.output_dir, args.dataset, method, backbone, args.seed)
+        args.output_dir = default_output_dir(args, method, backbone)
     args.output_dir = absolute(args.output_dir)
     return args
 

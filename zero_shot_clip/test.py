@@ -9,8 +9,8 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lmpt.baselines import zero_shot  # noqa: E402
-from lmpt.cli import (add_baseline_args, add_common_args, default_run_dir, freeze_imported_objects,  # noqa: E402
-                      int_in, note_earlier_run_dir, report_errors, resolve_backbone_arg, script_parser)
+from lmpt.cli import (add_baseline_args, add_common_args, default_output_dir, freeze_imported_objects,  # noqa: E402
+                      int_in, report_errors, resolve_backbone_arg, script_parser)
 from lmpt.methods import ZERO_SHOT  # noqa: E402
 from lmpt.paths import absolute  # noqa: E402
 from lmpt.templates import DEFAULT_TEMPLATES, TEMPLATES  # noqa: E402
@@ -46,14 +46,13 @@ def parse_args(argv=None):
                   f"is not written")
     elif args.output_dir is None:
         method = ZERO_SHOT if args.templates == DEFAULT_TEMPLATES else f"{ZERO_SHOT}-{args.templates}"  # own folder
-        args.output_dir = default_run_dir(args.dataset, method, args.pretrain_clip_path, args.seed)
-        note_earlier_run_dir(args.output_dir, args.dataset, method, args.pretrain_clip_path, args.seed)
+        args.output_dir = default_output_dir(args, method, args.pretrain_clip_path)
     return args
 
 
 def main(argv=None):
     freeze_imported_objects()
-    zero_shot(parse_args(argv))
+    return zero_shot(parse_args(argv))
 
 
 if __name__ == "__main__":
