@@ -381,6 +381,29 @@ def restore_run_args(parser, args, argv=None):
     """
     if args.resume is None:
         return args
+    saved, saved_file = read_saved_args(parser, args)
+    given = given_flags(parser, argv)
+    saved = with_val_list_of_resume(saved, args, given)
+    for action in parser._actions:
+        key = action.dest
+        if key not in saved or key in RUN_PLACE:
+            continue
+        value = saved_value(parser, action, saved[key], saved_file)
+        if key not in given:
+            setattr(args, key, value)
+        elif key not in RESUME_MAY_CHANGE and _setting(action, getattr(args, key)) != _setting(action, value):
+            flag = action.option_strings[0]
+            may = [f"--{k}" for k in RESUME_MAY_CHANGE if any(a.dest == k for a in parser._actions)]
+            parser.error(f"--resume {args.resume}: {flag} {getattr(args, key)} differs from the run's own "
+                         f"{value} ({saved_file}); a resumed run keeps its settings (only {', '.join(may)} "
+                         f"may change)")
+    note_missing_saved(parser, saved, args, saved_file)
+    return args
+
+
+def read_saved_args(parser, args):
+    """(the run's args.json as a dict, its path) for ``--resume DIR``; refused (exit 2, naming the file): a file as
+    ``DIR`` (its last.pt), ``--overwrite`` with it, a folder without args.json, one that is not a JSON object."""
     if getattr(args, "overwrite", False):
         parser.error(f"--resume {args.resume} with --overwrite: --overwrite replaces a run, --resume continues it; "
                      f"pass one")
@@ -395,7 +418,13 @@ def restore_run_args(parser, args, argv=None):
         parser.error(f"{saved_file}: not valid JSON ({e}); expected the args.json a run wrote")
     if not isinstance(saved, dict):
         parser.error(f"{saved_file}: holds a {type(saved).__name__}; expected the args.json a run wrote")
-    given = given_flags(parser, argv)
+    return saved, saved_file
+
+
+def with_val_list_of_resume(saved, args, given):
+    """args.json's values with its val_list as the resume reads it. A ``--val_list`` written now is found as for a
+    new run (``find_val_list``, in the run's dataset and data root unless they are written too), and compared as
+    the file it names; the run's own, when not named so, moves with a new ``--data_root`` (``reroot_val_list``)."""
     names_own = False  # --val_list given, naming the file the run read, where it was: its own too
     if "val_list" in given and args.val_list is not None:  # compared as the file it names: found as for a new run
         place = {key: saved[key] if key not in given and isinstance(saved.get(key), str) else getattr(args, key)
@@ -404,30 +433,31 @@ def restore_run_args(parser, args, argv=None):
         names_own = isinstance(saved.get("val_list"), str) and Path(args.val_list) == Path(saved["val_list"])
     if "val_list" in saved and not names_own:  # not moved (nor noted as moved) when named
         saved = {**saved, "val_list": reroot_val_list(saved, args, given)}
-    for action in parser._actions:
-        key = action.dest
-        if key not in saved or key in RUN_PLACE:
-            continue
-        value = saved[key]
-        problem = _saved_problem(parser, action, value)
-        if problem:
-            parser.error(f"{saved_file}: {key} {value!r} is not a valid {action.option_strings[0]} ({problem})")
-        if value is not None and action.type is not None:  # checked as if typed: ranges, types, paths
-            try:
-                value = action.type(str(value))
-            except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
-                parser.error(f"{saved_file}: {key} {saved[key]!r} is not a valid {action.option_strings[0]} "
-                             f"({e})")
-        if action.choices is not None and value not in action.choices:
-            parser.error(f"{saved_file}: {key} {value!r} is not one of {list(action.choices)}")
-        if key not in given:
-            setattr(args, key, value)
-        elif key not in RESUME_MAY_CHANGE and _setting(action, getattr(args, key)) != _setting(action, value):
-            flag = action.option_strings[0]
-            may = [f"--{k}" for k in RESUME_MAY_CHANGE if any(a.dest == k for a in parser._actions)]
-            parser.error(f"--resume {args.resume}: {flag} {getattr(args, key)} differs from the run's own "
-                         f"{value} ({saved_file}); a resumed run keeps its settings (only {', '.join(may)} "
-                         f"may change)")
+    return saved
+
+
+def saved_value(parser, action, value, saved_file):
+    """A flag's value from args.json (``saved_file``), checked as if it were written: of the right kind
+    (``_saved_problem``), through the flag's type (ranges, types, paths) and within its choices; refused (exit 2)
+    naming the file, the flag and the value."""
+    key, shown = action.dest, value
+    problem = _saved_problem(parser, action, value)
+    if problem:
+        parser.error(f"{saved_file}: {key} {value!r} is not a valid {action.option_strings[0]} ({problem})")
+    if value is not None and action.type is not None:  # checked as if typed: ranges, types, paths
+        try:
+            value = action.type(str(value))
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+            parser.error(f"{saved_file}: {key} {shown!r} is not a valid {action.option_strings[0]} ({e})")
+    if action.choices is not None and value not in action.choices:
+        parser.error(f"{saved_file}: {key} {value!r} is not one of {list(action.choices)}")
+    return value
+
+
+def note_missing_saved(parser, saved, args, saved_file):
+    """Say which flags args.json lacks (a run written before they existed), with the defaults they take
+    (``prepare.check_settings`` then compares what last.pt holds); nothing when it holds flags this script
+    lacks (another script's run, which ``prepare.check_resumable`` names)."""
     dests = dict.fromkeys(a.dest for a in parser._actions if a.dest != "help")
     missing = [key for key in dests if key not in saved and key not in RUN_PLACE + RESUME_MAY_CHANGE]
     foreign = set(saved) - set(dests)  # flags this script lacks: another script's run (check_resumable names it)
@@ -435,7 +465,6 @@ def restore_run_args(parser, args, argv=None):
         print(f"[resume] note: {saved_file} has no {', '.join(missing)} (a run of an earlier version?); "
               f"{'it takes its default' if len(missing) == 1 else 'they take their defaults'}: "
               f"{', '.join(f'{key} {getattr(args, key)!r}' for key in missing)}", file=sys.stderr)
-    return args
 
 
 def default_output_dir(args, method, backbone):
