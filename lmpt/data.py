@@ -36,7 +36,8 @@ class DataError(ValueError):
 
 
 # ---------------------------------------------------------------------------
-# The table of datasets: adding one is one entry.
+# The table of datasets: adding one is one entry (and, for the DB losses' μ and λ of its own, a row in
+# losses.DB_DEFAULTS; without one it trains with VOC-LT's, said at the start of each run).
 
 @dataclass(frozen=True)
 class DatasetSpec:
