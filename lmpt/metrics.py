@@ -165,8 +165,8 @@ def log_scores(logits, kind='softmax'):
     """The logarithm of the scores, float64 [N, C]: log-softmax over classes (published default) or log-sigmoid.
 
     The metrics rank and threshold these (``evaluate_logits``), not the scores themselves: CLIP's logits are
-    100·cos, 20 to 35 for most pairs, where σ(z) is exactly 1.0 in float32 (above z ≈ 16.6, and in float64
-    above z ≈ 37), and a dominant class's softmax score saturates the same way; the ties would flatten
+    100·cos, commonly above 16.6 (a cosine of 0.166), where σ(z) is exactly 1.0 in float32 (in float64 above
+    z ≈ 37), and a dominant class's softmax score saturates the same way; the ties would flatten
     AP and top-k. The logarithm keeps every order; ``score >= thre`` is ``log score >= log thre``.
     Accepts a torch tensor or a numpy array.
     """
