@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import benchmark_speed as bench  # noqa: E402
+from lmpt import provenance  # noqa: E402
 from lmpt.published_loop import published_caption_distance  # noqa: E402
 
 TOY = bench.PRESETS["toy"]
@@ -142,6 +143,7 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
         assert len(list((tmp_path / "work" / f"eval_cache_{script}").glob("*.pt"))) == 1
     assert json.loads((tmp_path / "work" / "eval_test.json").read_text())["mAP"] >= 0
     assert report["memory_ratio"] > 0
+    assert report["code"] == provenance.code_version()  # the commit measured, as this checkout's
 
 
 def test_an_extrapolated_published_loop_counts_its_first_epochs_start_up_once():
@@ -179,6 +181,6 @@ def test_the_cpu_is_named_by_its_first_processors_model_and_bf16_features():
     block = ("processor\t: {n}\nmodel name\t: {name}\nflags\t\t: fpu sse2 avx2 {flags}\n\n")
     cpuinfo = (block.format(n=0, name="Intel(R) Xeon(R) Processor", flags="avx512f avx512_bf16 amx_bf16")
                + block.format(n=1, name="Other", flags=""))
-    assert bench.cpu_model(cpuinfo) == "Intel(R) Xeon(R) Processor, AVX-512 BF16, AMX BF16"
-    assert bench.cpu_model(block.format(n=0, name="AMD EPYC 7B13", flags="avx2")) == "AMD EPYC 7B13"
-    assert bench.cpu_model("processor\t: 0\nflags\t\t: avx512_bf16\n") is None  # no model name (e.g. ARM)
+    assert provenance.cpu_model(cpuinfo) == "Intel(R) Xeon(R) Processor, AVX-512 BF16, AMX BF16"
+    assert provenance.cpu_model(block.format(n=0, name="AMD EPYC 7B13", flags="avx2")) == "AMD EPYC 7B13"
+    assert provenance.cpu_model("processor\t: 0\nflags\t\t: avx512_bf16\n") is None  # no model name (e.g. ARM)

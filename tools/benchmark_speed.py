@@ -48,6 +48,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
+from lmpt.provenance import code_version, cpu_name  # noqa: E402  (no torch, no lmpt import behind it)
+
 DEFAULT_OUT = ROOT / "runs" / "benchmark_speed.json"
 COCO_LABELS = ROOT / "data" / "coco" / "coco_labels.txt"
 
@@ -732,31 +734,8 @@ def compare_prompts(cfg, work, a, b, deterministic):
 def device_name(device, threads=None):
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(torch.device(device))
-    try:
-        model = cpu_model(Path("/proc/cpuinfo").read_text())
-    except OSError:  # not Linux
-        model = None
     threads = threads or torch.get_num_threads()
-    return f"CPU{' ' + model if model else ''} ({os.cpu_count()} cores, torch threads {threads})"
-
-
-# CPU features that change the speed and the rounding of bf16 autocast (README, "The tiny CLIP")
-CPU_FEATURES = (("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX BF16"))
-
-
-def cpu_model(cpuinfo):
-    """'<model name>, <bf16 features>' of the first processor in /proc/cpuinfo's text, or None."""
-    fields = {}
-    for line in cpuinfo.splitlines():
-        if not line.strip():
-            break  # the first processor's block ends
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
-    name = fields.get("model name")
-    if not name:
-        return None
-    flags = fields.get("flags", "").split()
-    return ", ".join([name] + [label for flag, label in CPU_FEATURES if flag in flags])
+    return cpu_name(f"torch threads {threads}")
 
 
 def _mib(n):
@@ -883,6 +862,7 @@ def main(argv=None):
         profile = str(work / "timed_b.profile.txt") if args.profile else None
         report = benchmark(cfg, work, profile=profile, parts=parts)
         report["command"] = "python tools/benchmark_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        report["code"] = code_version()  # the commit measured (and whether tracked files were modified)
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -22,11 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 from lmpt.checkpoint import save_json, save_text  # noqa: E402
 from lmpt.cli import int_in, script_parser  # noqa: E402
 from lmpt.metrics import HEAD_MIN, MEDIUM_MIN, class_groups  # noqa: E402
 from lmpt.report import COLUMNS, markdown_table, metric_cells  # noqa: E402
 from lmpt.pretrain import FAST_CHECKPOINT_NAME, FAST_SETTINGS, ensure_tiny_clip  # noqa: E402
+from lmpt.provenance import code_version, cpu_name  # noqa: E402
 from lmpt.synthetic import ensure_benchmark  # noqa: E402
 
 DATASET = "synth-lt"
@@ -187,7 +190,8 @@ def main(argv=None):
     elapsed = time.time() - t0
     save_text(out_dir / "summary.md", text + f"\n\nTotal demo time: {elapsed:.0f} s\n")
     save_json(out_dir / "summary.json", {"rows": rows, "class_names": dataset.class_names,
-                                         "train_class_freq": train_freq, "seconds": elapsed})
+                                         "train_class_freq": train_freq, "seconds": elapsed,
+                                         "code": code_version(), "machine": cpu_name(), "torch": torch.__version__})
     plot(rows, dataset.class_names, train_freq, out_dir / "per_class_ap.png")
     print("\n" + text)
     print(f"\n[demo] total {elapsed:.0f}s; table, json and plot in {out_dir}")
