@@ -322,8 +322,6 @@ CHECKPOINT_KEYS = {"model", "config", "epoch"}  # what every run checkpoint hold
 RESUME_KEYS = ("optimizer", "scheduler", "best")  # what last.pt holds beside them, for --resume
 
 
-
-
 def check_config(config, path):
     """Refuse a checkpoint's ``config`` that is not a dict of settings of the kinds ``CONFIG_KINDS`` says, or one
     of a prompt run (``PROMPT_METHODS``) without one of them (what lmpt/test.py rebuilds its prompts from)."""

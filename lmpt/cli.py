@@ -300,8 +300,6 @@ def add_run_args(parser, run_dir_pattern):
     return parser
 
 
-
-
 def given_flags(parser, argv=None):
     """The destinations of the flags written on the command line ``argv`` (not those left at their defaults)."""
     actions = [a for a in parser._actions if a.dest != "help"]

@@ -39,8 +39,8 @@ SETTINGS_CHECKED_OTHERWISE = {
                 "and by what it holds: the image lists and labels (splits_sha256, prepare.check_resumable)",
     "training_method": "compared as the method last.pt names (prepare.check_resumable's methods)",
     "gamma": "μ of the DB loss's re-balanced weights, read by the losses that have them (losses.db_flags_read): a "
-             "resume trains with the μ and λ its last.pt saved (prepare.db_params; prepare.start_training says so "
-             "when args.json would give others)",
+             "resume trains with the μ and λ its last.pt saved (its configuration's db_params; "
+             "prepare.start_training says so when args.json would give others)",
     "neg_scale": "λ of the DB loss's negative-tolerant regularisation, read by the losses that have it "
                  "(losses.db_flags_read): a resume trains with the λ its last.pt saved, as gamma",
     "nb_classes": "a check of the labels file's length; trains nothing else",

@@ -60,3 +60,12 @@ def test_the_demo_summary_names_its_commit_machine_and_torch(tmp_path, monkeypat
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["code"] == provenance.code_version() and summary["machine"] == provenance.cpu_name()
     assert summary["torch"] == torch.__version__ and summary["rows"]["CoOp"]["mAP"] == 1.0
+    assert summary["device"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+
+
+def test_the_demo_records_the_device_its_flags_chose(monkeypatch):
+    named = []
+    monkeypatch.setattr(demo, "select_device", lambda name: named.append(name) or torch.device("cpu"))
+    assert demo.device_used([]) == "cpu" and demo.device_used(["--device", "cpu", "--epochs", "2"]) == "cpu"
+    assert demo.device_used(["--device=cuda:1"]) == "cpu"
+    assert named == [None, "cpu", "cuda:1"]

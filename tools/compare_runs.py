@@ -209,48 +209,57 @@ def notes(rows, differ, unrecorded):
     return lines
 
 
-def per_class_aps(row, count):
-    """A row's per-class AP (a list of ``count`` values, None where a class had no positive); refuses a file
-    without one of that length."""
-    aps = row["results"].get("per_class_AP")
-    if not isinstance(aps, list) or len(aps) != count:
-        found = f"{len(aps)} per-class APs" if isinstance(aps, list) else "no per_class_AP"
-        raise ValueError(f"--per_class: {row['file']} has {found}; expected {count}, one for each of the classes "
-                         f"its rows record")
-    return aps
-
-
 def per_class(rows):
     """The per-class comparison: ({"classes": [{"class", "index", "train", "group", "AP": [one per row]}], most
-    training images first, ties by index}, note lines), or (None, notes) when the rows do not record the same
-    classes. The training images and groups (by its ``group_bounds``) are those of the first row that records
-    ``train_class_freq`` (said when rows differ in either; none recorded: ``None``, classes in their order).
-    Refuses (ValueError) a row whose per-class AP does not have one value per class."""
-    names = [row["results"]["class_names"] for row in rows if "class_names" in row["results"]]
-    if not names:
+    training images first, ties by index}, note lines), or (None, notes saying why) when the rows do not record
+    the same classes or a row's per-class AP (or training images) is not one value per class. A row without
+    ``class_names`` (a file of an earlier version) is read in the classes' order of the first row that records
+    them, said. The training images and groups (by its ``group_bounds``) are those of the first row that records
+    ``train_class_freq``, said when that is not every row's; none recorded: ``None``, classes in their order."""
+    names_of = {n: row["results"]["class_names"] for n, row in enumerate(rows, start=1)
+                if "class_names" in row["results"]}
+    if not names_of:
         return None, ["Per-class AP not shown: no row records its class_names (files of earlier versions)."]
-    if any(n != names[0] for n in names):
+    first = min(names_of)
+    names = names_of[first]
+    if any(other != names for other in names_of.values()):
         return None, ["Per-class AP not shown: the rows differ in class_names."]
-    names = names[0]
-    aps = [per_class_aps(row, len(names)) for row in rows]
-    recorded = [n for n, row in enumerate(rows, start=1) if "train_class_freq" in row["results"]]
+    wrong = []
+    for number, row in enumerate(rows, start=1):
+        aps = row["results"].get("per_class_AP")
+        if not isinstance(aps, list) or len(aps) != len(names):
+            found = f"{len(aps)} per-class APs" if isinstance(aps, list) else "no per_class_AP"
+            wrong.append(f"row {number} ({row['file']}) has {found} for the {len(names)} classes of row {first}")
+    if wrong:
+        return None, ["Per-class AP not shown: " + "; ".join(wrong) + "."]
     lines = [f"Per-class AP of {len(names)} classes, most training images first."]
-    if recorded:
-        freq = rows[recorded[0] - 1]["results"]["train_class_freq"]
-        if len(freq) != len(names):
-            raise ValueError(f"--per_class: {rows[recorded[0] - 1]['file']} has {len(freq)} train_class_freq for "
-                             f"{len(names)} class_names; expected one per class")
-        bounds = rows[recorded[0] - 1]["results"].get("group_bounds") or {}  # as the row's groups were made
+    unnamed = [n for n in range(1, len(rows) + 1) if n not in names_of]
+    if unnamed:
+        lines.append(f"{row_numbers(unnamed).capitalize()}: no class_names recorded (a file of an earlier "
+                     f"version); {'its' if len(unnamed) == 1 else 'their'} APs are read in the order of row "
+                     f"{first}'s classes.")
+    recorded = [n for n, row in enumerate(rows, start=1) if "train_class_freq" in row["results"]]
+    if not recorded:
+        lines.append("train and group: not recorded in any row (files of earlier versions); classes in their order.")
+        order = [(i, None) for i in range(len(names))]
+        freq = None
+    else:
+        source = rows[recorded[0] - 1]["results"]
+        freq = source["train_class_freq"]
+        if not isinstance(freq, list) or len(freq) != len(names):
+            return None, [f"Per-class AP not shown: row {recorded[0]} ({rows[recorded[0] - 1]['file']}) has "
+                          f"{len(freq) if isinstance(freq, list) else 'no list of'} train_class_freq for the "
+                          f"{len(names)} classes of row {first}."]
+        bounds = source.get("group_bounds") or {}  # as the row's groups were made
         order = classes_by_frequency(freq, **{k: bounds[k] for k in ("head_min", "medium_min") if k in bounds})
         differing = [key for key in ("train_class_freq", "group_bounds")
-                     if any(rows[n - 1]["results"].get(key) != rows[recorded[0] - 1]["results"].get(key)
-                            for n in recorded)]
-        if differing:
-            lines.append(f"train and group: those of row {recorded[0]} (the rows differ in "
-                         f"{' and '.join(differing)}).")
-    else:
-        freq, order = None, [(i, None) for i in range(len(names))]
-        lines.append("train and group: not recorded in any row (files of earlier versions); classes in their order.")
+                     if any(rows[n - 1]["results"].get(key) != source.get(key) for n in recorded)]
+        lacking = [n for n in range(1, len(rows) + 1) if n not in recorded]
+        reasons = ([f"the rows differ in {' and '.join(differing)}"] if differing else []) + (
+            [f"{row_numbers(lacking)} record{'s' if len(lacking) == 1 else ''} no train_class_freq"] if lacking else [])
+        if reasons:
+            lines.append(f"train and group: those of row {recorded[0]} ({'; '.join(reasons)}).")
+    aps = [row["results"]["per_class_AP"] for row in rows]
     classes = [{"class": names[i], "index": i, "train": None if freq is None else freq[i], "group": group,
                 "AP": [row_aps[i] for row_aps in aps]} for i, group in order]
     return {"classes": classes}, lines
@@ -367,10 +376,7 @@ def main(argv=None):
             p.error(f"--output {args.output}: the file of {row_numbers(compared)}, one of the files compared; "
                     f"expected another file")
     differ, unrecorded = compare(rows)
-    try:
-        per_class_part = per_class(rows) if args.per_class else None
-    except ValueError as error:
-        p.error(str(error))
+    per_class_part = per_class(rows) if args.per_class else None
     text = render_markdown(rows, differ, unrecorded, per_class_part)
     print(text, end="")
     if args.output is not None:  # written atomically, as the runs' files are

@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 from lmpt.checkpoint import save_json, save_text  # noqa: E402
 from lmpt.cli import int_in, script_parser  # noqa: E402
+from lmpt.device import select_device  # noqa: E402
 from lmpt.metrics import HEAD_MIN, MEDIUM_MIN, class_groups  # noqa: E402
 from lmpt.report import COLUMNS, markdown_table, metric_cells  # noqa: E402
 from lmpt.pretrain import FAST_CHECKPOINT_NAME, FAST_SETTINGS, ensure_tiny_clip  # noqa: E402
@@ -158,6 +159,16 @@ def plot(rows, class_names, train_freq, path):
     plt.close(fig)
 
 
+def device_used(extra):
+    """The device the methods ran on, as the summary records it: the GPU's name, or ``cpu``; the scripts'
+    ``--device`` default (CUDA when there is one), or the ``--device`` the demo passed on (``extra``; its last,
+    as argparse reads it)."""
+    given = [token.split("=", 1)[1] if "=" in token else (extra[i + 1] if i + 1 < len(extra) else None)
+             for i, token in enumerate(extra) if token.split("=", 1)[0] == "--device"]
+    device = select_device(given[-1] if given else None)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def main(argv=None):
     p = script_parser(__doc__)
     p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="every method's --seed")
@@ -191,7 +202,8 @@ def main(argv=None):
     save_text(out_dir / "summary.md", text + f"\n\nTotal demo time: {elapsed:.0f} s\n")
     save_json(out_dir / "summary.json", {"rows": rows, "class_names": dataset.class_names,
                                          "train_class_freq": train_freq, "seconds": elapsed,
-                                         "code": code_version(), "machine": cpu_name(), "torch": torch.__version__})
+                                         "code": code_version(), "machine": cpu_name(),
+                                         "device": device_used(extra), "torch": torch.__version__})
     plot(rows, dataset.class_names, train_freq, out_dir / "per_class_ap.png")
     print("\n" + text)
     print(f"\n[demo] total {elapsed:.0f}s; table, json and plot in {out_dir}")
