@@ -2,8 +2,9 @@
 and the middle of a default run folder's name), and the script that trains each.
 
 A new prompt-tuning method is added to ``PROMPT_METHODS`` (and to ``CAPTION_METHODS`` if it reads the
-captions): ``lmpt/train.py`` offers it, ``lmpt.checkpoint`` checks its runs' configurations as the others',
-and ``lmpt/test.py`` rebuilds its prompts.
+captions), with its loss in ``batch_loss`` of ``prompt_tuning.train`` (without one there it trains as LMPT or
+CoOp): ``lmpt/train.py`` offers it, ``lmpt.checkpoint`` checks its runs' configurations as the others', and
+``lmpt/test.py`` rebuilds its prompts.
 """
 PROMPT_METHODS = ("coop", "lmpt")  # lmpt/train.py's --training_method: class-specific prompts on a frozen CLIP
 CAPTION_METHODS = ("lmpt",)  # the methods that read the captions: the class-specific embedding loss

@@ -44,7 +44,8 @@ def build_parser():
                    help="class-specific contexts (default on; --csc false or --no-csc for one shared context)")
     p.add_argument("--no-csc", dest="csc", action="store_false", help="one context shared by all classes: --csc false")
     p.add_argument("--training_method", choices=PROMPT_METHODS, default="lmpt",
-                   help="lmpt: with the embedding loss on the captions; coop: the classification loss alone")
+                   help="lmpt: with the embedding loss on the captions; coop: the classification loss alone "
+                        "(the names of lmpt/methods.py's PROMPT_METHODS)")
     p.add_argument("--lr", type=positive_float, default=5e-4, help="learning rate")
     p.add_argument("--loss_function", choices=CLASSIFICATION_LOSSES, default="dbl", help="classification loss")
     p.add_argument("--cseloss", choices=CSE_LOSSES, default="softmargin", help="class-specific embedding loss")

@@ -17,10 +17,12 @@ def data_root_help(parser):
 
 @pytest.mark.parametrize("script", [train_script, test_script, fc_script, zero_shot_script])
 def test_the_data_root_help_names_an_added_dataset_folder(monkeypatch, script):
-    assert data_root_help(script.build_parser()).startswith("folder holding voc/, coco/, synth/ (default: ")
-    monkeypatch.setitem(DATASETS, "nus-lt", DatasetSpec("nus-lt", "nus", "nus_lt_train.txt", "nus_lt_test.txt",
-                                                        "nus_lt_captions.txt", "nus_labels.txt"))
-    assert data_root_help(script.build_parser()).startswith("folder holding voc/, coco/, synth/, nus/ (default: ")
+    folders = ", ".join(f"{spec.folder}/" for spec in DATASETS.values())  # the table's (voc/, coco/, synth/, …)
+    assert data_root_help(script.build_parser()).startswith(f"folder holding {folders} (default: ")
+    monkeypatch.setitem(DATASETS, "test-lt", DatasetSpec("test-lt", "added", "added_lt_train.txt",
+                                                         "added_lt_test.txt", "added_lt_captions.txt",
+                                                         "added_labels.txt"))
+    assert data_root_help(script.build_parser()).startswith(f"folder holding {folders}, added/ (default: ")
 
 
 def test_a_plain_loss_is_one_table_entry(monkeypatch):
