@@ -145,29 +145,35 @@ def default_workers(cores=None):
 SEED_HELP = "0 to 2^32 - 1 (NumPy's range)"
 
 
-def add_common_args(parser, seed_help=SEED_HELP):
+def add_common_args(parser, seed_help=SEED_HELP, of_run=False):
     """Flags every script takes: data, device, loader, scoring and caching (``seed_help``: what --seed does in
-    a script that draws nothing at random)."""
+    a script that draws nothing at random). ``of_run``: for lmpt/test.py, which evaluates a training run: the
+    data root, preprocessing, score and threshold default to the run's (None here, the checkpoint's later) and
+    a full fine-tuning run's batch size to its own."""
+    run_default = " (default: the training run's value, saved in the checkpoint)" if of_run else ""
     parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help=seed_help)
     parser.add_argument("--batch_size", type=int_in(1), default=64,
                         help="images per training batch (frozen-encoder features are encoded in batches of at least "
-                             "64, whatever this says)")
+                             "64, whatever this says)" + (" (default: 64; for a finetune-full run, the run's own)"
+                                                          if of_run else ""))
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
-    parser.add_argument("--data_root", type=Path, default=DEFAULT_DATA_ROOT,
-                        help=f"folder holding {dataset_folders()} (default: data/ of the repository)")
+    parser.add_argument("--data_root", type=Path, default=None if of_run else DEFAULT_DATA_ROOT,
+                        help=f"folder holding {dataset_folders()} " + (
+                            "(default: the training run's, from the args.json beside the checkpoint; else data/ of "
+                            "the repository)" if of_run else "(default: data/ of the repository)"))
     parser.add_argument("--pretrained_dir", type=Path, default=pretrained_dir(),
                         help=f"folder of the CLIP checkpoints (default: ${PRETRAINED_DIR_ENV} if set, else "
                              f"pretrained/ of the repository)")
     parser.add_argument("--num_workers", type=int_in(0), default=default_workers(),
                         help="image-decoding worker processes (default: one per available core, less one above "
                              "four cores, at most 16)")
-    parser.add_argument("--score", choices=SCORE_KINDS, default="softmax",
-                        help="scores ranked and thresholded: softmax over classes (published) or sigmoid")
-    parser.add_argument("--thre", type=unit_float, default=0.5,
-                        help="threshold on the scores (in [0, 1]) for CP/CR/CF1/OP/OR/OF1")
-    parser.add_argument("--preprocess", choices=PREPROCESS_KINDS, default="lmpt",
+    parser.add_argument("--score", choices=SCORE_KINDS, default=None if of_run else "softmax",
+                        help="scores ranked and thresholded: softmax over classes (published) or sigmoid" + run_default)
+    parser.add_argument("--thre", type=unit_float, default=None if of_run else 0.5,
+                        help="threshold on the scores (in [0, 1]) for CP/CR/CF1/OP/OR/OF1" + run_default)
+    parser.add_argument("--preprocess", choices=PREPROCESS_KINDS, default=None if of_run else "lmpt",
                         help="lmpt: squash to the input size, ImageNet mean/std (published); "
-                             "clip: CLIP's resize + centre crop")
+                             "clip: CLIP's resize + centre crop" + run_default)
     parser.add_argument("--cache_dir", type=Path, default=None,
                         help="image-feature cache (default: $LMPT_CACHE_DIR, else .cache/features of the "
                              "repository)")

@@ -19,7 +19,7 @@ if __package__ in (None, ""):
 from lmpt.cli import (DATASET_HELP, add_common_args, backbone_help, default_run_dir,  # noqa: E402
                       freeze_imported_objects, given_flags, int_in, report_errors, resolve_backbone_arg,
                       runs_on_other_backbones, script_parser, str2bool)
-from lmpt.data import DEFAULT_DATASET, dataset_folders  # noqa: E402
+from lmpt.data import DEFAULT_DATASET  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
 from lmpt.evaluation import evaluate_run  # noqa: E402
 from lmpt.methods import FINETUNE_METHODS, PROMPT_METHODS, TRAINING_SCRIPT  # noqa: E402
@@ -52,16 +52,7 @@ def build_parser():
     p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=None, help=checked)
     p.add_argument("--no-csc", dest="csc", action="store_false", help="--csc false: " + checked)
     add_common_args(p, seed_help="the training run's seed, which names its default folder only (the evaluation "
-                                 "draws nothing at random)")
-    p.set_defaults(thre=None, score=None, preprocess=None, data_root=None)
-    for action in p._actions:
-        if action.dest in ("thre", "score", "preprocess"):
-            action.help = f"{action.help} (default: the training run's value, saved in the checkpoint)"
-        if action.dest == "batch_size":  # a trained encoder's run: in batches of its training's size
-            action.help = f"{action.help} (default: {action.default}; for a finetune-full run, the run's own)"
-        if action.dest == "data_root":
-            action.help = (f"folder holding {dataset_folders()} (default: the training run's, from the args.json "
-                           "beside the checkpoint; else data/ of the repository)")
+                                 "draws nothing at random)", of_run=True)
     return p
 
 
