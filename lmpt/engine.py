@@ -209,10 +209,11 @@ def _train_epoch(model, batch_loss, optimizer, batches, flips, epoch, bar_desc):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        for k, v in {"loss": loss.item(), **parts}.items():
+        value = loss.item()  # one device sync a step
+        for k, v in {"loss": value, **parts}.items():
             sums[k] = sums.get(k, 0.0) + v * len(index)
         count += len(index)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.set_postfix(loss=f"{value:.4f}")
     return sums, count, step
 
 

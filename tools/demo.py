@@ -12,6 +12,7 @@ the methods' scripts has (an abbreviation too), or one the demo sets itself (its
 data, validation list, where each script writes, the CLIP and its folder, seed and methods), is
 refused.
 """
+import argparse
 import importlib
 import json
 import subprocess
@@ -163,9 +164,9 @@ def device_used(extra):
     """The device the methods ran on, as the summary records it: the GPU's name, or ``cpu``; the scripts'
     ``--device`` default (CUDA when there is one), or the ``--device`` the demo passed on (``extra``; its last,
     as argparse reads it)."""
-    given = [token.split("=", 1)[1] if "=" in token else (extra[i + 1] if i + 1 < len(extra) else None)
-             for i, token in enumerate(extra) if token.split("=", 1)[0] == "--device"]
-    device = select_device(given[-1] if given else None)
+    device_flag = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    device_flag.add_argument("--device", default=None)
+    device = select_device(device_flag.parse_known_args(extra)[0].device)
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
