@@ -91,8 +91,8 @@ def prompt_tokens(text):
 def longest_prompts(class_names, texts_by_class):
     """Each class's longest prompt -> [(class name, tokens, i)], in the order of ``class_names``:
     ``texts_by_class[c]`` lists class c's prompt texts and the i-th is the first longest of them, of ``tokens``
-    tokens (``prompt_tokens``). What ``check_prompt_length`` and ``baselines.check_template_lengths`` share:
-    each refuses a prompt over CONTEXT_LENGTH tokens in its own words."""
+    tokens (``prompt_tokens``). ``baselines.check_template_lengths`` refuses a class whose longest prompt is over
+    CONTEXT_LENGTH tokens (``check_prompt_length``, one prompt a class, counts them directly)."""
     longest = []
     for name, texts in zip(class_names, texts_by_class):
         tokens, i = max([(prompt_tokens(text), i) for i, text in enumerate(texts)],
@@ -104,11 +104,11 @@ def longest_prompts(class_names, texts_by_class):
 def check_prompt_length(class_names, n_ctx=16, ctx_init=""):
     """Refuse (before any work) a context so long that a class's prompt exceeds CLIP's 77 tokens."""
     _, texts = prompt_texts(class_names, n_ctx, ctx_init)
-    name, tokens, _ = max(longest_prompts(class_names, [[text] for text in texts]),
-                          key=lambda row: row[1])  # the first class of the longest prompt
-    if tokens > CONTEXT_LENGTH:
+    lengths = [prompt_tokens(text) for text in texts]  # one prompt a class
+    longest = max(range(len(texts)), key=lengths.__getitem__)  # the first class of the longest prompt
+    if lengths[longest] > CONTEXT_LENGTH:
         flag = f"--ctx_init {ctx_init!r}" if context_words(ctx_init) else f"--n_ctx {n_ctx}"
-        raise ValueError(f"{flag}: the prompt of class {name!r} would be {tokens} "
+        raise ValueError(f"{flag}: the prompt of class {class_names[longest]!r} would be {lengths[longest]} "
                          f"tokens, more than CLIP's {CONTEXT_LENGTH}; use a shorter context")
 
 
