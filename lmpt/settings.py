@@ -5,9 +5,12 @@ Each flag is in one of four: compared with last.pt on --resume (``RUN_SETTINGS``
 those of how the run trains), free to change on --resume (``RESUME_MAY_CHANGE``), where the run is
 (``RUN_PLACE``), or checked otherwise than as a setting of last.pt, with how (``SETTINGS_CHECKED_OTHERWISE``);
 tests/test_flags_classified.py checks that each is. The kinds (``CONFIG_KINDS``, ``OPTIONAL_CONFIG_KINDS``) are
-what ``checkpoint.load_checkpoint`` checks a configuration against. ``CAPTION_LOSS_FLAGS``: the flags only the
-methods that read captions use. Imports nothing from lmpt.
+what ``checkpoint.load_checkpoint`` checks a configuration against. ``METHOD_ONLY_FLAGS``: the flags only some
+prompt methods read (``CAPTION_LOSS_FLAGS``: those of the methods that read captions), which lmpt/train.py notes
+as without effect under the others. Imports nothing from lmpt but its table of methods.
 """
+from .methods import CAPTION_METHODS
+
 
 
 def is_int(value):
@@ -54,6 +57,9 @@ RESUME_MAY_CHANGE = ("epochs", "device", "num_workers", "data_root", "pretrained
                      "pretrain_clip_path")
 RUN_PLACE = ("resume", "output_dir", "overwrite")  # where the run is, not how it trains
 CAPTION_LOSS_FLAGS = ("cseloss", "cse_margin", "cse_gamma", "m_ctx", "lam")  # what only methods.CAPTION_METHODS use
+# (what they set, flags, the methods that read them): flags only some prompt methods read. lmpt/train.py notes those
+# written under another --training_method as without effect; a flag that a new method alone reads is a row here.
+METHOD_ONLY_FLAGS = (("the embedding loss", CAPTION_LOSS_FLAGS, CAPTION_METHODS),)
 
 _TEXT = (lambda v: isinstance(v, str), "a string")
 _INT = (is_int, "an integer")

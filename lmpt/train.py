@@ -21,7 +21,7 @@ from lmpt.losses import (CLASSIFICATION_LOSSES, CSE_LOSS_FLAGS, CSE_LOSSES, DEFA
 from lmpt.methods import CAPTION_METHODS, PROMPT_METHODS  # noqa: E402
 from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH, context_words, prompt_texts  # noqa: E402
 from lmpt.prompt_tuning import train  # noqa: E402
-from lmpt.settings import CAPTION_LOSS_FLAGS  # noqa: E402
+from lmpt.settings import METHOD_ONLY_FLAGS  # noqa: E402
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 
@@ -71,18 +71,18 @@ def parse_args(argv=None):
 
 def unused_flag_notes(args, given):
     """What to say of the flags written on the command line (``given``: their destinations, not those left at
-    their defaults) that the run does not read: the embedding loss's under a method without it
-    (``CAPTION_LOSS_FLAGS``), those the chosen ``--cseloss`` does not read (``losses.CSE_LOSS_FLAGS``), μ and
-    λ (``losses.DB_LOSS_FLAGS``) where the chosen ``--loss_function`` does not read them (``db_flag_note``), and
-    ``--n_ctx`` beside a non-empty ``--ctx_init``, whose token count is the number of context vectors (an
-    ``--n_ctx`` equal to it is not noted). args.json records them as given."""
+    their defaults) that the run does not read: those only other methods read (``settings.METHOD_ONLY_FLAGS``:
+    the embedding loss's under a method without it), those the chosen ``--cseloss`` does not read
+    (``losses.CSE_LOSS_FLAGS``), μ and λ (``losses.DB_LOSS_FLAGS``) where the chosen ``--loss_function`` does not
+    read them (``db_flag_note``), and ``--n_ctx`` beside a non-empty ``--ctx_init``, whose token count is the
+    number of context vectors (an ``--n_ctx`` equal to it is not noted). args.json records them as given."""
     notes = []
-    if args.training_method not in CAPTION_METHODS:
-        unused = [key for key in CAPTION_LOSS_FLAGS if key in given]
+    for what, keys, methods in METHOD_ONLY_FLAGS:
+        unused = [key for key in keys if key in given] if args.training_method not in methods else []
         if unused:
-            notes.append(f"--training_method {args.training_method} trains without the embedding loss; "
-                         f"{no_effect(unused)}")
-    elif args.cseloss in CSE_LOSS_FLAGS:  # a kind without an entry is refused when its loss is built
+            notes.append(f"--training_method {args.training_method} trains without {what}; {no_effect(unused)}")
+    # a --cseloss without an entry in CSE_LOSS_FLAGS is refused when its loss is built
+    if args.training_method in CAPTION_METHODS and args.cseloss in CSE_LOSS_FLAGS:
         every = list(dict.fromkeys(key for keys in CSE_LOSS_FLAGS.values() for key in keys))
         notes.append(unread_flags_note(given, "--cseloss", args.cseloss, CSE_LOSS_FLAGS[args.cseloss], every))
     notes.append(db_flag_note(args, given))

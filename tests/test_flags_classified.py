@@ -25,7 +25,8 @@ WHAT_TO_DO = (
     "settings.TRAINING_SETTINGS (saved with the run, compared with last.pt on --resume), its kind to "
     "settings.OPTIONAL_CONFIG_KINDS, a row to EDITED_SETTINGS in tests/test_resume_checks.py and its name to "
     "README's list of compared settings under 'Resuming a run' (a flag only lmpt's embedding loss reads: also "
-    "settings.CAPTION_LOSS_FLAGS and the entries of the kinds that read it in losses.CSE_LOSS_FLAGS). "
+    "settings.CAPTION_LOSS_FLAGS and the entries of the kinds that read it in losses.CSE_LOSS_FLAGS; a flag only "
+    "some other methods read: a row of settings.METHOD_ONLY_FLAGS). "
     "Where the run reads or computes (a folder, a device): settings.RESUME_MAY_CHANGE. "
     "Where the run is: settings.RUN_PLACE. "
     "Otherwise settings.SETTINGS_CHECKED_OTHERWISE, with how a resume checks it otherwise (or why it need not).")
@@ -68,6 +69,16 @@ def test_the_flags_an_embedding_loss_reads_are_noted_unused_under_coop():
     read = {key for keys in losses.CSE_LOSS_FLAGS.values() for key in keys}
     assert read <= set(settings.CAPTION_LOSS_FLAGS), \
         f"{sorted(read - set(settings.CAPTION_LOSS_FLAGS))}: not in settings.CAPTION_LOSS_FLAGS"
+
+
+def test_each_method_only_flag_is_a_flag_of_lmpt_train_read_by_prompt_methods():
+    flags = set(dests(train_script.build_parser))
+    for what, keys, methods in settings.METHOD_ONLY_FLAGS:
+        assert keys and set(keys) <= flags, f"settings.METHOD_ONLY_FLAGS, {what!r}: {set(keys) - flags} no flag"
+        assert methods and set(methods) <= set(train_script.PROMPT_METHODS), \
+            f"settings.METHOD_ONLY_FLAGS, {what!r}: {set(methods) - set(train_script.PROMPT_METHODS)} no method"
+    assert ("the embedding loss", settings.CAPTION_LOSS_FLAGS, train_script.CAPTION_METHODS) in \
+        settings.METHOD_ONLY_FLAGS
 
 
 def test_the_readme_lists_every_setting_a_resume_compares():

@@ -70,6 +70,28 @@ def test_under_coop_the_method_note_alone_names_the_embedding_loss_flags(capsys,
         "effect"]
 
 
+def test_a_flag_a_new_method_alone_reads_is_noted_under_the_others(capsys, tmp_path, monkeypatch):
+    """A row of settings.METHOD_ONLY_FLAGS (here a new method's own flag) is noted under every other method,
+    beside the embedding loss's row, and not under the method that reads it."""
+    build = train_script.build_parser
+
+    def with_sym_flag():
+        parser = build()
+        parser.add_argument("--sym_weight", type=float, default=1.0)
+        return parser
+
+    monkeypatch.setattr(train_script, "PROMPT_METHODS", ("coop", "lmpt", "lmpt-sym"))
+    monkeypatch.setattr(train_script, "build_parser", with_sym_flag)
+    monkeypatch.setattr(train_script, "METHOD_ONLY_FLAGS",
+                        (*train_script.METHOD_ONLY_FLAGS, ("the symmetric term", ("sym_weight",), ("lmpt-sym",))))
+    assert notes(capsys, tmp_path, "--training_method", "coop", "--sym_weight", "2", "--lam", "0.3") == [
+        "[train] note: --training_method coop trains without the embedding loss; --lam has no effect",
+        "[train] note: --training_method coop trains without the symmetric term; --sym_weight has no effect"]
+    assert notes(capsys, tmp_path, "--training_method", "lmpt", "--sym_weight", "2") == [
+        "[train] note: --training_method lmpt trains without the symmetric term; --sym_weight has no effect"]
+    assert notes(capsys, tmp_path, "--training_method", "lmpt-sym", "--sym_weight", "2") == []
+
+
 def test_a_resume_notes_nothing_its_args_json_holds(capsys, tmp_path):
     run = tmp_path / "run"
     args = train_script.parse_args(["--output_dir", str(run), "--loss_function", "bce", "--gamma", "0.9",
