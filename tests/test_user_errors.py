@@ -346,6 +346,18 @@ def test_a_bad_args_json_is_named(trained, tmp_path, capsys):
         assert expected in capsys.readouterr().err
 
 
+def test_an_args_json_value_passes_through_its_flags_type(trained, tmp_path):
+    """A restored value is what its flag's type makes of it, as if typed: a JSON integer for --lr resumes as
+    the float ``--lr 1`` gives."""
+    _, run, _ = trained
+    mine = copy_run(run, tmp_path / "run")
+    saved = json.loads((mine / "args.json").read_text())
+    (mine / "args.json").write_text(json.dumps({**saved, "lr": 1}))
+    restored = train_script.parse_args(["--resume", str(mine)]).lr
+    typed = train_script.parse_args(["--lr", "1", "--output_dir", str(tmp_path / "other")]).lr
+    assert (type(restored), restored) == (type(typed), typed) == (float, 1.0)
+
+
 def test_a_bad_metrics_line_is_named(tmp_path):
     from lmpt.checkpoint import read_metrics
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch" 1}\n')
