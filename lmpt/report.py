@@ -1,12 +1,14 @@
 """Results as people read them: the printed report of an evaluation (``format_results``), the columns
-``tools/demo.py`` and ``tools/compare_runs.py`` print, a metric's cell (the same in the report and the tables)
-and the markdown table of those tools and ``tools/sweep_cse.py``.
+``tools/demo.py`` and ``tools/compare_runs.py`` print, a metric's cell (the same in the report and the tables),
+the mean ± std over seeds (``mean_std``, ``mean_std_cell``) and the markdown table of those tools and
+``tools/sweep_cse.py``.
 
 No I/O: results are the JSON objects of ``results.json`` / ``test_results.json`` (metrics in percent; a metric
 saved as null, such as the mAP of a group without classes, is shown as ``n/a``).
 """
 import math
 import re
+import statistics
 
 from .metrics import GROUPS, classes_by_frequency, to_numpy
 
@@ -25,6 +27,21 @@ def metric_cell(value):
 def metric_cells(results, columns=COLUMNS):
     """The cells of ``columns`` of one results object (a column it lacks is ``n/a``)."""
     return [metric_cell(results.get(column)) for column in columns]
+
+
+def mean_std(values):
+    """(mean, sample standard deviation (n − 1)) of a metric's values over seeds; the deviation of one value is 0.0.
+    (None, None) where a value is none (null in its file, or NaN) or there is none."""
+    if not values or any(metric_cell(v) == "n/a" for v in values):
+        return None, None
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def mean_std_cell(mean, std, n=2):
+    """``26.15 ± 0.20``: a mean over ``n`` seeds and its deviation; the mean alone for one seed, ``n/a`` for none."""
+    if mean is None:
+        return metric_cell(None)
+    return f"{mean:.2f} ± {std:.2f}" if n > 1 else metric_cell(mean)
 
 
 def markdown_table(header, rows):

@@ -16,12 +16,14 @@ run's args.json; a key that no row records is said in one line. A row whose epoc
 test split is marked: its test figures are optimistic. --output also writes the comparison (never over
 a run's own files, nor over one of the files compared); --strict exits with status 1 when the rows differ.
 --per_class adds a table of each class's AP in every row (most training images first, with each class's
-group), and the difference of two rows.
+group), and the difference of two rows. --over_seeds adds the mean ± std (n − 1) of each metric over the rows
+that differ in their seed alone (by their files and their runs' args.json), a seed counted once.
 """
 import csv
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -34,7 +36,8 @@ from lmpt.data import dataset_name  # noqa: E402
 from lmpt.paths import absolute  # noqa: E402
 from lmpt.metrics import classes_by_frequency  # noqa: E402
 from lmpt.prepare import selection_split_name  # noqa: E402
-from lmpt.report import COLUMNS, markdown_table, metric_cell, metric_cells  # noqa: E402
+from lmpt.report import COLUMNS, markdown_table, mean_std, mean_std_cell, metric_cell, metric_cells  # noqa: E402
+from lmpt.settings import RESUME_MAY_CHANGE, RUN_PLACE, is_int  # noqa: E402
 
 # what the rows must share for their figures to compare (the keys every results file records; dataset,
 # data_root, class_names and train_class_freq: not in the results.json of earlier versions)
@@ -43,6 +46,9 @@ CHECKED = ("dataset", "data_root", "images", "thre", "score", "preprocess", "bac
 HEADER = ("run", "method", "CLIP", "epoch")
 TEST_SELECTED = "(on test)"  # the epoch cell's mark of a row whose epoch was selected on the test split
 FORMATS = (".md", ".csv", ".json")
+# args.json keys that say where a run reads, computes or writes, not what it is: left out of the configuration whose
+# seeds --over_seeds averages (its CLIP is known by backbone_sha256, its data by CHECKED). --epochs stays in.
+NOT_CONFIGURATION = ("seed", "output", "topk", *RUN_PLACE, *(key for key in RESUME_MAY_CHANGE if key != "epochs"))
 
 
 def results_file(path, test_results=False):
@@ -86,7 +92,7 @@ def read_row(path, test_results=False):
         from_args.append("selection_split")
     folder = absolute(file).parent.name  # absolute: a file given as results.json or ./results.json too
     run = folder if file.name == "results.json" else f"{folder}/{file.name}"
-    return {"run": run, "file": str(file), "results": results, "from_args": from_args}
+    return {"run": run, "file": str(file), "results": results, "from_args": from_args, "args": saved}
 
 
 def epoch_of(results):
@@ -265,6 +271,72 @@ def per_class(rows):
     return {"classes": classes}, lines
 
 
+def seed_of(row):
+    """The seed of a row's run (its args.json's), None where not recorded (no args.json beside the file)."""
+    seed = row["args"].get("seed")
+    return seed if is_int(seed) else None
+
+
+def configuration(row):
+    """What a row is, but its seed: its file's method, CLIP, selection split and ``CHECKED`` keys, and its run's
+    args.json without ``NOT_CONFIGURATION`` (as one text, to group by)."""
+    r = row["results"]
+    saved = {key: value for key, value in row["args"].items() if key not in NOT_CONFIGURATION}
+    return json.dumps([method_cell(r), r.get("backbone"), r.get("backbone_sha256"), r.get("selection_split"),
+                       {key: r.get(key) for key in CHECKED}, saved], sort_keys=True, default=str)
+
+
+def seed_label(labels):
+    """The label of a group: its rows' common label with ``seed<N>`` as ``seed*`` (``runs/x_seed*``), else the first
+    row's label with ``, …``."""
+    common = {re.sub(r"seed\d+", "seed*", label) for label in labels}
+    return common.pop() if len(common) == 1 else f"{labels[0]}, …"
+
+
+def over_seeds(rows):
+    """The rows grouped by ``configuration``, in the order of their first rows: ([{"run": ``seed_label``, "rows":
+    [numbers from 1], "seeds", "method", "backbone", "mean": {column: value}, "std": {column: value}}], note lines).
+    A seed counted once (a later row of the same configuration and seed is left out, said); a row whose seed is
+    not recorded is a group of its own, said."""
+    groups, lines, unseeded = {}, [], []
+    for number, row in enumerate(rows, start=1):
+        seed = seed_of(row)
+        if seed is None:
+            unseeded.append(number)
+        group = groups.setdefault(configuration(row) if seed is not None else f"row {number}",
+                                  {"members": [], "seeds": []})
+        if seed is not None and seed in group["seeds"]:
+            first = group["members"][group["seeds"].index(seed)]
+            lines.append(f"Row {number} left out: the configuration and seed ({seed}) of row {first}, counted once.")
+            continue
+        group["members"].append(number)
+        group["seeds"].append(seed)
+    table = []
+    for group in groups.values():
+        members = [rows[n - 1] for n in group["members"]]
+        stats = {column: mean_std([m["results"].get(column) for m in members]) for column in COLUMNS}
+        first = members[0]["results"]
+        table.append({"run": seed_label([m["run"] for m in members]), "rows": group["members"],
+                      "seeds": group["seeds"], "method": method_cell(first), "backbone": first.get("backbone"),
+                      "mean": {c: stats[c][0] for c in COLUMNS}, "std": {c: stats[c][1] for c in COLUMNS}})
+    head = [f"Mean ± std (n − 1) over seeds of {len(table)} configuration{'s' * (len(table) != 1)}: the rows that "
+            f"differ in their seed alone (files and args.json), one seed counted once."]
+    if unseeded:
+        head.append(f"{row_numbers(unseeded).capitalize()}: no seed recorded (no args.json beside the file); "
+                    f"{'a group' if len(unseeded) == 1 else 'each a group'} of its own.")
+    return table, head + lines
+
+
+def render_over_seeds(table, lines):
+    """The --over_seeds part of the markdown: its notes, then the table (runs, rows, seeds, method, CLIP, and each
+    metric's mean ± std; the mean alone for one seed)."""
+    body = [[g["run"], ", ".join(map(str, g["rows"])), ", ".join("?" if s is None else str(s) for s in g["seeds"]),
+             g["method"], str(g["backbone"] or "?"),
+             *(mean_std_cell(g["mean"][c], g["std"][c], len(g["rows"])) for c in COLUMNS)] for g in table]
+    header = ["runs", "rows", "seeds", "method", "CLIP", *COLUMNS]
+    return "\n".join(lines) + "\n\n" + markdown_table(header, body) + "\n"
+
+
 def difference_cell(first, second):
     """``second − first`` as a signed cell (``+1.25``), ``n/a`` where either is none."""
     if first is None or second is None:
@@ -287,29 +359,31 @@ def render_per_class(rows, table, lines):
     return "\n".join(lines) + "\n\n" + markdown_table(header, body) + "\n"
 
 
-def render_markdown(rows, differ, unrecorded, per_class_part=None):
-    """What is printed (and written to a .md): the table, then the ``notes``, then (with --per_class) the per-class
-    part (``per_class``' table and notes)."""
+def render_markdown(rows, differ, unrecorded, per_class_part=None, seeds_part=None):
+    """What is printed (and written to a .md): the table, then the ``notes``, then (with --over_seeds) the means
+    over seeds (``over_seeds``' table and notes), then (with --per_class) the per-class part (``per_class``')."""
     table = markdown_table([*HEADER, *COLUMNS], [cells(row) for row in rows])
     text = table + "\n\n" + "\n".join(notes(rows, differ, unrecorded)) + "\n"
+    if seeds_part is not None:
+        text += "\n" + render_over_seeds(*seeds_part)
     return text if per_class_part is None else text + "\n" + render_per_class(rows, *per_class_part)
 
 
-def plain_row(row, per_class_ap=False):
+def plain_row(row, per_class_ap=False, seed=False):
     """A row as the CSV and JSON outputs hold it: its label and file, method, CLIP, epoch, metrics and checked keys
-    (and, with ``per_class_ap``, its per_class_AP)."""
+    (with ``seed``, its run's seed, ``seed_of``, after its CLIP; with ``per_class_ap``, its per_class_AP)."""
     r = row["results"]
     plain = {"run": row["run"], "file": row["file"], "method": r.get("method"), "templates": r.get("templates"),
-             "backbone": r.get("backbone"), "epoch": epoch_of(r), "selection_split": r.get("selection_split"),
-             "selected_on_test": selected_on_test(r), **{c: r.get(c) for c in COLUMNS},
-             **{key: r.get(key) for key in CHECKED}}
+             "backbone": r.get("backbone"), **({"seed": seed_of(row)} if seed else {}), "epoch": epoch_of(r),
+             "selection_split": r.get("selection_split"), "selected_on_test": selected_on_test(r),
+             **{c: r.get(c) for c in COLUMNS}, **{key: r.get(key) for key in CHECKED}}
     return {**plain, "per_class_AP": r.get("per_class_AP")} if per_class_ap else plain
 
 
-def render_csv(rows, per_class_ap=False):
+def render_csv(rows, per_class_ap=False, seed=False):
     """The rows as CSV (``plain_row``, full precision; a list or object as JSON text), without the notes."""
     out = io.StringIO()
-    flat = [plain_row(row, per_class_ap) for row in rows]
+    flat = [plain_row(row, per_class_ap, seed) for row in rows]
     writer = csv.DictWriter(out, fieldnames=list(flat[0]), lineterminator="\n")
     writer.writeheader()
     for row in flat:
@@ -317,15 +391,19 @@ def render_csv(rows, per_class_ap=False):
     return out.getvalue()
 
 
-def as_json(rows, differ, unrecorded, per_class_part=None):
+def as_json(rows, differ, unrecorded, per_class_part=None, seeds_part=None):
     """The comparison as a .json holds it: the rows (``plain_row``), whether they compare, what differs (values and
     their rows), the keys some rows do not record (with those rows) and those none does, and the notes; with
-    --per_class, "per_class": {"classes": ``per_class``' list or null, "notes"}."""
-    compared = {"rows": [plain_row(row, per_class_part is not None) for row in rows], "comparable": not differ,
+    --over_seeds, each row's seed and "over_seeds": {"groups": ``over_seeds``' list, "notes"}; with --per_class,
+    "per_class": {"classes": ``per_class``' list or null, "notes"}."""
+    compared = {"rows": [plain_row(row, per_class_part is not None, seeds_part is not None) for row in rows],
+                "comparable": not differ,
                 "differ": {key: [{"value": value, "rows": numbers} for value, numbers in groups]
                            for key, groups in differ.items()},
                 "not_recorded": unrecorded, "not_recorded_in_any_row": recorded_nowhere(rows),
                 "notes": notes(rows, differ, unrecorded)}
+    if seeds_part is not None:
+        compared["over_seeds"] = {"groups": seeds_part[0], "notes": seeds_part[1]}
     if per_class_part is not None:
         table, lines = per_class_part
         compared["per_class"] = {"classes": None if table is None else table["classes"], "notes": lines}
@@ -345,7 +423,8 @@ def check_output(path):
 
 
 def build_parser():
-    """The command line: the runs (folders or files), --test_results, --output, --strict."""
+    """The command line: the runs (folders or files), --test_results, --output, --strict, --per_class,
+    --over_seeds."""
     p = script_parser(__doc__)
     p.add_argument("paths", nargs="+", type=Path, help="run folders and results files, a row each, in this order")
     p.add_argument("--test_results", action="store_true",
@@ -356,6 +435,10 @@ def build_parser():
     p.add_argument("--per_class", action="store_true",
                    help="also each class's AP in every row (and, for two rows, their difference); in --output's "
                         ".csv, each row's per_class_AP")
+    p.add_argument("--over_seeds", action="store_true",
+                   help="also the mean ± std (n − 1) of each metric over the rows that differ in their seed alone "
+                        "(their files and runs' args.json; a seed counted once); in --output's .csv, each row's "
+                        "seed")
     return p
 
 
@@ -377,15 +460,16 @@ def main(argv=None):
                     f"expected another file")
     differ, unrecorded = compare(rows)
     per_class_part = per_class(rows) if args.per_class else None
-    text = render_markdown(rows, differ, unrecorded, per_class_part)
+    seeds_part = over_seeds(rows) if args.over_seeds else None
+    text = render_markdown(rows, differ, unrecorded, per_class_part, seeds_part)
     print(text, end="")
     if args.output is not None:  # written atomically, as the runs' files are
         if args.output.suffix == ".md":
             save_text(args.output, text)
         elif args.output.suffix == ".csv":
-            save_text(args.output, render_csv(rows, args.per_class))
+            save_text(args.output, render_csv(rows, args.per_class, args.over_seeds))
         else:
-            save_json(args.output, as_json(rows, differ, unrecorded, per_class_part))
+            save_json(args.output, as_json(rows, differ, unrecorded, per_class_part, seeds_part))
         print(f"[compare_runs] written to {args.output}")
     return 1 if args.strict and differ else 0
 

@@ -13,7 +13,6 @@ docs/SWEEP.md is written only when --doc names it (it was printed when that file
 import contextlib
 import io
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from lmpt.checkpoint import save_json, save_text  # noqa: E402
 from lmpt.cli import script_parser  # noqa: E402
 from lmpt.fileid import file_fingerprint  # noqa: E402
 from lmpt.pretrain import ensure_tiny_clip  # noqa: E402
-from lmpt.report import markdown_table  # noqa: E402
+from lmpt.report import markdown_table, mean_std, mean_std_cell  # noqa: E402
 from lmpt.synthetic import STAMP_NAME, ensure_benchmark  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -103,17 +102,13 @@ def verdict(best, coop, n_seeds, setting="best setting", default=None):
 
 def summarise(rows):
     """{config: {metric: (mean, std)}} over seeds."""
-    out = {}
-    for name, runs in rows.items():
-        out[name] = {m: (statistics.mean(r[m] for r in runs),
-                         statistics.stdev(r[m] for r in runs) if len(runs) > 1 else 0.0) for m in METRICS}
-    return out
+    return {name: {m: mean_std([r[m] for r in runs]) for m in METRICS} for name, runs in rows.items()}
 
 
 def table(summary, order):
     """The markdown table of the configurations ``order`` (names in ``summary``): mean ± std of each of ``METRICS``."""
     return markdown_table(["configuration", *METRICS],
-                          [[name, *(f"{summary[name][m][0]:.2f} ± {summary[name][m][1]:.2f}" for m in METRICS)]
+                          [[name, *(mean_std_cell(*summary[name][m]) for m in METRICS)]
                            for name in order])
 
 
