@@ -18,8 +18,8 @@ from tqdm import tqdm
 import clip
 
 from .backbones import backbone_identity, resolve_backbone
-from .checkpoint import (check_evaluation_dir, check_results_file, load_checkpoint,
-                         note_replaced_results, read_saved_json, save_args, save_json, start_run_dir)
+from .checkpoint import (check_evaluation_dir, check_results_file, load_checkpoint, note_replaced_results,
+                         read_saved_json, release_run_dir, save_args, save_json, start_run_dir)
 from .data import BatchNormalize, dataset_name, label_line
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (build_optimizer, build_scheduler, check_finite, checkpoint_results, fit, load_trainable_state,
@@ -104,15 +104,23 @@ def note_replaced(run_dir, results, args):
 
 
 def zero_shot(args):
+    """Zero-shot CLIP on the test split: its results in ``--output``, else in the run folder ``--output_dir``,
+    which it holds (``check_evaluation_dir``) from its start until they are written."""
+    output = getattr(args, "output", None)  # a results file of its own: the run folder is not written
+    if output is not None:
+        return _zero_shot(args, None, check_results_file(
+            output, own=None, hint="such as zero-shot_thre0.3.json (without --output, the run folder's results.json)"))
+    try:
+        return _zero_shot(args, check_evaluation_dir(args.output_dir), None)
+    finally:
+        release_run_dir(args.output_dir)
+
+
+def _zero_shot(args, run_dir, output):
+    """``zero_shot`` into ``run_dir`` (claimed) or the results file ``output`` (checked)."""
     seed_everything(args.seed)
     device = select_device(args.device)
     clip_file = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)
-    output = getattr(args, "output", None)  # a results file of its own: the run folder is not written
-    if output is None:
-        run_dir = check_evaluation_dir(args.output_dir)
-    else:
-        output = check_results_file(output, own=None, hint="such as zero-shot_thre0.3.json (without --output, the "
-                                                           "run folder's results.json)")
     templates = TEMPLATES[args.templates]
 
     def check_dataset(dataset):  # what the flags ask of the dataset, before its images
@@ -141,7 +149,7 @@ def zero_shot(args):
                     "preprocess": args.preprocess, **backbone_identity(args.pretrain_clip_path, clip_file),
                     **results_data(dataset, args.data_root)})
     if output is None:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)  # claimed folders are made; a file system without locks too
         note_replaced(run_dir, results, args)
         save_args(run_dir, args)
         save_json(run_dir / "results.json", results)

@@ -17,7 +17,9 @@ import torch
 
 CACHE_NAME = re.compile(r"[0-9a-f]{32}\.pt")  # a cache file's name
 TEMP_NAME = re.compile(r"\.[0-9a-f]{32}\.pt\..+\.tmp")  # a cache write's temporary file (clip.checkpoint.atomic_write)
-STALE_TEMP_SECONDS = 24 * 3600  # a temporary file untouched this long is a killed write's (a live one grows)
+# a temporary file untouched this long is a killed write's (a live one grows): in a cache folder, and of a run's
+# test_results.json (checkpoint.claim_run_dir)
+STALE_TEMP_SECONDS = 24 * 3600
 
 
 @dataclass

@@ -16,6 +16,7 @@ import operator
 import os
 import pickle
 import socket
+import time
 import zipfile
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import torch
 from clip.checkpoint import archive_problem, has_torchscript_layout
 from clip.checkpoint import atomic_write as _atomic_write  # one atomic writer for the whole project
 
+from .cache_files import STALE_TEMP_SECONDS
 from .interrupts import interrupts_deferred
 from .methods import PROMPT_METHODS
 from .settings import CONFIG_KINDS, OPTIONAL_CONFIG_KINDS, is_int, is_number
@@ -128,16 +130,17 @@ def run_finished(run_dir):
         return results
 
 
-LOCK_FILE = ".lock"  # in a run folder: locked by the process that trains there (claim_run_dir)
+LOCK_FILE = ".lock"  # in a run folder: locked by the process that trains or evaluates (zero-shot) there (claim_run_dir)
 _CLAIMED = {}  # resolved run folder -> (the descriptor of its locked .lock, whether this process made the folder)
 
 
 def claim_run_dir(run_dir):
-    """Lock ``<run_dir>/.lock`` for a training run (a POSIX ``lockf`` lock: the kernel lets go of it when the
-    process ends, however it ends, and its forked loader workers never hold it), so that a second process
-    training, resuming or overwriting in the same folder meanwhile is refused rather than mix its files with
-    this run's. The temporary files of a training write killed half-way (``atomic_write``'s) are removed: no
-    other process writes them now. A folder this process claimed already is its own (one
+    """Lock ``<run_dir>/.lock`` for a training run or a zero-shot evaluation (a POSIX ``lockf`` lock: the kernel
+    lets go of it when the process ends, however it ends, and its forked loader workers never hold it), so that a
+    second process training, resuming, overwriting or evaluating in the same folder meanwhile is refused rather
+    than mix its files with this run's. The temporary files of a write killed half-way (``atomic_write``'s) are
+    removed: no other process writes the run's files now (those of ``test_results.json``, which lmpt/test.py
+    writes without the lock, once a day old). A folder this process claimed already is its own (one
     ``release_run_dir`` lets it go); a file system without locks, or a ``.lock`` this user cannot write
     (another user's, in a shared folder), leaves the folder unclaimed, as before there were locks."""
     run_dir = Path(run_dir)
@@ -150,6 +153,9 @@ def claim_run_dir(run_dir):
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # the folder was removed by a run that let go of it meanwhile: made again
+            run_dir.mkdir(parents=True, exist_ok=True)
+            continue
         except OSError:
             return
         try:
@@ -158,9 +164,9 @@ def claim_run_dir(run_dir):
             holder = os.pread(fd, 256, 0).decode(errors="replace").strip()
             os.close(fd)
             if error.errno in (errno.EACCES, errno.EAGAIN):
-                raise FileExistsError(f"{run_dir}: another process ({holder or 'see ' + str(path)}) is training in "
-                                      f"this folder now; wait until it has finished, or choose another "
-                                      f"--output_dir") from None
+                raise FileExistsError(f"{run_dir}: another process ({holder or 'see ' + str(path)}) is training or "
+                                      f"evaluating in this folder now; wait until it has finished, or choose "
+                                      f"another --output_dir") from None
             return  # no locks on this file system
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
@@ -171,9 +177,14 @@ def claim_run_dir(run_dir):
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     _CLAIMED[key] = (fd, created)
-    for name in TRAINING_FILES:  # only a training run writes these (args.json and results.json: zero-shot too)
+    now = time.time()
+    for name in RUN_FILES:  # written under the lock alone, but test_results.json (lmpt/test.py's)
         for tmp in glob.glob(os.path.join(glob.escape(str(run_dir)), f".{glob.escape(name)}.*.tmp")):
-            Path(tmp).unlink(missing_ok=True)
+            try:
+                if name != "test_results.json" or now - os.stat(tmp).st_mtime > STALE_TEMP_SECONDS:  # a killed write's
+                    Path(tmp).unlink()
+            except FileNotFoundError:
+                pass
 
 
 def release_run_dir(run_dir):
@@ -232,17 +243,16 @@ def start_run_dir(args):
 
 def check_evaluation_dir(run_dir):
     """Before any work: the folder of an evaluation (zero-shot), which replaces its own earlier results
-    but never a training run's files, nor goes where a training run is starting (its lock is held:
-    claimed here and let go at once, which refuses it as a second training run is refused)."""
+    but never a training run's files. The folder is claimed (``claim_run_dir``) until the caller lets it go
+    with ``release_run_dir`` once its results are written: a training run or another zero-shot evaluation there
+    meanwhile is refused, whichever starts first."""
     run_dir = Path(run_dir)
+    check_writable_dir(run_dir, "--output_dir")
+    claim_run_dir(run_dir)
     held = [name for name in TRAINING_FILES if (run_dir / name).exists()]
     if held:
         raise FileExistsError(f"--output_dir {run_dir}: holds a training run ({', '.join(held)}); its "
                               f"results.json and args.json would be replaced. Choose another --output_dir.")
-    check_writable_dir(run_dir, "--output_dir")
-    if (run_dir / LOCK_FILE).exists():
-        claim_run_dir(run_dir)
-        release_run_dir(run_dir)
     return run_dir
 
 

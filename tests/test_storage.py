@@ -46,7 +46,7 @@ def test_a_run_folder_another_process_trains_in_is_refused(tmp_path):
     holder = hold_lock(run_dir)
     try:
         with pytest.raises(FileExistsError, match=f"{run_dir}: another process .pid {holder.pid} on .*. is training "
-                                                  f"in this folder now"):
+                                                  f"or evaluating in this folder now"):
             check_run_dir(run_args(run_dir))
         with pytest.raises(FileExistsError, match="another process"):  # --resume and --overwrite as well
             check_run_dir(run_args(run_dir, overwrite=True))
@@ -57,7 +57,24 @@ def test_a_run_folder_another_process_trains_in_is_refused(tmp_path):
     release_run_dir(run_dir)
 
 
-def test_zero_shot_does_not_write_where_a_training_run_is_starting(tmp_path):
+def refused_claim(run_dir):
+    """Whether another process's claim of ``run_dir`` is refused (as a training run starting there would be)."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from lmpt.checkpoint import claim_run_dir
+        try:
+            claim_run_dir({str(run_dir)!r})
+        except FileExistsError as error:
+            print(error)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return "another process" in out and "is training or evaluating in this folder now" in out
+
+
+def test_zero_shot_holds_its_folder_from_its_check_until_it_lets_go(tmp_path):
+    """Zero-shot is refused where a training run is starting, and a training run (or another zero-shot) is refused
+    where zero-shot is evaluating, whichever starts first; a folder it made and wrote nothing to goes with it."""
     from lmpt.checkpoint import check_evaluation_dir
     run_dir = tmp_path / "run"
     holder = hold_lock(run_dir)  # a training run, still encoding: no training file yet
@@ -68,10 +85,43 @@ def test_zero_shot_does_not_write_where_a_training_run_is_starting(tmp_path):
         holder.kill()
         holder.wait()
     assert check_evaluation_dir(run_dir) == run_dir  # its lock went with it
-    assert check_evaluation_dir(tmp_path / "new") == tmp_path / "new" and not (tmp_path / "new").exists()
-    holder = hold_lock(run_dir)  # and the evaluation holds no lock after its check
-    holder.kill()
-    holder.wait()
+    try:
+        assert refused_claim(run_dir)  # the evaluation holds the folder now
+    finally:
+        release_run_dir(run_dir)
+    assert not refused_claim(run_dir)
+    assert check_evaluation_dir(tmp_path / "new") == tmp_path / "new"
+    release_run_dir(tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_zero_shot_refuses_a_finished_training_run_and_lets_its_folder_go(tmp_path, tiny_data_root,
+                                                                          tiny_vit_checkpoint):
+    from zero_shot_clip import test as zero_shot_script
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "last.pt").write_bytes(b"a run's")
+    with pytest.raises(FileExistsError, match="holds a training run .last.pt."):
+        zero_shot_script.main(["--data_root", str(tiny_data_root), "--pretrain_clip_path", str(tiny_vit_checkpoint),
+                               "--device", "cpu", "--output_dir", str(run_dir)])
+    assert not refused_claim(run_dir)
+
+
+def test_a_claim_removes_the_temporary_files_of_killed_writes(tmp_path):
+    """Of every run file but test_results.json (lmpt/test.py writes it without the lock), whose are removed once a
+    day old; other files stay."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    names = [".args.json.a1.tmp", ".results.json.b2.tmp", ".last.pt.c3.tmp", ".metrics.jsonl.d4.tmp",
+             ".test_results.json.e5.tmp", ".test_results.json.f6.tmp", ".notes.txt.g7.tmp", "mine.txt"]
+    for name in names:
+        (run_dir / name).write_text("x")
+    day_old = (run_dir / ".test_results.json.f6.tmp").stat().st_mtime - 25 * 3600
+    os.utime(run_dir / ".test_results.json.f6.tmp", (day_old, day_old))
+    claim_run_dir(run_dir)
+    release_run_dir(run_dir)
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted([LOCK_FILE, ".test_results.json.e5.tmp",
+                                                               ".notes.txt.g7.tmp", "mine.txt"])
 
 
 def test_a_run_folder_is_let_go_and_removed_when_the_run_wrote_nothing(tmp_path):
@@ -148,19 +198,6 @@ def test_a_lock_file_this_user_cannot_write_leaves_the_folder_unclaimed(tmp_path
     holder.wait()
 
 
-def test_claiming_a_run_folder_removes_temporary_files_of_a_killed_write(tmp_path):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    left = [run_dir / ".last.pt.k2j4.tmp", run_dir / ".metrics.jsonl.x8.tmp"]
-    kept = [run_dir / ".test_results.json.a1.tmp", run_dir / ".results.json.b2.tmp",  # lmpt/test.py's, zero-shot's
-            run_dir / "notes.tmp"]  # a user's file
-    for path in left + kept:
-        path.write_bytes(b"partial")
-    claim_run_dir(run_dir)
-    release_run_dir(run_dir)
-    assert [p.exists() for p in left + kept] == [False, False, True, True, True]
-
-
 def test_an_oserror_after_an_epoch_was_saved_says_how_to_resume(tmp_path, capsys):
     def disk_full(args):
         args.run_started = True
@@ -228,3 +265,38 @@ def test_a_feature_cache_that_cannot_be_written_does_not_end_the_run(tmp_path, d
     assert torch.equal(features, good) and errors == {}
     assert "could not be written: No space left on device); going on: the next run encodes these images again" \
         in capsys.readouterr().out
+
+
+def test_zero_shot_writes_its_results_while_it_holds_its_folder(tmp_path, tiny_data_root, tiny_vit_checkpoint,
+                                                               monkeypatch):
+    from lmpt import baselines
+    from zero_shot_clip import test as zero_shot_script
+    run_dir, held = tmp_path / "zs", []
+    write = baselines.note_replaced
+    monkeypatch.setattr(baselines, "note_replaced", lambda *a: (held.append(refused_claim(run_dir)), write(*a)))
+    zero_shot_script.main(["--data_root", str(tiny_data_root), "--pretrain_clip_path", str(tiny_vit_checkpoint),
+                           "--device", "cpu", "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"),
+                           "--output_dir", str(run_dir)])
+    assert held == [True] and (run_dir / "results.json").exists() and not refused_claim(run_dir)
+
+
+def test_a_folder_removed_while_it_is_claimed_is_made_again_and_locked(tmp_path, monkeypatch):
+    """A run that let go of the folder it made removes it; a claim that found it a moment before makes it again
+    rather than train without the lock."""
+    from lmpt import checkpoint
+    run_dir, calls = tmp_path / "run", []
+    real_open = os.open
+
+    def open_after_removal(path, *args):
+        calls.append(path)
+        if len(calls) == 1:
+            os.rmdir(run_dir)  # the other run let go of it between our mkdir and our open
+            raise FileNotFoundError(path)
+        return real_open(path, *args)
+    monkeypatch.setattr(checkpoint.os, "open", open_after_removal)
+    claim_run_dir(run_dir)
+    monkeypatch.setattr(checkpoint.os, "open", real_open)
+    try:
+        assert len(calls) == 2 and refused_claim(run_dir)
+    finally:
+        release_run_dir(run_dir)

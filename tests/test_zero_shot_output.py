@@ -30,7 +30,7 @@ def test_a_second_threshold_keeps_the_first_evaluation(tmp_path, tiny_vit_checkp
     kept, second = json.loads(first["results.json"]), json.loads(other.read_text())
     assert (kept["thre"], second["thre"]) == (0.5, 0.3)
     assert {key: second[key] for key in METRICS} == {key: kept[key] for key in METRICS}  # thresholds move CP..OF1 only
-    assert sorted(p.name for p in run.iterdir()) == ["args.json", "results.json", "thre0.3.json"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "args.json", "results.json", "thre0.3.json"]
     assert zero_shot_script.parse_args(argv(tmp_path, tiny_vit_checkpoint, "--output", str(other))).output_dir is None
     # the same file again, at another threshold: replaced, saying so
     zero_shot_script.main(argv(tmp_path, tiny_vit_checkpoint, "--thre", "0.2", "--output", str(other)))
