@@ -16,6 +16,7 @@ from .checkpoint import check_results_file, load_checkpoint, note_replaced_resul
 from .data import DEFAULT_DATA_ROOT
 from .device import select_device
 from .engine import RUN_IDENTITY, checkpoint_results, selection_record
+from .fileid import file_stamp
 from .methods import FINETUNE_METHODS, FULL_FINETUNE, PROMPT_METHODS
 from .metrics import evaluate_logits
 from .models import context_words, prompt_texts
@@ -40,12 +41,17 @@ def training_data_root(run_dir):
     return Path(saved)
 
 
+def run_checkpoint_path(source):
+    """The file ``lmpt/test.py --checkpoint source`` names: a run folder's ``best.pt``, or the .pt file itself."""
+    source = Path(source)
+    return source / "best.pt" if source.is_dir() else source
+
+
 def read_run_checkpoint(source):
     """The checkpoint that ``lmpt/test.py --checkpoint`` evaluates: ``source`` is a run folder (its ``best.pt``)
     or a .pt file. Returns (the checkpoint, its path), refused unless ``check_evaluable``. Its tensors stay in
     the file until used (``mmap``): the optimizer state of a last.pt is never read."""
-    source = Path(source)
-    checkpoint_path = source / "best.pt" if source.is_dir() else source
+    checkpoint_path = run_checkpoint_path(source)
     state = load_checkpoint(checkpoint_path, mmap=True)
     check_evaluable(state["config"], checkpoint_path)
     return state, checkpoint_path
@@ -162,11 +168,22 @@ def same_checkpoint(old, new):
     return len(parts) >= 2 and list(new.parts[-len(parts):]) == parts
 
 
+def check_still_read(checkpoint_path, read, out):
+    """Refuse to write results that name ``checkpoint_path`` when the file there is no longer the one evaluated
+    (``read``: its ``fileid.file_stamp`` before it was read): a training run wrote its folder meanwhile (a new
+    best epoch, or ``--overwrite``), and the results would stand for a checkpoint they are not of."""
+    if file_stamp(checkpoint_path) != read:
+        raise ValueError(f"{checkpoint_path} was replaced while it was evaluated (by a training run in its folder?); "
+                         f"the results above are of the file as it was read and are not written to {out}. Evaluate "
+                         f"it again once the run has finished")
+
+
 def evaluate_run(args):
     """Rebuild a run's model from its checkpoint's saved configuration and evaluate it on the test split: the
     prompt learner of lmpt/train.py, or the classifier (and trained encoder) of finetune_clip/fc.py."""
     device = select_device(args.device)
     # absolute (a link keeps its name), as results.json records its checkpoint: the results name it from any folder
+    read = file_stamp(run_checkpoint_path(absolute(args.checkpoint)))  # before it is read: replaced after, told
     state, checkpoint_path = read_run_checkpoint(absolute(args.checkpoint))
     out = check_results_file(absolute(args.output) if args.output else checkpoint_path.parent / "test_results.json")
     config = state["config"]
@@ -194,6 +211,7 @@ def evaluate_run(args):
     results["preprocess"] = args.preprocess
     results.update(results_data(dataset, args.data_root))  # the data evaluated
     print(format_results(results, dataset.class_names, dataset.train_freq))
+    check_still_read(checkpoint_path, read, out)
     note_replaced_results(out, results, TEST_REPLACED_KEYS, "test", compare={"checkpoint": same_checkpoint})
     save_json(out, results)
     print(f"[test] results written to {out}")

@@ -85,6 +85,9 @@ def _load_cache(path, key):
             return blob
     except (PermissionError, MemoryError):
         raise  # not the file's content: rebuilding it would not help
+    except FileNotFoundError:  # removed since it was found (tools/feature_cache.py, say): encoded again
+        print(f"[features] cache file {path} was removed meanwhile; encoding again")
+        return None
     except Exception:  # cut short, damaged, or of another layout: rebuilt
         pass
     print(f"[features] cache file {path} is corrupt or stale; rebuilding it")

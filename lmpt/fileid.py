@@ -28,27 +28,42 @@ def _facts_key(path, stat=None):
     return path.with_name(f".{path.name}.lmpt.json"), (str(path.resolve()), stamp)
 
 
+def file_stamp(path):
+    """The ``_stamp`` of the file at ``path`` now, None where there is none: two equal stamps are one file,
+    not written between them."""
+    try:
+        return _stamp(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
+def _saved_facts(side, stamp):
+    """What a side file holds of its file as of ``stamp``; {} if nothing (no file, another stamp, damaged)."""
+    try:
+        saved = json.loads(side.read_text())
+        return saved["facts"] if saved.get("stamp") == stamp and isinstance(saved.get("facts"), dict) else {}
+    except (OSError, ValueError, AttributeError, KeyError):
+        return {}
+
+
 def known_facts(path, stat=None):
     """What this process or the file's side file ``.<name>.lmpt.json`` knows of a file (its sha256, for a
     checkpoint its input resolution), for its current ``_stamp`` (or that of ``stat``); {} if nothing."""
     path = Path(path)
     side, key = _facts_key(path, stat)
     if key not in _FACTS:
-        try:
-            saved = json.loads(side.read_text())
-            facts = saved["facts"] if saved.get("stamp") == key[1] and isinstance(saved.get("facts"), dict) else {}
-        except (OSError, ValueError, AttributeError, KeyError):
-            facts = {}
-        _FACTS[key] = facts
+        _FACTS[key] = _saved_facts(side, key[1])
     return dict(_FACTS[key])
 
 
 def remember_facts(path, stat=None, **facts):
     """Add to what is known of a file (as ``stat`` found it, by default as it is now), in this process and
-    in its side file (skipped where the folder is read-only, as a shared pretrained/ may be)."""
+    in its side file (skipped where the folder is read-only, as a shared pretrained/ may be). The side file
+    is read again first: what another process wrote there meanwhile (a run of another script, which learns
+    other facts) is kept."""
     path = Path(path)
     side, key = _facts_key(path, stat)
-    _FACTS[key] = {**known_facts(path, stat), **facts}
+    _FACTS[key] = {**_FACTS.get(key, {}), **_saved_facts(side, key[1]), **facts}
     try:
         save_text(side, json.dumps({"stamp": key[1], "facts": _FACTS[key]}) + "\n")
     except OSError:

@@ -1,0 +1,68 @@
+"""Jobs that share folders at once (found by a concurrency review): lmpt/test.py does not write results for a
+checkpoint that was replaced while it was evaluated, a checkpoint's side file keeps what another process wrote
+there meanwhile, and a cache file removed between its lookup and its read is said as such."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from conftest import write_lmpt_dataset
+from test_user_errors import train_argv
+from lmpt import evaluation, features, fileid
+from lmpt import test as test_script
+from lmpt import train as train_script
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_vit_checkpoint):
+    """A data root, a finished 1-epoch CoOp run in it and its cache."""
+    root = tmp_path_factory.mktemp("shared")
+    write_lmpt_dataset(root / "data")
+    train_script.main(train_argv(root / "data", tiny_vit_checkpoint, root / "run", root / "cache",
+                                 "--training_method", "coop", epochs=1))
+    return root / "run", root / "cache"
+
+
+def test_results_of_a_checkpoint_replaced_while_it_was_evaluated_are_not_written(finished, tmp_path, monkeypatch,
+                                                                                 capsys):
+    run, cache = finished
+    mine = shutil.copytree(run, tmp_path / "run")
+    (mine / "test_results.json").write_text('{"mAP": 1.0}\n')  # an earlier evaluation: kept as it is
+    argv = ["--checkpoint", str(mine), "--device", "cpu", "--num_workers", "0", "--cache_dir", str(cache)]
+    show = evaluation.format_results
+
+    def replaced_meanwhile(*args):  # a training run with --overwrite writes a new best.pt while this evaluates
+        fresh = mine / ".best.pt.new"
+        shutil.copyfile(mine / "best.pt", fresh)
+        os.replace(fresh, mine / "best.pt")
+        return show(*args)
+    monkeypatch.setattr(evaluation, "format_results", replaced_meanwhile)
+    with pytest.raises(ValueError, match=f"{mine / 'best.pt'} was replaced while it was evaluated .*; the results "
+                                         f"above are of the file as it was read and are not written to "
+                                         f"{mine / 'test_results.json'}"):
+        test_script.main(argv)
+    assert json.loads((mine / "test_results.json").read_text()) == {"mAP": 1.0}
+    assert "CP, CR, CF1, OP, OR, OF1 at thre 0.5" in capsys.readouterr().out  # printed, for the record
+    monkeypatch.setattr(evaluation, "format_results", show)
+    results = test_script.main(argv)  # the file unchanged while it is evaluated: written
+    assert json.loads((mine / "test_results.json").read_text())["mAP"] == results["mAP"]
+
+
+def test_a_side_file_keeps_the_facts_another_process_wrote_meanwhile(tmp_path):
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2)}, checkpoint)
+    digest = fileid.file_fingerprint(checkpoint)  # this process knows the sha256 and wrote the side file
+    side = tmp_path / ".model.pt.lmpt.json"
+    saved = json.loads(side.read_text())
+    side.write_text(json.dumps({**saved, "facts": {**saved["facts"], "image_resolution": 224}}))  # another process
+    fileid.remember_facts(checkpoint, note="mine")
+    assert json.loads(side.read_text())["facts"] == {"sha256": digest, "image_resolution": 224, "note": "mine"}
+    assert fileid.known_facts(checkpoint)["image_resolution"] == 224
+
+
+def test_a_cache_file_removed_before_its_read_is_said_so(tmp_path, capsys):
+    assert features._load_cache(tmp_path / ("0" * 32 + ".pt"), "key") is None
+    assert capsys.readouterr().out == f"[features] cache file {tmp_path / ('0' * 32 + '.pt')} was removed " \
+                                      f"meanwhile; encoding again\n"
