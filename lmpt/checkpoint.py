@@ -177,14 +177,21 @@ def claim_run_dir(run_dir):
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     _CLAIMED[key] = (fd, created)
-    now = time.time()
     for name in RUN_FILES:  # written under the lock alone, but test_results.json (lmpt/test.py's)
-        for tmp in glob.glob(os.path.join(glob.escape(str(run_dir)), f".{glob.escape(name)}.*.tmp")):
-            try:
-                if name != "test_results.json" or now - os.stat(tmp).st_mtime > STALE_TEMP_SECONDS:  # a killed write's
-                    Path(tmp).unlink()
-            except FileNotFoundError:
-                pass
+        remove_temp_files(run_dir, name, STALE_TEMP_SECONDS if name == "test_results.json" else 0)
+
+
+def remove_temp_files(folder, name, older_than=0):
+    """Remove the temporary files (``atomic_write``'s ``.<name>.<random>.tmp``) that writes of ``folder/name``
+    killed half-way left: those untouched for more than ``older_than`` seconds (0: all; a live write's file
+    grows). One that cannot be removed stays."""
+    now = time.time()
+    for tmp in glob.glob(os.path.join(glob.escape(str(folder)), f".{glob.escape(name)}.*.tmp")):
+        try:
+            if not older_than or now - os.stat(tmp).st_mtime > older_than:
+                os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def release_run_dir(run_dir):

@@ -17,6 +17,7 @@ from .data import DEFAULT_DATA_ROOT
 from .device import select_device
 from .engine import RUN_IDENTITY, checkpoint_results, selection_record
 from .fileid import file_stamp
+from .locks import folder_locked
 from .methods import FINETUNE_METHODS, FULL_FINETUNE, PROMPT_METHODS
 from .metrics import evaluate_logits
 from .models import context_words, prompt_texts
@@ -211,8 +212,9 @@ def evaluate_run(args):
     results["preprocess"] = args.preprocess
     results.update(results_data(dataset, args.data_root))  # the data evaluated
     print(format_results(results, dataset.class_names, dataset.train_freq))
-    check_still_read(checkpoint_path, read, out)
-    note_replaced_results(out, results, TEST_REPLACED_KEYS, "test", compare={"checkpoint": same_checkpoint})
-    save_json(out, results)
+    with folder_locked(out.parent):  # one evaluation at a time replaces a file, and says what it replaced
+        check_still_read(checkpoint_path, read, out)
+        note_replaced_results(out, results, TEST_REPLACED_KEYS, "test", compare={"checkpoint": same_checkpoint})
+        save_json(out, results)
     print(f"[test] results written to {out}")
     return results

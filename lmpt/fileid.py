@@ -9,7 +9,8 @@ from pathlib import Path
 
 from clip.checkpoint import check_archive
 
-from .checkpoint import save_text
+from .cache_files import STALE_TEMP_SECONDS
+from .checkpoint import remove_temp_files, save_text
 
 _FACTS = {}  # (resolved path, _stamp) -> {"sha256": ..., "image_resolution": ...}, for this process
 
@@ -60,10 +61,11 @@ def remember_facts(path, stat=None, **facts):
     """Add to what is known of a file (as ``stat`` found it, by default as it is now), in this process and
     in its side file (skipped where the folder is read-only, as a shared pretrained/ may be). The side file
     is read again first: what another process wrote there meanwhile (a run of another script, which learns
-    other facts) is kept."""
+    other facts) is kept. Temporary files of its writes killed a day ago or more are removed."""
     path = Path(path)
     side, key = _facts_key(path, stat)
     _FACTS[key] = {**_FACTS.get(key, {}), **_saved_facts(side, key[1]), **facts}
+    remove_temp_files(side.parent, side.name, STALE_TEMP_SECONDS)  # of writes killed a day ago or more
     try:
         save_text(side, json.dumps({"stamp": key[1], "facts": _FACTS[key]}) + "\n")
     except OSError:

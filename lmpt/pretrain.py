@@ -29,6 +29,7 @@ from .backbones import TINY_CHECKPOINT  # the file --pretrain_clip tiny names
 from .baselines import zero_shot_classifier
 from .data import NORMALIZATION
 from .fileid import sha256_of_file
+from .locks import folder_locked
 from .metrics import SCORE_KINDS, average_precision, log_scores, mean_ap
 from .templates import TEMPLATES
 
@@ -275,16 +276,27 @@ def ensure_tiny_clip(pretrained_dir=None, name=TINY_CHECKPOINT, log=print, **set
     ``pretrained/``, where ``--pretrain_clip tiny`` looks), pretrained first unless cached with the same settings,
     generator version and architecture.
 
-    ``settings`` override ``DEFAULT_SETTINGS`` (e.g. ``**FAST_SETTINGS``).
+    ``settings`` override ``DEFAULT_SETTINGS`` (e.g. ``**FAST_SETTINGS``). One process pretrains in a folder at a
+    time (``locks.folder_locked``): a second one started meanwhile waits, then uses what the first saved.
     """
-    from lmpt.synthetic import GENERATOR_VERSION
-
     unknown = set(settings) - set(DEFAULT_SETTINGS)
     if unknown:
         raise PretrainError(f"ensure_tiny_clip: unknown setting(s) {sorted(unknown)}; "
                             f"expected some of {sorted(DEFAULT_SETTINGS)}")
     wanted = dict(DEFAULT_SETTINGS, **settings)
     path = pretrained_folder(pretrained_dir) / name
+    if cached_tiny_clip(path, wanted, log=lambda line: None):
+        return path
+    with folder_locked(path.parent, f"[pretrain] waiting for another process pretraining a CLIP in {path.parent}"):
+        if not cached_tiny_clip(path, wanted, log):  # one pretrained by that process meanwhile is used
+            pretrain_tiny_clip(path, log=log, **wanted)
+    return path
+
+
+def cached_tiny_clip(path, wanted, log=print):
+    """Whether ``path`` holds the tiny CLIP of the settings ``wanted``, intact; why not is logged."""
+    from lmpt.synthetic import GENERATOR_VERSION
+
     try:
         info = json.loads(metadata_path(path).read_text(encoding="utf-8"))
         cached = (path.is_file() and info.get("settings") == _normalised(wanted)
@@ -297,9 +309,7 @@ def ensure_tiny_clip(pretrained_dir=None, name=TINY_CHECKPOINT, log=print, **set
         log(f"[pretrain] the cached tiny CLIP {path} is damaged (not the file that was saved); pretraining it again")
     elif not cached:
         log(f"[pretrain] no cached tiny CLIP with these settings at {path}; pretraining it")
-    if damaged or not cached:
-        pretrain_tiny_clip(path, log=log, **wanted)
-    return path
+    return cached and not damaged
 
 
 def architecture_record():

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .locks import folder_locked
+
 GENERATOR_VERSION = 5
 IMAGE_SIZE = 64  # the tiny CLIP's input resolution
 SUPERSAMPLE = 2  # shapes are drawn at 2× and reduced, for clean edges
@@ -519,10 +521,14 @@ def benchmark_is_complete(out_dir, seed=0, n_train=None, n_test=None):
 
 
 def ensure_benchmark(data_root, seed=0, n_train=None, n_test=None):
-    """``<data_root>/synth``, generated unless a complete benchmark with these settings is there."""
+    """``<data_root>/synth``, generated unless a complete benchmark with these settings is there. One process
+    generates at a time (``locks.folder_locked``): a second one started meanwhile waits, then finds it complete."""
     out_dir = Path(data_root) / "synth"
-    if not benchmark_is_complete(out_dir, seed, n_train, n_test):
-        generate_benchmark(out_dir, seed, n_train, n_test)
+    if benchmark_is_complete(out_dir, seed, n_train, n_test):
+        return out_dir
+    with folder_locked(out_dir, f"[synthetic] waiting for another process generating {out_dir}"):
+        if not benchmark_is_complete(out_dir, seed, n_train, n_test):
+            generate_benchmark(out_dir, seed, n_train, n_test)
     return out_dir
 
 

@@ -66,3 +66,42 @@ def test_a_cache_file_removed_before_its_read_is_said_so(tmp_path, capsys):
     assert features._load_cache(tmp_path / ("0" * 32 + ".pt"), "key") is None
     assert capsys.readouterr().out == f"[features] cache file {tmp_path / ('0' * 32 + '.pt')} was removed " \
                                       f"meanwhile; encoding again\n"
+
+
+def test_an_evaluation_replaces_a_results_file_while_it_holds_its_folder(finished, tmp_path, tiny_data_root,
+                                                                         tiny_vit_checkpoint, monkeypatch):
+    """lmpt/test.py and zero-shot say what they replace and write it while no other evaluation can (two at once
+    on one --output: each note names the evaluation it replaced, the last one written stays)."""
+    from test_locks import folder_busy
+
+    from lmpt import baselines
+    from zero_shot_clip import test as zero_shot_script
+    run, cache = finished
+    held = []
+    for module in (evaluation, baselines):
+        note = module.note_replaced_results
+        monkeypatch.setattr(module, "note_replaced_results",
+                            lambda path, *a, note=note, **k: (held.append(folder_busy(path.parent)),
+                                                              note(path, *a, **k)))
+    out = tmp_path / "evaluations" / "out.json"
+    out.parent.mkdir()
+    test_script.main(["--checkpoint", str(run), "--device", "cpu", "--num_workers", "0", "--cache_dir", str(cache),
+                      "--output", str(out)])
+    zero_shot_script.main(["--data_root", str(tiny_data_root), "--pretrain_clip_path", str(tiny_vit_checkpoint),
+                           "--device", "cpu", "--num_workers", "0", "--cache_dir", str(cache), "--output", str(out)])
+    assert held == [True, True] and not folder_busy(out.parent)
+    assert json.loads(out.read_text())["method"] == "zero-shot"
+
+
+def test_a_side_files_killed_writes_are_removed_once_a_day_old(tmp_path):
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(2)}, checkpoint)
+    old, fresh = tmp_path / "..model.pt.lmpt.json.a1.tmp", tmp_path / "..model.pt.lmpt.json.b2.tmp"
+    other = tmp_path / ".model.pt.c3.tmp"  # a write of another file
+    for path in (old, fresh, other):
+        path.write_text("{")
+    day_old = old.stat().st_mtime - 25 * 3600
+    os.utime(old, (day_old, day_old))
+    os.utime(other, (day_old, day_old))
+    fileid.file_fingerprint(checkpoint)  # writes the side file
+    assert not old.exists() and fresh.exists() and other.exists()
