@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmpt.metrics import class_group  # noqa: E402
+from lmpt.locks import folder_locked  # noqa: E402
 from lmpt.synthetic import benchmark_is_complete, ensure_benchmark, generate_benchmark, generate_corpus  # noqa: E402
 
 
@@ -34,8 +35,9 @@ def main(argv=None):
 
     out_dir = args.data_root / "synth"
     t0 = time.time()
-    if args.force:
-        generate_benchmark(out_dir, args.seed, args.n_train, args.n_test)
+    if args.force:  # after another process generating it, as ensure_benchmark waits
+        with folder_locked(out_dir, f"[synthetic] waiting for another process generating {out_dir}"):
+            generate_benchmark(out_dir, args.seed, args.n_train, args.n_test)
     else:
         cached = benchmark_is_complete(out_dir, args.seed, args.n_train, args.n_test)
         ensure_benchmark(args.data_root, args.seed, args.n_train, args.n_test)
