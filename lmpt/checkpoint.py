@@ -167,7 +167,9 @@ def claim_run_dir(run_dir):
                 raise FileExistsError(f"{run_dir}: another process ({holder or 'see ' + str(path)}) is training or "
                                       f"evaluating in this folder now; wait until it has finished, or choose "
                                       f"another --output_dir") from None
-            return  # no locks on this file system
+            if created:  # no locks on this file system: the folder is made when the run writes
+                _remove_lone_lock(run_dir, remove_dir=True)
+            return
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
                 break
@@ -195,20 +197,27 @@ def remove_temp_files(folder, name, older_than=0):
 
 
 def release_run_dir(run_dir):
-    """Let go of a run folder ``claim_run_dir`` claimed; one it made and that holds nothing else is removed
-    (its ``.lock`` while still locked, so that a process waiting on that file locks the next one)."""
+    """Let go of a run folder ``claim_run_dir`` claimed; a ``.lock`` alone in it is removed (while still locked,
+    so that a process waiting on that file locks the next one), and the folder too if the claim made it."""
     run_dir = Path(run_dir)
     fd, created = _CLAIMED.pop(run_dir.resolve(), (None, False))
     if fd is None:
         return
     try:
-        if created and os.listdir(run_dir) == [LOCK_FILE]:  # a run refused or stopped before it wrote anything
-            (run_dir / LOCK_FILE).unlink()
-            run_dir.rmdir()
-    except OSError:
-        pass  # the folder went, or another process wrote there meanwhile: nothing to tidy, and no error to hide
+        _remove_lone_lock(run_dir, remove_dir=created)  # a run refused or stopped before it wrote anything
     finally:
         os.close(fd)  # lets go of the lock
+
+
+def _remove_lone_lock(run_dir, remove_dir):
+    """Where ``run_dir`` holds nothing but its ``.lock``: remove that (and, with ``remove_dir``, the folder)."""
+    try:
+        if os.listdir(run_dir) == [LOCK_FILE]:
+            (run_dir / LOCK_FILE).unlink()
+            if remove_dir:
+                run_dir.rmdir()
+    except OSError:
+        pass  # the folder went, or another process wrote there meanwhile: nothing to tidy, and no error to hide
 
 
 def check_run_dir(args):

@@ -49,11 +49,13 @@ def _saved_facts(side, stamp):
 
 def known_facts(path, stat=None):
     """What this process or the file's side file ``.<name>.lmpt.json`` knows of a file (its sha256, for a
-    checkpoint its input resolution), for its current ``_stamp`` (or that of ``stat``); {} if nothing."""
+    checkpoint its input resolution), for its current ``_stamp`` (or that of ``stat``); {} if nothing. When the
+    side file is read, the temporary files of its writes killed a day ago or more are removed."""
     path = Path(path)
     side, key = _facts_key(path, stat)
     if key not in _FACTS:
         _FACTS[key] = _saved_facts(side, key[1])
+        remove_temp_files(side.parent, side.name, STALE_TEMP_SECONDS)  # of writes killed a day ago or more
     return dict(_FACTS[key])
 
 
@@ -61,11 +63,10 @@ def remember_facts(path, stat=None, **facts):
     """Add to what is known of a file (as ``stat`` found it, by default as it is now), in this process and
     in its side file (skipped where the folder is read-only, as a shared pretrained/ may be). The side file
     is read again first: what another process wrote there meanwhile (a run of another script, which learns
-    other facts) is kept. Temporary files of its writes killed a day ago or more are removed."""
+    other facts) is kept."""
     path = Path(path)
     side, key = _facts_key(path, stat)
     _FACTS[key] = {**_FACTS.get(key, {}), **_saved_facts(side, key[1]), **facts}
-    remove_temp_files(side.parent, side.name, STALE_TEMP_SECONDS)  # of writes killed a day ago or more
     try:
         save_text(side, json.dumps({"stamp": key[1], "facts": _FACTS[key]}) + "\n")
     except OSError:

@@ -3,8 +3,10 @@ otherwise do over each other (generating the synthetic benchmark, pretraining th
 file). A run folder's claim, which refuses a second run rather than wait, is ``checkpoint.claim_run_dir``.
 
 The lock is a BSD ``flock`` on the folder itself, so no lock file is left behind; the kernel lets go of it when
-the process ends, however it ends. Where there are no locks (another system, a file system without them, a
-folder that cannot be opened), nothing is held and the work goes on as before there were locks.
+the process ends, however it ends. A process forked while it is held (a pool's or a loader's worker) closes its
+copy of the folder's descriptor at once: a worker left behind by a killed owner does not keep the folder held.
+Where there are no locks (another system, a file system without them, a folder that cannot be opened), nothing
+is held and the work goes on as before there were locks.
 """
 import os
 from contextlib import contextmanager
@@ -13,6 +15,23 @@ try:
     import fcntl
 except ImportError:  # not POSIX: no locks
     fcntl = None
+
+_HELD = set()  # the descriptors of the folders this process holds
+
+
+def _close_held_in_child():
+    """In a forked child: close the inherited descriptors of held folders (not unlocked: that would let go of
+    the parent's lock), so that only the parent holds them."""
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_in_child)
 
 
 @contextmanager
@@ -34,8 +53,11 @@ def folder_locked(folder, waiting=None):
             if fd is not None:
                 os.close(fd)
             fd = None
+    if fd is not None:
+        _HELD.add(fd)
     try:
         yield
     finally:
         if fd is not None:
+            _HELD.discard(fd)
             os.close(fd)  # lets go of the lock

@@ -2,6 +2,8 @@
 review): ``locks.folder_locked`` makes a second process wait, says so once, and lets it in when the first is done;
 two first-time generations of the synthetic benchmark, or pretrainings of the tiny CLIP, do not undo each
 other: the second waits, then uses what the first made."""
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -109,3 +111,32 @@ def folder_busy(folder):
     """)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "busy"
+
+
+def test_a_worker_forked_while_the_folder_is_held_does_not_keep_it_after_its_owner_is_killed(tmp_path):
+    """A pool's worker (forked) outlives its owner killed with SIGKILL: the folder is free all the same."""
+    folder = tmp_path / "pretrained"
+    code = textwrap.dedent(f"""
+        import multiprocessing, sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from lmpt.locks import folder_locked
+        with folder_locked({str(folder)!r}):
+            worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+            worker.start()
+            print(worker.pid, flush=True)
+            time.sleep(60)
+    """)
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    worker = int(owner.stdout.readline())
+    try:
+        assert folder_busy(folder)
+        owner.kill()
+        owner.wait()
+        os.kill(worker, 0)  # still running
+        assert not folder_busy(folder)
+    finally:
+        owner.kill()
+        try:
+            os.kill(worker, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -103,5 +103,9 @@ def test_a_side_files_killed_writes_are_removed_once_a_day_old(tmp_path):
     day_old = old.stat().st_mtime - 25 * 3600
     os.utime(old, (day_old, day_old))
     os.utime(other, (day_old, day_old))
-    fileid.file_fingerprint(checkpoint)  # writes the side file
+    fileid.file_fingerprint(checkpoint)  # reads and writes the side file
     assert not old.exists() and fresh.exists() and other.exists()
+    old.write_text("{")  # a later process that only reads the complete side file removes them too
+    os.utime(old, (day_old, day_old))
+    fileid._FACTS.clear()
+    assert "sha256" in fileid.known_facts(checkpoint) and not old.exists() and fresh.exists()

@@ -1,6 +1,7 @@
 """Storage: a run folder belongs to one training process at a time, a write that fails names its file, a
 feature cache that cannot be written does not end the run, and an image rewritten under the same size and
 mtime is not the cached one."""
+import errno
 import os
 import subprocess
 import sys
@@ -300,3 +301,24 @@ def test_a_folder_removed_while_it_is_claimed_is_made_again_and_locked(tmp_path,
         assert len(calls) == 2 and refused_claim(run_dir)
     finally:
         release_run_dir(run_dir)
+
+
+def test_zero_shot_refused_early_leaves_an_existing_empty_folder_empty(tmp_path, tiny_data_root):
+    from zero_shot_clip import test as zero_shot_script
+    run_dir = tmp_path / "zs"
+    run_dir.mkdir()
+    with pytest.raises(FileNotFoundError):
+        zero_shot_script.main(["--data_root", str(tiny_data_root), "--pretrain_clip_path", str(tmp_path / "no.pt"),
+                               "--device", "cpu", "--output_dir", str(run_dir)])
+    assert list(run_dir.iterdir()) == []
+
+
+def test_without_locks_a_claim_leaves_no_folder_behind(tmp_path, monkeypatch):
+    from lmpt import checkpoint
+
+    def no_locks(fd, how):
+        raise OSError(errno.ENOLCK, "no locks")
+    monkeypatch.setattr(checkpoint.fcntl, "lockf", no_locks)
+    claim_run_dir(tmp_path / "new")
+    release_run_dir(tmp_path / "new")  # nothing was claimed
+    assert not (tmp_path / "new").exists()
