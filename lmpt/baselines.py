@@ -155,7 +155,8 @@ def _zero_shot(args, run_dir, output):
         save_args(run_dir, args)
         save_json(run_dir / "results.json", results)
     else:
-        with folder_locked(output.parent):  # one evaluation at a time replaces a file, and says what it replaced
+        # one evaluation at a time replaces a file, and says what it replaced
+        with folder_locked(output.parent, f"[zero-shot] waiting for another process writing in {output.parent}"):
             note_replaced_results(output, results, REPLACED_KEYS, "zero-shot")  # the keys the earlier file holds
             save_json(output, results)
     print(format_results(results, dataset.class_names, train_freq))

@@ -155,6 +155,7 @@ def claim_run_dir(run_dir):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except FileNotFoundError:  # the folder was removed by a run that let go of it meanwhile: made again
             run_dir.mkdir(parents=True, exist_ok=True)
+            created = True
             continue
         except OSError:
             return
@@ -167,8 +168,7 @@ def claim_run_dir(run_dir):
                 raise FileExistsError(f"{run_dir}: another process ({holder or 'see ' + str(path)}) is training or "
                                       f"evaluating in this folder now; wait until it has finished, or choose "
                                       f"another --output_dir") from None
-            if created:  # no locks on this file system: the folder is made when the run writes
-                _remove_lone_lock(run_dir, remove_dir=True)
+            _remove_lone_lock(run_dir, remove_dir=created)  # no locks on this file system: the run makes its files
             return
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .checkpoint import RESULT_FILES, load_checkpoint, read_metrics, save_torch, write_metrics
 from .interrupts import interrupts_deferred
+from .locks import folder_locked
 
 
 class NonFiniteError(RuntimeError):
@@ -225,10 +226,11 @@ def _write_epoch(run_dir, rows, state, improved):
     with interrupts_deferred():  # a Ctrl-C or SIGTERM now stops the run once the epoch is saved
         write_metrics(run_dir / "metrics.jsonl", rows)
         save_torch(run_dir / "last.pt", state)
-        if improved:
-            for name in RESULT_FILES:  # evaluations of the best.pt replaced (by a resumed, extended run)
-                (run_dir / name).unlink(missing_ok=True)
-            save_torch(run_dir / "best.pt", state)
+        if improved:  # held: an lmpt/test.py beside checks best.pt and writes its results wholly before or after
+            with folder_locked(run_dir):
+                for name in RESULT_FILES:  # evaluations of the best.pt replaced (by a resumed, extended run)
+                    (run_dir / name).unlink(missing_ok=True)
+                save_torch(run_dir / "best.pt", state)
 
 
 def _refuse_unselected_ahead_best(run_dir, epoch, selection_map, best):

@@ -16,7 +16,7 @@ from .checkpoint import check_results_file, load_checkpoint, note_replaced_resul
 from .data import DEFAULT_DATA_ROOT
 from .device import select_device
 from .engine import RUN_IDENTITY, checkpoint_results, selection_record
-from .fileid import file_stamp
+from .fileid import file_version
 from .locks import folder_locked
 from .methods import FINETUNE_METHODS, FULL_FINETUNE, PROMPT_METHODS
 from .metrics import evaluate_logits
@@ -171,10 +171,11 @@ def same_checkpoint(old, new):
 
 def check_still_read(checkpoint_path, read, out):
     """Refuse to write results that name ``checkpoint_path`` when the file there is no longer the one evaluated
-    (``read``: its ``fileid.file_stamp`` before it was read): a training run wrote its folder meanwhile (a new
+    (``read``: its ``fileid.file_version`` before it was read): a training run wrote its folder meanwhile (a new
     best epoch, or ``--overwrite``), and the results would stand for a checkpoint they are not of."""
-    if file_stamp(checkpoint_path) != read:
-        raise ValueError(f"{checkpoint_path} was replaced while it was evaluated (by a training run in its folder?); "
+    if file_version(checkpoint_path) != read:
+        raise ValueError(f"{checkpoint_path} was replaced or removed while it was evaluated (by a training run in "
+                         f"its folder?); "
                          f"the results above are of the file as it was read and are not written to {out}. Evaluate "
                          f"it again once the run has finished")
 
@@ -184,7 +185,7 @@ def evaluate_run(args):
     prompt learner of lmpt/train.py, or the classifier (and trained encoder) of finetune_clip/fc.py."""
     device = select_device(args.device)
     # absolute (a link keeps its name), as results.json records its checkpoint: the results name it from any folder
-    read = file_stamp(run_checkpoint_path(absolute(args.checkpoint)))  # before it is read: replaced after, told
+    read = file_version(run_checkpoint_path(absolute(args.checkpoint)))  # before it is read: replaced after, told
     state, checkpoint_path = read_run_checkpoint(absolute(args.checkpoint))
     out = check_results_file(absolute(args.output) if args.output else checkpoint_path.parent / "test_results.json")
     config = state["config"]
@@ -212,7 +213,8 @@ def evaluate_run(args):
     results["preprocess"] = args.preprocess
     results.update(results_data(dataset, args.data_root))  # the data evaluated
     print(format_results(results, dataset.class_names, dataset.train_freq))
-    with folder_locked(out.parent):  # one evaluation at a time replaces a file, and says what it replaced
+    # one evaluation at a time replaces a file, saying what it replaced; a training run beside writes best.pt apart
+    with folder_locked(out.parent, f"[test] waiting for another process writing in {out.parent}"):
         check_still_read(checkpoint_path, read, out)
         note_replaced_results(out, results, TEST_REPLACED_KEYS, "test", compare={"checkpoint": same_checkpoint})
         save_json(out, results)

@@ -29,13 +29,15 @@ def _facts_key(path, stat=None):
     return path.with_name(f".{path.name}.lmpt.json"), (str(path.resolve()), stamp)
 
 
-def file_stamp(path):
-    """The ``_stamp`` of the file at ``path`` now, None where there is none: two equal stamps are one file,
-    not written between them."""
+def file_version(path):
+    """(device, inode, size, modification time) of the file at ``path`` now, None where there is none: every
+    write of this project changes it (a file is replaced by a rename, a new inode), and a ``chmod``, a hard link
+    or a read does not."""
     try:
-        return _stamp(os.stat(path))
+        stat = os.stat(path)
     except FileNotFoundError:
         return None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _saved_facts(side, stamp):

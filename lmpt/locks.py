@@ -16,7 +16,7 @@ try:
 except ImportError:  # not POSIX: no locks
     fcntl = None
 
-_HELD = set()  # the descriptors of the folders this process holds
+_HELD = {}  # the descriptors of the folders held -> the pid of the process that holds them
 
 
 def _close_held_in_child():
@@ -37,7 +37,8 @@ if hasattr(os, "register_at_fork"):
 @contextmanager
 def folder_locked(folder, waiting=None):
     """Hold an exclusive lock on ``folder`` (made if missing) for the ``with`` block, waiting while another
-    process holds it; ``waiting``: a line printed once when it has to wait."""
+    process holds it; ``waiting``: a line printed once when it has to wait. Not nested on one folder in one
+    process: a lock is an open folder's, so a second one would wait for the first."""
     fd = None
     if fcntl is not None:
         try:
@@ -49,15 +50,18 @@ def folder_locked(folder, waiting=None):
                 if waiting:
                     print(waiting, flush=True)
                 fcntl.flock(fd, fcntl.LOCK_EX)
+            _HELD[fd] = os.getpid()
         except OSError:  # no locks here: nothing held
             if fd is not None:
                 os.close(fd)
             fd = None
-    if fd is not None:
-        _HELD.add(fd)
+        except BaseException:  # an interrupt while waiting (or just after): nothing held, nothing left open
+            if fd is not None:
+                os.close(fd)
+            raise
     try:
         yield
     finally:
-        if fd is not None:
-            _HELD.discard(fd)
+        if fd is not None and _HELD.get(fd) == os.getpid():  # a forked child closed its copy already
+            del _HELD[fd]
             os.close(fd)  # lets go of the lock

@@ -140,3 +140,26 @@ def test_a_worker_forked_while_the_folder_is_held_does_not_keep_it_after_its_own
             os.kill(worker, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_an_interrupt_while_waiting_leaves_nothing_open_or_held(tmp_path):
+    folder = tmp_path / "shared"
+    process = holder(folder)
+    fds = len(os.listdir("/proc/self/fd"))
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    before = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            with folder_locked(folder):
+                pytest.fail("entered a held folder")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+    assert len(os.listdir("/proc/self/fd")) == fds
+    process.communicate("go\n", timeout=60)
+    with folder_locked(folder):  # free once its holder let go: this process holds nothing that would block it
+        assert folder_busy(folder)
+    assert not folder_busy(folder)

@@ -39,7 +39,8 @@ def test_results_of_a_checkpoint_replaced_while_it_was_evaluated_are_not_written
         os.replace(fresh, mine / "best.pt")
         return show(*args)
     monkeypatch.setattr(evaluation, "format_results", replaced_meanwhile)
-    with pytest.raises(ValueError, match=f"{mine / 'best.pt'} was replaced while it was evaluated .*; the results "
+    with pytest.raises(ValueError, match=f"{mine / 'best.pt'} was replaced or removed while it was evaluated .*; the "
+                                         f"results "
                                          f"above are of the file as it was read and are not written to "
                                          f"{mine / 'test_results.json'}"):
         test_script.main(argv)
@@ -109,3 +110,36 @@ def test_a_side_files_killed_writes_are_removed_once_a_day_old(tmp_path):
     os.utime(old, (day_old, day_old))
     fileid._FACTS.clear()
     assert "sha256" in fileid.known_facts(checkpoint) and not old.exists() and fresh.exists()
+
+
+def test_a_checkpoint_whose_mode_changed_while_it_was_evaluated_is_still_the_one_read(finished, tmp_path,
+                                                                                     monkeypatch):
+    """A chmod (or a hard link a backup makes) changes no byte: the results are written."""
+    run, cache = finished
+    mine = shutil.copytree(run, tmp_path / "run")
+    show = evaluation.format_results
+
+    def protected_meanwhile(*args):
+        os.chmod(mine / "best.pt", 0o444)
+        os.link(mine / "best.pt", tmp_path / "backup.pt")
+        return show(*args)
+    monkeypatch.setattr(evaluation, "format_results", protected_meanwhile)
+    results = test_script.main(["--checkpoint", str(mine), "--device", "cpu", "--num_workers", "0", "--cache_dir",
+                                str(cache)])
+    assert json.loads((mine / "test_results.json").read_text())["mAP"] == results["mAP"]
+
+
+def test_a_training_run_writes_a_new_best_pt_while_it_holds_its_folder(tmp_path, tiny_vit_checkpoint, monkeypatch):
+    """An lmpt/test.py beside it checks best.pt and writes its results wholly before or after the training run
+    removes the old results and writes the new best.pt, never between."""
+    from test_locks import folder_busy
+
+    from lmpt import engine
+    write_lmpt_dataset(tmp_path / "data")
+    run, held = tmp_path / "run", []
+    save = engine.save_torch
+    monkeypatch.setattr(engine, "save_torch", lambda path, state: (
+        held.append((path.name, folder_busy(path.parent))), save(path, state)))
+    train_script.main(train_argv(tmp_path / "data", tiny_vit_checkpoint, run, tmp_path / "cache",
+                                 "--training_method", "coop", epochs=1))
+    assert held == [("last.pt", False), ("best.pt", True)]

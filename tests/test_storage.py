@@ -322,3 +322,6 @@ def test_without_locks_a_claim_leaves_no_folder_behind(tmp_path, monkeypatch):
     claim_run_dir(tmp_path / "new")
     release_run_dir(tmp_path / "new")  # nothing was claimed
     assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    claim_run_dir(tmp_path / "old")
+    assert list((tmp_path / "old").iterdir()) == []  # no .lock left in a folder that was there
