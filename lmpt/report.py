@@ -38,7 +38,8 @@ def mean_std(values):
 
 
 def mean_std_cell(mean, std, n=2):
-    """``26.15 ± 0.20``: a mean over ``n`` seeds and its deviation; the mean alone for one seed, ``n/a`` for none."""
+    """``26.15 ± 0.20``: a mean over ``n`` seeds (by default several: tools/sweep_cse.py shows ``± 0.00`` for one)
+    and its deviation; the mean alone for ``n`` 1, ``n/a`` for none."""
     if mean is None:
         return metric_cell(None)
     return f"{mean:.2f} ± {std:.2f}" if n > 1 else metric_cell(mean)

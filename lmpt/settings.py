@@ -12,7 +12,6 @@ as without effect under the others. Imports nothing from lmpt but its table of m
 from .methods import CAPTION_METHODS
 
 
-
 def is_int(value):
     """An int that is not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)

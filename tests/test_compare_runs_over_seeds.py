@@ -8,6 +8,7 @@ import statistics
 import sys
 
 from conftest import ROOT
+from lmpt import test as test_script
 from lmpt import train as train_script
 from zero_shot_clip import test as zero_shot_script
 
@@ -48,15 +49,22 @@ def test_rows_that_differ_in_their_seed_alone_are_averaged(tmp_path, capsys):
 
 
 def test_a_setting_other_than_the_seed_parts_the_rows(tmp_path, capsys):
+    lmpt = dict(method="lmpt")
     paths = [run(tmp_path, "a_seed0", 0, 30.0), run(tmp_path, "a_seed1", 1, 32.0),
-             run(tmp_path, "b_seed0", 0, 33.0, args={"lam": 0.25}), run(tmp_path, "c_seed0", 0, 34.0,
-                                                                        args={"epochs": 20}),
-             run(tmp_path, "d_seed0", 0, 35.0, thre=0.75), run(tmp_path, "e_seed0", 0, 36.0, backbone_sha256="cd" * 32)]
+             run(tmp_path, "b_seed0", 0, 33.0, args={"epochs": 20}),
+             run(tmp_path, "c_seed0", 0, 35.0, thre=0.75), run(tmp_path, "d_seed0", 0, 36.0, backbone_sha256="cd" * 32),
+             run(tmp_path, "e_seed0", 0, 37.0, args={"lam": 0.25}, **lmpt),
+             run(tmp_path, "e_seed1", 1, 38.0, args={"lam": 0.25}, **lmpt), run(tmp_path, "f_seed0", 0, 39.0, **lmpt),
+             run(tmp_path, "g_seed0", 0, 40.0, checkpoint="/runs/g/last.pt"),
+             # what CoOp does not read, the dataset's spelling, a check of the labels and the CLIP's path: the same
+             run(tmp_path, "h_seed2", 2, 34.0, backbone="/elsewhere/ViT-B-16.pt",
+                 args={"lam": 0.25, "dataset": "VOC", "nb_classes": 20})]
     compare_runs.main([*paths, "--over_seeds"])
     table = seed_table(capsys.readouterr().out)
     assert [(r[0], r[1], r[2], r[5]) for r in table] == [
-        ("a_seed*", "1, 2", "0, 1", "31.00 ± 1.41"), ("b_seed*", "3", "0", "33.00"), ("c_seed*", "4", "0", "34.00"),
-        ("d_seed*", "5", "0", "35.00"), ("e_seed*", "6", "0", "36.00")]
+        ("a_seed0, …", "1, 2, 10", "0, 1, 2", "32.00 ± 2.00"), ("b_seed0", "3", "0", "33.00"),
+        ("c_seed0", "4", "0", "35.00"), ("d_seed0", "5", "0", "36.00"), ("e_seed*", "6, 7", "0, 1", "37.50 ± 0.71"),
+        ("f_seed0", "8", "0", "39.00"), ("g_seed0", "9", "0", "40.00")]
 
 
 def test_a_seed_is_counted_once_and_a_row_without_a_seed_stands_alone(tmp_path, capsys):
@@ -67,7 +75,7 @@ def test_a_seed_is_counted_once_and_a_row_without_a_seed_stands_alone(tmp_path, 
     compare_runs.main([*paths, "--over_seeds"])
     out = capsys.readouterr().out
     assert "Row 3 left out: the configuration and seed (1) of row 2, counted once." in out
-    assert "Rows 4, 5: no seed recorded (no args.json beside the file); each a group of its own." in out
+    assert "Rows 4, 5: no seed recorded (no args.json of its run, or no seed in it); each a group of its own." in out
     assert [(r[0], r[1], r[2], r[5]) for r in seed_table(out)] == [
         ("x_seed*", "1, 2", "0, 1", "31.00 ± 1.41"), ("loose/out.json", "4", "?", "20.00"),
         ("loose2/out.json", "5", "?", "22.00")]
@@ -96,28 +104,38 @@ def test_a_group_is_labelled_by_its_runs_with_the_seed_starred():
     assert compare_runs.seed_label(["runs/voc-lt_lmpt_ViT16_seed0", "runs/voc-lt_lmpt_ViT16_seed12"]) == \
         "runs/voc-lt_lmpt_ViT16_seed*"
     assert compare_runs.seed_label(["a_seed0", "mine"]) == "a_seed0, …"
+    assert compare_runs.seed_label(["runs/a_seed3"]) == "runs/a_seed3"  # one row: its own label
 
 
 def test_real_runs_of_two_seeds_are_two_configurations(tmp_path, tiny_data_root, tiny_vit_checkpoint, capsys):
     """Zero-shot and CoOp runs of seeds 0 and 1, written where each user wants them and with other loader
-    settings: one configuration a method, the means of their results.json files; zero-shot, which draws nothing
-    at random, has no spread."""
-    common = ["--dataset", "voc-lt", "--data_root", str(tiny_data_root), "--device", "cpu", "--batch_size", "8",
+    settings (zero-shot's batch size too): one configuration a method, the means of their results.json files;
+    zero-shot, which draws nothing at random, has no spread. lmpt/test.py's evaluations of the runs' last.pt,
+    kept in a folder of their own, are a third: of the runs their checkpoints name, by their seeds."""
+    common = ["--dataset", "voc-lt", "--data_root", str(tiny_data_root), "--device", "cpu",
               "--cache_dir", str(tmp_path / "cache")]
-    paths = []
-    for seed, workers in ((0, "0"), (1, "1")):
+    paths, evaluations = [], []
+    (tmp_path / "evaluations").mkdir()
+    for seed, workers, batch in ((0, "0", "8"), (1, "1", "16")):
         zs, coop = tmp_path / f"zs_seed{seed}", tmp_path / f"mine{seed}" / f"coop_seed{seed}"
-        zero_shot_script.main([*common, "--num_workers", workers, "--seed", str(seed), "--pretrain_clip_path",
-                               str(tiny_vit_checkpoint), "--templates", "single", "--output_dir", str(zs)])
-        train_script.main([*common, "--num_workers", workers, "--seed", str(seed), "--pretrain_clip",
-                           str(tiny_vit_checkpoint), "--training_method", "coop", "--n_ctx", "4", "--epochs", "2",
-                           "--output_dir", str(coop)])
+        zero_shot_script.main([*common, "--num_workers", workers, "--batch_size", batch, "--seed", str(seed),
+                               "--pretrain_clip_path", str(tiny_vit_checkpoint), "--templates", "single",
+                               "--output_dir", str(zs)])
+        train_script.main([*common, "--num_workers", workers, "--batch_size", "8", "--seed", str(seed),
+                           "--pretrain_clip", str(tiny_vit_checkpoint), "--training_method", "coop", "--n_ctx", "4",
+                           "--epochs", "2", "--output_dir", str(coop)])
+        evaluations.append(tmp_path / "evaluations" / f"last{seed}.json")
+        test_script.main(["--checkpoint", str(coop / "last.pt"), "--device", "cpu", "--num_workers", "0",
+                          "--cache_dir", str(tmp_path / "cache"), "--output", str(evaluations[-1])])
         paths += [zs, coop]
     capsys.readouterr()
-    compare_runs.main([*map(str, paths), "--over_seeds"])
+    compare_runs.main([*map(str, paths + evaluations), "--over_seeds"])
     table = seed_table(capsys.readouterr().out)
     maps = [json.loads((path / "results.json").read_text())["mAP"] for path in paths]
+    lasts = [json.loads(path.read_text())["mAP"] for path in evaluations]
     assert [row[:4] for row in table] == [["zs_seed*", "1, 3", "0, 1", "zero-shot (single)"],
-                                          ["coop_seed*", "2, 4", "0, 1", "coop"]]
+                                          ["coop_seed*", "2, 4", "0, 1", "coop"],
+                                          ["evaluations/last0.json, …", "5, 6", "0, 1", "coop"]]
     assert table[0][5] == f"{maps[0]:.2f} ± 0.00" and maps[0] == maps[2]
     assert table[1][5] == f"{statistics.mean(maps[1::2]):.2f} ± {statistics.stdev(maps[1::2]):.2f}"
+    assert table[2][5] == f"{statistics.mean(lasts):.2f} ± {statistics.stdev(lasts):.2f}"

@@ -37,7 +37,8 @@ from lmpt.paths import absolute  # noqa: E402
 from lmpt.metrics import classes_by_frequency  # noqa: E402
 from lmpt.prepare import selection_split_name  # noqa: E402
 from lmpt.report import COLUMNS, markdown_table, mean_std, mean_std_cell, metric_cell, metric_cells  # noqa: E402
-from lmpt.settings import RESUME_MAY_CHANGE, RUN_PLACE, is_int  # noqa: E402
+from lmpt.methods import ZERO_SHOT  # noqa: E402
+from lmpt.settings import METHOD_ONLY_FLAGS, RUN_SETTINGS, is_int  # noqa: E402
 
 # what the rows must share for their figures to compare (the keys every results file records; dataset,
 # data_root, class_names and train_class_freq: not in the results.json of earlier versions)
@@ -46,9 +47,10 @@ CHECKED = ("dataset", "data_root", "images", "thre", "score", "preprocess", "bac
 HEADER = ("run", "method", "CLIP", "epoch")
 TEST_SELECTED = "(on test)"  # the epoch cell's mark of a row whose epoch was selected on the test split
 FORMATS = (".md", ".csv", ".json")
-# args.json keys that say where a run reads, computes or writes, not what it is: left out of the configuration whose
-# seeds --over_seeds averages (its CLIP is known by backbone_sha256, its data by CHECKED). --epochs stays in.
-NOT_CONFIGURATION = ("seed", "output", "topk", *RUN_PLACE, *(key for key in RESUME_MAY_CHANGE if key != "epochs"))
+# what a trained run is, of its args.json, beside its results file's method, CLIP, checkpoint and CHECKED keys: the
+# settings it trained with (a resume compares them) but the seed, its epochs and the DB loss's μ and λ. Where it
+# reads, computes or writes, its dataset's spelling and the checks of its inputs are not (--over_seeds).
+CONFIGURATION = (*(key for key in RUN_SETTINGS if key != "seed"), "epochs", "gamma", "neg_scale")
 
 
 def results_file(path, test_results=False):
@@ -71,8 +73,10 @@ def results_file(path, test_results=False):
 def read_row(path, test_results=False):
     """One row: {"run": its label (the name of the file's folder, and the file's own name unless it is a
     results.json), "file", "results": the file's object, "from_args": the keys read from the run's args.json
-    because the file lacks them}. A results file of an earlier version that lacks dataset or data_root (or, for a
-    trained run, selection_split) takes them from the args.json beside it, if any."""
+    because the file lacks them, "args": the args.json of the run (of the folder of the checkpoint the file
+    evaluated where it records one and that folder has one, else the file's folder's; {} if none)}. A results
+    file of an earlier version that lacks dataset or data_root (or, for a trained run, selection_split) takes them
+    from the args.json beside it, if any."""
     file = results_file(path, test_results)
     try:
         results = json.loads(file.read_text(encoding="utf-8"))
@@ -92,7 +96,10 @@ def read_row(path, test_results=False):
         from_args.append("selection_split")
     folder = absolute(file).parent.name  # absolute: a file given as results.json or ./results.json too
     run = folder if file.name == "results.json" else f"{folder}/{file.name}"
-    return {"run": run, "file": str(file), "results": results, "from_args": from_args, "args": saved}
+    checkpoint = results.get("checkpoint")  # an evaluation's run: the folder of the checkpoint it evaluated
+    of_run = read_saved_json(Path(checkpoint).parent / "args.json") if isinstance(checkpoint, str) else None
+    return {"run": run, "file": str(file), "results": results, "from_args": from_args,
+            "args": saved if of_run is None else of_run}
 
 
 def epoch_of(results):
@@ -272,23 +279,37 @@ def per_class(rows):
 
 
 def seed_of(row):
-    """The seed of a row's run (its args.json's), None where not recorded (no args.json beside the file)."""
+    """The seed of a row's run (its args.json's), None where not recorded."""
     seed = row["args"].get("seed")
     return seed if is_int(seed) else None
 
 
+def checkpoint_kind(results):
+    """Which checkpoint a results file evaluated: ``best.pt``, ``last.pt``, another file (``other``), or none
+    (zero-shot)."""
+    name = Path(str(results.get("checkpoint"))).name if results.get("checkpoint") else None
+    return name if name in (None, "best.pt", "last.pt") else "other"
+
+
 def configuration(row):
-    """What a row is, but its seed: its file's method, CLIP, selection split and ``CHECKED`` keys, and its run's
-    args.json without ``NOT_CONFIGURATION`` (as one text, to group by)."""
+    """What a row is, but its seed: its file's method, CLIP (by sha256 where recorded), checkpoint kind, selection
+    split and ``CHECKED`` keys, and of a trained run's args.json the settings of ``CONFIGURATION`` that its method
+    reads (``settings.METHOD_ONLY_FLAGS``), as one text to group by."""
     r = row["results"]
-    saved = {key: value for key, value in row["args"].items() if key not in NOT_CONFIGURATION}
-    return json.dumps([method_cell(r), r.get("backbone"), r.get("backbone_sha256"), r.get("selection_split"),
+    method = r.get("method")
+    unread = {key for _, keys, methods in METHOD_ONLY_FLAGS if method not in methods for key in keys}
+    saved = {} if method == ZERO_SHOT else {key: row["args"][key] for key in CONFIGURATION
+                                            if key in row["args"] and key not in unread}
+    clip = r.get("backbone_sha256") or r.get("backbone")
+    return json.dumps([method_cell(r), clip, checkpoint_kind(r), r.get("selection_split"),
                        {key: r.get(key) for key in CHECKED}, saved], sort_keys=True, default=str)
 
 
 def seed_label(labels):
-    """The label of a group: its rows' common label with ``seed<N>`` as ``seed*`` (``runs/x_seed*``), else the first
-    row's label with ``, …``."""
+    """The label of a group: its rows' common label with ``seed<N>`` as ``seed*`` (``runs/x_seed*``) where it has
+    several rows, else its row's label; the first row's label with ``, …`` where the labels differ otherwise."""
+    if len(labels) == 1:
+        return labels[0]
     common = {re.sub(r"seed\d+", "seed*", label) for label in labels}
     return common.pop() if len(common) == 1 else f"{labels[0]}, …"
 
@@ -322,8 +343,8 @@ def over_seeds(rows):
     head = [f"Mean ± std (n − 1) over seeds of {len(table)} configuration{'s' * (len(table) != 1)}: the rows that "
             f"differ in their seed alone (files and args.json), one seed counted once."]
     if unseeded:
-        head.append(f"{row_numbers(unseeded).capitalize()}: no seed recorded (no args.json beside the file); "
-                    f"{'a group' if len(unseeded) == 1 else 'each a group'} of its own.")
+        head.append(f"{row_numbers(unseeded).capitalize()}: no seed recorded (no args.json of its run, or no seed "
+                    f"in it); {'a group' if len(unseeded) == 1 else 'each a group'} of its own.")
     return table, head + lines
 
 
