@@ -63,3 +63,17 @@ def tiny_data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     write_lmpt_dataset(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def finished_coop_run(tmp_path_factory, tiny_vit_checkpoint):
+    """A finished 1-epoch CoOp run on the tiny dataset and its feature cache (copied by the tests that change
+    it): (run folder, cache folder)."""
+    from lmpt import train as train_script
+    root = tmp_path_factory.mktemp("finished")
+    write_lmpt_dataset(root / "data")
+    train_script.main(["--dataset", "voc-lt", "--data_root", str(root / "data"), "--pretrain_clip",
+                       str(tiny_vit_checkpoint), "--batch_size", "8", "--epochs", "1", "--device", "cpu",
+                       "--num_workers", "0", "--n_ctx", "4", "--cache_dir", str(root / "cache"), "--output_dir",
+                       str(root / "run"), "--optimizer", "adam", "--lr", "0.01", "--training_method", "coop"])
+    return root / "run", root / "cache"

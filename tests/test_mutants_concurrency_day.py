@@ -17,7 +17,6 @@ from lmpt.locks import folder_locked
 from lmpt.report import mean_std
 from test_compare_runs_over_seeds import ARGS, run, seed_table
 from test_locks import holder, run_beside
-from test_shared_folders import finished  # noqa: F401  (the module's fixture)
 
 sys.path.insert(0, str(ROOT / "tools"))
 import compare_runs  # noqa: E402
@@ -82,9 +81,9 @@ def test_zero_shot_looks_for_training_files_once_it_holds_the_folder(tmp_path, m
         checkpoint.release_run_dir(run_dir)
 
 
-def test_a_checkpoint_replaced_while_it_is_read_is_told(finished, tmp_path, monkeypatch):  # noqa: F811
+def test_a_checkpoint_replaced_while_it_is_read_is_told(finished_coop_run, tmp_path, monkeypatch):
     import shutil
-    run_dir, cache = finished
+    run_dir, cache = finished_coop_run
     mine = shutil.copytree(run_dir, tmp_path / "run")
     load = evaluation.load_checkpoint
 

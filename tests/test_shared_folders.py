@@ -15,19 +15,9 @@ from lmpt import test as test_script
 from lmpt import train as train_script
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_vit_checkpoint):
-    """A data root, a finished 1-epoch CoOp run in it and its cache."""
-    root = tmp_path_factory.mktemp("shared")
-    write_lmpt_dataset(root / "data")
-    train_script.main(train_argv(root / "data", tiny_vit_checkpoint, root / "run", root / "cache",
-                                 "--training_method", "coop", epochs=1))
-    return root / "run", root / "cache"
-
-
-def test_results_of_a_checkpoint_replaced_while_it_was_evaluated_are_not_written(finished, tmp_path, monkeypatch,
-                                                                                 capsys):
-    run, cache = finished
+def test_results_of_a_checkpoint_replaced_while_it_was_evaluated_are_not_written(finished_coop_run, tmp_path,
+                                                                                 monkeypatch, capsys):
+    run, cache = finished_coop_run
     mine = shutil.copytree(run, tmp_path / "run")
     (mine / "test_results.json").write_text('{"mAP": 1.0}\n')  # an earlier evaluation: kept as it is
     argv = ["--checkpoint", str(mine), "--device", "cpu", "--num_workers", "0", "--cache_dir", str(cache)]
@@ -69,7 +59,7 @@ def test_a_cache_file_removed_before_its_read_is_said_so(tmp_path, capsys):
                                       f"meanwhile; encoding again\n"
 
 
-def test_an_evaluation_replaces_a_results_file_while_it_holds_its_folder(finished, tmp_path, tiny_data_root,
+def test_an_evaluation_replaces_a_results_file_while_it_holds_its_folder(finished_coop_run, tmp_path, tiny_data_root,
                                                                          tiny_vit_checkpoint, monkeypatch):
     """lmpt/test.py and zero-shot say what they replace and write it while no other evaluation can (two at once
     on one --output: each note names the evaluation it replaced, the last one written stays)."""
@@ -77,7 +67,7 @@ def test_an_evaluation_replaces_a_results_file_while_it_holds_its_folder(finishe
 
     from lmpt import baselines
     from zero_shot_clip import test as zero_shot_script
-    run, cache = finished
+    run, cache = finished_coop_run
     held = []
     for module in (evaluation, baselines):
         note = module.note_replaced_results
@@ -112,10 +102,10 @@ def test_a_side_files_killed_writes_are_removed_once_a_day_old(tmp_path):
     assert "sha256" in fileid.known_facts(checkpoint) and not old.exists() and fresh.exists()
 
 
-def test_a_checkpoint_whose_mode_changed_while_it_was_evaluated_is_still_the_one_read(finished, tmp_path,
+def test_a_checkpoint_whose_mode_changed_while_it_was_evaluated_is_still_the_one_read(finished_coop_run, tmp_path,
                                                                                      monkeypatch):
     """A chmod (or a hard link a backup makes) changes no byte: the results are written."""
-    run, cache = finished
+    run, cache = finished_coop_run
     mine = shutil.copytree(run, tmp_path / "run")
     show = evaluation.format_results
 
