@@ -19,13 +19,12 @@ import clip
 
 from .backbones import backbone_identity, resolve_backbone
 from .checkpoint import (check_evaluation_dir, check_results_file, load_checkpoint, note_replaced_results,
-                         read_saved_json, release_run_dir, save_args, save_json, start_run_dir)
+                         read_saved_json, release_run_dir, replace_results, save_args, save_json, start_run_dir)
 from .data import BatchNormalize, dataset_name, label_line
 from .device import autocast_on, load_kernels, select_device, use_autocast
 from .engine import (build_optimizer, build_scheduler, check_finite, checkpoint_results, fit, load_trainable_state,
                      run_results, seed_everything)
 from .interrupts import sigterm_as_interrupt
-from .locks import folder_locked
 from .losses import build_classification_loss
 from .methods import FULL_FINETUNE, ZERO_SHOT, finetune_method
 from .metrics import evaluate_logits
@@ -155,10 +154,7 @@ def _zero_shot(args, run_dir, output):
         save_args(run_dir, args)
         save_json(run_dir / "results.json", results)
     else:
-        # one evaluation at a time replaces a file, and says what it replaced
-        with folder_locked(output.parent, f"[zero-shot] waiting for another process writing in {output.parent}"):
-            note_replaced_results(output, results, REPLACED_KEYS, "zero-shot")  # the keys the earlier file holds
-            save_json(output, results)
+        replace_results(output, results, REPLACED_KEYS, "zero-shot")  # the keys the earlier file holds
     print(format_results(results, dataset.class_names, train_freq))
     print(f"[zero-shot] run folder: {run_dir}" if output is None else f"[zero-shot] results written to {output}")
     return results

@@ -32,6 +32,7 @@ from clip.checkpoint import atomic_write as _atomic_write  # one atomic writer f
 
 from .cache_files import STALE_TEMP_SECONDS
 from .interrupts import interrupts_deferred
+from .locks import folder_locked
 from .methods import PROMPT_METHODS
 from .settings import CONFIG_KINDS, OPTIONAL_CONFIG_KINDS, is_int, is_number
 
@@ -301,6 +302,17 @@ def note_replaced_results(path, results, keys, tag, compare=None, also_differ=()
     mAP = f"mAP {old['mAP']:.2f}" if isinstance(old.get("mAP"), (int, float)) else "no mAP"
     print(f"[{tag}] replacing {path} of an earlier evaluation ({mAP}"
           f"{'; other ' + ', '.join(differ) if differ else ''})")
+
+
+def replace_results(path, results, keys, tag, compare=None, check=None):
+    """Write ``results`` to the results file ``path``, first saying what they replace (``note_replaced_results``:
+    ``keys``, ``compare``, ``tag``), while no other evaluation writes in its folder (``locks.folder_locked``, said
+    when it waits); ``check()`` first, in the same hold (it raises to refuse the write)."""
+    with folder_locked(path.parent, f"[{tag}] waiting for another process writing in {path.parent}"):
+        if check is not None:
+            check()
+        note_replaced_results(path, results, keys, tag, compare=compare)
+        save_json(path, results)
 
 
 def save_torch(path, obj):

@@ -12,12 +12,11 @@ from pathlib import Path
 
 from .backbones import check_backbone, find_backbone, same_backbone
 from .baselines import FINETUNE_TEST_KEYS, finetuned_logits
-from .checkpoint import check_results_file, load_checkpoint, note_replaced_results, read_saved_json, save_json
+from .checkpoint import check_results_file, load_checkpoint, read_saved_json, replace_results
 from .data import DEFAULT_DATA_ROOT
 from .device import select_device
 from .engine import RUN_IDENTITY, checkpoint_results, selection_record
 from .fileid import file_version
-from .locks import folder_locked
 from .methods import FINETUNE_METHODS, FULL_FINETUNE, PROMPT_METHODS
 from .metrics import evaluate_logits
 from .models import context_words, prompt_texts
@@ -213,10 +212,8 @@ def evaluate_run(args):
     results["preprocess"] = args.preprocess
     results.update(results_data(dataset, args.data_root))  # the data evaluated
     print(format_results(results, dataset.class_names, dataset.train_freq))
-    # one evaluation at a time replaces a file, saying what it replaced; a training run beside writes best.pt apart
-    with folder_locked(out.parent, f"[test] waiting for another process writing in {out.parent}"):
-        check_still_read(checkpoint_path, read, out)
-        note_replaced_results(out, results, TEST_REPLACED_KEYS, "test", compare={"checkpoint": same_checkpoint})
-        save_json(out, results)
+    # one evaluation at a time replaces a file; a training run beside writes a new best.pt apart
+    replace_results(out, results, TEST_REPLACED_KEYS, "test", compare={"checkpoint": same_checkpoint},
+                    check=lambda: check_still_read(checkpoint_path, read, out))
     print(f"[test] results written to {out}")
     return results

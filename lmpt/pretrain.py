@@ -287,10 +287,16 @@ def ensure_tiny_clip(pretrained_dir=None, name=TINY_CHECKPOINT, log=print, **set
     path = pretrained_folder(pretrained_dir) / name
     if cached_tiny_clip(path, wanted, log=lambda line: None):
         return path
-    with folder_locked(path.parent, f"[pretrain] waiting for another process pretraining a CLIP in {path.parent}"):
+    with pretraining_locked(path.parent):
         if not cached_tiny_clip(path, wanted, log):  # one pretrained by that process meanwhile is used
             pretrain_tiny_clip(path, log=log, **wanted)
     return path
+
+
+def pretraining_locked(folder):
+    """``folder`` held while one process pretrains a CLIP into it (``locks.folder_locked``), said when another
+    does."""
+    return folder_locked(folder, f"[pretrain] waiting for another process pretraining a CLIP in {folder}")
 
 
 def cached_tiny_clip(path, wanted, log=print):

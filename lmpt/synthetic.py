@@ -520,13 +520,19 @@ def benchmark_is_complete(out_dir, seed=0, n_train=None, n_test=None):
     return True
 
 
+def generation_locked(out_dir):
+    """``out_dir`` held while one process generates a benchmark there (``locks.folder_locked``), said when
+    another does."""
+    return folder_locked(out_dir, f"[synthetic] waiting for another process generating {out_dir}")
+
+
 def ensure_benchmark(data_root, seed=0, n_train=None, n_test=None):
     """``<data_root>/synth``, generated unless a complete benchmark with these settings is there. One process
     generates at a time (``locks.folder_locked``): a second one started meanwhile waits, then finds it complete."""
     out_dir = Path(data_root) / "synth"
     if benchmark_is_complete(out_dir, seed, n_train, n_test):
         return out_dir
-    with folder_locked(out_dir, f"[synthetic] waiting for another process generating {out_dir}"):
+    with generation_locked(out_dir):
         if not benchmark_is_complete(out_dir, seed, n_train, n_test):
             generate_benchmark(out_dir, seed, n_train, n_test)
     return out_dir

@@ -65,15 +65,13 @@ def test_an_evaluation_replaces_a_results_file_while_it_holds_its_folder(finishe
     on one --output: each note names the evaluation it replaced, the last one written stays)."""
     from test_locks import folder_busy
 
-    from lmpt import baselines
+    from lmpt import checkpoint
     from zero_shot_clip import test as zero_shot_script
     run, cache = finished_coop_run
     held = []
-    for module in (evaluation, baselines):
-        note = module.note_replaced_results
-        monkeypatch.setattr(module, "note_replaced_results",
-                            lambda path, *a, note=note, **k: (held.append(folder_busy(path.parent)),
-                                                              note(path, *a, **k)))
+    note = checkpoint.note_replaced_results  # both write through checkpoint.replace_results
+    monkeypatch.setattr(checkpoint, "note_replaced_results",
+                        lambda path, *a, **k: (held.append(folder_busy(path.parent)), note(path, *a, **k)))
     out = tmp_path / "evaluations" / "out.json"
     out.parent.mkdir()
     test_script.main(["--checkpoint", str(run), "--device", "cpu", "--num_workers", "0", "--cache_dir", str(cache),

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmpt.metrics import class_group  # noqa: E402
-from lmpt.locks import folder_locked  # noqa: E402
-from lmpt.synthetic import benchmark_is_complete, ensure_benchmark, generate_benchmark, generate_corpus  # noqa: E402
+from lmpt.synthetic import (benchmark_is_complete, ensure_benchmark, generate_benchmark, generate_corpus,  # noqa: E402
+                            generation_locked)
 
 
 def main(argv=None):
@@ -36,7 +36,7 @@ def main(argv=None):
     out_dir = args.data_root / "synth"
     t0 = time.time()
     if args.force:  # after another process generating it, as ensure_benchmark waits
-        with folder_locked(out_dir, f"[synthetic] waiting for another process generating {out_dir}"):
+        with generation_locked(out_dir):
             generate_benchmark(out_dir, args.seed, args.n_train, args.n_test)
     else:
         cached = benchmark_is_complete(out_dir, args.seed, args.n_train, args.n_test)

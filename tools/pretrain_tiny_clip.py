@@ -18,9 +18,8 @@ sys.path.insert(0, str(ROOT))
 from clip.clip import pretrained_dir  # noqa: E402
 from lmpt.backbones import TINY_CHECKPOINT  # noqa: E402
 from lmpt.cli import script_parser  # noqa: E402
-from lmpt.locks import folder_locked  # noqa: E402
 from lmpt.pretrain import (DEFAULT_SETTINGS, FAST_CHECKPOINT_NAME, FAST_SETTINGS,  # noqa: E402
-                           bce_probe_map, pretrain_tiny_clip, zero_shot_map)
+                           bce_probe_map, pretrain_tiny_clip, pretraining_locked, zero_shot_map)
 
 
 def main(argv=None):
@@ -51,8 +50,7 @@ def main(argv=None):
         settings["bf16"] = not args.no_bf16
         print(f"[pretrain] settings {settings} -> {args.out}", flush=True)
         t0 = time.time()
-        waiting = f"[pretrain] waiting for another process pretraining a CLIP in {args.out.parent}"
-        with folder_locked(args.out.parent, waiting):  # one at a time, as ensure_tiny_clip
+        with pretraining_locked(args.out.parent):  # one at a time, as ensure_tiny_clip
             _, info = pretrain_tiny_clip(args.out, log=lambda m: print(m, flush=True), **settings)
         print(f"[pretrain] done in {time.time() - t0:.0f}s (corpus {info['corpus_seconds']}s, "
               f"training {info['train_seconds']}s); loss {info['first_loss']:.3f} -> {info['final_loss']:.3f}")
