@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import benchmark_speed  # noqa: E402
+import device_check  # noqa: E402
 import draw_framework  # noqa: E402
 import feature_cache  # noqa: E402
 import make_synthetic  # noqa: E402
@@ -20,6 +21,7 @@ UNKNOWN = "--no_such_flag_anywhere"
 
 @pytest.mark.parametrize("parse, abbreviation", [
     (lambda argv: benchmark_speed.build_parser().parse_args(argv), ["--pres", "cpu"]),  # --preset
+    (device_check.main, ["--back", "vit"]),  # --backbones
     (draw_framework.main, ["--ch"]),  # --check
     (feature_cache.main, ["--cache", "/nonexistent"]),  # --cache_dir
     (make_synthetic.main, ["--n_tr", "5"]),  # --n_train
