@@ -161,10 +161,17 @@ def _zero_shot(args, run_dir, output):
 
 
 class LinearProbe(nn.Module):
-    """A linear classifier on CLIP's visual embedding, optionally with the encoder trainable."""
+    """A linear classifier on CLIP's visual embedding, optionally with the encoder trainable (its weights must
+    then be fp32: the fp16 CLIP ``clip.load`` gives on CUDA is refused, as fp16 weights would train without an
+    fp32 copy). A frozen fp16 encoder is fed images in its precision."""
 
     def __init__(self, visual, embed_dim, num_classes, train_encoder=False):
         super().__init__()
+        wrong = sorted({str(p.dtype) for p in visual.parameters() if p.dtype != torch.float32})
+        if train_encoder and wrong:
+            raise ValueError(f"LinearProbe(train_encoder=True): the image encoder has {', '.join(wrong)} weights; "
+                             f"training needs fp32 ones (clip.load(..., device='cpu') or fp16=False gives them, "
+                             f"or call .float() on the model first)")
         self.visual = visual
         self.fc = nn.Linear(embed_dim, num_classes)  # [E] -> [C]
         for p in visual.parameters():
@@ -182,7 +189,8 @@ class LinearProbe(nn.Module):
             return self.fc(features.float())
 
     def forward_images(self, images):
-        return self.forward(self.visual(images))
+        # images: [B, 3, r, r] float; cast to the encoder's weights' dtype (a no-op but for a frozen fp16 encoder)
+        return self.forward(self.visual(images.to(self.visual.conv1.weight.dtype)))
 
 
 def feature_inputs(model, train_split, device):

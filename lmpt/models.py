@@ -32,7 +32,8 @@ def freeze(module):
 
 
 class TextEncoder(nn.Module):
-    """CLIP's text tower applied to prompts given as token embeddings."""
+    """CLIP's text tower applied to prompts given as token embeddings, in the tower's precision (that of its
+    weights: fp16 on the CLIP ``clip.load`` gives on CUDA, whose token and positional embeddings stay fp32)."""
 
     def __init__(self, clip_model):
         super().__init__()
@@ -43,13 +44,13 @@ class TextEncoder(nn.Module):
 
     def forward(self, prompts, tokenized_prompts):
         # prompts: [C, 77, D] token embeddings; tokenized_prompts: [C, 77] ids
-        dtype = self.positional_embedding.dtype
+        dtype = self.text_projection.dtype  # fp16 where convert_weights halved the tower (as CLIP.encode_text)
         eot = tokenized_prompts.argmax(dim=-1)  # [C] the end-of-text token has the largest id
         # Causal attention, read at end-of-text: positions after the longest prompt's end cannot matter.
         length = int(eot.max()) + 1 if eot.numel() else prompts.shape[1]
-        x = prompts[:, :length].to(dtype) + self.positional_embedding[:length]  # [C, L, D]
+        x = prompts[:, :length].to(dtype) + self.positional_embedding[:length].to(dtype)  # [C, L, D]
         x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)  # LND in the transformer
-        x = self.ln_final(x)
+        x = self.ln_final(x)  # in x's dtype (clip's LayerNorm computes in fp32)
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection  # [C, E]
 
 

@@ -117,3 +117,33 @@ def test_logits_stay_fp32_inside_the_encoders_bf16_autocast():
     for g, e in zip(got, expected):
         assert g.dtype == torch.float32
         torch.testing.assert_close(g, e, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", ["vit", "resnet"])
+def test_custom_clip_and_linear_probe_run_on_the_fp16_clip_of_clip_load_on_cuda(arch):
+    """``clip.load(device='cuda')`` halves the towers but not the token and positional embeddings (as OpenAI's):
+    CustomCLIP's text encoder and a frozen LinearProbe run in the weights' precision (the fp16 model is built here
+    on the CPU as clip.load builds it on CUDA), and agree with the fp32 model; a trainable fp16 encoder is refused."""
+    from lmpt.baselines import LinearProbe
+    from lmpt.models import CustomCLIP
+    model32 = make_tiny_clip(arch)
+    model16 = clip.from_state_dict(model32.state_dict(), "cpu", fp16=True)
+    assert model16.text_projection.dtype == torch.float16 and model16.positional_embedding.dtype == torch.float32
+    resolution = model32.visual.input_resolution
+    images, features = torch.rand(2, 3, resolution, resolution, generator=torch.Generator().manual_seed(2)), {}
+    for name, model in (("fp32", model32), ("fp16", model16)):
+        torch.manual_seed(0)
+        custom = CustomCLIP(NAMES, model)
+        text = custom.text_features()  # [C, E]
+        text.sum().backward()
+        assert custom.prompt_learner.ctx.dtype == torch.float32 and custom.prompt_learner.ctx.grad.isfinite().all()
+        probe = LinearProbe(model.visual, model.visual.output_dim, len(NAMES))
+        torch.manual_seed(1)
+        probe.fc.reset_parameters()
+        with torch.no_grad():
+            features[name] = text.detach(), probe.forward_images(images)
+    assert features["fp16"][0].dtype == features["fp16"][1].dtype == torch.float32
+    torch.testing.assert_close(features["fp16"][0], features["fp32"][0], atol=2e-2, rtol=0)  # unit vectors
+    torch.testing.assert_close(features["fp16"][1], features["fp32"][1], atol=5e-2, rtol=2e-2)
+    with pytest.raises(ValueError, match=r"train_encoder=True\): the image encoder has torch.float16 weights"):
+        LinearProbe(model16.visual, model16.visual.output_dim, len(NAMES), train_encoder=True)
