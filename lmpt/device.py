@@ -25,12 +25,14 @@ def select_device(name=None):
 def use_autocast(device):
     """bf16 autocast on a CUDA device with native bf16 (Ampere and newer); fp32 elsewhere: on older
     GPUs bf16 would only be emulated (slower than fp32), and on the CPU."""
-    if torch.device(device).type != "cuda":
+    device = torch.device(device)
+    if device.type != "cuda":
         return False
-    try:
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # torch < 2.4 counts native bf16 only
-        return torch.cuda.is_bf16_supported()
+    if torch.version.hip:  # ROCm: bf16 on every AMD GPU it runs (as torch.cuda.is_bf16_supported says)
+        return True
+    # the named GPU's own (torch.cuda.is_bf16_supported asks the current one: cuda:0 for a --device cuda:1)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_properties(index).major >= 8  # compute capability 8.0 (Ampere) and newer
 
 
 def autocast_on(device, enabled=None):

@@ -6,6 +6,7 @@ import os
 import shutil
 import threading
 from argparse import Namespace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -327,20 +328,25 @@ def test_decoding_starts_before_the_model_is_built(tmp_path, data, tiny_vit_chec
 
 
 def test_bf16_autocast_only_on_gpus_with_native_bf16(tmp_path, data, tiny_vit_checkpoint, monkeypatch):
-    keys = {}
-    for native in (True, False):  # Ampere and newer / older GPUs, where bf16 is only emulated
-        asked = []
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
-                            lambda including_emulation=True: asked.append(including_emulation) or native)
-        assert use_autocast("cuda") is native and asked == [False]
+    """bf16 autocast on a GPU of compute capability 8.0 (Ampere) and newer, the named one's: on a machine with an
+    Ampere cuda:0 and an older cuda:1, --device cuda:1 runs in fp32 (torch.cuda.is_bf16_supported would ask
+    cuda:0, the current device)."""
+    keys, majors = {}, {0: 8, 1: 7}
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(major=majors[index]))
+    for current in (0, 1):  # --device cuda: the current GPU's
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+        native = current == 0
+        assert use_autocast("cuda") is native
+        assert use_autocast(f"cuda:{current}") is native and use_autocast(f"cuda:{1 - current}") is not native
         assert use_autocast("cpu") is False
         cuda_job = FeatureJob(tiny_vit_checkpoint, data.root, data.test_paths, 32, device="cuda",
                               cache_dir=tmp_path)
         assert cuda_job.autocast is native
         keys[native] = cuda_job.key
     assert keys[True] != keys[False]  # bf16 and fp32 features never share a cache file
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # torch < 2.4: no including_emulation
-    assert use_autocast("cuda") is False
+    monkeypatch.setattr(torch.version, "hip", "6.0")  # ROCm: bf16 on every AMD GPU
+    assert use_autocast("cuda:1") is True
 
 
 def test_kernels_are_loaded_by_one_run_on_zeros_on_cuda_only(monkeypatch):
