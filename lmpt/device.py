@@ -35,6 +35,15 @@ def use_autocast(device):
     return torch.cuda.get_device_properties(index).major >= 8  # compute capability 8.0 (Ampere) and newer
 
 
+def precision_name(device, autocast=None):
+    """How the encoders compute on ``device``: ``cuda-bf16`` (bf16 autocast, ``use_autocast``), ``cuda-fp32`` or
+    ``cpu-fp32``. The feature cache's key holds it, and a training run's configuration records it (a resume on
+    another precision computes its later epochs otherwise, and says so)."""
+    device = torch.device(device)
+    autocast = use_autocast(device) if autocast is None else autocast
+    return f"{device.type}-{'bf16' if autocast else 'fp32'}"
+
+
 def autocast_on(device, enabled=None):
     """The encoders' precision context on ``device``: bf16 autocast where ``use_autocast`` says
     (``enabled`` overrides it, for callers that decided once), else a no-op."""

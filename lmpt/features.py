@@ -38,7 +38,7 @@ from .cache_files import mark_used, remove_stale_temp_files
 from .checkpoint import save_torch
 from .data import (BatchNormalize, ImageListDataset, available_cores, build_transform, image_stats,
                    seed_worker)
-from .device import autocast_on, use_autocast
+from .device import autocast_on, precision_name, use_autocast
 from .fileid import file_fingerprint, known_facts, remember_facts
 
 CACHE_VERSION = 3  # 2: fp32 weights on CUDA too (1 rounded them to fp16); 3: 16-bit/float greyscale scaled
@@ -207,7 +207,7 @@ class FeatureJob:
         self.device = torch.device(device)
         self.autocast = use_autocast(self.device) if autocast is None else autocast
         self.mirrors = mirrors  # False: the unflipped view alone (evaluation)
-        precision = f"{self.device.type}-{'bf16' if self.autocast else 'fp32'}"
+        precision = precision_name(self.device, self.autocast)
         self.key = cache_key(checkpoint, root, paths, preprocess, resolution, precision, mirrors)
         self.path = Path(cache_dir) / f"{self.key}.pt"
         self.root, self.paths, self.desc = root, paths, desc

@@ -16,7 +16,7 @@ from .backbones import backbone_identity, check_backbone, resolve_backbone
 from .checkpoint import check_run_dir, check_writable_dir, load_checkpoint, read_metrics, save_json
 from .data import (DataError, check_every_class_trained, check_images_exist, image_stats, line_numbers,
                    listing, load_dataset)
-from .device import select_device, use_autocast
+from .device import precision_name, select_device, use_autocast
 from .engine import check_best, seed_everything
 from .losses import check_negatives, db_params, db_params_text
 from .features import DEFAULT_CACHE_DIR, FeatureJob, decode_pixels, remember_resolution, remembered_resolution
@@ -249,7 +249,8 @@ class Training:
                 "loss_function": args.loss_function, **self.identity,
                 **({"db_params": self.db_params} if self.db_params else {}),
                 **{key: getattr(args, key) for key in TRAINING_SETTINGS if hasattr(args, key)},
-                "selection_split": self.select_split.name, **backbone_identity(backbone, self.clip_file)}
+                "selection_split": self.select_split.name, "precision": precision_name(self.device),
+                **backbone_identity(backbone, self.clip_file)}
 
     @property
     def select_split(self):
@@ -310,7 +311,7 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
     loss_params, source = db_params(args.loss_function, dataset.spec.name, getattr(args, "gamma", None),
                                     getattr(args, "neg_scale", None))
     if args.resume:
-        saved = check_resumable(args, methods, dataset.class_names, clip_file, identity).get("db_params")
+        saved = check_resumable(args, methods, dataset.class_names, clip_file, identity, device).get("db_params")
         if saved is not None and loss_params:  # the run keeps its own, also where a DB_DEFAULTS row changed since
             now = db_params_text(args.loss_function, loss_params)
             if db_params_text(args.loss_function, saved) != now:
@@ -368,12 +369,12 @@ def check_settings(args, config, last):
                              f"args.json)")
 
 
-def check_resumable(args, methods, class_names, clip_file, identity=None):
+def check_resumable(args, methods, class_names, clip_file, identity=None, device=None):
     """``--resume``, before anything is written: the run's ``last.pt`` must be a run this script continues
     (``methods``), on the same classes, image lists and labels, and image files (``data_identity``, for runs
     that saved it), the same CLIP file and settings (``check_settings``), and ``--epochs`` at least its epochs
     done; the rows of those epochs in ``metrics.jsonl`` must read, and ``best.pt`` hold the best epoch
-    (``engine.check_best``).
+    (``engine.check_best``). A resume on a ``device`` of another precision than the run's is noted.
     Returns its saved configuration."""
     last = Path(args.output_dir) / "last.pt"
     state = load_checkpoint(last, resume=True, mmap=True)  # checked here, read into memory by fit
@@ -404,4 +405,17 @@ def check_resumable(args, methods, class_names, clip_file, identity=None):
                          f"expected --epochs {done} or more")
     read_metrics(Path(args.output_dir) / "metrics.jsonl", done)  # the rows the run keeps (fit drops the others)
     check_best(args.output_dir, state, args.epochs)  # best.pt of last.pt's epoch: fit rewrites it
+    note_precision_change(config, device, last)
     return config
+
+
+def note_precision_change(config, device, last):
+    """Say so when a resume on ``device`` computes in another precision than the run's last epochs did (its
+    configuration's; runs of earlier versions did not record it): the features are those of the new precision,
+    so the metrics will not equal those of an uninterrupted run."""
+    before = config.get("precision")
+    now = precision_name(device) if device is not None else None
+    if before is not None and now is not None and before != now:
+        print(f"[resume] note: {last} trained in {before}, and this resume on --device {device} runs in {now}: "
+              f"its features and sums are those of {now} from here on, so its metrics will differ from an "
+              f"uninterrupted run's (resume on a device of {before} for the same result)")

@@ -78,4 +78,4 @@ OPTIONAL_CONFIG_KINDS = {"backbone_file": _TEXT, "backbone_sha256": _TEXT, "spli
                          "selection_split": _TEXT, "db_params": _DB, "loss_function": _TEXT, "seed": _INT,
                          "batch_size": _INT, "optimizer": _TEXT, "lr": _NUMBER, "lam": _NUMBER, "cseloss": _TEXT,
                          "cse_margin": _NUMBER, "cse_gamma": _NUMBER, "from_scratch": _BOOL, "images_sha256": _TEXT,
-                         "split_sha256": _HASHES}
+                         "split_sha256": _HASHES, "precision": _TEXT}

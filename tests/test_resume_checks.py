@@ -443,3 +443,26 @@ def test_a_run_of_the_previous_version_without_the_data_hashes_resumes_and_is_te
     splits["test"].labels[0] = 1 - splits["test"].labels[0]
     evaluation.note_other_lists(config, splits, args)
     assert "[test] note: the train or test list of --dataset voc-lt" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the precision, noted
+
+def test_a_resume_in_another_precision_is_noted(runs, tmp_path, capsys):
+    """A run records the precision it computes in; a resume on a device of another (a run trained under a GPU's
+    bf16 autocast, resumed on the CPU) says that its metrics will differ from an uninterrupted run's, and its
+    checkpoints then record the new one. A resume in the same precision, or of a run that recorded none (an
+    earlier version's), says nothing of it."""
+    _, one, _ = runs
+    assert load_checkpoint(one / "last.pt")["config"]["precision"] == "cpu-fp32"
+    run = copy_run(one, tmp_path / "run")
+    edit_checkpoint(run / "last.pt", lambda state: state["config"].update(precision="cuda-bf16"))
+    resume(run, 2)
+    assert (f"[resume] note: {run / 'last.pt'} trained in cuda-bf16, and this resume on --device cpu runs in "
+            f"cpu-fp32: its features and sums are those of cpu-fp32 from here on, so its metrics will differ from "
+            f"an uninterrupted run's (resume on a device of cuda-bf16 for the same result)") in capsys.readouterr().out
+    assert load_checkpoint(run / "last.pt")["config"]["precision"] == "cpu-fp32"
+    for edit in (lambda state: None, lambda state: state["config"].pop("precision")):
+        run = copy_run(one, tmp_path / f"run{len(list(tmp_path.iterdir()))}")
+        edit_checkpoint(run / "last.pt", edit)
+        resume(run, 2)
+        assert "trained in" not in capsys.readouterr().out
