@@ -26,7 +26,7 @@ def use_autocast(device):
     """bf16 autocast on a CUDA device with native bf16 (Ampere and newer); fp32 elsewhere: on older
     GPUs bf16 would only be emulated (slower than fp32), and on the CPU."""
     device = torch.device(device)
-    if device.type != "cuda":
+    if device.type != "cuda" or not torch.cuda.is_available():
         return False
     if torch.version.hip:  # ROCm: bf16 on every AMD GPU it runs (as torch.cuda.is_bf16_supported says)
         return True

@@ -333,6 +333,8 @@ def test_bf16_autocast_only_on_gpus_with_native_bf16(tmp_path, data, tiny_vit_ch
     cuda:0, the current device)."""
     keys, majors = {}, {0: 8, 1: 7}
     monkeypatch.setattr(torch.version, "hip", None)
+    assert use_autocast("cuda") is False  # no GPU here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(major=majors[index]))
     for current in (0, 1):  # --device cuda: the current GPU's
         monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
