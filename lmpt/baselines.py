@@ -170,8 +170,8 @@ class LinearProbe(nn.Module):
         wrong = sorted({str(p.dtype) for p in visual.parameters() if p.dtype != torch.float32})
         if train_encoder and wrong:
             raise ValueError(f"LinearProbe(train_encoder=True): the image encoder has {', '.join(wrong)} weights; "
-                             f"training needs fp32 ones (clip.load(..., device='cpu') or fp16=False gives them, "
-                             f"or call .float() on the model first)")
+                             f"training needs fp32 ones: call .float() on the CLIP model first (clip.load gives fp16 "
+                             f"on CUDA; clip.from_state_dict(..., fp16=False) gives fp32 on any device)")
         self.visual = visual
         self.fc = nn.Linear(embed_dim, num_classes)  # [E] -> [C]
         for p in visual.parameters():

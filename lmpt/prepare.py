@@ -417,5 +417,5 @@ def note_precision_change(config, device, last):
     now = precision_name(device) if device is not None else None
     if before is not None and now is not None and before != now:
         print(f"[resume] note: {last} trained in {before}, and this resume on --device {device} runs in {now}: "
-              f"its features and sums are those of {now} from here on, so its metrics will differ from an "
-              f"uninterrupted run's (resume on a device of {before} for the same result)")
+              f"its image features and training compute in {now} from here on, so its metrics will differ from an "
+              f"uninterrupted run's (resume on a device of {before} to keep its precision)")

@@ -99,9 +99,14 @@ def fake_runs(monkeypatch, metrics, logs=None, after=None):
 
 def test_reference_beside_each_command(tmp_path, monkeypatch):
     """With a reference each command runs again there, in a folder of its own, and the table shows its mAP."""
-    fake_runs(monkeypatch, [ONES | {"mAP": 41.0}, ONES | {"mAP": 42.0}])
-    out = tmp_path / "report.json"
+    out, written = tmp_path / "report.json", []
+
+    def after(command):  # what the report file holds when the next command runs
+        written.append(json.loads(out.read_text()) if out.exists() else None)
+    fake_runs(monkeypatch, [ONES | {"mAP": 41.0}, ONES | {"mAP": 42.0}], after=after)
     report = device_check.device_check(tmp_path, "cpu", ("vit",), ("zero-shot",), reference="cpu", out=out)
+    assert written[0] is None and written[1]["finished"] is False  # written after the first command, unfinished
+    assert [r["metrics"]["mAP"] for r in written[1]["records"]] == [41.0] and written[1]["reference_records"] == []
     assert [Path(r["log"]).parent.parent for r in report["records"] + report["reference_records"]] == \
         [tmp_path / "checked" / "cpu" / "vit", tmp_path / "reference" / "cpu" / "vit"]
     table = device_check.format_report(report)
@@ -141,11 +146,13 @@ def test_a_resume_that_trained_again_fails(tmp_path, monkeypatch):
     said = {"lmpt resumed": "[resume] resuming /x after epoch 1 (best mAP 40.00 at epoch 1)\n"}
     row = '{"epoch": 1, "train_loss": 0.5, "test_mAP": 40.0, "seconds": %s}\n'
 
-    def resumed_check(work, logs, rewrite=False):
+    def resumed_check(work, logs, rewrite=False, other_loss="0.5"):
         out = work / "checked" / "cpu" / "vit"
         for run, seconds in (("lmpt_resumed", "0.01"), ("lmpt", "0.02")):  # the 1-epoch run's and the other's
             (out / run).mkdir(parents=True)
             (out / run / "metrics.jsonl").write_text(row % seconds)
+        other = (out / "lmpt" / "metrics.jsonl")
+        other.write_text(other.read_text().replace('"train_loss": 0.5', f'"train_loss": {other_loss}'))
 
         def after(command):  # a resume that trains epoch 1 again writes its row anew (other seconds)
             if rewrite and command["name"] == "lmpt resumed":
@@ -160,6 +167,9 @@ def test_a_resume_that_trained_again_fails(tmp_path, monkeypatch):
     record, out = resumed_check(tmp_path / "c", said, rewrite=True)
     assert record["problem"] == (f"{out / 'lmpt_resumed' / 'metrics.jsonl'}: the rows of the epochs before the "
                                  f"resume were not kept as written")
+    record, out = resumed_check(tmp_path / "d", said, other_loss="0.75")  # equal results, another epoch row
+    assert record["epochs_difference"] == 0.25 and record["problem"] == (
+        f"differs from {out / 'lmpt' / 'results.json'} (or its metrics.jsonl) by 0.25 on cpu")
 
 
 def test_failed_and_hung_commands_are_reported(tmp_path):

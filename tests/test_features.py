@@ -19,7 +19,7 @@ from lmpt import features as features_module
 from lmpt import fileid as fileid_module
 from lmpt import prepare
 from lmpt.data import build_transform, load_dataset
-from lmpt.device import load_kernels, use_autocast
+from lmpt.device import load_kernels, precision_name, use_autocast
 from lmpt.features import FeatureJob
 from lmpt.fileid import file_fingerprint
 
@@ -340,6 +340,8 @@ def test_bf16_autocast_only_on_gpus_with_native_bf16(tmp_path, data, tiny_vit_ch
         monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
         native = current == 0
         assert use_autocast("cuda") is native
+        assert precision_name("cuda") == ("cuda-bf16" if native else "cuda-fp32")
+        assert precision_name("cpu") == "cpu-fp32"
         assert use_autocast(f"cuda:{current}") is native and use_autocast(f"cuda:{1 - current}") is not native
         assert use_autocast("cpu") is False
         cuda_job = FeatureJob(tiny_vit_checkpoint, data.root, data.test_paths, 32, device="cuda",

@@ -458,11 +458,22 @@ def test_a_resume_in_another_precision_is_noted(runs, tmp_path, capsys):
     edit_checkpoint(run / "last.pt", lambda state: state["config"].update(precision="cuda-bf16"))
     resume(run, 2)
     assert (f"[resume] note: {run / 'last.pt'} trained in cuda-bf16, and this resume on --device cpu runs in "
-            f"cpu-fp32: its features and sums are those of cpu-fp32 from here on, so its metrics will differ from "
-            f"an uninterrupted run's (resume on a device of cuda-bf16 for the same result)") in capsys.readouterr().out
+            f"cpu-fp32: its image features and training compute in cpu-fp32 from here on, so its metrics will "
+            f"differ from an uninterrupted run's (resume on a device of cuda-bf16 to keep its precision)") in \
+        capsys.readouterr().out
     assert load_checkpoint(run / "last.pt")["config"]["precision"] == "cpu-fp32"
     for edit in (lambda state: None, lambda state: state["config"].pop("precision")):
         run = copy_run(one, tmp_path / f"run{len(list(tmp_path.iterdir()))}")
         edit_checkpoint(run / "last.pt", edit)
         resume(run, 2)
         assert "trained in" not in capsys.readouterr().out
+
+
+def test_a_run_records_the_precision_its_device_computes_in(runs, tmp_path, tiny_vit_checkpoint, monkeypatch):
+    """The configuration's precision follows the device's autocast (lmpt.device.use_autocast: bf16 on a GPU with
+    native bf16; forced here, on the CPU, for the record alone)."""
+    from lmpt import device as device_module
+    data, _, _ = runs
+    monkeypatch.setattr(device_module, "use_autocast", lambda device: True)
+    train_script.main(train_argv(data, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "cache"))
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["precision"] == "cpu-bf16"

@@ -31,7 +31,8 @@ in folders of its own, and the difference of each mAP is shown beside it (shown,
 precision differs). The table and the report (JSON, ``--out``, written again after every command) name
 the device, torch and the commit measured (None where the folder is no git checkout, such as a copy sent
 to a GPU machine: name the commit in the report's file name); a failed command's last lines of output are
-printed and kept in the report. Exit status 1 when a command failed.
+printed and kept in the report (each command's whole output is a log in the work folder, kept with
+``--work_dir``). Exit status 1 when a command failed.
 """
 import json
 import math
