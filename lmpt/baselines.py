@@ -167,8 +167,8 @@ class LinearProbe(nn.Module):
 
     def __init__(self, visual, embed_dim, num_classes, train_encoder=False):
         super().__init__()
-        wrong = sorted({str(p.dtype) for p in visual.parameters() if p.dtype != torch.float32})
-        if train_encoder and wrong:
+        wrong = train_encoder and sorted({str(p.dtype) for p in visual.parameters() if p.dtype != torch.float32})
+        if wrong:
             raise ValueError(f"LinearProbe(train_encoder=True): the image encoder has {', '.join(wrong)} weights; "
                              f"training needs fp32 ones: call .float() on the CLIP model first (clip.load gives fp16 "
                              f"on CUDA; clip.from_state_dict(..., fp16=False) gives fp32 on any device)")

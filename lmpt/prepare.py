@@ -369,7 +369,7 @@ def check_settings(args, config, last):
                              f"args.json)")
 
 
-def check_resumable(args, methods, class_names, clip_file, identity=None, device=None):
+def check_resumable(args, methods, class_names, clip_file, identity, device):
     """``--resume``, before anything is written: the run's ``last.pt`` must be a run this script continues
     (``methods``), on the same classes, image lists and labels, and image files (``data_identity``, for runs
     that saved it), the same CLIP file and settings (``check_settings``), and ``--epochs`` at least its epochs
@@ -413,9 +413,8 @@ def note_precision_change(config, device, last):
     """Say so when a resume on ``device`` computes in another precision than the run's last epochs did (its
     configuration's; runs of earlier versions did not record it): the features are those of the new precision,
     so the metrics will not equal those of an uninterrupted run."""
-    before = config.get("precision")
-    now = precision_name(device) if device is not None else None
-    if before is not None and now is not None and before != now:
+    before, now = config.get("precision"), precision_name(device)
+    if before is not None and before != now:
         print(f"[resume] note: {last} trained in {before}, and this resume on --device {device} runs in {now}: "
               f"its image features and training compute in {now} from here on, so its metrics will differ from an "
               f"uninterrupted run's (resume on a device of {before} to keep its precision)")

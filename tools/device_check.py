@@ -58,6 +58,7 @@ from lmpt.device import select_device  # noqa: E402
 from lmpt.provenance import code_version  # noqa: E402
 from lmpt.metrics import GROUPS as GROUPS_BY_SIZE  # noqa: E402
 from lmpt.report import COLUMNS  # noqa: E402
+from lmpt.settings import is_number  # noqa: E402
 
 # clip.model.CLIP(**kwargs) of the two families: the shapes of tests/tiny_clip.py
 TINY_RESNET = {**TINY_VIT, "image_resolution": 64, "vision_layers": (1, 1, 1, 1), "vision_width": 16,
@@ -165,7 +166,7 @@ def results_metrics(path):
 
 
 def _finite(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_number(value) and math.isfinite(value)
 
 
 def largest_difference(metrics, other):
