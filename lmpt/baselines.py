@@ -119,7 +119,7 @@ def zero_shot(args):
 def _zero_shot(args, run_dir, output):
     """``zero_shot`` into ``run_dir`` (claimed) or the results file ``output`` (checked)."""
     seed_everything(args.seed)
-    device = select_device(args.device)
+    device = select_device(args.device, make_current=True)
     clip_file = resolve_backbone(args.pretrain_clip_path, args.pretrained_dir)
     templates = TEMPLATES[args.templates]
 

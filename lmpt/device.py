@@ -3,9 +3,15 @@ natively, and CUDA kernels loaded ahead of their first use."""
 import torch
 
 
-def select_device(name=None):
+def select_device(name=None, make_current=False):
     """``--device`` -> a torch device: cuda when available for none (or ``auto``), else the one named, which must
-    exist here (ValueError naming the devices there are otherwise)."""
+    exist here (ValueError naming the devices there are otherwise).
+
+    ``make_current`` (the scripts'): a GPU named by index other than the first becomes the process's current GPU
+    (``torch.cuda.set_device``), so that what PyTorch does on the current GPU is on it too: the DataLoader's
+    pinned-memory thread works on the GPU that is current when the loader starts, which would otherwise be
+    cuda:0. CUDA then starts before the decoding workers do; ``cuda`` and ``cuda:0`` (current already) change
+    nothing. The Python API leaves its caller's current GPU alone."""
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -19,6 +25,8 @@ def select_device(name=None):
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if make_current and device.type == "cuda" and device.index:
+        torch.cuda.set_device(device.index)
     return device
 
 

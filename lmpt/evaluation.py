@@ -182,7 +182,7 @@ def check_still_read(checkpoint_path, read, out):
 def evaluate_run(args):
     """Rebuild a run's model from its checkpoint's saved configuration and evaluate it on the test split: the
     prompt learner of lmpt/train.py, or the classifier (and trained encoder) of finetune_clip/fc.py."""
-    device = select_device(args.device)
+    device = select_device(args.device, make_current=True)
     # absolute (a link keeps its name), as results.json records its checkpoint: the results name it from any folder
     read = file_version(run_checkpoint_path(absolute(args.checkpoint)))  # before it is read: replaced after, told
     state, checkpoint_path = read_run_checkpoint(absolute(args.checkpoint))

@@ -302,7 +302,7 @@ def start_training(args, tag, backbone, methods, captions=False, check_dataset=N
     ``methods``), then CLIP and the cached features (with ``pixels``, the decoded images instead: an
     encoder that trains). Says so, before the features, when the test split will select the epoch."""
     seed_everything(args.seed)
-    device = select_device(args.device)
+    device = select_device(args.device, make_current=True)
     clip_file = resolve_backbone(backbone, args.pretrained_dir)
     check_run_dir(args)
     dataset, splits = load_splits(args, captions=captions, check_dataset=check_dataset)

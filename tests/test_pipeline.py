@@ -413,3 +413,43 @@ def test_a_training_runs_data_root_is_recorded_absolute_and_read_where_it_is(tmp
             f"testing on {DEFAULT_DATA_ROOT}") in capsys.readouterr().out
     (run / "args.json").unlink()  # a checkpoint copied alone
     assert evaluation.training_data_root(run) == DEFAULT_DATA_ROOT
+
+
+class NamedGPUMadeCurrent(Exception):
+    """Raised by a mocked ``torch.cuda.set_device``: the script made the GPU it was given current, and stopped."""
+
+
+def test_a_gpu_named_by_index_becomes_the_scripts_current_gpu(tmp_path, tiny_data_root, tiny_vit_checkpoint,
+                                                              finished_coop_run, monkeypatch):
+    """--device cuda:1: every script makes cuda:1 the current GPU before its GPU work, so that the DataLoader's
+    pinned-memory thread (which works on the GPU current when the loader starts) opens no context on cuda:0.
+    cuda and cuda:0 (current already) change nothing; the Python API leaves its caller's current GPU alone."""
+    from lmpt.device import select_device
+    made = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # two GPUs, as far as the scripts can tell
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", made.append)
+    assert select_device("cuda:1") == torch.device("cuda:1") and made == []  # the API's call
+    for name in ("cuda", "cuda:0", "cpu"):
+        select_device(name, make_current=True)
+    assert made == []
+    assert select_device("cuda:1", make_current=True) == torch.device("cuda:1") and made == [1]
+
+    def refuse(index):
+        raise NamedGPUMadeCurrent(index)
+    monkeypatch.setattr(torch.cuda, "set_device", refuse)
+    data = ["--data_root", str(tiny_data_root), "--cache_dir", str(tmp_path / "cache"), "--num_workers", "0"]
+    run, _ = finished_coop_run
+    scripts = {
+        train_script: ["--dataset", "voc-lt", "--pretrain_clip", str(tiny_vit_checkpoint), "--n_ctx", "4",
+                       "--output_dir", str(tmp_path / "train"), *data],
+        fc_script: ["--dataset", "voc-lt", "--nb_classes", "4", "--pretrain_clip_path", str(tiny_vit_checkpoint),
+                    "--output_dir", str(tmp_path / "fc"), *data],
+        zero_shot_script: ["--dataset", "VOC", "--nb_classes", "4", "--pretrain_clip_path", str(tiny_vit_checkpoint),
+                           "--output_dir", str(tmp_path / "zs"), "--templates", "single", *data],
+        test_script: ["--checkpoint", str(run), *data],
+    }
+    for script, argv in scripts.items():
+        with pytest.raises(NamedGPUMadeCurrent, match="^1$"):
+            script.main([*argv, "--device", "cuda:1"])
+        assert not (tmp_path / "cache").exists()  # stopped before any image was decoded
