@@ -491,9 +491,22 @@ def image_stats(root, paths):
     return stats
 
 
+def _absent(path):
+    """Whether there is no image file at ``path``: nothing there, or not a regular file. A file that cannot be
+    looked up for another cause (a folder on its way this user may not search, a loop of links) is not absent:
+    decoding finds it unreadable and says why, and ``--skip_bad_images`` can drop it."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return True
+    except OSError:
+        return False
+
+
 def find_missing_images(root, paths):
-    """The paths (relative to ``root``) that are not files."""
-    return [p for p, st in zip(paths, image_stats(root, paths)) if st is None]
+    """The paths (relative to ``root``) where there is no image file (``_absent``)."""
+    root = os.fspath(root)
+    return [p for p, st in zip(paths, image_stats(root, paths)) if st is None and _absent(os.path.join(root, p))]
 
 
 def line_numbers(list_file):

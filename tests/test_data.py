@@ -397,6 +397,25 @@ def test_missing_images_reported_all_at_once(tmp_path):
     check_images_exist(tmp_path, [(list_file, present)])  # nothing missing: no error
 
 
+def test_an_image_that_cannot_be_looked_up_is_not_missing(tmp_path, monkeypatch):
+    """A file behind a folder this user may not search (``chmod -R 644``), or a loop of links, is there: not
+    reported missing (with the advice to remove its line) but left to decoding, which says why it cannot be
+    read, and which --skip_bad_images may drop."""
+    present = write_images(tmp_path, 2)
+    os.symlink("loop.jpg", tmp_path / "img/loop.jpg")  # stat: 'Too many levels of symbolic links'
+    (tmp_path / "img/locked").mkdir()
+    paths = [*present, "img/loop.jpg", "img/locked/a.jpg", "img/gone.jpg"]
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):  # the folder's x bit taken away (root could search it anyway)
+        if "locked" in os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+    monkeypatch.setattr(os, "stat", stat)
+    assert find_missing_images(tmp_path, paths) == ["img/gone.jpg"]
+    assert [st is None for st in image_stats(tmp_path, paths)] == [False, False, True, True, True]  # cache keys
+
+
 def test_bad_images_listed_with_tolerate_errors_and_refused_without(tmp_path):
     paths = write_images(tmp_path, 1)
     good_bytes = (tmp_path / paths[0]).read_bytes()

@@ -110,6 +110,23 @@ def test_skip_bad_images_drops_them_and_trains(tmp_path, tiny_vit_checkpoint, ca
     assert json.loads((out / "results.json").read_text())["images"] == tested  # the images scored, said
 
 
+def test_an_image_that_cannot_be_looked_up_is_unreadable_not_missing(tmp_path, tiny_vit_checkpoint, capsys):
+    """An image whose path cannot be looked up (here a loop of links; a folder this user may not search is the
+    same) is named with its cause during decoding, and --skip_bad_images drops it, rather than being called
+    missing, with the advice to remove its line."""
+    data_root = fresh_data(tmp_path)
+    image = data_root / "voc" / "images/train_003.jpg"
+    image.unlink()
+    os.symlink(image.name, image)
+    argv = train_argv(data_root, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "cache", epochs=1)
+    with pytest.raises(DataError) as refused:
+        train_script.main(argv)
+    assert f"voc_lt_train.txt:4: {image}: cannot read image (OSError: [Errno 40] Too many levels" in str(refused.value)
+    assert "missing" not in str(refused.value)
+    train_script.main(argv + ["--skip_bad_images"])
+    assert "train_003.jpg" in capsys.readouterr().out and (tmp_path / "run" / "results.json").exists()
+
+
 def test_full_finetuning_refuses_or_drops_unreadable_images(tmp_path, tiny_vit_checkpoint, capsys):
     """--from_scratch decodes the images rather than extracting features: an unreadable one is still
     named with its list file and line before training, or dropped with --skip_bad_images."""
