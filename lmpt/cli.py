@@ -482,11 +482,14 @@ def default_output_dir(args, method, backbone):
 def resolve_run_dir(args, method, backbone):
     """Set ``args.output_dir`` (``--resume DIR`` wins, then ``--output_dir``, then the default), turn
     ``args.resume`` into a bool, and make ``--val_list`` (``find_val_list``: from the current folder, else from
-    the dataset folder), ``--data_root`` and the run folder absolute (args.json and results.json then name them
-    from any folder, for a resumed run too)."""
+    the dataset folder), ``--data_root``, ``--pretrained_dir``, ``--cache_dir`` and the run folder absolute
+    (args.json and results.json then name them from any folder, for a resumed run too)."""
     if getattr(args, "val_list", None) is not None:
         args.val_list = find_val_list(args.val_list, args.dataset, args.data_root)
     args.data_root = absolute(args.data_root)  # lmpt/test.py reads it from args.json, from any folder
+    for name in ("pretrained_dir", "cache_dir"):  # a --resume from another folder reads them from args.json
+        if getattr(args, name, None) is not None:
+            setattr(args, name, absolute(getattr(args, name)))
     if args.resume is not None:
         args.output_dir, args.resume = args.resume, True
     else:

@@ -86,3 +86,27 @@ def test_a_new_data_root_without_the_val_list_keeps_the_runs_own_and_a_symlink_i
     resume(3, new, "--val_list", own)  # named by its path: the run's own, accepted
     (tmp_path / "link").symlink_to(old)
     resume(4, tmp_path / "link")  # the same folder through a link: the same file, nothing moved
+
+
+def test_a_relative_cache_and_pretrained_folder_resume_from_another_folder(tmp_path, tiny_vit_checkpoint,
+                                                                           monkeypatch, capsys):
+    """--cache_dir and --pretrained_dir given relative are recorded absolute, as --data_root is: a --resume
+    from another folder finds the run's CLIP file and reuses its feature cache (nothing encoded again, no cache
+    made in the new folder)."""
+    work = tmp_path / "work"
+    write_data_with_val(work / "data")
+    (work / "pretrained").mkdir()
+    shutil.copy(tiny_vit_checkpoint, work / "pretrained" / "ViT-B-16.pt")
+    monkeypatch.chdir(work)
+    train_script.main(["--data_root", "data", "--pretrain_clip", "ViT16", "--pretrained_dir", "pretrained",
+                       "--cache_dir", "feature_cache", "--output_dir", "run", "--epochs", "1", "--batch_size", "8",
+                       "--device", "cpu", "--num_workers", "0", "--n_ctx", "4"])
+    saved = json.loads((work / "run" / "args.json").read_text())
+    assert (saved["pretrained_dir"], saved["cache_dir"]) == (str(work / "pretrained"), str(work / "feature_cache"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    train_script.main(["--resume", str(work / "run"), "--epochs", "2"])
+    assert "encoding" not in capsys.readouterr().err  # the features came from the run's own cache
+    assert not list((tmp_path / "elsewhere").iterdir())
+    assert len((work / "run" / "metrics.jsonl").read_text().splitlines()) == 2
