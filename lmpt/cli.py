@@ -535,12 +535,21 @@ def run_resumable(fn, args, tag):
 USER_ERRORS = (ValueError, OSError, NonFiniteError)  # bad data, flags, files, devices, a diverged run
 
 
+def printable_output():
+    """Standard output that writes a character its encoding lacks (μ, λ, Δ or − under a Latin-1 locale) as a
+    ``\\u`` escape, as Python's standard error does, rather than stop the script with ``UnicodeEncodeError``."""
+    if hasattr(sys.stdout, "reconfigure"):  # a text stream (a test's capture may not be one)
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
 def report_errors(main, argv=None):
     """A script's ``main(argv)``, where a user error (``USER_ERRORS``: a bad file, flag, checkpoint or
     device, or a run whose loss diverged) ends the run with its message, ``<script>: error: …``, on stderr
     and exit status 1, rather than a traceback; ``LMPT_TRACEBACK=1`` shows the traceback too. Other
     exceptions are bugs and keep it. Ctrl-C ends it with status 130, a SIGTERM that a training script turned
-    into an interrupt (``interrupts.sigterm_as_interrupt``) with 143."""
+    into an interrupt (``interrupts.sigterm_as_interrupt``) with 143. Output the locale cannot encode is
+    escaped (``printable_output``)."""
+    printable_output()
     try:
         return main(argv)
     except USER_ERRORS as error:

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmpt.checkpoint import check_results_file, check_writable_dir, read_saved_json, save_json, save_text  # noqa: E402
-from lmpt.cli import script_parser  # noqa: E402
+from lmpt.cli import printable_output, script_parser  # noqa: E402
 from lmpt.data import dataset_name  # noqa: E402
 from lmpt.paths import absolute  # noqa: E402
 from lmpt.metrics import classes_by_frequency  # noqa: E402
@@ -496,4 +496,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    printable_output()
     sys.exit(main())

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from lmpt.checkpoint import save_json, save_text  # noqa: E402
-from lmpt.cli import int_in, script_parser  # noqa: E402
+from lmpt.cli import int_in, printable_output, script_parser  # noqa: E402
 from lmpt.device import select_device  # noqa: E402
 from lmpt.metrics import HEAD_MIN, MEDIUM_MIN, class_groups  # noqa: E402
 from lmpt.report import COLUMNS, markdown_table, metric_cells  # noqa: E402
@@ -211,4 +211,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    printable_output()
     main()

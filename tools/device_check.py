@@ -53,7 +53,7 @@ import torch  # noqa: E402
 
 from benchmark_speed import TINY_VIT, device_name, make_benchmark_data, write_random_clip  # noqa: E402
 from lmpt.checkpoint import read_metrics as read_epoch_rows, save_json  # noqa: E402  (metrics.jsonl's rows)
-from lmpt.cli import script_parser  # noqa: E402
+from lmpt.cli import printable_output, script_parser  # noqa: E402
 from lmpt.device import select_device  # noqa: E402
 from lmpt.provenance import code_version  # noqa: E402
 from lmpt.metrics import GROUPS as GROUPS_BY_SIZE  # noqa: E402
@@ -360,4 +360,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    printable_output()
     sys.exit(main())

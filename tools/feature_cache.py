@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmpt.cache_files import cache_files, remove_files, stale_temp_files, unused_for  # noqa: E402
-from lmpt.cli import script_parser  # noqa: E402
+from lmpt.cli import printable_output, script_parser  # noqa: E402
 from lmpt.features import DEFAULT_CACHE_DIR  # noqa: E402
 
 
@@ -81,4 +81,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    printable_output()
     sys.exit(main())

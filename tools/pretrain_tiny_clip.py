@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from clip.clip import pretrained_dir  # noqa: E402
 from lmpt.backbones import TINY_CHECKPOINT  # noqa: E402
-from lmpt.cli import script_parser  # noqa: E402
+from lmpt.cli import printable_output, script_parser  # noqa: E402
 from lmpt.pretrain import (DEFAULT_SETTINGS, FAST_CHECKPOINT_NAME, FAST_SETTINGS,  # noqa: E402
                            bce_probe_map, pretrain_tiny_clip, pretraining_locked, zero_shot_map)
 
@@ -69,4 +69,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    printable_output()
     main()

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from lmpt import train as train_script  # noqa: E402
 from lmpt.checkpoint import save_json, save_text  # noqa: E402
-from lmpt.cli import script_parser  # noqa: E402
+from lmpt.cli import printable_output, script_parser  # noqa: E402
 from lmpt.fileid import file_fingerprint  # noqa: E402
 from lmpt.pretrain import ensure_tiny_clip  # noqa: E402
 from lmpt.report import markdown_table, mean_std, mean_std_cell  # noqa: E402
@@ -197,4 +197,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    printable_output()
     main()
