@@ -231,32 +231,34 @@ def _caption_order_hint(lines, i, image, train_paths):
     """Why the caption line ``lines[i]`` names ``image`` where the train list has ``train_paths[i]``. A caption
     of an image absent from the train list is named so first: the captions after it are then one line late,
     which is not an order to fix."""
-    expected = train_paths[i]
-    if image not in set(train_paths):
+    expected, norm = train_paths[i], posixpath.normpath
+    if norm(image) not in {norm(p) for p in train_paths}:
         return _not_in_train_list_hint(image, len(lines) - len(train_paths))
-    later = next((n for n, line in lines[i + 1:] if line.split(None, 1)[0] == expected), None)
+    later = next((n for n, line in lines[i + 1:] if norm(line.split(None, 1)[0]) == norm(expected)), None)
     if later is not None:
         return f" (the caption of {expected} is on line {later}: out of order?)"
-    if i + 1 < len(train_paths) and image == train_paths[i + 1]:
+    if i + 1 < len(train_paths) and norm(image) == norm(train_paths[i + 1]):
         return f" (is the caption of {expected} missing?)"
-    if i > 0 and image == train_paths[i - 1]:
+    if i > 0 and norm(image) == norm(train_paths[i - 1]):
         return " (a repeated line?)"
     return ""
 
 
 def read_captions(path, train_paths):
-    """``<relative/path.jpg> <caption…>`` lines, one per train image in train order -> captions."""
+    """``<relative/path.jpg> <caption…>`` lines, one per train image in train order -> captions. A path is
+    its train line's in any spelling of it (``images/a.jpg``, ``./images/a.jpg``: one image, as in the lists)."""
     lines = [(n, line) for n, line in _read_lines(path) if line.strip()]
+    norm = posixpath.normpath
     captions = []
     for i, (n, line) in enumerate(lines):
         image, caption = (line.split(None, 1) + [""])[:2]  # the path, then the caption after any blank
         if i >= len(train_paths):
-            stranger = image not in set(train_paths)
+            stranger = norm(image) not in {norm(p) for p in train_paths}
             hint = _not_in_train_list_hint(image, len(lines) - len(train_paths)) if stranger else ""
             raise DataError(f"{path}:{n}: extra line for {image!r}{hint}; expected {len(train_paths)} captions, "
                             f"one per train image, and then the end of the file")
         expected = train_paths[i]
-        if image != expected:
+        if norm(image) != norm(expected):
             hint = _caption_order_hint(lines, i, image, train_paths)
             raise DataError(f"{path}:{n}: expected the caption of train image {i + 1} {expected!r} "
                             f"but found {image!r}{hint}; captions must follow the train list's order")

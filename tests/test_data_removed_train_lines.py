@@ -83,3 +83,18 @@ def test_readmes_steps_for_a_removed_train_line_load_voc_lt(tmp_path, capsys):
     assert dataset.train_freq[6] == published["class_freq"][6] - 1  # 2008_000028.jpg holds class 6 (car) alone
     assert [len(g) for g in class_groups(dataset.train_freq).values()] == [6, 6, 8]  # here, the same groups
     assert pickle.loads(pkl.read_bytes())["derived_by_lmpt"] is True
+
+
+def test_a_caption_path_in_another_spelling_of_its_train_line_is_that_image(tmp_path):
+    """'./images/a.jpg' in the captions and 'images/a.jpg' in the train list are one image, as in the lists: the
+    captions load as they are; one out of order is still named so, under its own spelling."""
+    base = copy_voc(tmp_path)
+    captions = base / "voc_lt_captions.txt"
+    plain = load_dataset("voc-lt", tmp_path).captions
+    lines = captions.read_text().splitlines(keepends=True)
+    captions.write_text("".join("./" + line for line in lines))
+    assert load_dataset("voc-lt", tmp_path).captions == plain
+    lines[1], lines[2] = "./" + lines[2], "./" + lines[1]
+    captions.write_text("".join(lines))
+    with pytest.raises(DataError, match=f"the caption of {REMOVED} is on line 3: out of order\\?"):
+        load_dataset("voc-lt", tmp_path)
