@@ -139,3 +139,20 @@ def test_real_runs_of_two_seeds_are_two_configurations(tmp_path, tiny_data_root,
     assert table[0][5] == f"{maps[0]:.2f} ± 0.00" and maps[0] == maps[2]
     assert table[1][5] == f"{statistics.mean(maps[1::2]):.2f} ± {statistics.stdev(maps[1::2]):.2f}"
     assert table[2][5] == f"{statistics.mean(lasts):.2f} ± {statistics.stdev(lasts):.2f}"
+
+
+def test_one_data_folder_reached_through_a_link_is_one_data_root(tmp_path, capsys):
+    """Runs on one data folder, one named through a symbolic link to it (~/data -> /gpfs/…/data), compare and
+    group as one data root; another folder does not."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    paths = [run(tmp_path, "coop_seed0", 0, 30.0, data_root=str(tmp_path / "data")),
+             run(tmp_path, "coop_seed1", 1, 32.0, data_root=str(tmp_path / "link"))]
+    assert compare_runs.main([*paths, "--over_seeds", "--strict"]) == 0
+    out = capsys.readouterr().out
+    assert "NOT comparable" not in out and "over seeds of 1 configuration" in out
+    assert seed_table(out)[0][:3] == ["coop_seed*", "1, 2", "0, 1"]
+    other = run(tmp_path, "coop_seed2", 2, 34.0, data_root=str(tmp_path / "other"))
+    assert compare_runs.main([*paths, other, "--strict"]) == 1
+    assert f"- data_root: {tmp_path / 'data'} (rows 1, 2); {tmp_path / 'other'} (row 3)" in capsys.readouterr().out

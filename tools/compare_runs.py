@@ -162,6 +162,12 @@ def row_numbers(numbers):
     return ("row " if len(numbers) == 1 else "rows ") + ", ".join(str(n) for n in numbers)
 
 
+def checked_value(key, value):
+    """A ``CHECKED`` key's value as rows are compared and grouped by it: a data root by the folder it leads to (one
+    reached through a symbolic link is that folder), every other value as recorded."""
+    return os.path.realpath(value) if key == "data_root" and isinstance(value, str) else value
+
+
 def compare(rows):
     """What the rows' files say of ``CHECKED``: ({key: [(value, [row numbers from 1])] for the keys whose values
     differ}, {key: [row numbers]} for the keys some rows record and others do not)."""
@@ -171,7 +177,8 @@ def compare(rows):
         for number, row in enumerate(rows, start=1):
             if key in row["results"]:
                 value = row["results"][key]
-                values.setdefault(json.dumps(value, sort_keys=True), (value, []))[1].append(number)
+                same = json.dumps(checked_value(key, value), sort_keys=True)
+                values.setdefault(same, (value, []))[1].append(number)
             else:
                 missing.append(number)
         if len(values) > 1:
@@ -302,7 +309,7 @@ def configuration(row):
                                             if key in row["args"] and key not in unread}
     clip = r.get("backbone_sha256") or r.get("backbone")
     return json.dumps([method_cell(r), clip, checkpoint_kind(r), r.get("selection_split"),
-                       {key: r.get(key) for key in CHECKED}, saved], sort_keys=True, default=str)
+                       {key: checked_value(key, r.get(key)) for key in CHECKED}, saved], sort_keys=True, default=str)
 
 
 def seed_label(labels):
