@@ -122,6 +122,8 @@ def test_the_comparison_is_written_as_its_suffix_says(tmp_path, capsys):
     (["only_tested"], "only_tested: no results.json here (it has a test_results.json: pass --test_results"),
     (["args/args.json"], "args.json: no mAP; expected a results file"),
     (["a", "--output", "t.txt"], "--output t.txt: expected a file ending in .md, .csv, .json"),
+    (["text"], "results.json: mAP '68.1' is not a number; expected each metric a number or null"),
+    (["na", "--per_class"], "results.json: per_class_AP 'n/a' is not a number"),
 ])
 def test_what_cannot_be_read_is_refused_by_name(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -129,6 +131,8 @@ def test_what_cannot_be_read_is_refused_by_name(tmp_path, monkeypatch, capsys, a
     (tmp_path / "empty").mkdir()
     write_run(tmp_path / "only_tested", name="test_results.json")
     write_run(tmp_path / "args", args={"dataset": "voc-lt"})
+    write_run(tmp_path / "text", mAP="68.1")  # hand-edited, or written by another tool
+    write_run(tmp_path / "na", per_class_AP=[30.0, "n/a"])
     with pytest.raises(SystemExit) as stopped:
         compare_runs.main(argv)
     assert stopped.value.code == 2 and message in capsys.readouterr().err

@@ -38,7 +38,7 @@ from lmpt.metrics import classes_by_frequency  # noqa: E402
 from lmpt.prepare import selection_split_name  # noqa: E402
 from lmpt.report import COLUMNS, markdown_table, mean_std, mean_std_cell, metric_cell, metric_cells  # noqa: E402
 from lmpt.methods import ZERO_SHOT  # noqa: E402
-from lmpt.settings import METHOD_ONLY_FLAGS, RUN_SETTINGS, is_int  # noqa: E402
+from lmpt.settings import METHOD_ONLY_FLAGS, RUN_SETTINGS, is_int, is_number  # noqa: E402
 
 # what the rows must share for their figures to compare (the keys every results file records; dataset,
 # data_root, class_names and train_class_freq: not in the results.json of earlier versions)
@@ -85,6 +85,11 @@ def read_row(path, test_results=False):
     if not isinstance(results, dict) or "mAP" not in results:
         raise ValueError(f"{file}: no mAP; expected a results file (results.json, test_results.json or an "
                          f"lmpt/test.py --output file)")
+    aps = results.get("per_class_AP") if isinstance(results.get("per_class_AP"), list) else []
+    for key, value in [*((key, results.get(key)) for key in COLUMNS), *(("per_class_AP", ap) for ap in aps)]:
+        if value is not None and not is_number(value):
+            raise ValueError(f"{file}: {key} {value!r} is not a number; expected each metric a number or null, "
+                             f"as the scripts write them")
     from_args = []
     saved = read_saved_json(file.parent / "args.json") or {}
     for key in ("dataset", "data_root"):
