@@ -20,7 +20,7 @@ from lmpt.cli import (DATASET_HELP, add_common_args, backbone_help, default_run_
                       freeze_imported_objects, given_flags, int_in, report_errors, resolve_backbone_arg,
                       runs_on_other_backbones, script_parser, str2bool)
 from lmpt.data import DEFAULT_DATASET  # noqa: E402
-from lmpt.models import CLASS_TOKEN_POSITIONS  # noqa: E402
+from lmpt.models import CLASS_TOKEN_POSITIONS, CONTEXT_LENGTH  # noqa: E402
 from lmpt.evaluation import evaluate_run  # noqa: E402
 from lmpt.methods import FINETUNE_METHODS, PROMPT_METHODS, TRAINING_SCRIPT  # noqa: E402
 
@@ -48,7 +48,7 @@ def build_parser():
     checked = "checked against the checkpoint's, which rebuilds the prompts (default: the checkpoint's)"
     p.add_argument("--class_token_position", choices=CLASS_TOKEN_POSITIONS, default=None, help=checked)
     p.add_argument("--ctx_init", default=None, help=checked)
-    p.add_argument("--n_ctx", type=int_in(1), default=None, help=checked)
+    p.add_argument("--n_ctx", type=int_in(1, CONTEXT_LENGTH - 2), default=None, help=checked)
     p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=None, help=checked)
     p.add_argument("--no-csc", dest="csc", action="store_false", help="--csc false: " + checked)
     add_common_args(p, seed_help="the training run's seed, which names its default folder only (the evaluation "

@@ -37,7 +37,8 @@ def build_parser():
     p.add_argument("--ctx_init", default="",
                    help="initial context words, '_' for a space; their token count is the number of context "
                         "vectors (default: '', --n_ctx random vectors)")
-    p.add_argument("--n_ctx", type=int_in(1), default=16, help="context vectors when --ctx_init is empty")
+    p.add_argument("--n_ctx", type=int_in(1, CONTEXT_LENGTH - 2), default=16,
+                   help="context vectors when --ctx_init is empty (a prompt holds 77 tokens with its start and end)")
     p.add_argument("--m_ctx", type=int_in(0, CONTEXT_LENGTH - 1), default=DEFAULT_M_CTX,
                    help="token offset between caption and prompt in the embedding loss")
     p.add_argument("--csc", type=str2bool, nargs="?", const=True, default=True,

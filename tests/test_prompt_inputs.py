@@ -112,7 +112,8 @@ def test_train_refuses_a_ctx_init_without_any_token_before_any_image(tmp_path, t
 # ---------------------------------------------------------------- lmpt/test.py's prompt flags
 
 @pytest.mark.parametrize("flag,value,expected", [
-    ("--n_ctx", "0", "argument --n_ctx: expected an integer >= 1, got 0"),
+    ("--n_ctx", "0", "argument --n_ctx: expected an integer in 1..75, got 0"),
+    ("--n_ctx", "100000000000", "argument --n_ctx: expected an integer in 1..75, got 100000000000"),
     ("--class_token_position", "middel", "argument --class_token_position: invalid choice: 'middel'"),
     ("--training_method", "lmtp", "argument --training_method: invalid choice: 'lmtp'"),
 ])

@@ -405,7 +405,8 @@ def test_atomic_writes_give_new_files_the_usual_permissions(tmp_path):
 @pytest.mark.parametrize("script,flag,value,expected", [
     (train_script, "--epochs", "0", "argument --epochs: expected an integer >= 1, got 0"),
     (train_script, "--m_ctx", "77", "argument --m_ctx: expected an integer in 0..76, got 77"),
-    (train_script, "--n_ctx", "0", "argument --n_ctx: expected an integer >= 1, got 0"),
+    (train_script, "--n_ctx", "0", "argument --n_ctx: expected an integer in 1..75, got 0"),
+    (train_script, "--n_ctx", "76", "argument --n_ctx: expected an integer in 1..75, got 76"),
     (train_script, "--lr", "nan", "argument --lr: expected a finite number > 0, got nan"),
     (train_script, "--batch_size", "0", "argument --batch_size: expected an integer >= 1, got 0"),
     (train_script, "--num_workers", "-1", "argument --num_workers: expected an integer >= 0, got -1"),
