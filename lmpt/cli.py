@@ -381,11 +381,17 @@ def restore_run_args(parser, args, argv=None):
     ``--data_root`` given with another folder moves the run's own val_list with it: ``reroot_val_list``). A
     value of the wrong kind (``_saved_problem``) is refused naming it; a flag args.json lacks (a run of an earlier
     version) takes its default, with a note (``prepare.check_settings`` then compares the settings last.pt
-    holds). A file as ``DIR`` (its last.pt), and ``--overwrite`` with it, are refused (exit 2).
+    holds). A file as ``DIR`` (its last.pt), ``--overwrite`` with it, and an ``--output_dir`` other than ``DIR``
+    (the run continues in its own folder) are refused (exit 2).
     """
     if args.resume is None:
         return args
     saved, saved_file = read_saved_args(parser, args)
+    output_dir = getattr(args, "output_dir", None)
+    if output_dir is not None and absolute(output_dir) != absolute(args.resume):
+        parser.error(f"--resume {args.resume} with --output_dir {output_dir}: a resumed run continues in its own "
+                     f"folder; leave --output_dir out (to continue a copy of the run elsewhere, copy its folder "
+                     f"there and resume the copy)")
     given = given_flags(parser, argv)
     saved = with_val_list_of_resume(saved, args, given)
     for action in parser._actions:

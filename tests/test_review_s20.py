@@ -63,6 +63,20 @@ def test_resume_with_overwrite_is_refused_at_parse_time(trained, capsys):
         assert "--overwrite replaces a run, --resume continues it; pass one" in err
 
 
+def test_resume_into_another_output_dir_is_refused_at_parse_time(trained, tmp_path, monkeypatch, capsys):
+    """--resume A --output_dir B would extend A in place and never make B: refused, saying how to branch a run;
+    the run's own folder, in any spelling, is no other folder."""
+    run = trained / "run"
+    for parse_args in (train_script.parse_args, fc_script.parse_args):
+        err = refused_at_parse_time(parse_args, ["--resume", str(run), "--output_dir", str(tmp_path / "b")], capsys)
+        assert (f"--resume {run} with --output_dir {tmp_path / 'b'}: a resumed run continues in its own folder; "
+                f"leave --output_dir out") in " ".join(err.split())
+        assert not (tmp_path / "b").exists()
+    monkeypatch.chdir(trained)
+    args = train_script.parse_args(["--resume", str(run), "--output_dir", "run/", "--epochs", "3"])
+    assert (args.output_dir, args.resume, args.epochs) == (run, True, 3)
+
+
 def test_a_file_that_is_no_torch_save_archive_is_named_shortly(trained):
     run = trained / "run"
     for wrong in (run / "results.json", run / "metrics.jsonl"):
