@@ -42,8 +42,9 @@ TINY_CLIP = dict(embed_dim=128, image_resolution=64, vision_layers=(1, 1, 1, 1),
 # Width 16 rather than 32, and 3,000 steps of 64: chosen so the whole demo (after the package install) fits in
 # 10 minutes on 2 cores (README, "The tiny CLIP"); `tools/pretrain_tiny_clip.py --eval_only --probe`
 # prints a checkpoint's figures.
+# bf16: None is bf16 autocast where this CPU has oneDNN's bf16 kernels (``native_bf16``), else fp32.
 DEFAULT_SETTINGS = dict(steps=3000, batch_size=64, corpus_size=16000, lr=5e-4, weight_decay=0.1,
-                        warmup_steps=150, seed=0, bf16=True)
+                        warmup_steps=150, seed=0, bf16=None)
 # The reduced setting of the learning test (`tools/demo.py --fast` prints its table). Its features are
 # good enough for prompt tuning to beat zero-shot clearly; 1,500 steps of 32 or 48 on 6,000 or 8,000
 # images were cheaper but left CoOp within 2 points of zero-shot (README, "The tiny CLIP").
@@ -57,6 +58,20 @@ _NORMALISATIONS = tuple(NORMALIZATION[kind] for kind in _PREPROCESS_KINDS)
 
 class PretrainError(ValueError):
     """A bad pretraining setting."""
+
+
+def native_bf16():
+    """Whether this CPU has oneDNN's bf16 kernels (AVX-512 or AMX): there bf16 autocast is faster than fp32 (docs/
+    EMBEDDED.md); on a CPU without them (AVX2 only) it is emulated, several times slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def resolved_bf16(bf16):
+    """A ``bf16`` setting as pretraining uses and records it: None is ``native_bf16()``."""
+    return native_bf16() if bf16 is None else bool(bf16)
 
 
 def build_tiny_clip(seed=0):
@@ -166,11 +181,12 @@ def _check_settings(steps, batch_size, corpus_size, lr, warmup_steps):
 def pretrain_tiny_clip(out_path=None, steps=DEFAULT_SETTINGS["steps"], batch_size=DEFAULT_SETTINGS["batch_size"],
                        seed=0, corpus_size=DEFAULT_SETTINGS["corpus_size"], lr=DEFAULT_SETTINGS["lr"],
                        weight_decay=DEFAULT_SETTINGS["weight_decay"], warmup_steps=DEFAULT_SETTINGS["warmup_steps"],
-                       bf16=True, log_every=50, log=print, evaluate=None, eval_every=0):
+                       bf16=None, log_every=50, log=print, evaluate=None, eval_every=0):
     """Pretrain the tiny CLIP on a fresh synthetic corpus; save it when ``out_path`` is given.
 
     Saves with ``clip.save_checkpoint(model, out_path, fmt='torchscript')`` (OpenAI's
-    released format, fp16 weights) and a metadata json beside it (``<name>.json``).
+    released format, fp16 weights) and a metadata json beside it (``<name>.json``). ``bf16``: bf16 autocast (None:
+    where the CPU has it natively, ``native_bf16``; the metadata records which).
     Returns ``(model, info)``: the trained fp32 model in eval mode and a dict of the
     settings, losses and timings. ``evaluate(model) -> str`` (given ``eval_every``) is
     logged every ``eval_every`` steps, e.g. a zero-shot mAP.
@@ -180,7 +196,7 @@ def pretrain_tiny_clip(out_path=None, steps=DEFAULT_SETTINGS["steps"], batch_siz
 
     _check_settings(steps, batch_size, corpus_size, lr, warmup_steps)
     settings = dict(steps=int(steps), batch_size=int(batch_size), corpus_size=int(corpus_size), lr=float(lr),
-                    weight_decay=float(weight_decay), warmup_steps=int(warmup_steps), seed=int(seed), bf16=bool(bf16))
+                    weight_decay=float(weight_decay), warmup_steps=int(warmup_steps), seed=int(seed), bf16=resolved_bf16(bf16))
     t0 = time.time()
     images, captions, contents = make_corpus(corpus_size, seed=seed)  # [N, 64, 64, 3] uint8, [N], [N]
     tokens = clip.tokenize(captions, context_length=TINY_CLIP["context_length"], truncate=True)  # [N, 77]
@@ -213,7 +229,7 @@ def pretrain_tiny_clip(out_path=None, steps=DEFAULT_SETTINGS["steps"], batch_siz
         text = cut_to_longest(tokens[index])  # [B, L]
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, steps, warmup_steps, lr)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings["bf16"]):
             image_features = model.encode_image(x)  # [B, E]
             text_features = model.encode_text(text)  # [B, E]
         loss = contrastive_loss(image_features, text_features, model.logit_scale, content_ids[index])
@@ -326,7 +342,7 @@ def architecture_record():
 def _normalised(settings):
     types = dict(steps=int, batch_size=int, corpus_size=int, lr=float, weight_decay=float, warmup_steps=int,
                  seed=int, bf16=bool)
-    return {k: types[k](v) for k, v in settings.items()}
+    return {k: resolved_bf16(v) if k == "bf16" else types[k](v) for k, v in settings.items()}
 
 
 # ---------------------------------------------------------------------------

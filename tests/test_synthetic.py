@@ -383,6 +383,31 @@ def test_ensure_tiny_clip_uses_the_cache_when_settings_match(tmp_path, monkeypat
         pretrain.ensure_tiny_clip(tmp_path, log=lambda m: None, step=6)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_pretraining_uses_bf16_autocast_where_the_cpu_has_it_natively(tmp_path, monkeypatch, native):
+    """bf16 autocast by default only on a CPU with oneDNN's bf16 kernels (AVX-512, AMX); on one without them it is
+    emulated, several times slower than fp32. The record names the precision used, so a checkpoint pretrained
+    with bf16 is the default's on such a CPU only; asked for explicitly, either is used anywhere."""
+    autocasts = []
+    autocast = torch.autocast
+
+    def recorded(device_type, dtype=None, enabled=True, **kwargs):
+        autocasts.append(enabled)
+        return autocast(device_type, dtype=dtype, enabled=enabled, **kwargs)
+    monkeypatch.setattr(pretrain, "native_bf16", lambda: native)
+    monkeypatch.setattr(torch, "autocast", recorded)
+    tiny = dict(steps=2, batch_size=4, corpus_size=16, warmup_steps=1)
+    _, info = pretrain.pretrain_tiny_clip(tmp_path / "default.pt", log=lambda m: None, **tiny)
+    assert autocasts == [native] * 2 and info["settings"]["bf16"] is native
+    assert pretrain.DEFAULT_SETTINGS["bf16"] is None and pretrain.resolved_bf16(None) is native
+    assert pretrain.cached_tiny_clip(tmp_path / "default.pt", dict(pretrain.DEFAULT_SETTINGS, **tiny))
+    assert not pretrain.cached_tiny_clip(tmp_path / "default.pt", dict(pretrain.DEFAULT_SETTINGS, **tiny,
+                                                                       bf16=not native), log=lambda m: None)
+    autocasts.clear()
+    pretrain.pretrain_tiny_clip(None, log=lambda m: None, **tiny, bf16=not native)
+    assert autocasts == [not native] * 2
+
+
 def test_pretraining_the_fast_tiny_clip_leaves_the_demos_checkpoint_alone(tmp_path, monkeypatch):
     from lmpt.backbones import TINY_CHECKPOINT
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))

@@ -19,7 +19,7 @@ from clip.clip import pretrained_dir  # noqa: E402
 from lmpt.backbones import TINY_CHECKPOINT  # noqa: E402
 from lmpt.cli import printable_output, script_parser  # noqa: E402
 from lmpt.pretrain import (DEFAULT_SETTINGS, FAST_CHECKPOINT_NAME, FAST_SETTINGS,  # noqa: E402
-                           bce_probe_map, pretrain_tiny_clip, pretraining_locked, zero_shot_map)
+                           bce_probe_map, pretrain_tiny_clip, pretraining_locked, resolved_bf16, zero_shot_map)
 
 
 def main(argv=None):
@@ -32,7 +32,8 @@ def main(argv=None):
         p.add_argument(f"--{name}", type=int, default=None, help=f"default {DEFAULT_SETTINGS[name]}")
     p.add_argument("--lr", type=float, default=None, help=f"default {DEFAULT_SETTINGS['lr']}")
     p.add_argument("--weight_decay", type=float, default=None, help=f"default {DEFAULT_SETTINGS['weight_decay']}")
-    p.add_argument("--no_bf16", action="store_true", help="train in fp32 (bf16 autocast is the default)")
+    p.add_argument("--no_bf16", action="store_true",
+                   help="train in fp32 (default: bf16 autocast where the CPU has it natively, AVX-512 or AMX)")
     p.add_argument("--data_root", type=Path, default=ROOT / "data", help="where synth/ is (generated if absent)")
     p.add_argument("--eval_only", action="store_true", help="evaluate --out without pretraining")
     p.add_argument("--probe", action="store_true", help="also report a BCE logistic probe on frozen features")
@@ -47,7 +48,7 @@ def main(argv=None):
     if not args.eval_only:
         settings = dict(FAST_SETTINGS if args.fast else DEFAULT_SETTINGS)
         settings.update({k: getattr(args, k) for k in settings if getattr(args, k, None) is not None})
-        settings["bf16"] = not args.no_bf16
+        settings["bf16"] = False if args.no_bf16 else resolved_bf16(None)
         print(f"[pretrain] settings {settings} -> {args.out}", flush=True)
         t0 = time.time()
         with pretraining_locked(args.out.parent):  # one at a time, as ensure_tiny_clip
