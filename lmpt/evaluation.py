@@ -74,8 +74,21 @@ def check_evaluable(config, checkpoint_path):
 
 def run_backbone(config, pretrained_dir, checkpoint_path):
     """The CLIP file a run (``config``, of ``checkpoint_path``) was trained on: found by its name, or by its file
-    name in ``pretrained_dir``, and refused when its sha256 is not the run's (``check_backbone``)."""
-    clip_file = find_backbone(config["backbone"], pretrained_dir, config.get("backbone_file"))
+    name in ``pretrained_dir``, else in the run's own ``--pretrained_dir`` (its ``args.json``, said: a run trained
+    with ``--pretrained_dir /x`` is tested as it is resumed, without the flag), and refused when its sha256 is not
+    the run's (``check_backbone``)."""
+    try:
+        clip_file = find_backbone(config["backbone"], pretrained_dir, config.get("backbone_file"))
+    except (FileNotFoundError, ValueError) as not_found:
+        args_file = Path(checkpoint_path).parent / "args.json"
+        own = (read_saved_json(args_file) or {}).get("pretrained_dir")  # none: a checkpoint copied alone
+        if not isinstance(own, str) or not own:
+            raise
+        try:
+            clip_file = find_backbone(config["backbone"], own, config.get("backbone_file"))
+        except (FileNotFoundError, ValueError):
+            raise not_found from None
+        print(f"[test] CLIP file {clip_file}: in the training run's --pretrained_dir {own} ({args_file})")
     check_backbone(config, clip_file, checkpoint_path)
     return clip_file
 

@@ -125,3 +125,39 @@ def test_unreadable_images_are_named_all_at_once(tmp_path, tiny_data_root, tiny_
         score_images(run, [good, broken, tmp_path / "missing.jpg"])
     with pytest.raises(ValueError, match="no image files given"):
         score_images(run, [])
+
+
+def test_a_run_trained_with_its_own_pretrained_dir_is_tested_and_loaded_without_the_flag(
+        tmp_path, tiny_data_root, tiny_vit_checkpoint, monkeypatch, capsys):
+    """--pretrain_clip ViT16 --pretrained_dir /x: lmpt/test.py and load_run find the CLIP file in the run's own
+    folder (its args.json, said), as a --resume does, when the folder they are given (the default) lacks it; a
+    folder given that holds it comes first; a checkpoint copied without its args.json names the folder looked in."""
+    import shutil
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(tiny_vit_checkpoint, mine / "ViT-B-16.pt")
+    monkeypatch.setenv("LMPT_PRETRAINED_DIR", str(tmp_path / "empty"))  # the default folder, without the file
+    run = tmp_path / "run"
+    train_script.main(["--dataset", "voc-lt", "--data_root", str(tiny_data_root), "--pretrain_clip", "ViT16",
+                       "--pretrained_dir", str(mine), "--n_ctx", "4", "--epochs", "1", "--batch_size", "8",
+                       "--device", "cpu", "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"),
+                       "--output_dir", str(run)])
+    capsys.readouterr()
+    said = (f"[test] CLIP file {mine / 'ViT-B-16.pt'}: in the training run's --pretrained_dir {mine} "
+            f"({run / 'args.json'})")
+    test_script.main(["--checkpoint", str(run), "--device", "cpu", "--num_workers", "0", "--cache_dir",
+                      str(tmp_path / "cache")])
+    assert said in capsys.readouterr().out
+    tested = json.loads((run / "test_results.json").read_text())
+    assert tested["mAP"] == json.loads((run / "results.json").read_text())["mAP"]
+    load_run(run)
+    assert said in capsys.readouterr().out
+    other = tmp_path / "other"
+    shutil.copytree(mine, other)
+    load_run(run, pretrained_dir=other)  # the folder given holds it: used, nothing said
+    assert "CLIP file" not in capsys.readouterr().out
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(run / "best.pt", alone / "best.pt")
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'empty' / 'ViT-B-16.pt'} not found"):
+        load_run(alone)
