@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import RESULT_FILES, load_checkpoint, read_metrics, save_torch, write_metrics
+from .checkpoint import RESULT_FILES, load_checkpoint, read_metrics, read_saved_json, save_torch, write_metrics
 from .interrupts import interrupts_deferred
 from .locks import folder_locked
 
@@ -218,16 +218,28 @@ def _train_epoch(model, batch_loss, optimizer, batches, flips, epoch, bar_desc):
     return sums, count, step
 
 
+def evaluated_last(run_dir):
+    """Whether the run folder's ``test_results.json`` is of its ``last.pt`` (``lmpt/test.py --checkpoint
+    <run>/last.pt``; no ``--output`` writes that name): a new last.pt leaves it describing a checkpoint the folder
+    no longer holds."""
+    checkpoint = (read_saved_json(Path(run_dir) / "test_results.json") or {}).get("checkpoint")
+    return isinstance(checkpoint, str) and Path(checkpoint).name == "last.pt"
+
+
 def _write_epoch(run_dir, rows, state, improved):
-    """An epoch's files: ``metrics.jsonl`` (``rows``), ``last.pt`` (``state``) and, when the epoch ``improved``,
-    ``best.pt`` (after removing the evaluations of the best.pt it replaces), in that order, each atomically."""
+    """An epoch's files: ``metrics.jsonl`` (``rows``), ``last.pt`` (``state``, after removing an evaluation of the
+    last.pt it replaces) and, when the epoch ``improved``, ``best.pt`` (after removing the evaluations of the
+    best.pt it replaces), in that order, each atomically."""
     # metrics, last.pt, best.pt: a run killed after the metrics resumes from the older last.pt (and drops
     # the row), one killed after last.pt has best.pt rewritten from it (repair_best)
     with interrupts_deferred():  # a Ctrl-C or SIGTERM now stops the run once the epoch is saved
         write_metrics(run_dir / "metrics.jsonl", rows)
-        save_torch(run_dir / "last.pt", state)
-        if improved:  # held: an lmpt/test.py beside checks best.pt and writes its results wholly before or after
-            with folder_locked(run_dir):
+        # held: an lmpt/test.py beside checks its checkpoint and writes its results wholly before or after
+        with folder_locked(run_dir):
+            if evaluated_last(run_dir):  # of the last.pt replaced now (a resumed, extended run)
+                (run_dir / "test_results.json").unlink(missing_ok=True)
+            save_torch(run_dir / "last.pt", state)
+            if improved:
                 for name in RESULT_FILES:  # evaluations of the best.pt replaced (by a resumed, extended run)
                     (run_dir / name).unlink(missing_ok=True)
                 save_torch(run_dir / "best.pt", state)

@@ -477,3 +477,22 @@ def test_a_run_records_the_precision_its_device_computes_in(runs, tmp_path, tiny
     monkeypatch.setattr(device_module, "use_autocast", lambda device: True)
     train_script.main(train_argv(data, tiny_vit_checkpoint, tmp_path / "run", tmp_path / "cache"))
     assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["precision"] == "cpu-bf16"
+
+
+def test_a_new_last_pt_removes_the_evaluation_of_the_last_pt_it_replaces(tmp_path):
+    """lmpt/test.py --checkpoint <run>/last.pt writes <run>/test_results.json; an extended run's next epoch
+    replaces that last.pt, so the file would describe a checkpoint the folder no longer holds (compare_runs
+    --test_results would show it as the run): removed then, as the evaluations of a replaced best.pt are. One of
+    best.pt stays while best.pt does (here from a folder since moved: the file names are what count)."""
+    from lmpt import engine
+    run = tmp_path / "run"
+    run.mkdir()
+    for checkpoint, kept in (("last.pt", False), ("best.pt", True)):
+        (run / "test_results.json").write_text(json.dumps({"checkpoint": str(tmp_path / "moved" / checkpoint)}))
+        (run / "results.json").write_text("{}")
+        engine._write_epoch(run, [{"epoch": 1}], {"epoch": 0}, improved=False)
+        assert (run / "test_results.json").exists() is kept and (run / "results.json").exists()
+        assert torch.load(run / "last.pt") == {"epoch": 0} and not (run / "best.pt").exists()
+    engine._write_epoch(run, [{"epoch": 1}, {"epoch": 2}], {"epoch": 1}, improved=True)
+    assert not (run / "test_results.json").exists() and not (run / "results.json").exists()
+    assert torch.load(run / "best.pt") == {"epoch": 1}
