@@ -156,3 +156,20 @@ def test_one_data_folder_reached_through_a_link_is_one_data_root(tmp_path, capsy
     other = run(tmp_path, "coop_seed2", 2, 34.0, data_root=str(tmp_path / "other"))
     assert compare_runs.main([*paths, other, "--strict"]) == 1
     assert f"- data_root: {tmp_path / 'data'} (rows 1, 2); {tmp_path / 'other'} (row 3)" in capsys.readouterr().out
+
+
+def test_flags_a_run_did_not_read_do_not_part_the_rows(tmp_path, capsys):
+    """As lmpt/train.py notes them without effect: μ and λ (--gamma, --neg_scale, as the published command passes
+    them) under a loss that reads neither, --cse_gamma under a --cseloss without it, and --n_ctx beside a
+    --ctx_init (the context is its tokens). Where they are read, they part the rows."""
+    same = [("bce", {"loss_function": "bce", "gamma": 0.2, "neg_scale": 2.0}, {"loss_function": "bce"}),
+            ("hinge", {"cseloss": "hinge", "cse_gamma": 2.0}, {"cseloss": "hinge", "cse_gamma": 0.5}),
+            ("init", {"ctx_init": "a photo of a", "n_ctx": 16}, {"ctx_init": "a_photo_of_a", "n_ctx": 4})]
+    other = [("dbl", {"loss_function": "dbl", "gamma": 0.2}, {"loss_function": "dbl", "gamma": 0.3}),
+             ("random", {"ctx_init": "", "n_ctx": 16}, {"ctx_init": "", "n_ctx": 4})]
+    for name, first, second in same + other:
+        paths = [run(tmp_path, f"{name}_seed0", 0, 30.0, args=first, method="lmpt"),
+                 run(tmp_path, f"{name}_seed1", 1, 32.0, args=second, method="lmpt")]
+        compare_runs.main([*paths, "--over_seeds"])
+        groups = len(seed_table(capsys.readouterr().out))
+        assert groups == (1 if (name, first, second) in same else 2), name

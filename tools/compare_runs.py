@@ -37,7 +37,9 @@ from lmpt.paths import absolute  # noqa: E402
 from lmpt.metrics import classes_by_frequency  # noqa: E402
 from lmpt.prepare import selection_split_name  # noqa: E402
 from lmpt.report import COLUMNS, markdown_table, mean_std, mean_std_cell, metric_cell, metric_cells  # noqa: E402
+from lmpt.losses import CSE_LOSS_FLAGS, DB_LOSS_FLAGS, db_flags_read  # noqa: E402
 from lmpt.methods import ZERO_SHOT  # noqa: E402
+from lmpt.models import context_words, prompt_texts  # noqa: E402
 from lmpt.settings import METHOD_ONLY_FLAGS, RUN_SETTINGS, is_int, is_number  # noqa: E402
 
 # what the rows must share for their figures to compare (the keys every results file records; dataset,
@@ -303,15 +305,35 @@ def checkpoint_kind(results):
     return name if name in (None, "best.pt", "last.pt") else "other"
 
 
+def settings_read(method, saved):
+    """Of a trained run's args.json (``saved``), the settings of ``CONFIGURATION`` that the run read, as lmpt/train.py
+    notes the others: without the flags only other methods read (``settings.METHOD_ONLY_FLAGS``), those its
+    ``--cseloss`` (``losses.CSE_LOSS_FLAGS``) or its ``--loss_function`` (μ and λ: ``losses.db_flags_read``) does
+    not read, ``--ctx_init`` as its words ('a_photo' is 'a photo') and ``--n_ctx`` as the number of context vectors
+    (beside a ``--ctx_init``, its token count)."""
+    unread = {key for _, keys, methods in METHOD_ONLY_FLAGS if method not in methods for key in keys}
+    if saved.get("cseloss") in CSE_LOSS_FLAGS:
+        unread |= {key for keys in CSE_LOSS_FLAGS.values() for key in keys} - set(CSE_LOSS_FLAGS[saved["cseloss"]])
+    if isinstance(saved.get("loss_function"), str):
+        unread |= set(DB_LOSS_FLAGS) - set(db_flags_read(saved["loss_function"]))
+    read = {key: saved[key] for key in CONFIGURATION if key in saved and key not in unread}
+    if isinstance(read.get("ctx_init"), str):
+        read["ctx_init"] = context_words(read["ctx_init"])
+    if "n_ctx" in read and isinstance(saved.get("ctx_init"), str) and context_words(saved["ctx_init"]):
+        try:
+            read["n_ctx"] = prompt_texts([], read["n_ctx"], saved["ctx_init"])[0]
+        except (TypeError, ValueError):  # not a run of these scripts' (an init without tokens is refused there)
+            pass
+    return read
+
+
 def configuration(row):
     """What a row is, but its seed: its file's method, CLIP (by sha256 where recorded), checkpoint kind, selection
-    split and ``CHECKED`` keys, and of a trained run's args.json the settings of ``CONFIGURATION`` that its method
-    reads (``settings.METHOD_ONLY_FLAGS``), as one text to group by."""
+    split and ``CHECKED`` keys, and of a trained run's args.json the settings of ``CONFIGURATION`` that it read
+    (``settings_read``), as one text to group by."""
     r = row["results"]
     method = r.get("method")
-    unread = {key for _, keys, methods in METHOD_ONLY_FLAGS if method not in methods for key in keys}
-    saved = {} if method == ZERO_SHOT else {key: row["args"][key] for key in CONFIGURATION
-                                            if key in row["args"] and key not in unread}
+    saved = {} if method == ZERO_SHOT else settings_read(method, row["args"])
     clip = r.get("backbone_sha256") or r.get("backbone")
     return json.dumps([method_cell(r), clip, checkpoint_kind(r), r.get("selection_split"),
                        {key: checked_value(key, r.get(key)) for key in CHECKED}, saved], sort_keys=True, default=str)
