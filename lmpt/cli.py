@@ -388,7 +388,7 @@ def restore_run_args(parser, args, argv=None):
         return args
     saved, saved_file = read_saved_args(parser, args)
     output_dir = getattr(args, "output_dir", None)
-    if output_dir is not None and absolute(output_dir) != absolute(args.resume):
+    if output_dir is not None and os.path.realpath(absolute(output_dir)) != os.path.realpath(absolute(args.resume)):
         parser.error(f"--resume {args.resume} with --output_dir {output_dir}: a resumed run continues in its own "
                      f"folder; leave --output_dir out (to continue a copy of the run elsewhere, copy its folder "
                      f"there and resume the copy)")

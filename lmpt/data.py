@@ -6,6 +6,7 @@ the line and what was expected, so a long run never dies late on a typo.
 Paths inside list and caption files are relative to the dataset folder
 (``<data_root>/voc/``, ``<data_root>/coco/``, ``<data_root>/synth/``).
 """
+import errno
 import os
 import pickle
 import posixpath
@@ -501,8 +502,8 @@ def _absent(path):
         return not stat.S_ISREG(os.stat(path).st_mode)
     except (FileNotFoundError, NotADirectoryError, ValueError):
         return True
-    except OSError:
-        return False
+    except OSError as error:  # a name longer than the file system allows cannot be there either
+        return error.errno == errno.ENAMETOOLONG
 
 
 def find_missing_images(root, paths):

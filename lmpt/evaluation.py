@@ -79,6 +79,7 @@ def run_backbone(config, pretrained_dir, checkpoint_path):
     the run's (``check_backbone``)."""
     try:
         clip_file = find_backbone(config["backbone"], pretrained_dir, config.get("backbone_file"))
+        check_backbone(config, clip_file, checkpoint_path)  # another file of that name: the run's own is tried
     except (FileNotFoundError, ValueError) as not_found:
         args_file = Path(checkpoint_path).parent / "args.json"
         own = (read_saved_json(args_file) or {}).get("pretrained_dir")  # none: a checkpoint copied alone
@@ -86,10 +87,10 @@ def run_backbone(config, pretrained_dir, checkpoint_path):
             raise
         try:
             clip_file = find_backbone(config["backbone"], own, config.get("backbone_file"))
+            check_backbone(config, clip_file, checkpoint_path)
         except (FileNotFoundError, ValueError):
             raise not_found from None
         print(f"[test] CLIP file {clip_file}: in the training run's --pretrained_dir {own} ({args_file})")
-    check_backbone(config, clip_file, checkpoint_path)
     return clip_file
 
 

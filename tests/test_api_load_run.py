@@ -161,3 +161,10 @@ def test_a_run_trained_with_its_own_pretrained_dir_is_tested_and_loaded_without_
     shutil.copy(run / "best.pt", alone / "best.pt")
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'empty' / 'ViT-B-16.pt'} not found"):
         load_run(alone)
+    (tmp_path / "empty").mkdir()  # another file of that name in the folder given: the run's own is found
+    (tmp_path / "empty" / "ViT-B-16.pt").write_bytes(b"another CLIP")
+    capsys.readouterr()
+    load_run(run)
+    assert said in capsys.readouterr().out
+    with pytest.raises(ValueError, match="has sha256"):  # without the run's own, the file found is refused
+        load_run(alone)

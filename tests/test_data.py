@@ -404,7 +404,7 @@ def test_an_image_that_cannot_be_looked_up_is_not_missing(tmp_path, monkeypatch)
     present = write_images(tmp_path, 2)
     os.symlink("loop.jpg", tmp_path / "img/loop.jpg")  # stat: 'Too many levels of symbolic links'
     (tmp_path / "img/locked").mkdir()
-    paths = [*present, "img/loop.jpg", "img/locked/a.jpg", "img/gone.jpg"]
+    paths = [*present, "img/loop.jpg", "img/locked/a.jpg", "img/gone.jpg", "img/" + "x" * 300 + ".jpg"]
     real_stat = os.stat
 
     def stat(path, *args, **kwargs):  # the folder's x bit taken away (root could search it anyway)
@@ -412,8 +412,8 @@ def test_an_image_that_cannot_be_looked_up_is_not_missing(tmp_path, monkeypatch)
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real_stat(path, *args, **kwargs)
     monkeypatch.setattr(os, "stat", stat)
-    assert find_missing_images(tmp_path, paths) == ["img/gone.jpg"]
-    assert [st is None for st in image_stats(tmp_path, paths)] == [False, False, True, True, True]  # cache keys
+    assert find_missing_images(tmp_path, paths) == ["img/gone.jpg", paths[-1]]  # a name too long cannot be there
+    assert [st is None for st in image_stats(tmp_path, paths)] == [False, False, True, True, True, True]
 
 
 def test_bad_images_listed_with_tolerate_errors_and_refused_without(tmp_path):

@@ -75,6 +75,9 @@ def test_resume_into_another_output_dir_is_refused_at_parse_time(trained, tmp_pa
     monkeypatch.chdir(trained)
     args = train_script.parse_args(["--resume", str(run), "--output_dir", "run/", "--epochs", "3"])
     assert (args.output_dir, args.resume, args.epochs) == (run, True, 3)
+    (tmp_path / "link").symlink_to(trained)  # the run's folder through a link: the same folder
+    args = train_script.parse_args(["--resume", str(run), "--output_dir", str(tmp_path / "link" / "run")])
+    assert args.output_dir == run
 
 
 def test_a_file_that_is_no_torch_save_archive_is_named_shortly(trained):

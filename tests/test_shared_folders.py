@@ -118,8 +118,8 @@ def test_a_checkpoint_whose_mode_changed_while_it_was_evaluated_is_still_the_one
 
 
 def test_a_training_run_writes_a_new_best_pt_while_it_holds_its_folder(tmp_path, tiny_vit_checkpoint, monkeypatch):
-    """An lmpt/test.py beside it checks best.pt and writes its results wholly before or after the training run
-    removes the old results and writes the new best.pt, never between."""
+    """An lmpt/test.py beside it checks its checkpoint and writes its results wholly before or after the training
+    run removes the old results and writes the new last.pt and best.pt, never between."""
     from test_locks import folder_busy
 
     from lmpt import engine
@@ -130,4 +130,4 @@ def test_a_training_run_writes_a_new_best_pt_while_it_holds_its_folder(tmp_path,
         held.append((path.name, folder_busy(path.parent))), save(path, state)))
     train_script.main(train_argv(tmp_path / "data", tiny_vit_checkpoint, run, tmp_path / "cache",
                                  "--training_method", "coop", epochs=1))
-    assert held == [("last.pt", False), ("best.pt", True)]
+    assert held == [("last.pt", True), ("best.pt", True)]
